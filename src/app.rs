@@ -1,0 +1,122 @@
+//! The application: wires config → scheduler → metrics → http and handles reloads.
+//!
+//! `main` parses the command line and calls [`run`] with a bound listener and a shutdown
+//! future; the end-to-end tests call it the same way on port 0. [`run`] owns the scheduler
+//! and is the only place that swaps the configuration: on SIGHUP or `POST /-/reload` it
+//! loads the source again, and keeps the old configuration when the new one is bad.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{self, Config, ConfigError};
+use crate::http::{self, ReloadRequest};
+use crate::metrics::{Exporter, Store};
+use crate::scheduler::Scheduler;
+
+/// Where the configuration comes from; read again on every reload.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// A YAML file.
+    File(PathBuf),
+    /// YAML text held in memory (the embedded default, or a test's config); `origin`
+    /// names it in errors.
+    Text { text: String, origin: String },
+}
+
+impl ConfigSource {
+    /// The embedded default configuration.
+    pub fn embedded() -> ConfigSource {
+        ConfigSource::Text { text: config::EMBEDDED_DEFAULT.to_owned(), origin: "<embedded default>".to_owned() }
+    }
+
+    /// Reads and validates the configuration.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigSource::File(path) => config::load(path),
+            ConfigSource::Text { text, origin } => config::parse(text, origin),
+        }
+    }
+}
+
+/// Runs the exporter until `shutdown` resolves. Fails only when the first configuration
+/// load fails; later reload failures are logged and counted.
+pub async fn run(listener: TcpListener, source: ConfigSource, shutdown: impl Future<Output = ()>) -> Result<(), ConfigError> {
+    let config = source.load()?;
+    let store = Arc::new(Store::new());
+    let exporter = Arc::new(Exporter::new(store.clone()));
+    exporter.config_loaded(true);
+    let mut scheduler = Scheduler::new(store);
+    scheduler.apply(&config);
+    tracing::info!(specs = config.specs.len(), max_concurrency = config.max_concurrency, "configuration loaded");
+
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let (stop_http, http_stopped) = oneshot::channel::<()>();
+    let state = Arc::new(http::State { exporter: exporter.clone(), reload: reload_tx });
+    let server = tokio::spawn(http::serve(listener, state, async {
+        let _ = http_stopped.await;
+    }));
+
+    let mut hangups = hangup_signals();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(answer) = reload_rx.recv() => {
+                let _ = answer.send(reload(&source, &mut scheduler, &exporter));
+            }
+            Some(()) = hangups.recv() => {
+                let _ = reload(&source, &mut scheduler, &exporter);
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    scheduler.stop();
+    let _ = stop_http.send(());
+    let _ = server.await;
+    Ok(())
+}
+
+/// Loads the configuration again and applies it, or keeps the old one.
+fn reload(source: &ConfigSource, scheduler: &mut Scheduler, exporter: &Exporter) -> Result<(), String> {
+    match source.load() {
+        Ok(config) => {
+            scheduler.apply(&config);
+            exporter.config_loaded(true);
+            tracing::info!(specs = config.specs.len(), "configuration reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            exporter.config_loaded(false);
+            tracing::error!(error = %e, "reload failed; keeping the previous configuration");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// SIGHUP as a stream of unit values (never yields where signals are unavailable).
+fn hangup_signals() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if tx.send(()).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; use POST /-/reload"),
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
+}

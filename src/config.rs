@@ -1,0 +1,670 @@
+//! Configuration: YAML in, a validated and immutable `Config` out.
+//!
+//! First stop of the data flow. `load(path)` reads the file and calls `parse(text, origin)`,
+//! which deserializes the raw serde types (unknown keys rejected), fills defaults, validates
+//! every invariant with a one-line error naming the field path, reads credentials, and
+//! builds each module's TLS client configuration once. The scheduler receives the result in
+//! an `Arc` and a reload swaps it whole.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use serde::Deserialize;
+
+use crate::probe::tls::{self, Roots};
+
+/// The configuration used when no `--config.file` is given: the local host on the four
+/// SMTP ports, so that a first run shows real metrics.
+pub const EMBEDDED_DEFAULT: &str = r#"
+modules:
+  relay:
+    tls: starttls
+  submissions:
+    tls: implicit
+  submission:
+    tls: starttls_required
+targets:
+  - name: localhost
+    host: localhost
+    ports:
+      - { port: 25, module: relay }
+      - { port: 465, module: submissions }
+      - { port: 587, module: submission }
+      - { port: 2525, module: submission }
+"#;
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_CONCURRENCY: usize = 64;
+const DEFAULT_EHLO_HOSTNAME: &str = "smtp-exporter.invalid";
+
+// ---------------------------------------------------------------------------------------
+// Raw form: exactly what the YAML says.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    max_concurrency: Option<usize>,
+    #[serde(default)]
+    modules: BTreeMap<String, RawModule>,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModule {
+    tls: TlsMode,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    phase_timeout: Option<String>,
+    #[serde(default)]
+    ehlo_hostname: Option<String>,
+    #[serde(default)]
+    ip_protocol: IpProtocol,
+    #[serde(default)]
+    tls_config: RawTlsConfig,
+    #[serde(default)]
+    auth: Option<RawAuth>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTlsConfig {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    system_roots: bool,
+    #[serde(default)]
+    server_name: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    username: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    mechanism: Option<AuthMechanism>,
+    #[serde(default)]
+    allow_plaintext: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    #[serde(default)]
+    name: Option<String>,
+    host: String,
+    #[serde(default)]
+    interval: Option<String>,
+    ports: Vec<RawPort>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    port: u16,
+    module: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated form.
+
+/// How a port speaks TLS. Set per port through its module, never guessed from the number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain SMTP; STARTTLS is not attempted even when advertised.
+    None,
+    /// Opportunistic: STARTTLS when advertised, plain otherwise (port 25 style).
+    Starttls,
+    /// STARTTLS must be advertised and succeed (port 587 style).
+    StarttlsRequired,
+    /// TLS from the first byte (port 465 style, RFC 8314).
+    Implicit,
+}
+
+impl TlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::None => "none",
+            TlsMode::Starttls => "starttls",
+            TlsMode::StarttlsRequired => "starttls_required",
+            TlsMode::Implicit => "implicit",
+        }
+    }
+}
+
+/// Which address family to connect with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpProtocol {
+    /// The first address the resolver returns.
+    #[default]
+    Auto,
+    /// IPv4 only.
+    Ip4,
+    /// IPv6 only.
+    Ip6,
+}
+
+/// A SASL mechanism the probe can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMechanism {
+    Plain,
+    Login,
+}
+
+impl AuthMechanism {
+    /// The name as EHLO advertises it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMechanism::Plain => "PLAIN",
+            AuthMechanism::Login => "LOGIN",
+        }
+    }
+}
+
+/// A password or token. It prints as `<redacted>` in every format, so that a stray
+/// `{:?}` in a log line cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The clear text, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Who to authenticate as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+/// AUTH settings of a module.
+#[derive(Clone, Debug)]
+pub struct Auth {
+    pub credentials: Credentials,
+    /// Forced mechanism; `None` picks from the EHLO list.
+    pub mechanism: Option<AuthMechanism>,
+    /// Allow sending credentials on an unencrypted session.
+    pub allow_plaintext: bool,
+}
+
+/// A named, reusable probe recipe.
+#[derive(Clone, Debug)]
+pub struct Module {
+    pub tls_mode: TlsMode,
+    /// Deadline for the whole probe.
+    pub timeout: Duration,
+    /// Deadline for each phase (never beyond the probe's deadline).
+    pub phase_timeout: Duration,
+    pub ehlo_hostname: String,
+    pub ip_protocol: IpProtocol,
+    /// Built once at load; `None` when `tls_mode` is `none`.
+    pub tls_client: Option<Arc<rustls::ClientConfig>>,
+    /// Overrides the name checked against the certificate (default: the target's host).
+    pub server_name: Option<String>,
+    pub auth: Option<Auth>,
+}
+
+/// One (target, port) to probe with one module: the unit the scheduler runs.
+#[derive(Clone, Debug)]
+pub struct ProbeSpec {
+    /// The target's configured name: the `target` label.
+    pub target: String,
+    pub host: String,
+    pub port: u16,
+    /// The module's name: the `module` label.
+    pub module_name: String,
+    pub module: Arc<Module>,
+    pub interval: Duration,
+    /// The TLS server name, checked at load (`None` when the module does no TLS).
+    pub server_name: Option<ServerName<'static>>,
+}
+
+impl ProbeSpec {
+    /// A stable identity: reloads keep the state of specs whose key did not change.
+    pub fn key(&self) -> SpecKey {
+        SpecKey { target: self.target.clone(), port: self.port, module: self.module_name.clone() }
+    }
+}
+
+/// Identity of a probe spec: its label values.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpecKey {
+    pub target: String,
+    pub port: u16,
+    pub module: String,
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub max_concurrency: usize,
+    pub modules: BTreeMap<String, Arc<Module>>,
+    pub specs: Vec<ProbeSpec>,
+}
+
+/// A configuration error, with where it came from.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file, or `<embedded default>`.
+    pub origin: String,
+    /// The message, with field path and position where known.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { origin: origin.clone(), message: e.to_string() })?;
+    parse(&text, &origin)
+}
+
+/// The embedded default configuration.
+pub fn embedded_default() -> Config {
+    parse(EMBEDDED_DEFAULT, "<embedded default>").expect("the embedded default config is valid")
+}
+
+/// Parses and validates configuration text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let err = |message: String| ConfigError { origin: origin.to_owned(), message };
+    let raw: RawConfig = yaml_serde::from_str(text).map_err(|e| err(e.to_string()))?;
+    validate(raw).map_err(err)
+}
+
+fn validate(raw: RawConfig) -> Result<Config, String> {
+    let interval = match &raw.interval {
+        Some(s) => parse_duration(s).map_err(|e| format!("interval: {e}"))?,
+        None => DEFAULT_INTERVAL,
+    };
+    let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+    if max_concurrency == 0 {
+        return Err("max_concurrency: must be at least 1".into());
+    }
+
+    let mut modules = BTreeMap::new();
+    for (name, raw_module) in raw.modules {
+        let module = validate_module(raw_module).map_err(|e| format!("modules.{name}.{e}"))?;
+        modules.insert(name, Arc::new(module));
+    }
+
+    let mut specs = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, target) in raw.targets.into_iter().enumerate() {
+        let at = format!("targets[{i}]");
+        if target.host.trim().is_empty() {
+            return Err(format!("{at}.host: must not be empty"));
+        }
+        let name = target.name.unwrap_or_else(|| target.host.clone());
+        if name.is_empty() {
+            return Err(format!("{at}.name: must not be empty"));
+        }
+        let target_interval = match &target.interval {
+            Some(s) => parse_duration(s).map_err(|e| format!("{at}.interval: {e}"))?,
+            None => interval,
+        };
+        if target.ports.is_empty() {
+            return Err(format!("{at}.ports: must list at least one port"));
+        }
+        for (j, port) in target.ports.into_iter().enumerate() {
+            let at = format!("{at}.ports[{j}]");
+            if port.port == 0 {
+                return Err(format!("{at}.port: must be between 1 and 65535"));
+            }
+            let Some(module) = modules.get(&port.module) else {
+                let known: Vec<&str> = modules.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "{at}.module: unknown module {:?} (defined: {})",
+                    port.module,
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                ));
+            };
+            if module.timeout > target_interval {
+                return Err(format!(
+                    "{at}: module {:?} timeout {} exceeds the probe interval {}",
+                    port.module,
+                    format_duration(module.timeout),
+                    format_duration(target_interval)
+                ));
+            }
+            if !seen.insert((name.clone(), port.port, port.module.clone())) {
+                return Err(format!(
+                    "{at}: target {name:?} already probes port {} with module {:?}",
+                    port.port, port.module
+                ));
+            }
+            let server_name = match module.tls_mode {
+                TlsMode::None => None,
+                _ => {
+                    let wanted = module.server_name.clone().unwrap_or_else(|| target.host.clone());
+                    Some(ServerName::try_from(wanted.clone()).map_err(|_| {
+                        format!("{at}: {wanted:?} is not a valid TLS server name; set tls_config.server_name in module {:?}", port.module)
+                    })?)
+                }
+            };
+            specs.push(ProbeSpec {
+                target: name.clone(),
+                host: target.host.clone(),
+                port: port.port,
+                module_name: port.module,
+                module: module.clone(),
+                interval: target_interval,
+                server_name,
+            });
+        }
+    }
+    Ok(Config { max_concurrency, modules, specs })
+}
+
+fn validate_module(raw: RawModule) -> Result<Module, String> {
+    let timeout = match &raw.timeout {
+        Some(s) => parse_duration(s).map_err(|e| format!("timeout: {e}"))?,
+        None => DEFAULT_TIMEOUT,
+    };
+    let phase_timeout = match &raw.phase_timeout {
+        Some(s) => parse_duration(s).map_err(|e| format!("phase_timeout: {e}"))?,
+        None => timeout,
+    };
+    if phase_timeout > timeout {
+        return Err(format!(
+            "phase_timeout: {} exceeds the module timeout {}",
+            format_duration(phase_timeout),
+            format_duration(timeout)
+        ));
+    }
+    let ehlo_hostname = raw.ehlo_hostname.unwrap_or_else(|| DEFAULT_EHLO_HOSTNAME.to_owned());
+    if ehlo_hostname.is_empty() || ehlo_hostname.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("ehlo_hostname: {ehlo_hostname:?} is not a valid host name"));
+    }
+
+    let tls_cfg = raw.tls_config;
+    if tls_cfg.ca_file.is_some() && tls_cfg.system_roots {
+        return Err("tls_config: ca_file and system_roots are mutually exclusive".into());
+    }
+    let tls_client = match raw.tls {
+        TlsMode::None => {
+            if tls_cfg.ca_file.is_some() || tls_cfg.server_name.is_some() || tls_cfg.insecure_skip_verify || tls_cfg.system_roots {
+                return Err("tls_config: set, but tls is none".into());
+            }
+            None
+        }
+        _ => {
+            let roots = match (&tls_cfg.ca_file, tls_cfg.system_roots) {
+                (Some(path), _) => Roots::CaFile(path.clone()),
+                (None, true) => Roots::System,
+                (None, false) => Roots::Bundled,
+            };
+            Some(tls::client_config(&roots, tls_cfg.insecure_skip_verify).map_err(|e| format!("tls_config.{e}"))?)
+        }
+    };
+
+    let auth = match raw.auth {
+        None => None,
+        Some(a) => {
+            if raw.tls == TlsMode::None && !a.allow_plaintext {
+                return Err("auth: credentials would travel unencrypted with tls: none; use starttls_required or implicit, or set auth.allow_plaintext: true".into());
+            }
+            Some(validate_auth(a).map_err(|e| format!("auth.{e}"))?)
+        }
+    };
+
+    Ok(Module {
+        tls_mode: raw.tls,
+        timeout,
+        phase_timeout,
+        ehlo_hostname,
+        ip_protocol: raw.ip_protocol,
+        tls_client,
+        server_name: tls_cfg.server_name,
+        auth,
+    })
+}
+
+fn validate_auth(raw: RawAuth) -> Result<Auth, String> {
+    if raw.username.is_empty() {
+        return Err("username: must not be empty".into());
+    }
+    let sources = [raw.password.is_some(), raw.password_file.is_some(), raw.password_env.is_some()];
+    let password = match (raw.password, raw.password_file, raw.password_env) {
+        _ if sources.iter().filter(|s| **s).count() > 1 => {
+            return Err("password: password, password_file and password_env are mutually exclusive".into())
+        }
+        (Some(p), _, _) => p,
+        (_, Some(path), _) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("password_file: {}: {e}", path.display()))?;
+            // A trailing newline from `echo secret > file` is not part of the password.
+            text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_owned()
+        }
+        (_, _, Some(var)) => std::env::var(&var)
+            .map_err(|_| format!("password_env: environment variable {var} is not set or not UTF-8"))?,
+        (None, None, None) => {
+            return Err("password: one of password, password_file or password_env is required".into())
+        }
+    };
+    if password.is_empty() {
+        return Err("password: is empty".into());
+    }
+    Ok(Auth {
+        credentials: Credentials { username: raw.username, password: Secret::new(password) },
+        mechanism: raw.mechanism,
+        allow_plaintext: raw.allow_plaintext,
+    })
+}
+
+/// Parses a Prometheus-style duration: one or more `<number><unit>` with units ms, s, m, h.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (use e.g. 500ms, 10s, 1m30s)");
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value.saturating_mul(60)),
+            "h" => Duration::from_secs(value.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    if total.is_zero() {
+        return Err(format!("invalid duration {text:?}: must be greater than zero"));
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way the config writes it.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() != 0 || d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(yaml: &str) -> String {
+        parse(yaml, "test.yml").unwrap_err().to_string()
+    }
+
+    const MODULES: &str = "modules:\n  relay:\n    tls: starttls\n";
+
+    #[test]
+    fn embedded_default_covers_the_four_ports() {
+        let config = embedded_default();
+        let ports: Vec<u16> = config.specs.iter().map(|s| s.port).collect();
+        assert_eq!(ports, vec![25, 465, 587, 2525]);
+        assert_eq!(config.specs[1].module.tls_mode, TlsMode::Implicit);
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        // The annotated example must stay loadable; its password_file is resolved against
+        // the environment variable it names, so point that at a temporary file.
+        let text = include_str!("../config/example.yml");
+        std::env::set_var("SMTP_EXPORTER_EXAMPLE_PASSWORD", "not-a-real-password");
+        let config = parse(text, "config/example.yml").unwrap();
+        let ports: HashSet<u16> = config.specs.iter().map(|s| s.port).collect();
+        for p in [25, 465, 587, 2525] {
+            assert!(ports.contains(&p), "example lacks port {p}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        for bad in ["", "10", "s", "1x", "-1s", "0s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// Table: config text → exact error (the blackbox_exporter habit).
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "targets: []\nbogus: 1\n",
+                "test.yml: unknown field `bogus`, expected one of `interval`, `max_concurrency`, `modules`, `targets` at line 2 column 1",
+            ),
+            (
+                "modules:\n  relay:\n    tls: sometimes\n",
+                "test.yml: modules.relay.tls: unknown variant `sometimes`, expected one of `none`, `starttls`, `starttls_required`, `implicit` at line 3 column 10",
+            ),
+            (
+                &format!("{MODULES}targets:\n  - host: mx\n    ports:\n      - {{ port: 25, module: nope }}\n"),
+                "test.yml: targets[0].ports[0].module: unknown module \"nope\" (defined: relay)",
+            ),
+            (
+                &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 25, module: relay }}, {{ port: 25, module: relay }}]\n"),
+                "test.yml: targets[0].ports[1]: target \"mx\" already probes port 25 with module \"relay\"",
+            ),
+            (
+                &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 0, module: relay }}]\n"),
+                "test.yml: targets[0].ports[0].port: must be between 1 and 65535",
+            ),
+            (
+                "modules:\n  m:\n    tls: implicit\n    timeout: 5s\n    phase_timeout: 6s\n",
+                "test.yml: modules.m.phase_timeout: 6s exceeds the module timeout 5s",
+            ),
+            (
+                "modules:\n  m:\n    tls: implicit\n    timeout: 90s\ntargets:\n  - host: mx\n    ports: [{ port: 465, module: m }]\n",
+                "test.yml: targets[0].ports[0]: module \"m\" timeout 90s exceeds the probe interval 60s",
+            ),
+            (
+                "modules:\n  m:\n    tls: none\n    auth: { username: u, password: p }\n",
+                "test.yml: modules.m.auth: credentials would travel unencrypted with tls: none; use starttls_required or implicit, or set auth.allow_plaintext: true",
+            ),
+            (
+                "modules:\n  m:\n    tls: implicit\n    auth: { username: u, password: p, password_env: X }\n",
+                "test.yml: modules.m.auth.password: password, password_file and password_env are mutually exclusive",
+            ),
+            (
+                "modules:\n  m:\n    tls: implicit\n    auth: { username: u, password_file: /nonexistent/pw }\n",
+                "test.yml: modules.m.auth.password_file: /nonexistent/pw: No such file or directory (os error 2)",
+            ),
+            (
+                "modules:\n  m:\n    tls: implicit\n    tls_config: { ca_file: /nonexistent/ca.pem }\n",
+                "test.yml: modules.m.tls_config.ca_file /nonexistent/ca.pem: No such file or directory (os error 2)",
+            ),
+            (
+                "modules:\n  m:\n    tls: none\n    tls_config: { insecure_skip_verify: true }\n",
+                "test.yml: modules.m.tls_config: set, but tls is none",
+            ),
+            (
+                "interval: soon\n",
+                "test.yml: interval: invalid duration \"soon\" (use e.g. 500ms, 10s, 1m30s)",
+            ),
+            (
+                "max_concurrency: 0\n",
+                "test.yml: max_concurrency: must be at least 1",
+            ),
+            (
+                "modules:\n  m:\n    tls: implicit\ntargets:\n  - host: \"bad host!\"\n    ports: [{ port: 465, module: m }]\n",
+                "test.yml: targets[0].ports[0]: \"bad host!\" is not a valid TLS server name; set tls_config.server_name in module \"m\"",
+            ),
+            (
+                "targets:\n  - host: mx\n    ports:\n      - { port: 70000, module: relay }\n",
+                "test.yml: targets[0].ports[0].port: invalid value: integer `70000`, expected u16 at line 4 column 17",
+            ),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(&error_of(yaml), want, "for config:\n{yaml}");
+        }
+    }
+
+    #[test]
+    fn password_file_trailing_newline_is_dropped_and_secret_is_redacted() {
+        let dir = std::env::temp_dir().join(format!("smtp-exporter-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "s3cret-value\n").unwrap();
+        let yaml = format!(
+            "modules:\n  m:\n    tls: implicit\n    auth: {{ username: u, password_file: {} }}\n",
+            pw.display()
+        );
+        let config = parse(&yaml, "t").unwrap();
+        let auth = config.modules["m"].auth.as_ref().unwrap();
+        assert_eq!(auth.credentials.password.expose(), "s3cret-value");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "secret leaked in Debug: {debug}");
+        assert!(debug.contains("<redacted>"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,295 @@
+//! Metrics: the latest `ProbeReport` of each spec, turned into Prometheus series on scrape.
+//!
+//! Fourth stop of the data flow. The scheduler hands each finished report to
+//! [`Store::record`]; nothing is computed then. On scrape, [`ProbeCollector`] reads the
+//! store and builds every family afresh, so a spec removed by a reload leaves no stale
+//! series, and a phase that did not run in the last probe has no series either.
+//! [`Exporter`] bundles the registry (probe collector, exporter self-metrics, process
+//! metrics) and renders the text exposition for `http`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::UNIX_EPOCH;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+
+use crate::config::SpecKey;
+use crate::probe::{ProbeReport, Reason};
+
+/// What the store keeps per spec.
+#[derive(Default)]
+struct SpecState {
+    last: Option<Arc<ProbeReport>>,
+    probes_total: u64,
+    failures_total: BTreeMap<Reason, u64>,
+}
+
+/// The latest report and counters of every configured spec. Shared by the scheduler
+/// (writer) and the collector (reader); locks are held only to copy or swap an `Arc`.
+#[derive(Default)]
+pub struct Store {
+    specs: RwLock<BTreeMap<SpecKey, SpecState>>,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store::default()
+    }
+
+    /// Keeps exactly `keys`: new ones start empty, others lose their state and series.
+    pub fn reconcile(&self, keys: &[SpecKey]) {
+        let wanted: std::collections::BTreeSet<&SpecKey> = keys.iter().collect();
+        let mut specs = self.specs.write().expect("metrics store lock");
+        specs.retain(|k, _| wanted.contains(k));
+        for key in wanted {
+            specs.entry(key.clone()).or_default();
+        }
+    }
+
+    /// Records a finished probe. A report for a spec that is no longer configured (its
+    /// probe was in flight during a reload) is dropped.
+    pub fn record(&self, key: &SpecKey, report: ProbeReport) {
+        let mut specs = self.specs.write().expect("metrics store lock");
+        if let Some(state) = specs.get_mut(key) {
+            state.probes_total += 1;
+            if let Some(failure) = &report.failure {
+                *state.failures_total.entry(failure.reason).or_default() += 1;
+            }
+            state.last = Some(Arc::new(report));
+        }
+    }
+
+    /// True when `key` has a report.
+    pub fn has_report(&self, key: &SpecKey) -> bool {
+        self.specs.read().expect("metrics store lock").get(key).is_some_and(|s| s.last.is_some())
+    }
+
+    /// Whether the last probe of `key` succeeded; `None` before its first probe.
+    pub fn last_success(&self, key: &SpecKey) -> Option<bool> {
+        let specs = self.specs.read().expect("metrics store lock");
+        specs.get(key).and_then(|s| s.last.as_ref()).map(|r| r.success())
+    }
+
+    /// True once every configured spec has completed at least one probe.
+    pub fn all_probed(&self) -> bool {
+        self.specs.read().expect("metrics store lock").values().all(|s| s.last.is_some())
+    }
+
+    /// The latest report of every spec that has one, in label order.
+    pub fn latest(&self) -> Vec<(SpecKey, Arc<ProbeReport>)> {
+        let specs = self.specs.read().expect("metrics store lock");
+        specs.iter().filter_map(|(k, s)| s.last.clone().map(|r| (k.clone(), r))).collect()
+    }
+}
+
+/// Where a family's values come from, for its HELP text.
+const SCHEDULED: &str = "(from the last scheduled probe)";
+
+/// One metric family the collector emits.
+struct Family {
+    name: &'static str,
+    help: String,
+    kind: MetricType,
+    /// Labels beyond target, port, module.
+    extra_labels: &'static [&'static str],
+}
+
+fn families() -> Vec<Family> {
+    use MetricType::{COUNTER, GAUGE};
+    let f = |name, help: &str, kind, extra_labels| Family { name, help: help.replace("{src}", SCHEDULED), kind, extra_labels };
+    vec![
+        f("smtp_probe_success", "1 if every phase of the module succeeded, else 0 {src}.", GAUGE, &[]),
+        f("smtp_probe_duration_seconds", "Duration of the whole probe {src}.", GAUGE, &[]),
+        f("smtp_probe_phase_duration_seconds", "Duration of each phase that ran {src}; a failed phase is included.", GAUGE, &["phase"]),
+        f("smtp_probe_failure_info", "1 with the phase and reason of the failure, present only while the last scheduled probe failed.", GAUGE, &["phase", "reason"]),
+        f("smtp_probe_last_run_timestamp_seconds", "Unix time at which the last scheduled probe started.", GAUGE, &[]),
+        f("smtp_probe_banner_code", "Reply code of the server greeting {src}.", GAUGE, &[]),
+        f("smtp_tls_version_info", "1 with the negotiated TLS version {src}.", GAUGE, &["version"]),
+        f("smtp_tls_cert_expiry_timestamp_seconds", "Unix time at which the leaf certificate expires (notAfter) {src}.", GAUGE, &[]),
+        f("smtp_probes_total", "Scheduled probes completed since the exporter started.", COUNTER, &[]),
+        f("smtp_probe_failures_total", "Scheduled probes that failed since the exporter started, by reason.", COUNTER, &["reason"]),
+    ]
+}
+
+/// The collector over the store. Registered once; it reads the store on every scrape.
+pub struct ProbeCollector {
+    store: Arc<Store>,
+    families: Vec<Family>,
+    descs: Vec<Desc>,
+}
+
+impl ProbeCollector {
+    pub fn new(store: Arc<Store>) -> ProbeCollector {
+        let families = families();
+        let descs = families
+            .iter()
+            .map(|f| {
+                let mut labels: Vec<String> = ["target", "port", "module"].iter().map(|s| s.to_string()).collect();
+                labels.extend(f.extra_labels.iter().map(|s| s.to_string()));
+                Desc::new(f.name.to_owned(), f.help.clone(), labels, HashMap::new()).expect("valid metric descriptor")
+            })
+            .collect();
+        ProbeCollector { store, families, descs }
+    }
+}
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut pair = LabelPair::default();
+    pair.set_name(name.to_owned());
+    pair.set_value(value.to_owned());
+    pair
+}
+
+/// Collects the samples of one family: (extra label values, value).
+#[derive(Default)]
+struct Samples(Vec<(Vec<LabelPair>, f64)>);
+
+impl Samples {
+    fn push(&mut self, base: &[LabelPair], extra: &[(&str, &str)], value: f64) {
+        let mut labels = base.to_vec();
+        labels.extend(extra.iter().map(|(n, v)| label(n, v)));
+        self.0.push((labels, value));
+    }
+}
+
+impl Collector for ProbeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut samples: Vec<Samples> = self.families.iter().map(|_| Samples::default()).collect();
+        let specs = self.store.specs.read().expect("metrics store lock");
+        for (key, state) in specs.iter() {
+            let Some(report) = &state.last else { continue };
+            let port = key.port.to_string();
+            let base = [label("target", &key.target), label("port", &port), label("module", &key.module)];
+            let [success, duration, phase, failure, last_run, banner, tls_version, cert_expiry, probes, failures] =
+                &mut samples[..]
+            else {
+                unreachable!("one sample list per family")
+            };
+            success.push(&base, &[], if report.success() { 1.0 } else { 0.0 });
+            duration.push(&base, &[], report.duration.as_secs_f64());
+            for (p, d) in &report.phases {
+                phase.push(&base, &[("phase", p.as_str())], d.as_secs_f64());
+            }
+            if let Some(f) = &report.failure {
+                failure.push(&base, &[("phase", f.phase.as_str()), ("reason", f.reason.as_str())], 1.0);
+            }
+            let started = report.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            last_run.push(&base, &[], started);
+            if let Some(code) = report.banner_code {
+                banner.push(&base, &[], f64::from(code));
+            }
+            if let Some(tls) = &report.tls {
+                tls_version.push(&base, &[("version", &tls.version)], 1.0);
+                if let Some(not_after) = tls.leaf_not_after {
+                    cert_expiry.push(&base, &[], not_after as f64);
+                }
+            }
+            probes.push(&base, &[], state.probes_total as f64);
+            for (reason, count) in &state.failures_total {
+                failures.push(&base, &[("reason", reason.as_str())], *count as f64);
+            }
+        }
+        drop(specs);
+        self.families
+            .iter()
+            .zip(samples)
+            .filter(|(_, s)| !s.0.is_empty())
+            .map(|(family, s)| {
+                let mut mf = MetricFamily::default();
+                mf.set_name(family.name.to_owned());
+                mf.set_help(family.help.clone());
+                mf.set_field_type(family.kind);
+                let metrics = s
+                    .0
+                    .into_iter()
+                    .map(|(labels, value)| {
+                        let mut m = Metric::default();
+                        m.set_label(labels);
+                        match family.kind {
+                            MetricType::COUNTER => {
+                                let mut c = Counter::default();
+                                c.set_value(value);
+                                m.set_counter(c);
+                            }
+                            _ => {
+                                let mut g = Gauge::default();
+                                g.set_value(value);
+                                m.set_gauge(g);
+                            }
+                        }
+                        m
+                    })
+                    .collect();
+                mf.set_metric(metrics);
+                mf
+            })
+            .collect()
+    }
+}
+
+/// The exporter's registry: probe series, self-metrics and process metrics.
+pub struct Exporter {
+    registry: Registry,
+    pub store: Arc<Store>,
+    /// `smtp_exporter_config_last_reload_successful`.
+    pub reload_successful: IntGauge,
+    /// `smtp_exporter_config_last_reload_success_timestamp_seconds`.
+    pub reload_success_timestamp: prometheus::Gauge,
+}
+
+impl Exporter {
+    pub fn new(store: Arc<Store>) -> Exporter {
+        let registry = Registry::new();
+        registry.register(Box::new(ProbeCollector::new(store.clone()))).expect("register probe collector");
+
+        let build_info = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("smtp_exporter_build_info", "1 with the version of this exporter and the Rust compiler that built it."),
+            &["version", "rustc_version"],
+        )
+        .expect("build_info descriptor");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("SMTP_EXPORTER_RUSTC_VERSION")]).set(1);
+        registry.register(Box::new(build_info)).expect("register build_info");
+
+        let reload_successful = IntGauge::new(
+            "smtp_exporter_config_last_reload_successful",
+            "1 if the last configuration load or reload succeeded, else 0.",
+        )
+        .expect("reload gauge");
+        registry.register(Box::new(reload_successful.clone())).expect("register reload gauge");
+        let reload_success_timestamp = prometheus::Gauge::new(
+            "smtp_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load or reload.",
+        )
+        .expect("reload timestamp gauge");
+        registry.register(Box::new(reload_success_timestamp.clone())).expect("register reload timestamp");
+
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("register process collector");
+
+        Exporter { registry, store, reload_successful, reload_success_timestamp }
+    }
+
+    /// Marks a configuration (re)load as succeeded or failed.
+    pub fn config_loaded(&self, ok: bool) {
+        self.reload_successful.set(i64::from(ok));
+        if ok {
+            let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            self.reload_success_timestamp.set(now);
+        }
+    }
+
+    /// Renders the text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
+        out
+    }
+}

@@ -1,0 +1,254 @@
+//! The vocabulary of a probe's outcome: which `Phase` ran, and the bounded `Reason` it failed.
+//!
+//! Every failure the probe walk (`probe::mod`) can meet is mapped here onto one reason from a
+//! fixed set, so that metrics labels stay bounded and alerts can match exact values. The free
+//! text `detail` of a [`Failure`] is for logs only and never becomes a label.
+
+use std::fmt;
+use std::io;
+
+/// One timed step of an SMTP session, in the order they can occur.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Name resolution of the target host.
+    Resolve,
+    /// TCP connect, SYN to established.
+    Connect,
+    /// Reading the whole 220 greeting, continuation lines included.
+    Banner,
+    /// EHLO (or the HELO fallback) up to its complete 250 reply.
+    Ehlo,
+    /// The STARTTLS command up to its 220 reply.
+    Starttls,
+    /// The TLS handshake (after STARTTLS, or right after connect with implicit TLS).
+    TlsHandshake,
+    /// EHLO again inside TLS, as RFC 3207 requires.
+    EhloTls,
+    /// The whole AUTH exchange.
+    Auth,
+    /// QUIT up to its 221 reply.
+    Quit,
+}
+
+impl Phase {
+    /// Every phase, in session order.
+    pub const ALL: [Phase; 9] = [
+        Phase::Resolve,
+        Phase::Connect,
+        Phase::Banner,
+        Phase::Ehlo,
+        Phase::Starttls,
+        Phase::TlsHandshake,
+        Phase::EhloTls,
+        Phase::Auth,
+        Phase::Quit,
+    ];
+
+    /// The label value used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::Connect => "connect",
+            Phase::Banner => "banner",
+            Phase::Ehlo => "ehlo",
+            Phase::Starttls => "starttls",
+            Phase::TlsHandshake => "tls_handshake",
+            Phase::EhloTls => "ehlo_tls",
+            Phase::Auth => "auth",
+            Phase::Quit => "quit",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a phase failed. The set is fixed and documented in the README; add to it with care,
+/// because alert rules match these values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// The phase's deadline (or the probe's overall deadline) passed.
+    Timeout,
+    /// Connection refused: nothing listening, or a firewall REJECT with a TCP reset.
+    Refused,
+    /// Host or network unreachable (ICMP), or administratively prohibited.
+    Unreachable,
+    /// The peer reset the connection.
+    Reset,
+    /// The peer closed the connection before a complete reply.
+    Closed,
+    /// The host name did not resolve (to an address of the wanted family).
+    Dns,
+    /// Any other socket error.
+    Io,
+    /// The TLS handshake failed for a reason other than the certificate.
+    TlsHandshake,
+    /// The server's certificate did not verify (issuer, name, dates).
+    TlsCertInvalid,
+    /// STARTTLS is required by the module but the server did not advertise it.
+    StarttlsUnavailable,
+    /// The server sent bytes after its 220 to STARTTLS, before the handshake (RFC 3207 §5,
+    /// the "STARTTLS command injection" class): the probe refuses to go on.
+    StarttlsInjection,
+    /// A 4xx reply where a success was expected.
+    Reply4xx,
+    /// A 5xx reply where a success was expected.
+    Reply5xx,
+    /// AUTH was rejected as bad credentials (535, or another 5xx to AUTH).
+    AuthFailed,
+    /// The server wants TLS before AUTH (538).
+    AuthRequiredTls,
+    /// No configured or advertised mechanism could be used (or 504 to AUTH).
+    AuthMechanismUnavailable,
+    /// AUTH failed temporarily (454 or another 4xx).
+    AuthTemporary,
+    /// The module has credentials but the session is not encrypted, and the module does not
+    /// allow plaintext AUTH: the password was not sent.
+    AuthPlaintextRefused,
+    /// The server's bytes were not valid SMTP (garbage, too long, wrong code).
+    Protocol,
+}
+
+impl Reason {
+    /// Every reason, in documentation order.
+    pub const ALL: [Reason; 19] = [
+        Reason::Timeout,
+        Reason::Refused,
+        Reason::Unreachable,
+        Reason::Reset,
+        Reason::Closed,
+        Reason::Dns,
+        Reason::Io,
+        Reason::TlsHandshake,
+        Reason::TlsCertInvalid,
+        Reason::StarttlsUnavailable,
+        Reason::StarttlsInjection,
+        Reason::Reply4xx,
+        Reason::Reply5xx,
+        Reason::AuthFailed,
+        Reason::AuthRequiredTls,
+        Reason::AuthMechanismUnavailable,
+        Reason::AuthTemporary,
+        Reason::AuthPlaintextRefused,
+        Reason::Protocol,
+    ];
+
+    /// The label value used in metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Refused => "refused",
+            Reason::Unreachable => "unreachable",
+            Reason::Reset => "reset",
+            Reason::Closed => "closed",
+            Reason::Dns => "dns",
+            Reason::Io => "io",
+            Reason::TlsHandshake => "tls_handshake",
+            Reason::TlsCertInvalid => "tls_cert_invalid",
+            Reason::StarttlsUnavailable => "starttls_unavailable",
+            Reason::StarttlsInjection => "starttls_injection",
+            Reason::Reply4xx => "reply_4xx",
+            Reason::Reply5xx => "reply_5xx",
+            Reason::AuthFailed => "auth_failed",
+            Reason::AuthRequiredTls => "auth_required_tls",
+            Reason::AuthMechanismUnavailable => "auth_mechanism_unavailable",
+            Reason::AuthTemporary => "auth_temporary",
+            Reason::AuthPlaintextRefused => "auth_plaintext_refused",
+            Reason::Protocol => "protocol",
+        }
+    }
+
+    /// Classifies a socket error by its kind, which the OS error code determines.
+    pub fn from_io(err: &io::Error) -> Reason {
+        use io::ErrorKind as K;
+        match err.kind() {
+            K::ConnectionRefused => Reason::Refused,
+            K::HostUnreachable | K::NetworkUnreachable | K::NetworkDown => Reason::Unreachable,
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => Reason::Reset,
+            K::UnexpectedEof => Reason::Closed,
+            K::TimedOut => Reason::Timeout,
+            _ => Reason::Io,
+        }
+    }
+
+    /// True when the SMTP conversation is still intact after this failure, so a polite QUIT
+    /// can be sent.
+    pub fn session_still_usable(self) -> bool {
+        matches!(
+            self,
+            Reason::StarttlsUnavailable
+                | Reason::Reply4xx
+                | Reason::Reply5xx
+                | Reason::AuthFailed
+                | Reason::AuthRequiredTls
+                | Reason::AuthMechanismUnavailable
+                | Reason::AuthTemporary
+                | Reason::AuthPlaintextRefused
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A classified failure inside one phase, before the phase is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepError {
+    pub reason: Reason,
+    /// Human-readable context for logs. Never contains credentials.
+    pub detail: String,
+}
+
+impl StepError {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> StepError {
+        StepError { reason, detail: detail.into() }
+    }
+
+    /// Places the error in the phase where it happened.
+    pub fn at(self, phase: Phase) -> Failure {
+        Failure { phase, reason: self.reason, detail: self.detail }
+    }
+
+    /// A reply with an unexpected code: 4xx and 5xx map to their class, anything else is a
+    /// protocol error. `what` names the command, and the reply text is kept for logs.
+    pub fn unexpected_reply(what: &str, reply: &super::reply::Reply) -> StepError {
+        let reason = match reply.class() {
+            4 => Reason::Reply4xx,
+            5 => Reason::Reply5xx,
+            _ => Reason::Protocol,
+        };
+        let text = reply.lines.first().map(String::as_str).unwrap_or("");
+        StepError::new(reason, format!("{what}: unexpected reply {} {}", reply.code, truncate(text)))
+    }
+}
+
+/// The failure that ended a probe: the phase it happened in and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub phase: Phase,
+    pub reason: Reason,
+    /// Human-readable context for logs. Never contains credentials.
+    pub detail: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "phase {} failed ({}): {}", self.phase, self.reason, self.detail)
+    }
+}
+
+/// Keeps server-supplied text short and printable before it goes into a log line.
+pub fn truncate(text: &str) -> String {
+    const MAX: usize = 120;
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(MAX).collect();
+    if text.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}

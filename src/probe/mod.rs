@@ -1,0 +1,339 @@
+//! The probe: one SMTP session against one (host, port), timed phase by phase.
+//!
+//! Middle of the data flow: the scheduler (or a test) calls [`run`] with a `ProbeSpec` from
+//! `config`, and gets back a plain [`ProbeReport`], which `metrics` records. A probe never
+//! touches the registry. The walk is: resolve → connect → [tls_handshake if implicit] →
+//! banner → ehlo → [starttls → tls_handshake → ehlo_tls] → [auth] → quit. Each phase has
+//! its own deadline under the probe's overall deadline; the first phase that fails ends the
+//! walk with a (phase, reason) pair, after a polite QUIT when the conversation allows it.
+
+pub mod auth;
+pub mod ehlo;
+pub mod error;
+pub mod reply;
+pub mod session;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::{IpProtocol, Module, ProbeSpec, TlsMode};
+pub use ehlo::Capabilities;
+pub use error::{Failure, Phase, Reason, StepError};
+use session::Session;
+pub use tls::TlsInfo;
+
+/// How long the courtesy QUIT after a failure may take; it is not part of the measurement.
+const COURTESY_QUIT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A byte stream the session can run on: plain TCP, TLS over TCP, or a test's in-memory pipe.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Everything one probe learned. Plain data: easy to test, render and record.
+#[derive(Clone, Debug)]
+pub struct ProbeReport {
+    /// Wall-clock start, for `smtp_probe_last_run_timestamp_seconds`.
+    pub started_at: SystemTime,
+    /// The whole probe, from before resolving to the end of the last phase that ran.
+    pub duration: Duration,
+    /// Each phase that ran, in order, with its duration; a failed phase is included.
+    pub phases: Vec<(Phase, Duration)>,
+    /// `None` when every phase of the module succeeded.
+    pub failure: Option<Failure>,
+    /// The address connected to (for logs; never a label).
+    pub peer: Option<SocketAddr>,
+    /// The greeting's reply code.
+    pub banner_code: Option<u16>,
+    /// The first word after the greeting's code: the name the server gives itself.
+    pub banner_hostname: Option<String>,
+    /// EHLO capabilities before TLS (absent with implicit TLS).
+    pub ehlo: Option<Capabilities>,
+    /// EHLO capabilities inside TLS.
+    pub ehlo_tls: Option<Capabilities>,
+    /// True when EHLO was refused and HELO used instead.
+    pub helo_fallback: bool,
+    /// What the TLS handshake negotiated, when one completed.
+    pub tls: Option<TlsInfo>,
+    /// Whether AUTH succeeded; `None` when the module has no credentials or AUTH never ran.
+    pub auth_success: Option<bool>,
+    /// Reply lines that ended in a bare LF instead of CRLF.
+    pub bare_lf_lines: u32,
+}
+
+impl ProbeReport {
+    fn new() -> ProbeReport {
+        ProbeReport {
+            started_at: SystemTime::now(),
+            duration: Duration::ZERO,
+            phases: Vec::new(),
+            failure: None,
+            peer: None,
+            banner_code: None,
+            banner_hostname: None,
+            ehlo: None,
+            ehlo_tls: None,
+            helo_fallback: false,
+            tls: None,
+            auth_success: None,
+            bare_lf_lines: 0,
+        }
+    }
+
+    /// True when every phase of the module succeeded.
+    pub fn success(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// The duration of `phase` in this probe, if it ran.
+    pub fn phase(&self, phase: Phase) -> Option<Duration> {
+        self.phases.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
+    }
+}
+
+/// Runs one probe. Never panics on server input and always returns within the module's
+/// timeout (plus at most [`COURTESY_QUIT_TIMEOUT`] for a polite QUIT after a failure).
+pub async fn run(spec: &ProbeSpec) -> ProbeReport {
+    let mut walk = Walk::new(spec);
+    let result = walk.resolve_and_connect().await;
+    let outcome = match result {
+        Ok(stream) => walk.converse(stream).await,
+        Err(failure) => Err(failure),
+    };
+    walk.finish(outcome).await
+}
+
+/// Runs the SMTP part of a probe on an already connected stream (tests use an in-memory
+/// pipe). The report has no `resolve` or `connect` phase.
+pub async fn run_on_stream(spec: &ProbeSpec, stream: Box<dyn Stream>) -> ProbeReport {
+    let mut walk = Walk::new(spec);
+    let outcome = walk.converse(stream).await;
+    walk.finish(outcome).await
+}
+
+/// The state of one probe in progress.
+struct Walk<'a> {
+    spec: &'a ProbeSpec,
+    module: &'a Module,
+    report: ProbeReport,
+    start: Instant,
+    deadline: Instant,
+    /// The session, kept here so that `finish` can send a courtesy QUIT after a failure.
+    session: Option<Session<Box<dyn Stream>>>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(spec: &'a ProbeSpec) -> Walk<'a> {
+        let start = Instant::now();
+        Walk {
+            spec,
+            module: &spec.module,
+            report: ProbeReport::new(),
+            start,
+            deadline: start + spec.module.timeout,
+            session: None,
+        }
+    }
+
+    async fn resolve_and_connect(&mut self) -> Result<Box<dyn Stream>, Failure> {
+        let (host, port, family) = (self.spec.host.as_str(), self.spec.port, self.module.ip_protocol);
+        let addr = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Resolve, resolve(host, port, family)).await?;
+        self.report.peer = Some(addr);
+        let tcp = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Connect, async {
+            TcpStream::connect(addr).await.map_err(|e| StepError::new(Reason::from_io(&e), e.to_string()))
+        })
+        .await?;
+        // Commands are single small writes answered by the server: no reason to batch.
+        let _ = tcp.set_nodelay(true);
+        Ok(Box::new(tcp))
+    }
+
+    /// Times `fut` as `phase`, under the phase and probe deadlines.
+    async fn phase<T>(&mut self, phase: Phase, fut: impl Future<Output = Result<T, StepError>>) -> Result<T, Failure> {
+        timed(&mut self.report, self.deadline, self.module.phase_timeout, phase, fut).await
+    }
+
+    async fn tls_upgrade(&mut self, stream: Box<dyn Stream>) -> Result<Box<dyn Stream>, Failure> {
+        let config = self.module.tls_client.clone().expect("TLS modules have a client config");
+        let name = self.spec.server_name.clone().expect("TLS specs have a server name");
+        let (tls, info) = self.phase(Phase::TlsHandshake, tls::handshake(config, name, stream)).await?;
+        self.report.tls = Some(info);
+        Ok(Box::new(tls))
+    }
+
+    /// Everything after connect.
+    async fn converse(&mut self, mut stream: Box<dyn Stream>) -> Result<(), Failure> {
+        let implicit = self.module.tls_mode == TlsMode::Implicit;
+        if implicit {
+            stream = self.tls_upgrade(stream).await?;
+        }
+        let mut session = self.session.insert(Session::new(stream));
+
+        let banner = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Banner, async {
+            Ok(session.read_reply().await?)
+        })
+        .await?;
+        self.report.banner_code = Some(banner.code);
+        self.report.banner_hostname =
+            banner.lines.first().and_then(|l| l.split_whitespace().next()).map(error::truncate);
+        if banner.code != 220 {
+            let err = StepError::unexpected_reply("greeting", &banner);
+            return Err(err.at(Phase::Banner));
+        }
+
+        let hostname = self.module.ehlo_hostname.clone();
+        let (caps, helo) = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Ehlo, greet(session, &hostname)).await?;
+        self.report.helo_fallback |= helo;
+        let mut encrypted = implicit;
+        if implicit {
+            self.report.ehlo_tls = Some(caps.clone());
+        } else {
+            self.report.ehlo = Some(caps.clone());
+        }
+        let mut caps = caps;
+
+        let wants_starttls = matches!(self.module.tls_mode, TlsMode::Starttls | TlsMode::StarttlsRequired);
+        if wants_starttls {
+            if caps.starttls() {
+                timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Starttls, async {
+                    session.expect("STARTTLS", "STARTTLS", 220).await?;
+                    if session.has_pending_bytes() {
+                        return Err(StepError::new(
+                            Reason::StarttlsInjection,
+                            format!("bytes after the 220 to STARTTLS: {:?}", session.pending_excerpt()),
+                        ));
+                    }
+                    Ok(())
+                })
+                .await?;
+                self.report.bare_lf_lines += session.bare_lf_lines;
+                let plain = self.session.take().expect("session present").into_stream();
+                let tls = self.tls_upgrade(plain).await?;
+                session = self.session.insert(Session::new(tls));
+                let (tls_caps, helo) = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::EhloTls, greet(session, &hostname)).await?;
+                self.report.helo_fallback |= helo;
+                self.report.ehlo_tls = Some(tls_caps.clone());
+                caps = tls_caps;
+                encrypted = true;
+            } else if self.module.tls_mode == TlsMode::StarttlsRequired {
+                let err = StepError::new(Reason::StarttlsUnavailable, "STARTTLS is not advertised in the EHLO reply");
+                return Err(err.at(Phase::Starttls));
+            }
+        }
+
+        if let Some(auth) = &self.module.auth {
+            self.report.auth_success = Some(false);
+            if !encrypted && !auth.allow_plaintext {
+                let err = StepError::new(
+                    Reason::AuthPlaintextRefused,
+                    "the session is not encrypted and the module does not allow plaintext AUTH; credentials not sent",
+                );
+                return Err(err.at(Phase::Auth));
+            }
+            timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Auth, async {
+                let mechanism = auth::choose(auth.mechanism, &caps.auth_mechanisms)?;
+                auth::authenticate(session, mechanism, &auth.credentials).await
+            })
+            .await?;
+            self.report.auth_success = Some(true);
+        }
+
+        timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Quit, async {
+            session.expect("QUIT", "QUIT", 221).await
+        })
+        .await?;
+        self.report.bare_lf_lines += session.bare_lf_lines;
+        session.shutdown().await;
+        self.session = None;
+        Ok(())
+    }
+
+    /// Closes the walk: records the outcome and the total time, then, after an SMTP-level
+    /// failure, says QUIT politely (untimed, bounded).
+    async fn finish(mut self, outcome: Result<(), Failure>) -> ProbeReport {
+        self.report.duration = self.start.elapsed();
+        if let Err(failure) = outcome {
+            if failure.reason.session_still_usable() {
+                if let Some(mut session) = self.session.take() {
+                    let _ = tokio::time::timeout(COURTESY_QUIT_TIMEOUT, async {
+                        let _ = session.command("QUIT").await;
+                        session.shutdown().await;
+                    })
+                    .await;
+                    self.report.bare_lf_lines += session.bare_lf_lines;
+                }
+            } else if let Some(session) = &self.session {
+                self.report.bare_lf_lines += session.bare_lf_lines;
+            }
+            self.report.failure = Some(failure);
+        }
+        self.report
+    }
+}
+
+/// Times `fut` as `phase` under `min(now + phase_timeout, deadline)`, and records it.
+async fn timed<T>(
+    report: &mut ProbeReport,
+    deadline: Instant,
+    phase_timeout: Duration,
+    phase: Phase,
+    fut: impl Future<Output = Result<T, StepError>>,
+) -> Result<T, Failure> {
+    let begin = Instant::now();
+    let limit = deadline.min(begin + phase_timeout);
+    let result = tokio::time::timeout_at(limit, fut).await;
+    report.phases.push((phase, begin.elapsed()));
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(err.at(phase)),
+        Err(_) => {
+            let which = if limit == deadline { "probe timeout" } else { "phase timeout" };
+            Err(Failure {
+                phase,
+                reason: Reason::Timeout,
+                detail: format!("{which} reached after {:?}", limit - begin),
+            })
+        }
+    }
+}
+
+/// Sends EHLO, or HELO when EHLO is refused with a 5xx (old or minimal servers). Returns
+/// the capabilities and whether HELO was used.
+async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session<S>,
+    hostname: &str,
+) -> Result<(Capabilities, bool), StepError> {
+    let reply = session.command(&format!("EHLO {hostname}")).await?;
+    if reply.code == 250 {
+        return Ok((Capabilities::parse(&reply.lines), false));
+    }
+    // 421 closes the channel: no fallback, report it as it is.
+    if reply.class() == 5 {
+        let helo = session.command(&format!("HELO {hostname}")).await?;
+        if helo.code == 250 {
+            return Ok((Capabilities::parse(&helo.lines[..1]), true));
+        }
+        return Err(StepError::unexpected_reply("HELO", &helo));
+    }
+    Err(StepError::unexpected_reply("EHLO", &reply))
+}
+
+/// Resolves `host` and picks the first address of the wanted family.
+async fn resolve(host: &str, port: u16, family: IpProtocol) -> Result<SocketAddr, StepError> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| StepError::new(Reason::Dns, format!("resolving {host}: {e}")))?;
+    let mut addrs = addrs.filter(|a| match family {
+        IpProtocol::Auto => true,
+        IpProtocol::Ip4 => a.is_ipv4(),
+        IpProtocol::Ip6 => a.is_ipv6(),
+    });
+    addrs.next().ok_or_else(|| {
+        StepError::new(Reason::Dns, format!("{host} has no address of family {family:?}"))
+    })
+}

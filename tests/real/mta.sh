@@ -1,0 +1,549 @@
+#!/usr/bin/env bash
+#
+# tests/real/mta.sh - start/stop a real, throw-away Postfix + Dovecot SASL setup on
+# loopback for smtp_exporter's "real server" tests.
+#
+# Usage (as root, Debian 12 or similar):
+#   tests/real/mta.sh start   # install packages if missing, generate PKI, configure, start
+#   tests/real/mta.sh env     # print the variables written to $REAL_STATE_DIR/env
+#   tests/real/mta.sh stop    # stop exactly what `start` started (safe to run twice)
+#   tests/real/mta.sh clean   # stop, then delete the state directory
+#
+# Isolation: everything runs as a PRIVATE instance. The system Postfix (/etc/postfix) and
+# the system Dovecot (/etc/dovecot) are neither reconfigured, started nor stopped:
+#   * Postfix runs as `postfix -c $STATE/postfix/etc` with its own config_directory,
+#     queue_directory, data_directory and log file. As root, Postfix accepts a private
+#     config directory without it being listed in alternate_config_directories of the
+#     default main.cf, so /etc/postfix/main.cf is not touched.
+#   * Dovecot runs as `dovecot -c $STATE/dovecot/dovecot.conf` with its own base_dir and
+#     state_dir; it only serves SASL authentication (protocols is empty).
+# The only system-wide effect is package installation. When postfix is not yet installed,
+# debconf is preseeded with "No configuration", so the package does not set up or start
+# the system instance on port 25.
+#
+# Everything listens on 127.0.0.1 only; all mail accepted is discarded (no delivery, no
+# outbound SMTP, no DNS lookups by smtpd).
+#
+# Tunables (environment variables, all optional):
+#   REAL_STATE_DIR     state directory              (default /tmp/smtp-exporter-real)
+#   RELAY_PORT         plain SMTP, STARTTLS offered (default 10025)
+#   NOTLS_PORT         plain SMTP, no STARTTLS      (default 10026)
+#   SUBMISSION_PORT    STARTTLS required + AUTH     (default 10587)
+#   SUBMISSIONS_PORT   implicit TLS + AUTH          (default 10465)
+#   ALT_PORT           like submission ("2525")     (default 12525)
+#   AUTH_USER          SASL user                    (default probe@example.test)
+#   AUTH_PASSWORD      SASL password                (default probe-secret)
+#   MTA_HOSTNAME       Postfix myhostname / banner  (default mx.example.test)
+#   AUTH_FAILURE_DELAY Dovecot auth_failure_delay   (default 0, i.e. a 535 comes at once)
+#   AUTH_PENALTY       yes = keep Dovecot's per-IP  (default no; otherwise repeated failed
+#                      penalty (2 s, 4 s, ... 15 s)  logins from 127.0.0.1 slow down)
+#   START_TIMEOUT      seconds to wait for banners  (default 30)
+
+set -euo pipefail
+
+STATE_DIR=${REAL_STATE_DIR:-/tmp/smtp-exporter-real}
+RELAY_PORT=${RELAY_PORT:-10025}
+NOTLS_PORT=${NOTLS_PORT:-10026}
+SUBMISSION_PORT=${SUBMISSION_PORT:-10587}
+SUBMISSIONS_PORT=${SUBMISSIONS_PORT:-10465}
+ALT_PORT=${ALT_PORT:-12525}
+AUTH_USER=${AUTH_USER:-probe@example.test}
+AUTH_PASSWORD=${AUTH_PASSWORD:-probe-secret}
+MTA_HOSTNAME=${MTA_HOSTNAME:-mx.example.test}
+AUTH_FAILURE_DELAY=${AUTH_FAILURE_DELAY:-0}
+AUTH_PENALTY=${AUTH_PENALTY:-no}
+START_TIMEOUT=${START_TIMEOUT:-30}
+
+LISTEN_ADDR=127.0.0.1
+SERVER_NAME=localhost
+
+PKI_DIR=$STATE_DIR/pki
+LOG_DIR=$STATE_DIR/log
+PF_DIR=$STATE_DIR/postfix
+PF_CONF=$PF_DIR/etc      # config_directory
+PF_QUEUE=$PF_DIR/spool   # queue_directory
+PF_DATA=$PF_DIR/lib      # data_directory
+DC_DIR=$STATE_DIR/dovecot
+DC_CONF=$DC_DIR/dovecot.conf
+DC_RUN=$DC_DIR/run       # base_dir
+DC_STATE=$DC_DIR/state   # state_dir
+PF_LOG=$LOG_DIR/postfix.log
+DC_LOG=$LOG_DIR/dovecot.log
+ENV_FILE=$STATE_DIR/env
+PASSWORD_FILE=$STATE_DIR/auth-password
+
+PACKAGES=(postfix dovecot-core swaks openssl)
+
+log() { printf 'mta.sh: %s\n' "$*" >&2; }
+die() { printf 'mta.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------
+# Packages
+# ---------------------------------------------------------------------------------------
+
+is_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+has_candidate() {
+    local cand
+    cand=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
+    [[ -n $cand && $cand != "(none)" ]]
+}
+
+ensure_packages() {
+    local missing=() pkg
+    for pkg in "${PACKAGES[@]}"; do
+        is_installed "$pkg" || missing+=("$pkg")
+    done
+    ((${#missing[@]} == 0)) && return 0
+
+    log "installing missing packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! is_installed postfix; then
+        # Do not let the package configure/start a system-wide Postfix on port 25.
+        debconf-set-selections <<EOF
+postfix postfix/main_mailer_type select No configuration
+postfix postfix/mailname string $MTA_HOSTNAME
+EOF
+    fi
+    local need_update=0
+    for pkg in "${missing[@]}"; do
+        has_candidate "$pkg" || need_update=1
+    done
+    if ((need_update)); then
+        log "package lists lack some packages; running apt-get update"
+        apt-get update -q
+    fi
+    apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}"
+}
+
+# ---------------------------------------------------------------------------------------
+# PKI: test CA, server certificate for localhost, and an unrelated second CA
+# ---------------------------------------------------------------------------------------
+
+make_ca() { # $1 = basename, $2 = common name
+    local base=$1 cn=$2
+    cat >"$PKI_DIR/$base.cnf" <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+x509_extensions = v3_ca
+[dn]
+CN = $cn
+O = smtp_exporter tests
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+EOF
+    openssl req -x509 -new -nodes -newkey rsa:2048 -sha256 -days 30 \
+        -config "$PKI_DIR/$base.cnf" \
+        -keyout "$PKI_DIR/$base.key" -out "$PKI_DIR/$base.pem" 2>/dev/null
+}
+
+generate_pki() {
+    rm -rf "$PKI_DIR"
+    mkdir -p "$PKI_DIR"
+    chmod 0755 "$PKI_DIR"
+    (
+        umask 077 # private keys: root only (Postfix reads them before dropping privileges)
+        make_ca ca "smtp_exporter test CA"
+        make_ca wrong-ca "smtp_exporter unrelated CA"
+
+        cat >"$PKI_DIR/server.cnf" <<EOF
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = $SERVER_NAME
+O = smtp_exporter tests
+[v3_server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:$SERVER_NAME, IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+EOF
+        openssl req -new -nodes -newkey rsa:2048 -sha256 -config "$PKI_DIR/server.cnf" \
+            -keyout "$PKI_DIR/server.key" -out "$PKI_DIR/server.csr" 2>/dev/null
+        openssl x509 -req -sha256 -days 30 -in "$PKI_DIR/server.csr" \
+            -CA "$PKI_DIR/ca.pem" -CAkey "$PKI_DIR/ca.key" -set_serial "0x$(openssl rand -hex 8)" \
+            -extfile "$PKI_DIR/server.cnf" -extensions v3_server \
+            -out "$PKI_DIR/server.pem" 2>/dev/null
+    )
+    chmod 0644 "$PKI_DIR"/*.pem
+    openssl verify -CAfile "$PKI_DIR/ca.pem" "$PKI_DIR/server.pem" >/dev/null ||
+        die "generated server certificate does not verify against the test CA"
+}
+
+# ---------------------------------------------------------------------------------------
+# Configuration files
+# ---------------------------------------------------------------------------------------
+
+write_postfix_config() {
+    rm -rf "$PF_CONF"
+    mkdir -p "$PF_CONF" "$PF_QUEUE" "$PF_DATA"
+    chown root:root "$PF_DIR" "$PF_CONF" "$PF_QUEUE"
+    chmod 0755 "$PF_DIR" "$PF_CONF" "$PF_QUEUE"
+    chown postfix:postfix "$PF_DATA"
+    chmod 0700 "$PF_DATA"
+
+    cat >"$PF_CONF/main.cf" <<EOF
+# Private Postfix instance for smtp_exporter real-server tests (generated by mta.sh).
+compatibility_level = 3.6
+queue_directory = $PF_QUEUE
+data_directory = $PF_DATA
+mail_owner = postfix
+setgid_group = postdrop
+syslog_name = postfix-smtp-exporter
+maillog_file = $PF_LOG
+maillog_file_prefixes = $LOG_DIR
+
+inet_interfaces = $LISTEN_ADDR
+inet_protocols = ipv4
+myhostname = $MTA_HOSTNAME
+mydomain = example.test
+myorigin = \$mydomain
+biff = no
+append_dot_mydomain = no
+
+# Accept mail for example.test (or anything after AUTH) and throw it away.
+mydestination =
+mynetworks = 127.0.0.1/32
+relay_domains = example.test
+smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
+alias_maps =
+alias_database =
+local_recipient_maps =
+local_transport = error:local delivery is disabled
+default_transport = discard
+relay_transport = discard
+smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+
+# TLS (per-service security levels are set in master.cf)
+smtpd_tls_cert_file = $PKI_DIR/server.pem
+smtpd_tls_key_file = $PKI_DIR/server.key
+smtpd_tls_security_level = may
+smtpd_tls_loglevel = 1
+smtpd_tls_received_header = yes
+
+# SASL via the private Dovecot (enabled per service in master.cf)
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = private/auth
+smtpd_sasl_auth_enable = no
+smtpd_tls_auth_only = yes
+smtpd_sasl_security_options = noanonymous
+EOF
+
+    # chroot is "n" everywhere so that paths (auth socket, certificates) stay simple.
+    cat >"$PF_CONF/master.cf" <<EOF
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+# --- smtp_exporter test listeners ---
+$LISTEN_ADDR:$RELAY_PORT inet n - n - - smtpd
+  -o syslog_name=postfix-smtp-exporter/relay
+  -o smtpd_tls_security_level=may
+$LISTEN_ADDR:$NOTLS_PORT inet n - n - - smtpd
+  -o syslog_name=postfix-smtp-exporter/notls
+  -o smtpd_tls_security_level=none
+$LISTEN_ADDR:$SUBMISSION_PORT inet n - n - - smtpd
+  -o syslog_name=postfix-smtp-exporter/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=yes
+$LISTEN_ADDR:$SUBMISSIONS_PORT inet n - n - - smtpd
+  -o syslog_name=postfix-smtp-exporter/submissions
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_sasl_auth_enable=yes
+$LISTEN_ADDR:$ALT_PORT inet n - n - - smtpd
+  -o syslog_name=postfix-smtp-exporter/alt
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=yes
+# --- internal services ---
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+EOF
+}
+
+write_dovecot_config() {
+    rm -rf "$DC_DIR"
+    mkdir -p "$DC_DIR" "$DC_STATE"
+    chmod 0755 "$DC_DIR"
+
+    # {PLAIN.b64} keeps any password intact (':' etc.) and still allows CRAM-MD5.
+    local b64
+    b64=$(printf '%s' "$AUTH_PASSWORD" | base64 -w0)
+    (umask 027 && printf '%s:{PLAIN.b64}%s::::::\n' "$AUTH_USER" "$b64" >"$DC_DIR/users")
+    chgrp dovecot "$DC_DIR/users"
+
+    cat >"$DC_CONF" <<EOF
+# Private Dovecot instance for smtp_exporter real-server tests (generated by mta.sh).
+# It only provides SASL authentication to the private Postfix instance.
+instance_name = dovecot-smtp-exporter
+base_dir = $DC_RUN
+state_dir = $DC_STATE
+protocols =
+ssl = no
+log_path = $DC_LOG
+info_log_path = $DC_LOG
+default_internal_user = dovecot
+default_login_user = dovenull
+
+disable_plaintext_auth = no
+auth_mechanisms = plain login cram-md5
+auth_verbose = yes
+auth_failure_delay = $AUTH_FAILURE_DELAY
+
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $DC_DIR/users
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=/nonexistent
+}
+
+service auth {
+  unix_listener $PF_QUEUE/private/auth {
+    mode = 0660
+    user = postfix
+    group = postfix
+  }
+}
+EOF
+    if [[ $AUTH_PENALTY != yes ]]; then
+        # Dovecot's anvil otherwise delays each further failed login from the same IP
+        # (up to 15 s), which would make wrong-password tests slow and flaky.
+        cat >>"$DC_CONF" <<EOF
+
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+EOF
+    fi
+}
+
+write_env_file() {
+    (umask 077 && printf '%s' "$AUTH_PASSWORD" >"$PASSWORD_FILE")
+    chmod 0600 "$PASSWORD_FILE"
+    {
+        printf '# Written by tests/real/mta.sh start; source it or parse KEY=VALUE lines.\n'
+        printf '%s=%q\n' \
+            MTA_HOST "$LISTEN_ADDR" \
+            RELAY_PORT "$RELAY_PORT" \
+            SUBMISSION_PORT "$SUBMISSION_PORT" \
+            SUBMISSIONS_PORT "$SUBMISSIONS_PORT" \
+            ALT_PORT "$ALT_PORT" \
+            NOTLS_PORT "$NOTLS_PORT" \
+            CA_FILE "$PKI_DIR/ca.pem" \
+            WRONG_CA_FILE "$PKI_DIR/wrong-ca.pem" \
+            AUTH_USER "$AUTH_USER" \
+            AUTH_PASSWORD_FILE "$PASSWORD_FILE" \
+            SERVER_NAME "$SERVER_NAME" \
+            BANNER_HOSTNAME "$MTA_HOSTNAME" \
+            POSTFIX_LOG "$PF_LOG" \
+            DOVECOT_LOG "$DC_LOG"
+    } >"$ENV_FILE.tmp"
+    mv "$ENV_FILE.tmp" "$ENV_FILE"
+}
+
+# ---------------------------------------------------------------------------------------
+# Process handling
+# ---------------------------------------------------------------------------------------
+
+# Prints the pid from a pid file if that process is alive and its executable matches.
+live_pid() { # $1 = pid file, $2 = expected executable basename
+    local pidfile=$1 exe=$2 pid
+    [[ -r $pidfile ]] || return 1
+    pid=$(tr -dc '0-9' <"$pidfile")
+    [[ -n $pid ]] || return 1
+    [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == */"$exe" ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+wait_gone() { # $1 = pid, $2 = seconds
+    local pid=$1 i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+stop_postfix() {
+    local pid
+    pid=$(live_pid "$PF_QUEUE/pid/master.pid" master) || return 0
+    log "stopping private Postfix (master pid $pid)"
+    postfix -c "$PF_CONF" stop >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" 15; then
+        log "Postfix master $pid did not exit; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 5 || die "could not stop Postfix master $pid"
+    fi
+}
+
+stop_dovecot() {
+    local pid
+    pid=$(live_pid "$DC_RUN/master.pid" dovecot) || return 0
+    log "stopping private Dovecot (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" 15; then
+        log "Dovecot $pid did not exit; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 5 || die "could not stop Dovecot $pid"
+    fi
+}
+
+all_ports() {
+    printf '%s\n' "$RELAY_PORT" "$NOTLS_PORT" "$SUBMISSION_PORT" "$SUBMISSIONS_PORT" "$ALT_PORT"
+}
+
+port_in_use() { # something accepts connections on 127.0.0.1:$1
+    timeout 2 bash -c "exec 3<>/dev/tcp/$LISTEN_ADDR/$1" 2>/dev/null
+}
+
+check_ports_free() {
+    local port busy=()
+    for port in $(all_ports); do
+        port_in_use "$port" && busy+=("$port")
+    done
+    if ((${#busy[@]})); then
+        command -v ss >/dev/null && ss -ltnp >&2 || true
+        die "port(s) ${busy[*]} on $LISTEN_ADDR are already in use by another program;" \
+            "choose others with RELAY_PORT/NOTLS_PORT/SUBMISSION_PORT/SUBMISSIONS_PORT/ALT_PORT"
+    fi
+}
+
+# True once the port answers with a 220 greeting (after the TLS handshake if $2 = tls).
+banner_ok() { # $1 = port, $2 = plain|tls
+    local args=(--server "$LISTEN_ADDR:$1" --quit-after CONNECT --timeout 5
+        --to "$AUTH_USER" --from "$AUTH_USER" --helo probe.example.test)
+    [[ $2 == tls ]] && args+=(--tls-on-connect)
+    swaks "${args[@]}" </dev/null >/dev/null 2>&1
+}
+
+show_logs() {
+    local f
+    for f in "$PF_LOG" "$DC_LOG"; do
+        [[ -f $f ]] || continue
+        printf '\n--- last lines of %s ---\n' "$f" >&2
+        tail -n 40 "$f" >&2
+    done
+}
+
+wait_ready() {
+    local deadline=$((SECONDS + START_TIMEOUT)) pending port mode
+    while :; do
+        pending=()
+        [[ -S $PF_QUEUE/private/auth ]] || pending+=("dovecot-auth-socket")
+        for port in $(all_ports); do
+            mode=plain
+            [[ $port == "$SUBMISSIONS_PORT" ]] && mode=tls
+            banner_ok "$port" "$mode" || pending+=("$port")
+        done
+        ((${#pending[@]} == 0)) && return 0
+        if ((SECONDS >= deadline)); then
+            show_logs
+            die "not ready after ${START_TIMEOUT}s; no 220 banner / socket for: ${pending[*]}"
+        fi
+        sleep 0.5
+    done
+}
+
+# ---------------------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------------------
+
+require_root() {
+    ((EUID == 0)) || die "must run as root (installs packages, starts Postfix/Dovecot)"
+}
+
+cmd_stop() {
+    require_root
+    stop_postfix
+    stop_dovecot
+    rm -f "$ENV_FILE"
+}
+
+cmd_start() {
+    require_root
+    [[ $AUTH_USER != *:* ]] || die "AUTH_USER must not contain ':'"
+    local started=$SECONDS
+
+    # Leftovers of a previous run (uses the previous run's config/pid files).
+    cmd_stop
+
+    ensure_packages
+    check_ports_free
+
+    mkdir -p "$STATE_DIR" "$LOG_DIR"
+    chmod 0755 "$STATE_DIR" "$LOG_DIR"
+    : >"$PF_LOG"
+    : >"$DC_LOG"
+
+    generate_pki
+    write_postfix_config
+    write_dovecot_config
+
+    # `postfix check` validates the config and creates the queue directories, including
+    # private/ where Dovecot puts the auth socket.
+    postfix -c "$PF_CONF" check || { show_logs; die "postfix check failed"; }
+
+    dovecot -c "$DC_CONF" || { show_logs; die "dovecot failed to start"; }
+    postfix -c "$PF_CONF" start || { show_logs; die "postfix failed to start"; }
+
+    wait_ready
+    write_env_file
+    log "ready in $((SECONDS - started))s; variables in $ENV_FILE:"
+    grep -v '^#' "$ENV_FILE" >&2
+}
+
+cmd_env() {
+    [[ -f $ENV_FILE ]] || die "$ENV_FILE not found; run '$0 start' first"
+    grep -v '^#' "$ENV_FILE"
+}
+
+cmd_clean() {
+    cmd_stop
+    # Only delete what looks like our own state directory.
+    if [[ -d $STATE_DIR/postfix || -d $STATE_DIR/dovecot || -d $STATE_DIR/pki ]]; then
+        rm -rf "$STATE_DIR"
+    fi
+}
+
+case ${1:-} in
+start) cmd_start ;;
+stop) cmd_stop ;;
+env) cmd_env ;;
+clean) cmd_clean ;;
+*)
+    printf 'usage: %s start|stop|env|clean\n' "$0" >&2
+    exit 2
+    ;;
+esac
