@@ -1,0 +1,11 @@
+//! The integration tests: one binary, hermetic (fake servers on 127.0.0.1:0, certificates
+//! generated at test time).
+
+/// Shared fixtures: PKI, fake SMTP server, config helpers.
+mod support;
+
+/// The probe against the fake server: every TLS mode, failures and their classification.
+mod probe;
+
+/// The exporter in-process: scheduler, /metrics and the other HTTP endpoints.
+mod exporter;

@@ -1,0 +1,319 @@
+//! Probe walk tests against the fake SMTP server: each test names the behaviour it guards.
+
+use std::time::Duration;
+
+use smtp_exporter::probe::{self, Phase, ProbeReport, Reason};
+
+use crate::support::certs::TestPki;
+use crate::support::fake_smtp::{Behaviour, FakeSmtp};
+use crate::support::spec;
+
+const CREDS: &str = "auth: { username: probe@example.test, password: correct horse }";
+
+fn phases(report: &ProbeReport) -> Vec<Phase> {
+    report.phases.iter().map(|(p, _)| *p).collect()
+}
+
+fn assert_failed(report: &ProbeReport, phase: Phase, reason: Reason) {
+    let failure = report.failure.as_ref().unwrap_or_else(|| panic!("expected a failure, got success: {report:?}"));
+    assert_eq!((failure.phase, failure.reason), (phase, reason), "detail: {}", failure.detail);
+}
+
+async fn probe_with(behaviour: Behaviour, module: &str) -> (ProbeReport, FakeSmtp, TestPki) {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(behaviour, &pki).await;
+    let module = module.replace("{ca}", &pki.ca_file.display().to_string()).replace("{other_ca}", &pki.other_ca_file.display().to_string());
+    let spec = spec(&module, server.port());
+    let report = probe::run(&spec).await;
+    (report, server, pki)
+}
+
+#[tokio::test]
+async fn starttls_required_with_auth_runs_every_phase() {
+    let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
+    let (report, server, _pki) = probe_with(Behaviour::default(), &module).await;
+    assert!(report.success(), "{:?}", report.failure);
+    use Phase::*;
+    assert_eq!(phases(&report), vec![Resolve, Connect, Banner, Ehlo, Starttls, TlsHandshake, EhloTls, Auth, Quit]);
+    assert!(report.phases.iter().all(|(_, d)| *d > Duration::ZERO));
+    assert_eq!(report.banner_code, Some(220));
+    assert_eq!(report.banner_hostname.as_deref(), Some("fake.example.test"));
+    assert_eq!(report.auth_success, Some(true));
+    let tls = report.tls.as_ref().expect("tls info");
+    assert_eq!(tls.version, "TLS1.3");
+    assert!(tls.leaf_not_after.is_some());
+    assert!(report.ehlo.as_ref().unwrap().starttls());
+    assert_eq!(report.ehlo_tls.as_ref().unwrap().auth_mechanisms, vec!["PLAIN", "LOGIN"]);
+    let seen = server.wait_for_connections(1).await;
+    assert_eq!(seen[0].auth_over_tls, Some(true));
+    assert_eq!(seen[0].lines.last().map(String::as_str), Some("QUIT"));
+}
+
+#[tokio::test]
+async fn implicit_tls_with_auth_has_no_starttls_or_ehlo_tls() {
+    let behaviour = Behaviour { implicit_tls: true, ..Behaviour::default() };
+    let module = format!("tls: implicit\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
+    let (report, _server, _pki) = probe_with(behaviour, &module).await;
+    assert!(report.success(), "{:?}", report.failure);
+    use Phase::*;
+    assert_eq!(phases(&report), vec![Resolve, Connect, TlsHandshake, Banner, Ehlo, Auth, Quit]);
+}
+
+#[tokio::test]
+async fn opportunistic_starttls_upgrades_when_offered() {
+    let module = format!("tls: starttls\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
+    let (report, _server, _pki) = probe_with(Behaviour::default(), &module).await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert!(phases(&report).contains(&Phase::TlsHandshake));
+}
+
+#[tokio::test]
+async fn opportunistic_starttls_goes_on_in_plain_text_when_not_offered() {
+    let behaviour = Behaviour { starttls: false, ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
+    assert!(report.success(), "{:?}", report.failure);
+    use Phase::*;
+    assert_eq!(phases(&report), vec![Resolve, Connect, Banner, Ehlo, Quit]);
+    assert!(report.tls.is_none());
+}
+
+#[tokio::test]
+async fn plain_mode_with_explicitly_allowed_plaintext_auth() {
+    let behaviour = Behaviour { auth_before_tls: true, ..Behaviour::default() };
+    let module = "tls: none\nauth: { username: probe@example.test, password: correct horse, allow_plaintext: true, mechanism: login }";
+    let (report, server, _pki) = probe_with(behaviour, module).await;
+    assert!(report.success(), "{:?}", report.failure);
+    use Phase::*;
+    assert_eq!(phases(&report), vec![Resolve, Connect, Banner, Ehlo, Auth, Quit]);
+    let seen = server.wait_for_connections(1).await;
+    assert_eq!(seen[0].auth_over_tls, Some(false));
+    assert!(seen[0].lines.iter().any(|l| l == "AUTH LOGIN"));
+}
+
+#[tokio::test]
+async fn starttls_required_but_not_advertised() {
+    let behaviour = Behaviour { starttls: false, ..Behaviour::default() };
+    let (report, server, _pki) = probe_with(behaviour, &format!("tls: starttls_required\n{CREDS}")).await;
+    assert_failed(&report, Phase::Starttls, Reason::StarttlsUnavailable);
+    // The password was never sent, and the probe said goodbye politely.
+    let seen = server.wait_for_connections(1).await;
+    assert!(seen[0].lines.iter().all(|l| !l.starts_with("AUTH")), "{:?}", seen[0].lines);
+    assert_eq!(seen[0].lines.last().map(String::as_str), Some("QUIT"));
+}
+
+#[tokio::test]
+async fn opportunistic_starttls_never_sends_credentials_in_clear() {
+    let behaviour = Behaviour { starttls: false, auth_before_tls: true, ..Behaviour::default() };
+    let (report, server, _pki) = probe_with(behaviour, &format!("tls: starttls\n{CREDS}")).await;
+    assert_failed(&report, Phase::Auth, Reason::AuthPlaintextRefused);
+    let seen = server.wait_for_connections(1).await;
+    assert!(seen[0].lines.iter().all(|l| !l.starts_with("AUTH")), "{:?}", seen[0].lines);
+}
+
+#[tokio::test]
+async fn banner_421_is_reply_4xx_in_banner() {
+    let behaviour = Behaviour { greeting: b"421 4.3.2 too busy, try later\r\n".to_vec(), ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
+    assert_failed(&report, Phase::Banner, Reason::Reply4xx);
+    assert_eq!(report.banner_code, Some(421));
+}
+
+#[tokio::test]
+async fn banner_554_is_reply_5xx() {
+    let behaviour = Behaviour { greeting: b"554 5.7.1 no service for you\r\n".to_vec(), ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
+    assert_failed(&report, Phase::Banner, Reason::Reply5xx);
+}
+
+#[tokio::test]
+async fn wrong_password_is_auth_failed() {
+    let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\nauth: {{ username: probe@example.test, password: wrong }}");
+    let (report, server, _pki) = probe_with(Behaviour::default(), &module).await;
+    assert_failed(&report, Phase::Auth, Reason::AuthFailed);
+    assert_eq!(report.auth_success, Some(false));
+    // Nothing the server could echo back reaches the failure detail.
+    assert!(!report.failure.as_ref().unwrap().detail.contains("wrong"));
+    let seen = server.wait_for_connections(1).await;
+    assert_eq!(seen[0].lines.last().map(String::as_str), Some("QUIT"), "polite QUIT after a failure");
+}
+
+#[tokio::test]
+async fn auth_454_is_temporary_and_538_wants_tls() {
+    for (reply, reason) in [("454 4.7.0 Temporary authentication failure", Reason::AuthTemporary), ("538 5.7.11 Encryption required", Reason::AuthRequiredTls)] {
+        let behaviour = Behaviour { auth_reply_override: Some(reply.into()), ..Behaviour::default() };
+        let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
+        let (report, _server, _pki) = probe_with(behaviour, &module).await;
+        assert_failed(&report, Phase::Auth, reason);
+    }
+}
+
+#[tokio::test]
+async fn no_common_auth_mechanism() {
+    let behaviour = Behaviour { auth_mechanisms: vec!["CRAM-MD5"], ..Behaviour::default() };
+    let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
+    let (report, _server, _pki) = probe_with(behaviour, &module).await;
+    assert_failed(&report, Phase::Auth, Reason::AuthMechanismUnavailable);
+}
+
+#[tokio::test]
+async fn slow_banner_times_out_in_banner() {
+    let behaviour = Behaviour { greeting_delay: Duration::from_secs(5), ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls\ntimeout: 2s\nphase_timeout: 300ms").await;
+    assert_failed(&report, Phase::Banner, Reason::Timeout);
+    let banner = report.phase(Phase::Banner).unwrap();
+    assert!(banner >= Duration::from_millis(300) && banner < Duration::from_millis(600), "banner took {banner:?}");
+    assert!(report.duration < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn overall_timeout_caps_the_phases() {
+    // Each phase may take 1s, but the probe only 400ms: the banner hits the probe deadline.
+    let behaviour = Behaviour { greeting_delay: Duration::from_secs(5), ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls\ntimeout: 400ms\nphase_timeout: 400ms").await;
+    assert_failed(&report, Phase::Banner, Reason::Timeout);
+    assert!(report.duration < Duration::from_millis(800), "{:?}", report.duration);
+}
+
+#[tokio::test]
+async fn garbage_greeting_is_a_protocol_failure() {
+    let behaviour = Behaviour { greeting: b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n".to_vec(), ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
+    assert_failed(&report, Phase::Banner, Reason::Protocol);
+}
+
+#[tokio::test]
+async fn endless_greeting_line_is_cut_off() {
+    let mut greeting = b"220 ".to_vec();
+    greeting.extend(std::iter::repeat_n(b'x', 100_000));
+    let behaviour = Behaviour { greeting, ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
+    assert_failed(&report, Phase::Banner, Reason::Protocol);
+}
+
+#[tokio::test]
+async fn close_mid_reply_is_closed_in_banner() {
+    let behaviour = Behaviour {
+        greeting: b"220-fake.example.test first line\r\n220-second li".to_vec(),
+        close_after_greeting: true,
+        ..Behaviour::default()
+    };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
+    assert_failed(&report, Phase::Banner, Reason::Closed);
+}
+
+#[tokio::test]
+async fn untrusted_certificate_is_tls_cert_invalid() {
+    // Bundled public roots do not know the test CA.
+    let (report, _server, _pki) = probe_with(Behaviour::default(), "tls: starttls_required").await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+    // Against an unrelated private CA too.
+    let (report, _server, _pki) = probe_with(Behaviour::default(), "tls: starttls_required\ntls_config: { ca_file: {other_ca} }").await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+    // And insecure_skip_verify accepts it.
+    let (report, _server, _pki) = probe_with(Behaviour::default(), "tls: starttls_required\ntls_config: { insecure_skip_verify: true }").await;
+    assert!(report.success(), "{:?}", report.failure);
+}
+
+#[tokio::test]
+async fn wrong_server_name_is_tls_cert_invalid() {
+    let (report, _server, _pki) =
+        probe_with(Behaviour::default(), "tls: implicit\ntls_config: { ca_file: {ca}, server_name: mail.example.org }").await;
+    // The fake server speaks plain SMTP here, so this also covers "TLS to a plain port".
+    assert_eq!(report.failure.as_ref().unwrap().phase, Phase::TlsHandshake);
+    let behaviour = Behaviour { implicit_tls: true, ..Behaviour::default() };
+    let (report, _server, _pki) =
+        probe_with(behaviour, "tls: implicit\ntls_config: { ca_file: {ca}, server_name: mail.example.org }").await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+}
+
+#[tokio::test]
+async fn bytes_injected_after_starttls_fail_the_probe() {
+    let behaviour = Behaviour { starttls_injection: b"250 injected\r\n".to_vec(), ..Behaviour::default() };
+    let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
+    let (report, _server, _pki) = probe_with(behaviour, &module).await;
+    assert_failed(&report, Phase::Starttls, Reason::StarttlsInjection);
+}
+
+#[tokio::test]
+async fn multi_line_greeting_is_read_whole_before_ehlo() {
+    let behaviour = Behaviour {
+        greeting: b"220-fake.example.test ESMTP postscreen\r\n".to_vec(),
+        greeting_rest: b"220 fake.example.test ready\r\n".to_vec(),
+        greeting_split_delay: Duration::from_millis(100),
+        ..Behaviour::default()
+    };
+    let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
+    let (report, server, _pki) = probe_with(behaviour, &module).await;
+    assert!(report.success(), "{:?}", report.failure);
+    let seen = server.wait_for_connections(1).await;
+    assert!(!seen[0].early_bytes, "the client wrote before the greeting was complete");
+    assert!(report.phase(Phase::Banner).unwrap() >= Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn ehlo_refused_falls_back_to_helo() {
+    let behaviour = Behaviour { ehlo_reply_override: Some("502 5.5.1 EHLO not implemented".into()), ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert!(report.helo_fallback);
+}
+
+#[tokio::test]
+async fn bare_lf_replies_are_tolerated_and_counted() {
+    let behaviour = Behaviour { bare_lf: true, greeting: b"220 sloppy.example.test\n".to_vec(), starttls: false, ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert!(report.bare_lf_lines >= 5, "counted {}", report.bare_lf_lines);
+}
+
+#[tokio::test]
+async fn nothing_listening_is_refused_in_connect() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let report = probe::run(&spec("tls: starttls", port)).await;
+    assert_failed(&report, Phase::Connect, Reason::Refused);
+    assert!(report.duration < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn unresolvable_host_is_dns_in_resolve() {
+    let yaml = "modules: { m: { tls: starttls } }\ntargets:\n  - host: no-such-host.invalid\n    ports: [{ port: 25, module: m }]\n";
+    let config = smtp_exporter::config::parse(yaml, "t").unwrap();
+    let report = probe::run(&config.specs[0]).await;
+    assert_failed(&report, Phase::Resolve, Reason::Dns);
+}
+
+/// The session runs over any stream: here an in-memory pipe, no socket at all.
+#[tokio::test]
+async fn session_over_an_in_memory_stream() {
+    let pki = TestPki::new();
+    let (client, server) = tokio::io::duplex(4096);
+    let serve = tokio::spawn(crate::support::fake_smtp::serve(server, Behaviour::default(), pki.acceptor()));
+    let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {} }}\n{CREDS}", pki.ca_file.display());
+    let spec = spec(&module, 25);
+    let report = probe::run_on_stream(&spec, Box::new(client)).await;
+    assert!(report.success(), "{:?}", report.failure);
+    use Phase::*;
+    assert_eq!(phases(&report), vec![Banner, Ehlo, Starttls, TlsHandshake, EhloTls, Auth, Quit]);
+    let seen = serve.await.unwrap();
+    assert_eq!(seen.auth_over_tls, Some(true));
+}
+
+/// Measured accuracy: the banner phase matches the server's own measurement of how long
+/// it held the greeting back, within a few milliseconds.
+#[tokio::test]
+async fn banner_timing_matches_the_injected_delay() {
+    for delay_ms in [20u64, 100] {
+        let behaviour = Behaviour { greeting_delay: Duration::from_millis(delay_ms), starttls: false, ..Behaviour::default() };
+        let (report, server, _pki) = probe_with(behaviour, "tls: starttls").await;
+        assert!(report.success(), "{:?}", report.failure);
+        let seen = server.wait_for_connections(1).await;
+        let server_side = seen[0].greeting_sent_after.unwrap();
+        let banner = report.phase(Phase::Banner).unwrap();
+        let error_ms = (banner.as_secs_f64() - server_side.as_secs_f64()) * 1e3;
+        assert!(server_side >= Duration::from_millis(delay_ms));
+        assert!((-1.0..5.0).contains(&error_ms), "banner {banner:?} vs server-side {server_side:?}: error {error_ms:.3} ms");
+    }
+}

@@ -1,0 +1,76 @@
+//! Certificates generated at test time: a CA, a server certificate for localhost and
+//! 127.0.0.1 signed by it, and the CA's PEM file for a module's `ca_file`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::TlsAcceptor;
+
+/// A private PKI for one test.
+pub struct TestPki {
+    /// PEM file of the CA that signed the server certificate.
+    pub ca_file: PathBuf,
+    /// PEM file of an unrelated CA (verification against it must fail).
+    pub other_ca_file: PathBuf,
+    server_config: Arc<rustls::ServerConfig>,
+    dir: PathBuf,
+}
+
+fn new_ca(name: &str) -> (CertificateParams, KeyPair, String) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("self-signed CA");
+    (params, key, cert.pem())
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "smtp-exporter-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+
+        let (ca_params, ca_key, ca_pem) = new_ca("smtp_exporter test CA");
+        let (_, _, other_pem) = new_ca("some other CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let mut leaf_params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
+        leaf_params.distinguished_name.push(DnType::CommonName, "localhost");
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
+
+        let ca_file = dir.join("ca.pem");
+        let other_ca_file = dir.join("other-ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        std::fs::write(&other_ca_file, other_pem).unwrap();
+
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        TestPki { ca_file, other_ca_file, server_config: Arc::new(server_config), dir }
+    }
+
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.server_config.clone())
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
