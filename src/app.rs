@@ -30,7 +30,10 @@ pub enum ConfigSource {
 impl ConfigSource {
     /// The embedded default configuration.
     pub fn embedded() -> ConfigSource {
-        ConfigSource::Text { text: config::EMBEDDED_DEFAULT.to_owned(), origin: "<embedded default>".to_owned() }
+        ConfigSource::Text {
+            text: config::EMBEDDED_DEFAULT.to_owned(),
+            origin: "<embedded default>".to_owned(),
+        }
     }
 
     /// Reads and validates the configuration.
@@ -44,14 +47,22 @@ impl ConfigSource {
 
 /// Runs the exporter until `shutdown` resolves. Fails only when the first configuration
 /// load fails; later reload failures are logged and counted.
-pub async fn run(listener: TcpListener, source: ConfigSource, shutdown: impl Future<Output = ()>) -> Result<(), ConfigError> {
+pub async fn run(
+    listener: TcpListener,
+    source: ConfigSource,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConfigError> {
     let config = source.load()?;
     let store = Arc::new(Store::new());
     let exporter = Arc::new(Exporter::new(store.clone()));
     exporter.config_loaded(true);
     let mut scheduler = Scheduler::new(store);
     scheduler.apply(&config);
-    tracing::info!(specs = config.specs.len(), max_concurrency = config.max_concurrency, "configuration loaded");
+    tracing::info!(
+        specs = config.specs.len(),
+        max_concurrency = config.max_concurrency,
+        "configuration loaded"
+    );
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let (stop_http, http_stopped) = oneshot::channel::<()>();

@@ -424,7 +424,11 @@ fn validate_module(raw: RawModule) -> Result<Module, String> {
     }
     let tls_client = match raw.tls {
         TlsMode::None => {
-            if tls_cfg.ca_file.is_some() || tls_cfg.server_name.is_some() || tls_cfg.insecure_skip_verify || tls_cfg.system_roots {
+            if tls_cfg.ca_file.is_some()
+                || tls_cfg.server_name.is_some()
+                || tls_cfg.insecure_skip_verify
+                || tls_cfg.system_roots
+            {
                 return Err("tls_config: set, but tls is none".into());
             }
             None
@@ -435,7 +439,10 @@ fn validate_module(raw: RawModule) -> Result<Module, String> {
                 (None, true) => Roots::System,
                 (None, false) => Roots::Bundled,
             };
-            Some(tls::client_config(&roots, tls_cfg.insecure_skip_verify).map_err(|e| format!("tls_config.{e}"))?)
+            Some(
+                tls::client_config(&roots, tls_cfg.insecure_skip_verify)
+                    .map_err(|e| format!("tls_config.{e}"))?,
+            )
         }
     };
 

@@ -93,7 +93,10 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             if state.exporter.store.all_probed() {
                 text(StatusCode::OK, "Ready.\n")
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "Not ready: some probe specs have not completed their first probe.\n")
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Not ready: some probe specs have not completed their first probe.\n",
+                )
             }
         }
         "/-/reload" if method == Method::POST || method == Method::PUT => reload(state).await,
@@ -110,8 +113,13 @@ async fn reload(state: &State) -> Response<Body> {
     }
     match rx.await {
         Ok(Ok(())) => text(StatusCode::OK, "Configuration reloaded.\n"),
-        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("Reload failed, the previous configuration stays in use: {e}\n")),
-        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "Reload unavailable: the exporter is shutting down.\n"),
+        Ok(Err(e)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("Reload failed, the previous configuration stays in use: {e}\n"),
+        ),
+        Err(_) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "Reload unavailable: the exporter is shutting down.\n")
+        }
     }
 }
 

@@ -56,7 +56,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let meta = event.metadata();
         let mut line = String::with_capacity(160);
         write!(line, "ts={} level={}", rfc3339_now(), meta.level().as_str().to_ascii_lowercase())?;
@@ -101,7 +106,8 @@ impl LogfmtVisitor {
 
 /// Appends a logfmt value, quoted and escaped when it holds spaces, quotes or `=`.
 fn push_value(out: &mut String, value: &str) {
-    let needs_quotes = value.is_empty() || value.chars().any(|c| c == ' ' || c == '"' || c == '=' || c.is_control());
+    let needs_quotes =
+        value.is_empty() || value.chars().any(|c| c == ' ' || c == '"' || c == '=' || c.is_control());
     if !needs_quotes {
         out.push_str(value);
         return;

@@ -98,18 +98,48 @@ struct Family {
 
 fn families() -> Vec<Family> {
     use MetricType::{COUNTER, GAUGE};
-    let f = |name, help: &str, kind, extra_labels| Family { name, help: help.replace("{src}", SCHEDULED), kind, extra_labels };
+    let f = |name, help: &str, kind, extra_labels| Family {
+        name,
+        help: help.replace("{src}", SCHEDULED),
+        kind,
+        extra_labels,
+    };
     vec![
         f("smtp_probe_success", "1 if every phase of the module succeeded, else 0 {src}.", GAUGE, &[]),
         f("smtp_probe_duration_seconds", "Duration of the whole probe {src}.", GAUGE, &[]),
-        f("smtp_probe_phase_duration_seconds", "Duration of each phase that ran {src}; a failed phase is included.", GAUGE, &["phase"]),
-        f("smtp_probe_failure_info", "1 with the phase and reason of the failure, present only while the last scheduled probe failed.", GAUGE, &["phase", "reason"]),
-        f("smtp_probe_last_run_timestamp_seconds", "Unix time at which the last scheduled probe started.", GAUGE, &[]),
+        f(
+            "smtp_probe_phase_duration_seconds",
+            "Duration of each phase that ran {src}; a failed phase is included.",
+            GAUGE,
+            &["phase"],
+        ),
+        f(
+            "smtp_probe_failure_info",
+            "1 with the phase and reason of the failure, present only while the last scheduled probe failed.",
+            GAUGE,
+            &["phase", "reason"],
+        ),
+        f(
+            "smtp_probe_last_run_timestamp_seconds",
+            "Unix time at which the last scheduled probe started.",
+            GAUGE,
+            &[],
+        ),
         f("smtp_probe_banner_code", "Reply code of the server greeting {src}.", GAUGE, &[]),
         f("smtp_tls_version_info", "1 with the negotiated TLS version {src}.", GAUGE, &["version"]),
-        f("smtp_tls_cert_expiry_timestamp_seconds", "Unix time at which the leaf certificate expires (notAfter) {src}.", GAUGE, &[]),
+        f(
+            "smtp_tls_cert_expiry_timestamp_seconds",
+            "Unix time at which the leaf certificate expires (notAfter) {src}.",
+            GAUGE,
+            &[],
+        ),
         f("smtp_probes_total", "Scheduled probes completed since the exporter started.", COUNTER, &[]),
-        f("smtp_probe_failures_total", "Scheduled probes that failed since the exporter started, by reason.", COUNTER, &["reason"]),
+        f(
+            "smtp_probe_failures_total",
+            "Scheduled probes that failed since the exporter started, by reason.",
+            COUNTER,
+            &["reason"],
+        ),
     ]
 }
 
@@ -126,9 +156,11 @@ impl ProbeCollector {
         let descs = families
             .iter()
             .map(|f| {
-                let mut labels: Vec<String> = ["target", "port", "module"].iter().map(|s| s.to_string()).collect();
+                let mut labels: Vec<String> =
+                    ["target", "port", "module"].iter().map(|s| s.to_string()).collect();
                 labels.extend(f.extra_labels.iter().map(|s| s.to_string()));
-                Desc::new(f.name.to_owned(), f.help.clone(), labels, HashMap::new()).expect("valid metric descriptor")
+                Desc::new(f.name.to_owned(), f.help.clone(), labels, HashMap::new())
+                    .expect("valid metric descriptor")
             })
             .collect();
         ProbeCollector { store, families, descs }
@@ -179,7 +211,8 @@ impl Collector for ProbeCollector {
             if let Some(f) = &report.failure {
                 failure.push(&base, &[("phase", f.phase.as_str()), ("reason", f.reason.as_str())], 1.0);
             }
-            let started = report.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            let started =
+                report.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
             last_run.push(&base, &[], started);
             if let Some(code) = report.banner_code {
                 banner.push(&base, &[], f64::from(code));
@@ -205,27 +238,26 @@ impl Collector for ProbeCollector {
                 mf.set_name(family.name.to_owned());
                 mf.set_help(family.help.clone());
                 mf.set_field_type(family.kind);
-                let metrics = s
-                    .0
-                    .into_iter()
-                    .map(|(labels, value)| {
-                        let mut m = Metric::default();
-                        m.set_label(labels);
-                        match family.kind {
-                            MetricType::COUNTER => {
-                                let mut c = Counter::default();
-                                c.set_value(value);
-                                m.set_counter(c);
+                let metrics =
+                    s.0.into_iter()
+                        .map(|(labels, value)| {
+                            let mut m = Metric::default();
+                            m.set_label(labels);
+                            match family.kind {
+                                MetricType::COUNTER => {
+                                    let mut c = Counter::default();
+                                    c.set_value(value);
+                                    m.set_counter(c);
+                                }
+                                _ => {
+                                    let mut g = Gauge::default();
+                                    g.set_value(value);
+                                    m.set_gauge(g);
+                                }
                             }
-                            _ => {
-                                let mut g = Gauge::default();
-                                g.set_value(value);
-                                m.set_gauge(g);
-                            }
-                        }
-                        m
-                    })
-                    .collect();
+                            m
+                        })
+                        .collect();
                 mf.set_metric(metrics);
                 mf
             })
@@ -249,11 +281,16 @@ impl Exporter {
         registry.register(Box::new(ProbeCollector::new(store.clone()))).expect("register probe collector");
 
         let build_info = prometheus::IntGaugeVec::new(
-            prometheus::Opts::new("smtp_exporter_build_info", "1 with the version of this exporter and the Rust compiler that built it."),
+            prometheus::Opts::new(
+                "smtp_exporter_build_info",
+                "1 with the version of this exporter and the Rust compiler that built it.",
+            ),
             &["version", "rustc_version"],
         )
         .expect("build_info descriptor");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("SMTP_EXPORTER_RUSTC_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("SMTP_EXPORTER_RUSTC_VERSION")])
+            .set(1);
         registry.register(Box::new(build_info)).expect("register build_info");
 
         let reload_successful = IntGauge::new(
@@ -281,7 +318,10 @@ impl Exporter {
     pub fn config_loaded(&self, ok: bool) {
         self.reload_successful.set(i64::from(ok));
         if ok {
-            let now = std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            let now = std::time::SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
             self.reload_success_timestamp.set(now);
         }
     }
@@ -289,7 +329,9 @@ impl Exporter {
     /// Renders the text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
         out
     }
 }

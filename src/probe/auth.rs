@@ -19,10 +19,7 @@ const PREFERENCE: [AuthMechanism; 2] = [AuthMechanism::Plain, AuthMechanism::Log
 
 /// Picks the mechanism: the forced one if it is advertised, else the first of PREFERENCE
 /// that the server advertises.
-pub fn choose(
-    forced: Option<AuthMechanism>,
-    advertised: &[String],
-) -> Result<AuthMechanism, StepError> {
+pub fn choose(forced: Option<AuthMechanism>, advertised: &[String]) -> Result<AuthMechanism, StepError> {
     let offered = |m: AuthMechanism| advertised.iter().any(|a| a == m.as_str());
     match forced {
         Some(m) if offered(m) => Ok(m),

@@ -142,7 +142,14 @@ impl<'a> Walk<'a> {
 
     async fn resolve_and_connect(&mut self) -> Result<Box<dyn Stream>, Failure> {
         let (host, port, family) = (self.spec.host.as_str(), self.spec.port, self.module.ip_protocol);
-        let addr = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Resolve, resolve(host, port, family)).await?;
+        let addr = timed(
+            &mut self.report,
+            self.deadline,
+            self.module.phase_timeout,
+            Phase::Resolve,
+            resolve(host, port, family),
+        )
+        .await?;
         self.report.peer = Some(addr);
         let tcp = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Connect, async {
             TcpStream::connect(addr).await.map_err(|e| StepError::new(Reason::from_io(&e), e.to_string()))
@@ -154,7 +161,11 @@ impl<'a> Walk<'a> {
     }
 
     /// Times `fut` as `phase`, under the phase and probe deadlines.
-    async fn phase<T>(&mut self, phase: Phase, fut: impl Future<Output = Result<T, StepError>>) -> Result<T, Failure> {
+    async fn phase<T>(
+        &mut self,
+        phase: Phase,
+        fut: impl Future<Output = Result<T, StepError>>,
+    ) -> Result<T, Failure> {
         timed(&mut self.report, self.deadline, self.module.phase_timeout, phase, fut).await
     }
 
@@ -174,10 +185,11 @@ impl<'a> Walk<'a> {
         }
         let mut session = self.session.insert(Session::new(stream));
 
-        let banner = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Banner, async {
-            Ok(session.read_reply().await?)
-        })
-        .await?;
+        let banner =
+            timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Banner, async {
+                Ok(session.read_reply().await?)
+            })
+            .await?;
         self.report.banner_code = Some(banner.code);
         self.report.banner_hostname =
             banner.lines.first().and_then(|l| l.split_whitespace().next()).map(error::truncate);
@@ -187,7 +199,14 @@ impl<'a> Walk<'a> {
         }
 
         let hostname = self.module.ehlo_hostname.clone();
-        let (caps, helo) = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Ehlo, greet(session, &hostname)).await?;
+        let (caps, helo) = timed(
+            &mut self.report,
+            self.deadline,
+            self.module.phase_timeout,
+            Phase::Ehlo,
+            greet(session, &hostname),
+        )
+        .await?;
         self.report.helo_fallback |= helo;
         let mut encrypted = implicit;
         if implicit {
@@ -215,13 +234,23 @@ impl<'a> Walk<'a> {
                 let plain = self.session.take().expect("session present").into_stream();
                 let tls = self.tls_upgrade(plain).await?;
                 session = self.session.insert(Session::new(tls));
-                let (tls_caps, helo) = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::EhloTls, greet(session, &hostname)).await?;
+                let (tls_caps, helo) = timed(
+                    &mut self.report,
+                    self.deadline,
+                    self.module.phase_timeout,
+                    Phase::EhloTls,
+                    greet(session, &hostname),
+                )
+                .await?;
                 self.report.helo_fallback |= helo;
                 self.report.ehlo_tls = Some(tls_caps.clone());
                 caps = tls_caps;
                 encrypted = true;
             } else if self.module.tls_mode == TlsMode::StarttlsRequired {
-                let err = StepError::new(Reason::StarttlsUnavailable, "STARTTLS is not advertised in the EHLO reply");
+                let err = StepError::new(
+                    Reason::StarttlsUnavailable,
+                    "STARTTLS is not advertised in the EHLO reply",
+                );
                 return Err(err.at(Phase::Starttls));
             }
         }
@@ -333,7 +362,7 @@ async fn resolve(host: &str, port: u16, family: IpProtocol) -> Result<SocketAddr
         IpProtocol::Ip4 => a.is_ipv4(),
         IpProtocol::Ip6 => a.is_ipv6(),
     });
-    addrs.next().ok_or_else(|| {
-        StepError::new(Reason::Dns, format!("{host} has no address of family {family:?}"))
-    })
+    addrs
+        .next()
+        .ok_or_else(|| StepError::new(Reason::Dns, format!("{host} has no address of family {family:?}")))
 }

@@ -181,9 +181,8 @@ mod tests {
 
     #[test]
     fn multi_line_ehlo_from_rfc5321_example() {
-        let r = parse_all(
-            "250-foo.com greets bar.com\r\n250-8BITMIME\r\n250-SIZE\r\n250-DSN\r\n250 HELP\r\n",
-        );
+        let r =
+            parse_all("250-foo.com greets bar.com\r\n250-8BITMIME\r\n250-SIZE\r\n250-DSN\r\n250 HELP\r\n");
         assert_eq!(r.code, 250);
         assert_eq!(r.lines.len(), 5);
         assert_eq!(r.lines[4], "HELP");

@@ -124,15 +124,10 @@ where
         Some(other) => format!("{other:?}"),
         None => "unknown".to_owned(),
     };
-    let cipher = conn
-        .negotiated_cipher_suite()
-        .and_then(|s| s.suite().as_str())
-        .unwrap_or("unknown")
-        .to_owned();
+    let cipher =
+        conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("unknown").to_owned();
     let leaf_not_after = conn.peer_certificates().and_then(|c| c.first()).and_then(|leaf| {
-        x509_parser::parse_x509_certificate(leaf)
-            .ok()
-            .map(|(_, cert)| cert.validity().not_after.timestamp())
+        x509_parser::parse_x509_certificate(leaf).ok().map(|(_, cert)| cert.validity().not_after.timestamp())
     });
     Ok((tls, TlsInfo { version, cipher, leaf_not_after }))
 }

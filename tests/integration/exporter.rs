@@ -1,1 +1,265 @@
-//! placeholder
+//! The exporter in-process, end to end: config → scheduler → probe → metrics → HTTP.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use smtp_exporter::app::{self, ConfigSource};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::support::certs::TestPki;
+use crate::support::fake_smtp::{Behaviour, FakeSmtp};
+
+/// One sample line of the text exposition.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+fn parse_exposition(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let rest = rest.strip_suffix('}').expect("closing brace");
+                    let labels = rest
+                        .split("\",")
+                        .filter(|p| !p.is_empty())
+                        .map(|pair| {
+                            let (k, v) = pair.split_once("=\"").expect("label pair");
+                            (k.to_owned(), v.trim_end_matches('"').to_owned())
+                        })
+                        .collect();
+                    (name.to_owned(), labels)
+                }
+                None => (series.to_owned(), BTreeMap::new()),
+            };
+            Sample { name, labels, value: value.parse().expect("numeric value") }
+        })
+        .collect()
+}
+
+/// The samples named `name` whose labels include every pair of `labels`.
+fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = find(samples, name, labels);
+    assert_eq!(found.len(), 1, "expected one {name}{labels:?}, found {found:?}");
+    found[0].value
+}
+
+/// A raw HTTP/1.1 request; returns (status, body).
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    raw_response(stream).await
+}
+
+async fn raw_response(mut stream: TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn start(config_file: &Path) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let source = ConfigSource::File(config_file.to_owned());
+        let task = tokio::spawn(async move {
+            app::run(listener, source, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("exporter runs");
+        });
+        Running { addr, stop: Some(stop), task }
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..500 {
+            if http(self.addr, "GET", "/-/ready").await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("exporter not ready within 5 s");
+    }
+
+    async fn metrics(&self) -> Vec<Sample> {
+        let (status, body) = http(self.addr, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        parse_exposition(&body)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(5), self.task).await.expect("clean shutdown").unwrap();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn write_config(
+    pki: &TestPki,
+    name: &str,
+    good_port: u16,
+    refused_port: u16,
+    password_file: &Path,
+    with_refused: bool,
+) -> std::path::PathBuf {
+    let mut yaml = format!(
+        "interval: 1m\nmodules:\n  submission:\n    tls: starttls_required\n    timeout: 5s\n    tls_config: {{ ca_file: {ca} }}\n    auth: {{ username: probe@example.test, password_file: {pw} }}\n  relay:\n    tls: starttls\n    timeout: 5s\ntargets:\n  - name: good\n    host: 127.0.0.1\n    ports: [{{ port: {good_port}, module: submission }}]\n",
+        ca = pki.ca_file.display(),
+        pw = password_file.display(),
+    );
+    if with_refused {
+        yaml.push_str(&format!(
+            "  - name: down\n    host: 127.0.0.1\n    ports: [{{ port: {refused_port}, module: relay }}]\n"
+        ));
+    }
+    let path = pki.ca_file.with_file_name(name);
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn scrape_shows_every_core_series() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let password_file = pki.ca_file.with_file_name("password");
+    std::fs::write(&password_file, "correct horse\n").unwrap();
+    let refused_port = free_port();
+    let config = write_config(&pki, "config.yml", server.port(), refused_port, &password_file, true);
+    let exporter = Running::start(&config).await;
+    exporter.wait_ready().await;
+    let m = exporter.metrics().await;
+
+    let good = [("target", "good"), ("module", "submission")];
+    let good_port = server.port().to_string();
+    let good: Vec<(&str, &str)> = good.into_iter().chain([("port", good_port.as_str())]).collect();
+    let down = [("target", "down"), ("module", "relay")];
+
+    assert_eq!(value(&m, "smtp_probe_success", &good), 1.0);
+    assert_eq!(value(&m, "smtp_probe_success", &down), 0.0);
+    for phase in
+        ["resolve", "connect", "banner", "ehlo", "starttls", "tls_handshake", "ehlo_tls", "auth", "quit"]
+    {
+        let labels: Vec<(&str, &str)> = good.iter().copied().chain([("phase", phase)]).collect();
+        assert!(value(&m, "smtp_probe_phase_duration_seconds", &labels) > 0.0, "phase {phase}");
+    }
+    assert_eq!(find(&m, "smtp_probe_phase_duration_seconds", &good).len(), 9);
+    assert!(value(&m, "smtp_probe_duration_seconds", &good) > 0.0);
+    assert_eq!(value(&m, "smtp_probe_banner_code", &good), 220.0);
+    assert_eq!(value(&m, "smtp_tls_version_info", &[good[0], ("version", "TLS1.3")]), 1.0);
+    // rcgen's default notAfter is the year 4096.
+    assert!(value(&m, "smtp_tls_cert_expiry_timestamp_seconds", &good) > 4.0e10);
+    assert_eq!(value(&m, "smtp_probes_total", &good), 1.0);
+    assert!(find(&m, "smtp_probe_failure_info", &good).is_empty());
+    assert!(find(&m, "smtp_probe_failures_total", &good).is_empty());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let last_run = value(&m, "smtp_probe_last_run_timestamp_seconds", &good);
+    assert!((now - 60.0..=now).contains(&last_run), "last run {last_run}, now {now}");
+
+    assert_eq!(
+        value(&m, "smtp_probe_failure_info", &[down[0], ("phase", "connect"), ("reason", "refused")]),
+        1.0
+    );
+    assert_eq!(value(&m, "smtp_probe_failures_total", &[down[0], ("reason", "refused")]), 1.0);
+    assert!(find(&m, "smtp_probe_banner_code", &down).is_empty());
+    assert_eq!(find(&m, "smtp_probe_phase_duration_seconds", &down).len(), 2, "resolve and connect only");
+
+    assert_eq!(value(&m, "smtp_exporter_config_last_reload_successful", &[]), 1.0);
+    assert_eq!(find(&m, "smtp_exporter_build_info", &[("version", env!("CARGO_PKG_VERSION"))]).len(), 1);
+    assert!(value(&m, "process_resident_memory_bytes", &[]) > 0.0);
+
+    let (_, body) = http(exporter.addr, "GET", "/metrics").await;
+    assert!(!body.contains("correct horse"), "password in /metrics");
+    assert!(body.contains("# HELP smtp_probe_success 1 if every phase of the module succeeded, else 0 (from the last scheduled probe)."));
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn endpoints_answer_with_the_right_status() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour { starttls: true, ..Behaviour::default() }, &pki).await;
+    let password_file = pki.ca_file.with_file_name("password");
+    std::fs::write(&password_file, "correct horse").unwrap();
+    let config = write_config(&pki, "config.yml", server.port(), 0, &password_file, false);
+    let exporter = Running::start(&config).await;
+    exporter.wait_ready().await;
+    let (status, body) = http(exporter.addr, "GET", "/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("href=\"/metrics\""));
+    assert_eq!(http(exporter.addr, "GET", "/-/healthy").await.0, 200);
+    assert_eq!(http(exporter.addr, "GET", "/nope").await.0, 404);
+    assert_eq!(http(exporter.addr, "POST", "/metrics").await.0, 405);
+    assert_eq!(http(exporter.addr, "GET", "/-/reload").await.0, 405);
+
+    // A malformed request gets a 400, not a hang.
+    let mut stream = TcpStream::connect(exporter.addr).await.unwrap();
+    stream.write_all(b"THIS IS NOT HTTP\r\n\r\n").await.unwrap();
+    assert_eq!(raw_response(stream).await.0, 400);
+    exporter.stop().await;
+}
+
+#[tokio::test]
+async fn reload_applies_good_configs_and_keeps_the_old_one_on_errors() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let password_file = pki.ca_file.with_file_name("password");
+    std::fs::write(&password_file, "correct horse").unwrap();
+    let refused_port = free_port();
+    let config = write_config(&pki, "config.yml", server.port(), refused_port, &password_file, true);
+    let exporter = Running::start(&config).await;
+    exporter.wait_ready().await;
+    assert_eq!(find(&exporter.metrics().await, "smtp_probe_success", &[("target", "down")]).len(), 1);
+
+    // A bad config: the reload fails, the old specs keep running.
+    std::fs::write(&config, "modules: [oops\n").unwrap();
+    let (status, body) = http(exporter.addr, "POST", "/-/reload").await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("config.yml"), "the error names the file: {body}");
+    let m = exporter.metrics().await;
+    assert_eq!(value(&m, "smtp_exporter_config_last_reload_successful", &[]), 0.0);
+    assert_eq!(find(&m, "smtp_probe_success", &[("target", "down")]).len(), 1);
+
+    // A good config without the "down" target: its series vanish.
+    write_config(&pki, "config.yml", server.port(), refused_port, &password_file, false);
+    assert_eq!(http(exporter.addr, "POST", "/-/reload").await.0, 200);
+    let m = exporter.metrics().await;
+    assert_eq!(value(&m, "smtp_exporter_config_last_reload_successful", &[]), 1.0);
+    assert!(find(&m, "smtp_probe_success", &[("target", "down")]).is_empty());
+    assert_eq!(find(&m, "smtp_probe_success", &[("target", "good")]).len(), 1);
+    exporter.stop().await;
+}

@@ -15,14 +15,17 @@ fn phases(report: &ProbeReport) -> Vec<Phase> {
 }
 
 fn assert_failed(report: &ProbeReport, phase: Phase, reason: Reason) {
-    let failure = report.failure.as_ref().unwrap_or_else(|| panic!("expected a failure, got success: {report:?}"));
+    let failure =
+        report.failure.as_ref().unwrap_or_else(|| panic!("expected a failure, got success: {report:?}"));
     assert_eq!((failure.phase, failure.reason), (phase, reason), "detail: {}", failure.detail);
 }
 
 async fn probe_with(behaviour: Behaviour, module: &str) -> (ProbeReport, FakeSmtp, TestPki) {
     let pki = TestPki::new();
     let server = FakeSmtp::start(behaviour, &pki).await;
-    let module = module.replace("{ca}", &pki.ca_file.display().to_string()).replace("{other_ca}", &pki.other_ca_file.display().to_string());
+    let module = module
+        .replace("{ca}", &pki.ca_file.display().to_string())
+        .replace("{other_ca}", &pki.other_ca_file.display().to_string());
     let spec = spec(&module, server.port());
     let report = probe::run(&spec).await;
     (report, server, pki)
@@ -34,7 +37,10 @@ async fn starttls_required_with_auth_runs_every_phase() {
     let (report, server, _pki) = probe_with(Behaviour::default(), &module).await;
     assert!(report.success(), "{:?}", report.failure);
     use Phase::*;
-    assert_eq!(phases(&report), vec![Resolve, Connect, Banner, Ehlo, Starttls, TlsHandshake, EhloTls, Auth, Quit]);
+    assert_eq!(
+        phases(&report),
+        vec![Resolve, Connect, Banner, Ehlo, Starttls, TlsHandshake, EhloTls, Auth, Quit]
+    );
     assert!(report.phases.iter().all(|(_, d)| *d > Duration::ZERO));
     assert_eq!(report.banner_code, Some(220));
     assert_eq!(report.banner_hostname.as_deref(), Some("fake.example.test"));
@@ -112,7 +118,8 @@ async fn opportunistic_starttls_never_sends_credentials_in_clear() {
 
 #[tokio::test]
 async fn banner_421_is_reply_4xx_in_banner() {
-    let behaviour = Behaviour { greeting: b"421 4.3.2 too busy, try later\r\n".to_vec(), ..Behaviour::default() };
+    let behaviour =
+        Behaviour { greeting: b"421 4.3.2 too busy, try later\r\n".to_vec(), ..Behaviour::default() };
     let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
     assert_failed(&report, Phase::Banner, Reason::Reply4xx);
     assert_eq!(report.banner_code, Some(421));
@@ -120,15 +127,16 @@ async fn banner_421_is_reply_4xx_in_banner() {
 
 #[tokio::test]
 async fn banner_554_is_reply_5xx() {
-    let behaviour = Behaviour { greeting: b"554 5.7.1 no service for you\r\n".to_vec(), ..Behaviour::default() };
+    let behaviour =
+        Behaviour { greeting: b"554 5.7.1 no service for you\r\n".to_vec(), ..Behaviour::default() };
     let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
     assert_failed(&report, Phase::Banner, Reason::Reply5xx);
 }
 
 #[tokio::test]
 async fn wrong_password_is_auth_failed() {
-    let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\nauth: {{ username: probe@example.test, password: wrong }}");
-    let (report, server, _pki) = probe_with(Behaviour::default(), &module).await;
+    let module = "tls: starttls_required\ntls_config: { ca_file: {ca} }\nauth: { username: probe@example.test, password: wrong }";
+    let (report, server, _pki) = probe_with(Behaviour::default(), module).await;
     assert_failed(&report, Phase::Auth, Reason::AuthFailed);
     assert_eq!(report.auth_success, Some(false));
     // Nothing the server could echo back reaches the failure detail.
@@ -139,7 +147,10 @@ async fn wrong_password_is_auth_failed() {
 
 #[tokio::test]
 async fn auth_454_is_temporary_and_538_wants_tls() {
-    for (reply, reason) in [("454 4.7.0 Temporary authentication failure", Reason::AuthTemporary), ("538 5.7.11 Encryption required", Reason::AuthRequiredTls)] {
+    for (reply, reason) in [
+        ("454 4.7.0 Temporary authentication failure", Reason::AuthTemporary),
+        ("538 5.7.11 Encryption required", Reason::AuthRequiredTls),
+    ] {
         let behaviour = Behaviour { auth_reply_override: Some(reply.into()), ..Behaviour::default() };
         let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
         let (report, _server, _pki) = probe_with(behaviour, &module).await;
@@ -158,10 +169,14 @@ async fn no_common_auth_mechanism() {
 #[tokio::test]
 async fn slow_banner_times_out_in_banner() {
     let behaviour = Behaviour { greeting_delay: Duration::from_secs(5), ..Behaviour::default() };
-    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls\ntimeout: 2s\nphase_timeout: 300ms").await;
+    let (report, _server, _pki) =
+        probe_with(behaviour, "tls: starttls\ntimeout: 2s\nphase_timeout: 300ms").await;
     assert_failed(&report, Phase::Banner, Reason::Timeout);
     let banner = report.phase(Phase::Banner).unwrap();
-    assert!(banner >= Duration::from_millis(300) && banner < Duration::from_millis(600), "banner took {banner:?}");
+    assert!(
+        banner >= Duration::from_millis(300) && banner < Duration::from_millis(600),
+        "banner took {banner:?}"
+    );
     assert!(report.duration < Duration::from_secs(1));
 }
 
@@ -169,14 +184,16 @@ async fn slow_banner_times_out_in_banner() {
 async fn overall_timeout_caps_the_phases() {
     // Each phase may take 1s, but the probe only 400ms: the banner hits the probe deadline.
     let behaviour = Behaviour { greeting_delay: Duration::from_secs(5), ..Behaviour::default() };
-    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls\ntimeout: 400ms\nphase_timeout: 400ms").await;
+    let (report, _server, _pki) =
+        probe_with(behaviour, "tls: starttls\ntimeout: 400ms\nphase_timeout: 400ms").await;
     assert_failed(&report, Phase::Banner, Reason::Timeout);
     assert!(report.duration < Duration::from_millis(800), "{:?}", report.duration);
 }
 
 #[tokio::test]
 async fn garbage_greeting_is_a_protocol_failure() {
-    let behaviour = Behaviour { greeting: b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n".to_vec(), ..Behaviour::default() };
+    let behaviour =
+        Behaviour { greeting: b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n".to_vec(), ..Behaviour::default() };
     let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
     assert_failed(&report, Phase::Banner, Reason::Protocol);
 }
@@ -207,22 +224,31 @@ async fn untrusted_certificate_is_tls_cert_invalid() {
     let (report, _server, _pki) = probe_with(Behaviour::default(), "tls: starttls_required").await;
     assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
     // Against an unrelated private CA too.
-    let (report, _server, _pki) = probe_with(Behaviour::default(), "tls: starttls_required\ntls_config: { ca_file: {other_ca} }").await;
+    let (report, _server, _pki) =
+        probe_with(Behaviour::default(), "tls: starttls_required\ntls_config: { ca_file: {other_ca} }").await;
     assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
     // And insecure_skip_verify accepts it.
-    let (report, _server, _pki) = probe_with(Behaviour::default(), "tls: starttls_required\ntls_config: { insecure_skip_verify: true }").await;
+    let (report, _server, _pki) = probe_with(
+        Behaviour::default(),
+        "tls: starttls_required\ntls_config: { insecure_skip_verify: true }",
+    )
+    .await;
     assert!(report.success(), "{:?}", report.failure);
 }
 
 #[tokio::test]
 async fn wrong_server_name_is_tls_cert_invalid() {
-    let (report, _server, _pki) =
-        probe_with(Behaviour::default(), "tls: implicit\ntls_config: { ca_file: {ca}, server_name: mail.example.org }").await;
+    let (report, _server, _pki) = probe_with(
+        Behaviour::default(),
+        "tls: implicit\ntls_config: { ca_file: {ca}, server_name: mail.example.org }",
+    )
+    .await;
     // The fake server speaks plain SMTP here, so this also covers "TLS to a plain port".
     assert_eq!(report.failure.as_ref().unwrap().phase, Phase::TlsHandshake);
     let behaviour = Behaviour { implicit_tls: true, ..Behaviour::default() };
     let (report, _server, _pki) =
-        probe_with(behaviour, "tls: implicit\ntls_config: { ca_file: {ca}, server_name: mail.example.org }").await;
+        probe_with(behaviour, "tls: implicit\ntls_config: { ca_file: {ca}, server_name: mail.example.org }")
+            .await;
     assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
 }
 
@@ -252,7 +278,10 @@ async fn multi_line_greeting_is_read_whole_before_ehlo() {
 
 #[tokio::test]
 async fn ehlo_refused_falls_back_to_helo() {
-    let behaviour = Behaviour { ehlo_reply_override: Some("502 5.5.1 EHLO not implemented".into()), ..Behaviour::default() };
+    let behaviour = Behaviour {
+        ehlo_reply_override: Some("502 5.5.1 EHLO not implemented".into()),
+        ..Behaviour::default()
+    };
     let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
     assert!(report.success(), "{:?}", report.failure);
     assert!(report.helo_fallback);
@@ -260,7 +289,12 @@ async fn ehlo_refused_falls_back_to_helo() {
 
 #[tokio::test]
 async fn bare_lf_replies_are_tolerated_and_counted() {
-    let behaviour = Behaviour { bare_lf: true, greeting: b"220 sloppy.example.test\n".to_vec(), starttls: false, ..Behaviour::default() };
+    let behaviour = Behaviour {
+        bare_lf: true,
+        greeting: b"220 sloppy.example.test\n".to_vec(),
+        starttls: false,
+        ..Behaviour::default()
+    };
     let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
     assert!(report.success(), "{:?}", report.failure);
     assert!(report.bare_lf_lines >= 5, "counted {}", report.bare_lf_lines);
@@ -291,7 +325,8 @@ async fn session_over_an_in_memory_stream() {
     let pki = TestPki::new();
     let (client, server) = tokio::io::duplex(4096);
     let serve = tokio::spawn(crate::support::fake_smtp::serve(server, Behaviour::default(), pki.acceptor()));
-    let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {} }}\n{CREDS}", pki.ca_file.display());
+    let module =
+        format!("tls: starttls_required\ntls_config: {{ ca_file: {} }}\n{CREDS}", pki.ca_file.display());
     let spec = spec(&module, 25);
     let report = probe::run_on_stream(&spec, Box::new(client)).await;
     assert!(report.success(), "{:?}", report.failure);
@@ -306,7 +341,11 @@ async fn session_over_an_in_memory_stream() {
 #[tokio::test]
 async fn banner_timing_matches_the_injected_delay() {
     for delay_ms in [20u64, 100] {
-        let behaviour = Behaviour { greeting_delay: Duration::from_millis(delay_ms), starttls: false, ..Behaviour::default() };
+        let behaviour = Behaviour {
+            greeting_delay: Duration::from_millis(delay_ms),
+            starttls: false,
+            ..Behaviour::default()
+        };
         let (report, server, _pki) = probe_with(behaviour, "tls: starttls").await;
         assert!(report.success(), "{:?}", report.failure);
         let seen = server.wait_for_connections(1).await;
@@ -314,6 +353,9 @@ async fn banner_timing_matches_the_injected_delay() {
         let banner = report.phase(Phase::Banner).unwrap();
         let error_ms = (banner.as_secs_f64() - server_side.as_secs_f64()) * 1e3;
         assert!(server_side >= Duration::from_millis(delay_ms));
-        assert!((-1.0..5.0).contains(&error_ms), "banner {banner:?} vs server-side {server_side:?}: error {error_ms:.3} ms");
+        assert!(
+            (-1.0..5.0).contains(&error_ms),
+            "banner {banner:?} vs server-side {server_side:?}: error {error_ms:.3} ms"
+        );
     }
 }

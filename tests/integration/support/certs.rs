@@ -42,8 +42,8 @@ impl TestPki {
         let (_, _, other_pem) = new_ca("some other CA");
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().expect("leaf key");
-        let mut leaf_params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
+        let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("leaf params");
         leaf_params.distinguished_name.push(DnType::CommonName, "localhost");
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
 

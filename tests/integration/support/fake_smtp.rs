@@ -173,7 +173,12 @@ where
         tokio::time::sleep(b.greeting_split_delay).await;
         // A client that did not wait for the whole greeting has written by now.
         let mut probe = [0u8; 1];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), tokio::io::AsyncReadExt::read(&mut stream, &mut probe)).await {
+        if let Ok(Ok(n)) = tokio::time::timeout(
+            Duration::from_millis(1),
+            tokio::io::AsyncReadExt::read(&mut stream, &mut probe),
+        )
+        .await
+        {
             seen.early_bytes = n > 0;
         }
         if stream.write_all(&b.greeting_rest).await.is_err() {
@@ -202,7 +207,11 @@ where
             "EHLO" => match &b.ehlo_reply_override {
                 Some(r) => format!("{r}{eol}"),
                 None => {
-                    let mut caps = vec!["fake.example.test greets you".to_owned(), "PIPELINING".into(), "SIZE 10240000".into()];
+                    let mut caps = vec![
+                        "fake.example.test greets you".to_owned(),
+                        "PIPELINING".into(),
+                        "SIZE 10240000".into(),
+                    ];
                     if b.starttls && !tls && !b.implicit_tls {
                         caps.push("STARTTLS".into());
                     }
@@ -259,7 +268,8 @@ where
                     }
                     _ => {
                         let w = reader.get_mut();
-                        let _ = w.write_all(format!("504 5.5.4 unrecognized mechanism{eol}").as_bytes()).await;
+                        let _ =
+                            w.write_all(format!("504 5.5.4 unrecognized mechanism{eol}").as_bytes()).await;
                         continue;
                     }
                 };
