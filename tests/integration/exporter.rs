@@ -1,6 +1,5 @@
 //! The exporter in-process, end to end: config → scheduler → probe → metrics → HTTP.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,56 +9,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::support::certs::TestPki;
+use crate::support::exposition::{find, parse_exposition, value, Sample};
 use crate::support::fake_smtp::{Behaviour, FakeSmtp};
-
-/// One sample line of the text exposition.
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-fn parse_exposition(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').expect("sample line");
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => {
-                    let rest = rest.strip_suffix('}').expect("closing brace");
-                    let labels = rest
-                        .split("\",")
-                        .filter(|p| !p.is_empty())
-                        .map(|pair| {
-                            let (k, v) = pair.split_once("=\"").expect("label pair");
-                            (k.to_owned(), v.trim_end_matches('"').to_owned())
-                        })
-                        .collect();
-                    (name.to_owned(), labels)
-                }
-                None => (series.to_owned(), BTreeMap::new()),
-            };
-            Sample { name, labels, value: value.parse().expect("numeric value") }
-        })
-        .collect()
-}
-
-/// The samples named `name` whose labels include every pair of `labels`.
-fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
-    samples
-        .iter()
-        .filter(|s| {
-            s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .collect()
-}
-
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found = find(samples, name, labels);
-    assert_eq!(found.len(), 1, "expected one {name}{labels:?}, found {found:?}");
-    found[0].value
-}
 
 /// A raw HTTP/1.1 request; returns (status, body).
 async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {

@@ -1,6 +1,7 @@
 //! Test support: a private PKI, a scriptable fake SMTP server, and config helpers.
 
 pub mod certs;
+pub mod exposition;
 pub mod fake_smtp;
 
 use smtp_exporter::config::{self, ProbeSpec};

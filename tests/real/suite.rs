@@ -1,0 +1,505 @@
+//! The real-server suite: the exporter binary, as users run it, against a packaged Postfix
+//! with Dovecot SASL, scraped by a real Prometheus and linted by promtool.
+//!
+//! `tests/run-all.sh` starts the MTA with `tests/real/mta.sh start` (which writes the ports
+//! and file paths to `$REAL_STATE_DIR/env`) and then runs this binary with
+//! `cargo test --release --features real-servers --test real`. The checks run in order,
+//! because the last one stops Postfix; each prints `ok` or `FAILED` with its reason, and
+//! the run ends with an `N passed, M failed` line and a non-zero exit on any failure.
+
+#[path = "../integration/support/exposition.rs"]
+mod exposition;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use exposition::{find, parse_exposition, Sample};
+
+type Check = Result<(), String>;
+
+/// The MTA's ports and files, from the env file `mta.sh start` wrote.
+struct Mta {
+    vars: HashMap<String, String>,
+    state_dir: PathBuf,
+}
+
+impl Mta {
+    fn load() -> Mta {
+        let state_dir = PathBuf::from(
+            std::env::var("REAL_STATE_DIR").unwrap_or_else(|_| "/tmp/smtp-exporter-real".into()),
+        );
+        let text = std::fs::read_to_string(state_dir.join("env")).unwrap_or_else(|e| {
+            panic!("{}/env: {e}; run tests/real/mta.sh start first", state_dir.display())
+        });
+        let vars = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('\'').trim_matches('"').to_owned()))
+            .collect();
+        Mta { vars, state_dir }
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.vars.get(key).unwrap_or_else(|| panic!("{key} missing from the MTA env file"))
+    }
+
+    /// A config with the standard modules, and `targets` (YAML list items) appended.
+    fn config(&self, targets: &str) -> String {
+        format!(
+            r#"interval: 1m
+modules:
+  relay:
+    tls: starttls
+    timeout: 10s
+    tls_config: {{ ca_file: {ca} }}
+  plain:
+    tls: none
+  submission:
+    tls: starttls_required
+    tls_config: {{ ca_file: {ca} }}
+    auth: {{ username: {user}, password_file: {pw} }}
+  submission_login:
+    tls: starttls_required
+    tls_config: {{ ca_file: {ca} }}
+    auth: {{ username: {user}, password_file: {pw}, mechanism: login }}
+  submissions:
+    tls: implicit
+    tls_config: {{ ca_file: {ca} }}
+    auth: {{ username: {user}, password_file: {pw} }}
+  wrong_password:
+    tls: starttls_required
+    tls_config: {{ ca_file: {ca} }}
+    auth: {{ username: {user}, password: definitely-not-the-password }}
+  wrong_ca:
+    tls: implicit
+    tls_config: {{ ca_file: {wrong_ca} }}
+  require_starttls:
+    tls: starttls_required
+    tls_config: {{ ca_file: {ca} }}
+targets:
+{targets}"#,
+            ca = self.get("CA_FILE"),
+            wrong_ca = self.get("WRONG_CA_FILE"),
+            user = self.get("AUTH_USER"),
+            pw = self.get("AUTH_PASSWORD_FILE"),
+        )
+    }
+}
+
+/// The release binary, started as a child process on a free loopback port.
+struct Exporter {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Exporter {
+    fn start(config_path: &Path) -> Result<Exporter, String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = std::fs::File::create(config_path.with_extension("log")).map_err(|e| e.to_string())?;
+        let child = Command::new(env!("CARGO_BIN_EXE_smtp_exporter"))
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start the exporter: {e}"))?;
+        let exporter = Exporter { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http_get(addr, "/-/ready").map(|(s, _)| s == 200).unwrap_or(false) {
+                return Ok(exporter);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("exporter not ready within 30 s; log in {}", config_path.with_extension("log").display()))
+    }
+
+    fn exposition(&self) -> Result<String, String> {
+        match http_get(self.addr, "/metrics")? {
+            (200, body) => Ok(body),
+            (status, body) => Err(format!("/metrics answered {status}: {body}")),
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain HTTP/1.1 GET on loopback; returns (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status")?;
+    // Prometheus answers API queries with chunked encoding; de-chunk when needed.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn write_config(mta: &Mta, name: &str, targets: &str) -> PathBuf {
+    let path = mta.state_dir.join(name);
+    std::fs::write(&path, mta.config(targets)).expect("write config");
+    path
+}
+
+/// The one sample `name` with `labels`, or an error that shows what is there instead.
+fn one<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Result<&'a Sample, String> {
+    match find(samples, name, labels).as_slice() {
+        [s] => Ok(s),
+        other => Err(format!("expected one {name}{labels:?}, found {}: {other:?}", other.len())),
+    }
+}
+
+fn phases_of(samples: &[Sample], module: &str, port: &str) -> Vec<(String, f64)> {
+    let mut phases: Vec<(String, f64)> =
+        find(samples, "smtp_probe_phase_duration_seconds", &[("module", module), ("port", port)])
+            .iter()
+            .map(|s| (s.labels["phase"].clone(), s.value))
+            .collect();
+    phases.sort_by(|a, b| a.0.cmp(&b.0));
+    phases
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks.
+
+/// Every port and TLS mode succeeds, with every phase present and non-zero.
+fn every_port_and_mode_succeeds(mta: &Mta) -> Check {
+    let (relay, sub, subs, alt) =
+        (mta.get("RELAY_PORT"), mta.get("SUBMISSION_PORT"), mta.get("SUBMISSIONS_PORT"), mta.get("ALT_PORT"));
+    let targets = format!(
+        "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {relay}, module: relay }}\n      - {{ port: {relay}, module: plain }}\n      - {{ port: {sub}, module: submission }}\n      - {{ port: {subs}, module: submissions }}\n      - {{ port: {alt}, module: submission }}\n      - {{ port: {alt}, module: submission_login }}\n"
+    );
+    let exporter = Exporter::start(&write_config(mta, "every-port.yml", &targets))?;
+    let samples = parse_exposition(&exporter.exposition()?);
+    let starttls_auth =
+        ["auth", "banner", "connect", "ehlo", "ehlo_tls", "quit", "resolve", "starttls", "tls_handshake"];
+    let cases: [(&str, &str, &[&str]); 6] = [
+        (
+            relay,
+            "relay",
+            &["banner", "connect", "ehlo", "ehlo_tls", "quit", "resolve", "starttls", "tls_handshake"],
+        ),
+        (relay, "plain", &["banner", "connect", "ehlo", "quit", "resolve"]),
+        (sub, "submission", &starttls_auth),
+        (subs, "submissions", &["auth", "banner", "connect", "ehlo", "quit", "resolve", "tls_handshake"]),
+        (alt, "submission", &starttls_auth),
+        (alt, "submission_login", &starttls_auth),
+    ];
+    for (port, module, want) in cases {
+        let labels = [("target", "postfix"), ("port", port), ("module", module)];
+        let success = one(&samples, "smtp_probe_success", &labels)?.value;
+        if success != 1.0 {
+            let failure = find(&samples, "smtp_probe_failure_info", &labels);
+            return Err(format!("{module} on {port}: smtp_probe_success {success}, {failure:?}"));
+        }
+        let phases = phases_of(&samples, module, port);
+        let names: Vec<&str> = phases.iter().map(|(p, _)| p.as_str()).collect();
+        if names != want {
+            return Err(format!("{module} on {port}: phases {names:?}, want {want:?}"));
+        }
+        if let Some((p, _)) = phases.iter().find(|(_, v)| *v <= 0.0) {
+            return Err(format!("{module} on {port}: phase {p} is not positive"));
+        }
+        if one(&samples, "smtp_probe_banner_code", &labels)?.value != 220.0 {
+            return Err(format!("{module} on {port}: banner code is not 220"));
+        }
+        if module != "plain" {
+            let expiry = one(&samples, "smtp_tls_cert_expiry_timestamp_seconds", &labels)?.value;
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+            if expiry < now {
+                return Err(format!("{module} on {port}: certificate expiry {expiry} is in the past"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Wrong password, STARTTLS missing, wrong CA: each gives its own (phase, reason).
+fn failures_are_classified(mta: &Mta) -> Check {
+    let (sub, subs, notls) = (mta.get("SUBMISSION_PORT"), mta.get("SUBMISSIONS_PORT"), mta.get("NOTLS_PORT"));
+    let targets = format!(
+        "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {sub}, module: wrong_password }}\n      - {{ port: {subs}, module: wrong_ca }}\n      - {{ port: {subs}, module: submissions }}\n      - {{ port: {notls}, module: require_starttls }}\n"
+    );
+    let exporter = Exporter::start(&write_config(mta, "failures.yml", &targets))?;
+    let exposition = exporter.exposition()?;
+    if exposition.contains("definitely-not-the-password") {
+        return Err("the configured password appears in /metrics".into());
+    }
+    let samples = parse_exposition(&exposition);
+    let cases = [
+        (sub, "wrong_password", "auth", "auth_failed"),
+        (subs, "wrong_ca", "tls_handshake", "tls_cert_invalid"),
+        (notls, "require_starttls", "starttls", "starttls_unavailable"),
+    ];
+    for (port, module, phase, reason) in cases {
+        let labels = [("port", port), ("module", module), ("phase", phase), ("reason", reason)];
+        one(&samples, "smtp_probe_failure_info", &labels)?;
+        if one(&samples, "smtp_probe_success", &labels[..2])?.value != 0.0 {
+            return Err(format!("{module}: success should be 0"));
+        }
+    }
+    // The same implicit-TLS probe succeeds against the generated CA.
+    if one(&samples, "smtp_probe_success", &[("port", subs), ("module", "submissions")])?.value != 1.0 {
+        return Err("submissions against the right CA failed".into());
+    }
+    let log = std::fs::read_to_string(mta.state_dir.join("failures.log")).unwrap_or_default();
+    if log.contains("definitely-not-the-password") {
+        return Err("the configured password appears in the exporter's debug log".into());
+    }
+    Ok(())
+}
+
+/// promtool finds nothing to complain about in a live exposition with successes and failures.
+fn promtool_check_metrics_is_clean(mta: &Mta) -> Check {
+    let (relay, sub) = (mta.get("RELAY_PORT"), mta.get("SUBMISSION_PORT"));
+    let targets = format!(
+        "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {relay}, module: relay }}\n      - {{ port: {sub}, module: wrong_password }}\n"
+    );
+    let exporter = Exporter::start(&write_config(mta, "promtool.yml", &targets))?;
+    let exposition = exporter.exposition()?;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run promtool: {e}"))?;
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let complaints =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() || !complaints.trim().is_empty() {
+        return Err(format!("promtool check metrics: {}: {complaints}", out.status));
+    }
+    Ok(())
+}
+
+/// A real Prometheus scrapes the exporter; its API shows the series with the right labels
+/// and the target up.
+fn prometheus_scrapes_the_exporter(mta: &Mta) -> Check {
+    let (relay, subs) = (mta.get("RELAY_PORT"), mta.get("SUBMISSIONS_PORT"));
+    let targets = format!(
+        "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {relay}, module: relay }}\n      - {{ port: {subs}, module: submissions }}\n"
+    );
+    let exporter = Exporter::start(&write_config(mta, "prometheus-target.yml", &targets))?;
+    let prom_dir = mta.state_dir.join("prometheus");
+    let _ = std::fs::remove_dir_all(&prom_dir);
+    std::fs::create_dir_all(prom_dir.join("data")).map_err(|e| e.to_string())?;
+    let prom_config = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: smtp\n    static_configs: [{{ targets: ['{}'] }}]\n",
+            exporter.addr
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let prom_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let log = std::fs::File::create(prom_dir.join("prometheus.log")).map_err(|e| e.to_string())?;
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!("--storage.tsdb.path={}", prom_dir.join("data").display()))
+        .arg(format!("--web.listen-address={prom_addr}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start prometheus: {e}"))?;
+    let result = query_until_ready(prom_addr, relay, subs);
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    result.map_err(|e| format!("{e} (prometheus log: {})", prom_dir.join("prometheus.log").display()))
+}
+
+fn query(prom: SocketAddr, promql: &str) -> Result<Vec<serde_json::Value>, String> {
+    let encoded: String = promql
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let (status, body) = http_get(prom, &format!("/api/v1/query?query={encoded}"))?;
+    if status != 200 {
+        return Err(format!("query {promql:?}: HTTP {status}: {body}"));
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("query {promql:?}: {e}: {body}"))?;
+    Ok(json["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+fn query_until_ready(prom: SocketAddr, relay: &str, subs: &str) -> Check {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        match query(prom, "smtp_probe_success") {
+            Ok(r) if r.len() == 2 => {}
+            Ok(r) => {
+                last = format!("smtp_probe_success has {} series", r.len());
+                continue;
+            }
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        }
+        let up = query(prom, r#"up{job="smtp"}"#)?;
+        if up.first().and_then(|s| s["value"][1].as_str()) != Some("1") {
+            return Err(format!("up is not 1: {up:?}"));
+        }
+        for (port, module) in [(relay, "relay"), (subs, "submissions")] {
+            let sel = format!(
+                r#"smtp_probe_success{{job="smtp",target="postfix",port="{port}",module="{module}"}}"#
+            );
+            let r = query(prom, &sel)?;
+            if r.first().and_then(|s| s["value"][1].as_str()) != Some("1") {
+                return Err(format!("{sel} is not 1: {r:?}"));
+            }
+            let phases = query(
+                prom,
+                &format!(r#"smtp_probe_phase_duration_seconds{{port="{port}",module="{module}"}} > 0"#),
+            )?;
+            let want = if module == "relay" { 8 } else { 7 };
+            if phases.len() != want {
+                return Err(format!(
+                    "{module}: {} positive phase series, want {want}: {phases:?}",
+                    phases.len()
+                ));
+            }
+        }
+        let (status, body) = http_get(prom, "/api/v1/targets")?;
+        if status != 200 || !body.contains(r#""health":"up""#) {
+            return Err(format!("/api/v1/targets does not show the target up: {body}"));
+        }
+        return Ok(());
+    }
+    Err(format!("prometheus did not get the series within 60 s: {last}"))
+}
+
+/// Banner and EHLO as the exporter times them, beside swaks' view of the same port.
+fn swaks_reference(mta: &Mta) -> Check {
+    let relay = mta.get("RELAY_PORT");
+    let targets = format!(
+        "  - name: postfix\n    host: 127.0.0.1\n    ports:\n      - {{ port: {relay}, module: plain }}\n"
+    );
+    let exporter = Exporter::start(&write_config(mta, "swaks.yml", &targets))?;
+    let samples = parse_exposition(&exporter.exposition()?);
+    let phase =
+        |p: &str| one(&samples, "smtp_probe_phase_duration_seconds", &[("phase", p)]).map(|s| s.value);
+    let (banner, ehlo) = (phase("banner")?, phase("ehlo")?);
+
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{relay}"), "--quit-after", "EHLO", "--show-time-lapse"])
+        .output()
+        .map_err(|e| format!("cannot run swaks: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lapses: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("=== response in "))
+        .filter_map(|l| l.trim_end_matches('s').parse().ok())
+        .collect();
+    let [swaks_banner, swaks_ehlo, ..] = lapses[..] else {
+        return Err(format!("cannot read swaks' time lapses from:\n{text}"));
+    };
+    println!("    reference: exporter banner {:.3} ms, ehlo {:.3} ms | swaks banner {:.0} ms, ehlo {:.0} ms (swaks prints milliseconds)",
+        banner * 1e3, ehlo * 1e3, swaks_banner * 1e3, swaks_ehlo * 1e3);
+    // A sanity bound: on loopback both tools see a local Postfix answer within the same
+    // quarter second.
+    for (what, ours, theirs) in [("banner", banner, swaks_banner), ("ehlo", ehlo, swaks_ehlo)] {
+        if ours <= 0.0 || (ours - theirs).abs() > 0.25 {
+            return Err(format!("{what}: exporter {ours:.4}s vs swaks {theirs:.3}s"));
+        }
+    }
+    Ok(())
+}
+
+/// With Postfix stopped, the port is refused at once, not timed out. Runs last.
+fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
+    let relay = mta.get("RELAY_PORT");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/real/mta.sh");
+    let status =
+        Command::new(&script).arg("stop").status().map_err(|e| format!("{}: {e}", script.display()))?;
+    if !status.success() {
+        return Err(format!("mta.sh stop: {status}"));
+    }
+    let targets = format!(
+        "  - name: postfix\n    host: 127.0.0.1\n    ports:\n      - {{ port: {relay}, module: relay }}\n"
+    );
+    let exporter = Exporter::start(&write_config(mta, "stopped.yml", &targets))?;
+    let samples = parse_exposition(&exporter.exposition()?);
+    one(&samples, "smtp_probe_failure_info", &[("phase", "connect"), ("reason", "refused")])?;
+    let duration = one(&samples, "smtp_probe_duration_seconds", &[])?.value;
+    if duration > 1.0 {
+        return Err(format!("refused took {duration} s"));
+    }
+    Ok(())
+}
+
+fn main() {
+    let mta = Mta::load();
+    let checks: [(&str, fn(&Mta) -> Check); 6] = [
+        ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
+        ("failures_are_classified", failures_are_classified),
+        ("promtool_check_metrics_is_clean", promtool_check_metrics_is_clean),
+        ("prometheus_scrapes_the_exporter", prometheus_scrapes_the_exporter),
+        ("swaks_reference", swaks_reference),
+        ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, check) in checks {
+        let started = Instant::now();
+        match check(&mta) {
+            Ok(()) => {
+                passed += 1;
+                println!("real::{name} ... ok ({:.1} s)", started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                failed += 1;
+                println!("real::{name} ... FAILED: {e}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one test command (see README.md "Test it"). As root on a fresh Debian machine it:
+#   1. installs the Debian packages the real-server suite needs (apt-get, non-interactive);
+#   2. runs the hermetic tests (`cargo test`);
+#   3. starts a private Postfix + Dovecot on loopback high ports (tests/real/mta.sh);
+#   4. runs the real-server suite against the release binary, which also starts a real
+#      Prometheus and runs promtool;
+#   5. stops what it started, also on failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(postfix dovecot-core prometheus swaks openssl curl ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "== installing: ${missing[*]}"
+    # Keep the system Postfix unconfigured: the suite runs a private instance.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== cargo test (hermetic)"
+cargo test --locked
+
+echo "== real-server suite"
+trap 'tests/real/mta.sh stop || true' EXIT
+tests/real/mta.sh start
+cargo test --locked --release --features real-servers --test real
