@@ -21,6 +21,9 @@ use exposition::{find, parse_exposition, Sample};
 
 type Check = Result<(), String>;
 
+/// A named check of the suite.
+type NamedCheck = (&'static str, fn(&Mta) -> Check);
+
 /// The MTA's ports and files, from the env file `mta.sh start` wrote.
 struct Mta {
     vars: HashMap<String, String>,
@@ -478,7 +481,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [(&str, fn(&Mta) -> Check); 6] = [
+    let checks: [NamedCheck; 6] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("failures_are_classified", failures_are_classified),
         ("promtool_check_metrics_is_clean", promtool_check_metrics_is_clean),
