@@ -114,6 +114,19 @@ struct RawTarget {
     #[serde(default)]
     interval: Option<String>,
     ports: Vec<RawPort>,
+    #[serde(default)]
+    expect: Option<RawExpect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    #[serde(default)]
+    banner_hostname: Option<String>,
+    #[serde(default)]
+    starttls: Option<bool>,
+    #[serde(default)]
+    cert_names: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +251,24 @@ pub struct Module {
     pub auth: Option<Auth>,
 }
 
+/// What a target is expected to look like from outside; a mismatch hints at an
+/// intercepting middlebox or at someone else answering on the port.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expectations {
+    /// The first word of the greeting after 220 (compared without regard to case).
+    pub banner_hostname: Option<String>,
+    /// Whether STARTTLS must (true) or must not (false) be advertised before TLS.
+    pub starttls: Option<bool>,
+    /// Names the leaf certificate must be valid for.
+    pub cert_names: Vec<String>,
+}
+
+impl Expectations {
+    pub fn is_empty(&self) -> bool {
+        self == &Expectations::default()
+    }
+}
+
 /// One (target, port) to probe with one module: the unit the scheduler runs.
 #[derive(Clone, Debug)]
 pub struct ProbeSpec {
@@ -251,6 +282,8 @@ pub struct ProbeSpec {
     pub interval: Duration,
     /// The TLS server name, checked at load (`None` when the module does no TLS).
     pub server_name: Option<ServerName<'static>>,
+    /// The target's expectations (shared by its ports).
+    pub expect: Arc<Expectations>,
 }
 
 impl ProbeSpec {
@@ -347,6 +380,24 @@ fn validate(raw: RawConfig) -> Result<Config, String> {
         if target.ports.is_empty() {
             return Err(format!("{at}.ports: must list at least one port"));
         }
+        let expect = Arc::new(match target.expect {
+            None => Expectations::default(),
+            Some(e) => {
+                if e.banner_hostname.as_deref() == Some("") {
+                    return Err(format!("{at}.expect.banner_hostname: must not be empty"));
+                }
+                if let Some(bad) = e.cert_names.iter().find(|n| ServerName::try_from(n.as_str()).is_err()) {
+                    return Err(format!(
+                        "{at}.expect.cert_names: {bad:?} is not a valid DNS name or IP address"
+                    ));
+                }
+                Expectations {
+                    banner_hostname: e.banner_hostname,
+                    starttls: e.starttls,
+                    cert_names: e.cert_names,
+                }
+            }
+        });
         for (j, port) in target.ports.into_iter().enumerate() {
             let at = format!("{at}.ports[{j}]");
             if port.port == 0 {
@@ -391,6 +442,7 @@ fn validate(raw: RawConfig) -> Result<Config, String> {
                 module: module.clone(),
                 interval: target_interval,
                 server_name,
+                expect: expect.clone(),
             });
         }
     }
@@ -589,6 +641,14 @@ mod tests {
             (
                 "targets: []\nbogus: 1\n",
                 "test.yml: unknown field `bogus`, expected one of `interval`, `max_concurrency`, `modules`, `targets` at line 2 column 1",
+            ),
+            (
+                &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 25, module: relay }}]\n    expect: {{ cert_names: [\"not a name\"] }}\n"),
+                "test.yml: targets[0].expect.cert_names: \"not a name\" is not a valid DNS name or IP address",
+            ),
+            (
+                &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 25, module: relay }}]\n    expect: {{ starttls: maybe }}\n"),
+                "test.yml: targets[0].expect.starttls: invalid type: string \"maybe\", expected a boolean at line 7 column 25",
             ),
             (
                 "modules:\n  relay:\n    tls: sometimes\n",

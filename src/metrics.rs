@@ -16,7 +16,7 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
 
 use crate::config::SpecKey;
-use crate::probe::{ProbeReport, Reason};
+use crate::probe::{PortState, ProbeReport, Reason};
 
 /// What the store keeps per spec.
 #[derive(Default)]
@@ -133,6 +133,10 @@ fn families() -> Vec<Family> {
             GAUGE,
             &[],
         ),
+        f("smtp_port_state", "1 for the port's current state, 0 for the others {src}: open, refused, filtered, unreachable, no_route, silent, closed_early, unresolved.", GAUGE, &["state"]),
+        f("smtp_starttls_advertised", "1 if EHLO before TLS listed STARTTLS, else 0 {src}.", GAUGE, &[]),
+        f("smtp_probe_expectation_failed", "1 if the target's expectation did not hold, 0 if it did {src}.", GAUGE, &["check"]),
+        f("smtp_probe_banner_info", "1 with the hostname the greeting announced (first word after 220) {src}.", GAUGE, &["hostname"]),
         f("smtp_probes_total", "Scheduled probes completed since the exporter started.", COUNTER, &[]),
         f(
             "smtp_probe_failures_total",
@@ -174,6 +178,12 @@ fn label(name: &str, value: &str) -> LabelPair {
     pair
 }
 
+/// Server-supplied text made safe for a label value: printable ASCII, at most 64
+/// characters, so a hostile greeting cannot bloat the exposition.
+fn label_safe(text: &str) -> String {
+    text.chars().take(64).map(|c| if c.is_ascii_graphic() { c } else { '_' }).collect()
+}
+
 /// Collects the samples of one family: (extra label values, value).
 #[derive(Default)]
 struct Samples(Vec<(Vec<LabelPair>, f64)>);
@@ -198,7 +208,7 @@ impl Collector for ProbeCollector {
             let Some(report) = &state.last else { continue };
             let port = key.port.to_string();
             let base = [label("target", &key.target), label("port", &port), label("module", &key.module)];
-            let [success, duration, phase, failure, last_run, banner, tls_version, cert_expiry, probes, failures] =
+            let [success, duration, phase, failure, last_run, banner, tls_version, cert_expiry, port_state, starttls, expectation, banner_info, probes, failures] =
                 &mut samples[..]
             else {
                 unreachable!("one sample list per family")
@@ -222,6 +232,19 @@ impl Collector for ProbeCollector {
                 if let Some(not_after) = tls.leaf_not_after {
                     cert_expiry.push(&base, &[], not_after as f64);
                 }
+            }
+            let current = report.port_state();
+            for st in PortState::ALL {
+                port_state.push(&base, &[("state", st.as_str())], if st == current { 1.0 } else { 0.0 });
+            }
+            if let Some(advertised) = report.starttls_advertised() {
+                starttls.push(&base, &[], if advertised { 1.0 } else { 0.0 });
+            }
+            for (check, passed) in &report.expectations {
+                expectation.push(&base, &[("check", check.as_str())], if *passed { 0.0 } else { 1.0 });
+            }
+            if let Some(hostname) = &report.banner_hostname {
+                banner_info.push(&base, &[("hostname", &label_safe(hostname))], 1.0);
             }
             probes.push(&base, &[], state.probes_total as f64);
             for (reason, count) in &state.failures_total {

@@ -76,6 +76,9 @@ pub enum Reason {
     Refused,
     /// Host or network unreachable (ICMP), or administratively prohibited.
     Unreachable,
+    /// This machine has no route to the address (e.g. IPv6 on an IPv4-only host): nothing
+    /// was sent.
+    NoRoute,
     /// The peer reset the connection.
     Reset,
     /// The peer closed the connection before a complete reply.
@@ -114,10 +117,11 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Timeout,
         Reason::Refused,
         Reason::Unreachable,
+        Reason::NoRoute,
         Reason::Reset,
         Reason::Closed,
         Reason::Dns,
@@ -142,6 +146,7 @@ impl Reason {
             Reason::Timeout => "timeout",
             Reason::Refused => "refused",
             Reason::Unreachable => "unreachable",
+            Reason::NoRoute => "no_route",
             Reason::Reset => "reset",
             Reason::Closed => "closed",
             Reason::Dns => "dns",
@@ -161,8 +166,23 @@ impl Reason {
         }
     }
 
-    /// Classifies a socket error by its kind, which the OS error code determines.
+    /// Classifies a socket error by its OS error code (not its text), falling back to the
+    /// error kind for errors that carry no code.
     pub fn from_io(err: &io::Error) -> Reason {
+        if let Some(code) = err.raw_os_error() {
+            return match code {
+                libc::ECONNREFUSED => Reason::Refused,
+                // ICMP host/net unreachable and admin-prohibited all surface as these two;
+                // `connect` tells a missing local route apart (see `probe::no_local_route`).
+                libc::EHOSTUNREACH | libc::ENETUNREACH | libc::ENETDOWN | libc::EHOSTDOWN => {
+                    Reason::Unreachable
+                }
+                libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT => Reason::NoRoute,
+                libc::ECONNRESET | libc::ECONNABORTED | libc::EPIPE => Reason::Reset,
+                libc::ETIMEDOUT => Reason::Timeout,
+                _ => Reason::Io,
+            };
+        }
         use io::ErrorKind as K;
         match err.kind() {
             K::ConnectionRefused => Reason::Refused,
@@ -251,4 +271,35 @@ pub fn truncate(text: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_error_codes_map_to_reasons() {
+        let cases = [
+            (libc::ECONNREFUSED, Reason::Refused),
+            (libc::EHOSTUNREACH, Reason::Unreachable),
+            (libc::ENETUNREACH, Reason::Unreachable),
+            (libc::EADDRNOTAVAIL, Reason::NoRoute),
+            (libc::ECONNRESET, Reason::Reset),
+            (libc::ETIMEDOUT, Reason::Timeout),
+            (libc::EMFILE, Reason::Io),
+        ];
+        for (code, reason) in cases {
+            assert_eq!(Reason::from_io(&io::Error::from_raw_os_error(code)), reason, "errno {code}");
+        }
+        assert_eq!(Reason::from_io(&io::ErrorKind::UnexpectedEof.into()), Reason::Closed);
+    }
+
+    #[test]
+    fn label_values_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            assert!(r.as_str().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+            assert!(seen.insert(r.as_str()), "duplicate {r}");
+        }
+    }
 }

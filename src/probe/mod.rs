@@ -10,8 +10,10 @@
 pub mod auth;
 pub mod ehlo;
 pub mod error;
+pub mod expect;
 pub mod reply;
 pub mod session;
+pub mod state;
 pub mod tls;
 
 use std::future::Future;
@@ -26,6 +28,7 @@ use crate::config::{IpProtocol, Module, ProbeSpec, TlsMode};
 pub use ehlo::Capabilities;
 pub use error::{Failure, Phase, Reason, StepError};
 use session::Session;
+pub use state::PortState;
 pub use tls::TlsInfo;
 
 /// How long the courtesy QUIT after a failure may take; it is not part of the measurement.
@@ -64,6 +67,8 @@ pub struct ProbeReport {
     pub auth_success: Option<bool>,
     /// Reply lines that ended in a bare LF instead of CRLF.
     pub bare_lf_lines: u32,
+    /// The target's expectations that could be evaluated: (check, passed).
+    pub expectations: Vec<(expect::Check, bool)>,
 }
 
 impl ProbeReport {
@@ -82,12 +87,23 @@ impl ProbeReport {
             tls: None,
             auth_success: None,
             bare_lf_lines: 0,
+            expectations: Vec::new(),
         }
     }
 
     /// True when every phase of the module succeeded.
     pub fn success(&self) -> bool {
         self.failure.is_none()
+    }
+
+    /// What the outcome says about the port.
+    pub fn port_state(&self) -> PortState {
+        PortState::of(self)
+    }
+
+    /// Whether EHLO before TLS listed STARTTLS; `None` when that EHLO did not complete.
+    pub fn starttls_advertised(&self) -> Option<bool> {
+        self.ehlo.as_ref().map(Capabilities::starttls)
     }
 
     /// The duration of `phase` in this probe, if it ran.
@@ -152,7 +168,13 @@ impl<'a> Walk<'a> {
         .await?;
         self.report.peer = Some(addr);
         let tcp = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Connect, async {
-            TcpStream::connect(addr).await.map_err(|e| StepError::new(Reason::from_io(&e), e.to_string()))
+            TcpStream::connect(addr).await.map_err(|e| {
+                let mut reason = Reason::from_io(&e);
+                if reason == Reason::Unreachable && no_local_route(addr) {
+                    reason = Reason::NoRoute;
+                }
+                StepError::new(reason, e.to_string())
+            })
         })
         .await?;
         // Commands are single small writes answered by the server: no reason to batch.
@@ -286,6 +308,7 @@ impl<'a> Walk<'a> {
     /// failure, says QUIT politely (untimed, bounded).
     async fn finish(mut self, outcome: Result<(), Failure>) -> ProbeReport {
         self.report.duration = self.start.elapsed();
+        self.report.expectations = expect::evaluate(&self.spec.expect, self.module.tls_mode, &self.report);
         if let Err(failure) = outcome {
             if failure.reason.session_still_usable() {
                 if let Some(mut session) = self.session.take() {
@@ -350,6 +373,24 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(StepError::unexpected_reply("HELO", &helo));
     }
     Err(StepError::unexpected_reply("EHLO", &reply))
+}
+
+/// True when this machine has no route to `addr`. A UDP `connect` only looks the route up
+/// and sends nothing, so it tells a local "no route" from an ICMP unreachable that came
+/// back from the network (both surface from TCP as ENETUNREACH/EHOSTUNREACH).
+fn no_local_route(addr: SocketAddr) -> bool {
+    let local: SocketAddr =
+        if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    match std::net::UdpSocket::bind(local) {
+        Ok(socket) => socket.connect(addr).is_err_and(|e| {
+            matches!(
+                e.raw_os_error(),
+                Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) | Some(libc::EADDRNOTAVAIL)
+            )
+        }),
+        // No socket of that family at all (IPv6 disabled): no route either.
+        Err(e) => e.raw_os_error() == Some(libc::EAFNOSUPPORT),
+    }
 }
 
 /// Resolves `host` and picks the first address of the wanted family.

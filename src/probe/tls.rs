@@ -40,6 +40,8 @@ pub struct TlsInfo {
     pub cipher: String,
     /// The leaf certificate's notAfter, in seconds since the Unix epoch.
     pub leaf_not_after: Option<i64>,
+    /// The leaf certificate's subject alternative names (DNS names and IP addresses).
+    pub leaf_names: Vec<String>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -126,10 +128,32 @@ where
     };
     let cipher =
         conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("unknown").to_owned();
-    let leaf_not_after = conn.peer_certificates().and_then(|c| c.first()).and_then(|leaf| {
-        x509_parser::parse_x509_certificate(leaf).ok().map(|(_, cert)| cert.validity().not_after.timestamp())
-    });
-    Ok((tls, TlsInfo { version, cipher, leaf_not_after }))
+    let leaf = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok());
+    let leaf_not_after = leaf.as_ref().map(|(_, cert)| cert.validity().not_after.timestamp());
+    let leaf_names = leaf.as_ref().map(|(_, cert)| subject_alt_names(cert)).unwrap_or_default();
+    Ok((tls, TlsInfo { version, cipher, leaf_not_after, leaf_names }))
+}
+
+/// The DNS names and IP addresses in a certificate's subjectAltName extension.
+fn subject_alt_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*bytes).ok()?).to_string()),
+                16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// Splits handshake errors into "the certificate is bad" and "the handshake failed".

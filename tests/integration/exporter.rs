@@ -90,7 +90,7 @@ fn write_config(
     with_refused: bool,
 ) -> std::path::PathBuf {
     let mut yaml = format!(
-        "interval: 1m\nmodules:\n  submission:\n    tls: starttls_required\n    timeout: 5s\n    tls_config: {{ ca_file: {ca} }}\n    auth: {{ username: probe@example.test, password_file: {pw} }}\n  relay:\n    tls: starttls\n    timeout: 5s\ntargets:\n  - name: good\n    host: 127.0.0.1\n    ports: [{{ port: {good_port}, module: submission }}]\n",
+        "interval: 1m\nmodules:\n  submission:\n    tls: starttls_required\n    timeout: 5s\n    tls_config: {{ ca_file: {ca} }}\n    auth: {{ username: probe@example.test, password_file: {pw} }}\n  relay:\n    tls: starttls\n    timeout: 5s\ntargets:\n  - name: good\n    host: 127.0.0.1\n    ports: [{{ port: {good_port}, module: submission }}]\n    expect: {{ starttls: true, banner_hostname: mx.example.test }}\n",
         ca = pki.ca_file.display(),
         pw = password_file.display(),
     );
@@ -148,6 +148,17 @@ async fn scrape_shows_every_core_series() {
     );
     assert_eq!(value(&m, "smtp_probe_failures_total", &[down[0], ("reason", "refused")]), 1.0);
     assert!(find(&m, "smtp_probe_banner_code", &down).is_empty());
+
+    // Port state: every state exported, 1 on the current one.
+    assert_eq!(find(&m, "smtp_port_state", &good).len(), 8);
+    assert_eq!(value(&m, "smtp_port_state", &[good[0], ("state", "open")]), 1.0);
+    assert_eq!(value(&m, "smtp_port_state", &[good[0], ("state", "refused")]), 0.0);
+    assert_eq!(value(&m, "smtp_port_state", &[down[0], ("state", "refused")]), 1.0);
+    assert_eq!(find(&m, "smtp_port_state", &down).iter().map(|s| s.value).sum::<f64>(), 1.0);
+    assert_eq!(value(&m, "smtp_starttls_advertised", &good), 1.0);
+    assert_eq!(value(&m, "smtp_probe_banner_info", &[good[0], ("hostname", "fake.example.test")]), 1.0);
+    assert_eq!(value(&m, "smtp_probe_expectation_failed", &[good[0], ("check", "starttls")]), 0.0);
+    assert_eq!(value(&m, "smtp_probe_expectation_failed", &[good[0], ("check", "banner_hostname")]), 1.0);
     assert_eq!(find(&m, "smtp_probe_phase_duration_seconds", &down).len(), 2, "resolve and connect only");
 
     assert_eq!(value(&m, "smtp_exporter_config_last_reload_successful", &[]), 1.0);

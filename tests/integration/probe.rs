@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use smtp_exporter::probe::{self, Phase, ProbeReport, Reason};
+use smtp_exporter::probe::expect::Check;
+use smtp_exporter::probe::{self, Phase, PortState, ProbeReport, Reason};
 
 use crate::support::certs::TestPki;
 use crate::support::fake_smtp::{Behaviour, FakeSmtp};
-use crate::support::spec;
+use crate::support::{spec, spec_expecting};
 
 const CREDS: &str = "auth: { username: probe@example.test, password: correct horse }";
 
@@ -172,6 +173,7 @@ async fn slow_banner_times_out_in_banner() {
     let (report, _server, _pki) =
         probe_with(behaviour, "tls: starttls\ntimeout: 2s\nphase_timeout: 300ms").await;
     assert_failed(&report, Phase::Banner, Reason::Timeout);
+    assert_eq!(report.port_state(), PortState::Silent);
     let banner = report.phase(Phase::Banner).unwrap();
     assert!(
         banner >= Duration::from_millis(300) && banner < Duration::from_millis(600),
@@ -216,6 +218,7 @@ async fn close_mid_reply_is_closed_in_banner() {
     };
     let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
     assert_failed(&report, Phase::Banner, Reason::Closed);
+    assert_eq!(report.port_state(), PortState::ClosedEarly);
 }
 
 #[tokio::test]
@@ -308,6 +311,7 @@ async fn nothing_listening_is_refused_in_connect() {
     };
     let report = probe::run(&spec("tls: starttls", port)).await;
     assert_failed(&report, Phase::Connect, Reason::Refused);
+    assert_eq!(report.port_state(), PortState::Refused);
     assert!(report.duration < Duration::from_secs(1));
 }
 
@@ -358,4 +362,53 @@ async fn banner_timing_matches_the_injected_delay() {
             "banner {banner:?} vs server-side {server_side:?}: error {error_ms:.3} ms"
         );
     }
+}
+
+const EXPECT_REAL: &str =
+    "{ banner_hostname: FAKE.example.test, starttls: true, cert_names: [localhost, 127.0.0.1] }";
+
+#[tokio::test]
+async fn expectations_hold_for_the_real_server() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let module = format!("tls: starttls\ntls_config: {{ ca_file: {} }}", pki.ca_file.display());
+    let report = probe::run(&spec_expecting(&module, server.port(), EXPECT_REAL)).await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert_eq!(report.starttls_advertised(), Some(true));
+    assert_eq!(
+        report.expectations,
+        vec![(Check::BannerHostname, true), (Check::Starttls, true), (Check::CertNames, true)]
+    );
+}
+
+/// A "proxy" answering in the server's place, with its own name and no STARTTLS (the
+/// ESMTP-inspection middlebox case): every expectation trips, yet the probe itself works.
+#[tokio::test]
+async fn an_intercepting_proxy_trips_the_expectations() {
+    let pki = TestPki::new();
+    let proxy = Behaviour {
+        greeting: b"220 ********************************\r\n".to_vec(),
+        starttls: false,
+        ..Behaviour::default()
+    };
+    let server = FakeSmtp::start(proxy, &pki).await;
+    let module = format!("tls: starttls\ntls_config: {{ ca_file: {} }}", pki.ca_file.display());
+    let report = probe::run(&spec_expecting(&module, server.port(), EXPECT_REAL)).await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert_eq!(report.port_state(), PortState::Open);
+    assert_eq!(report.starttls_advertised(), Some(false));
+    assert_eq!(
+        report.expectations,
+        vec![(Check::BannerHostname, false), (Check::Starttls, false), (Check::CertNames, false)]
+    );
+}
+
+/// A refused connection gives no evidence either way: no expectation is reported, so a
+/// down server does not also look intercepted.
+#[tokio::test]
+async fn expectations_without_evidence_are_not_reported() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let report = probe::run(&spec_expecting("tls: starttls", port, EXPECT_REAL)).await;
+    assert_eq!(report.port_state(), PortState::Refused);
+    assert!(report.expectations.is_empty());
 }
