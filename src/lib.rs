@@ -11,10 +11,11 @@
 //!         → http  /metrics, /, /-/healthy, /-/ready, /-/reload
 //! ```
 //!
-//! `app` wires these together and handles reloads; `logging` sets up tracing; `main` is the
-//! thin command line on top.
+//! `app` wires these together and handles reloads; `logging` sets up tracing; `check` is
+//! the one-shot `smtp_exporter check HOST` command; `main` is the thin command line on top.
 
 pub mod app;
+pub mod check;
 pub mod config;
 pub mod http;
 pub mod logging;

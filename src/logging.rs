@@ -142,6 +142,12 @@ fn rfc3339_now() -> String {
     )
 }
 
+/// A Unix time as a UTC date, `YYYY-MM-DD`.
+pub fn format_date(unix_secs: i64) -> String {
+    let (y, m, d) = civil_from_days(unix_secs.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

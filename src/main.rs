@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use smtp_exporter::app::{self, ConfigSource};
+use smtp_exporter::check::{self, CheckArgs};
 use smtp_exporter::logging::{self, LogFormat, LogLevel};
 
 /// Probes SMTP servers on each configured port, times every phase of the session, and
@@ -14,6 +15,9 @@ use smtp_exporter::logging::{self, LogFormat, LogLevel};
 #[derive(Parser, Debug)]
 #[command(name = "smtp_exporter", version)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// YAML configuration file. Without it, an embedded default probes localhost on
     /// ports 25, 465, 587 and 2525.
     #[arg(long = "config.file", value_name = "PATH")]
@@ -36,9 +40,19 @@ struct Cli {
     log_format: LogFormat,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Probe HOST once on 25, 465, 587 and 2525 (or --port), print what works and why not,
+    /// and exit non-zero when nothing works.
+    Check(CheckArgs),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_level, cli.log_format);
+    if let Some(Command::Check(args)) = &cli.command {
+        return run_check(args);
+    }
     let source = match &cli.config_file {
         Some(path) => ConfigSource::File(path.clone()),
         None => ConfigSource::embedded(),
@@ -87,6 +101,31 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Runs `check` on a small runtime and prints its output.
+fn run_check(args: &CheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(check::run(args)) {
+        Ok(output) => {
+            print!("{}", output.text);
+            if output.any_success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("check: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Binds `host:port`, or `:port` on every interface (IPv6 and IPv4 where possible).

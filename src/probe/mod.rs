@@ -72,7 +72,8 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
-    fn new() -> ProbeReport {
+    /// An empty report, started now: what a probe fills in.
+    pub fn new() -> ProbeReport {
         ProbeReport {
             started_at: SystemTime::now(),
             duration: Duration::ZERO,
