@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The one test command (see README.md "Test it"). As root on a fresh Debian machine it:
 #   1. installs the Debian packages the real-server suite needs (apt-get, non-interactive);
-#   2. runs the hermetic tests (`cargo test`);
+#   2. runs the hermetic tests (`cargo test`) and the alert-rule tests (promtool);
 #   3. starts a private Postfix + Dovecot on loopback high ports (tests/real/mta.sh);
 #   4. runs the real-server suite against the release binary, which also starts a real
-#      Prometheus and runs promtool;
+#      Prometheus, runs promtool, and builds a network namespace with iptables rules;
 #   5. stops what it started, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(postfix dovecot-core prometheus swaks openssl curl ca-certificates)
+packages=(postfix dovecot-core prometheus swaks openssl curl ca-certificates iptables iproute2)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,6 +25,9 @@ fi
 
 echo "== cargo test (hermetic)"
 cargo test --locked
+
+echo "== alert rules (promtool check rules, promtool test rules)"
+tests/rules/check.sh
 
 echo "== real-server suite"
 trap 'tests/real/mta.sh stop || true' EXIT

@@ -457,6 +457,226 @@ fn swaks_reference(mta: &Mta) -> Check {
     Ok(())
 }
 
+/// Runs a command to completion; an error carries its output.
+fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {}: {}: {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A network namespace that is deleted when dropped.
+struct Netns(String);
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        let name = format!("smtpx-{}", std::process::id());
+        let _ = run("ip", &["netns", "del", &name]);
+        run("ip", &["netns", "add", &name])?;
+        let ns = Netns(name);
+        ns.exec("ip", &["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    fn exec(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["netns", "exec", &self.0, program];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.0]);
+    }
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts Postfix's smtp-sink test server (`args` before the address) and waits for it.
+fn smtp_sink(ns: Option<&Netns>, args: &[&str], port: u16) -> Result<Killed, String> {
+    let address = format!("127.0.0.1:{port}");
+    let mut command = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.0, "smtp-sink"]);
+            c
+        }
+        None => Command::new("smtp-sink"),
+    };
+    command
+        .args(["-u", "nobody"])
+        .args(args)
+        .args([address.as_str(), "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = Killed(command.spawn().map_err(|e| format!("smtp-sink: {e}"))?);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let listening = match ns {
+            Some(ns) => ns.exec("ss", &["-Hltn"]).unwrap_or_default(),
+            None => run("ss", &["-Hltn"]).unwrap_or_default(),
+        };
+        if listening.contains(&format!("{address} ")) {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("smtp-sink did not listen on {address} within 10 s"))
+}
+
+/// Real kernel behaviour in a namespace of our own: DROP is filtered, a TCP-reset REJECT
+/// and a closed port are refused, an ICMP admin-prohibited REJECT is unreachable, and a
+/// live server is open. Read through `check --json`, and its table.
+fn port_states_in_a_network_namespace(_mta: &Mta) -> Check {
+    let ns = Netns::create()?;
+    for (port, verdict) in [
+        ("25", &["DROP"][..]),
+        ("465", &["REJECT", "--reject-with", "tcp-reset"][..]),
+        ("587", &["REJECT", "--reject-with", "icmp-admin-prohibited"][..]),
+    ] {
+        let mut args = vec!["-A", "INPUT", "-i", "lo", "-p", "tcp", "--dport", port, "-j"];
+        args.extend_from_slice(verdict);
+        ns.exec("iptables", &args)?;
+    }
+    let _sink = smtp_sink(Some(&ns), &["-h", "mx.example.test"], 2525)?;
+    let bin = env!("CARGO_BIN_EXE_smtp_exporter");
+    let check_args = [
+        "check",
+        "127.0.0.1",
+        "--port",
+        "25",
+        "--port",
+        "465",
+        "--port",
+        "587",
+        "--port",
+        "2525:starttls",
+        "--port",
+        "2526",
+        "--timeout",
+        "2s",
+    ];
+    let started = Instant::now();
+    let mut json_args = check_args.to_vec();
+    json_args.push("--json");
+    // The check exits 0: one port works.
+    let json: serde_json::Value =
+        serde_json::from_str(&ns.exec(bin, &json_args)?).map_err(|e| e.to_string())?;
+    let elapsed = started.elapsed();
+    let states: Vec<(u64, String)> = json["ports"]
+        .as_array()
+        .ok_or("no ports in the JSON")?
+        .iter()
+        .map(|p| (p["port"].as_u64().unwrap_or(0), p["state"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    let want: Vec<(u64, String)> =
+        [(25, "filtered"), (465, "refused"), (587, "unreachable"), (2525, "open"), (2526, "refused")]
+            .iter()
+            .map(|(p, s)| (*p, s.to_string()))
+            .collect();
+    if states != want {
+        return Err(format!("states {states:?}, want {want:?}"));
+    }
+    if json["working_ports"] != serde_json::json!([2525]) {
+        return Err(format!("working_ports: {}", json["working_ports"]));
+    }
+    // Only the DROP waits for its deadline; the others answer at once.
+    if elapsed > Duration::from_secs(5) {
+        return Err(format!("check took {elapsed:?}"));
+    }
+    let table = ns.exec(bin, &check_args)?;
+    for needle in [
+        "PORT  MODE",
+        "filtered",
+        "Port 25 is filtered on this network",
+        "Port 465 refuses connections",
+        "Port 587 is unreachable",
+        "Port 2525 works, but without TLS",
+    ] {
+        if !table.contains(needle) {
+            return Err(format!("the table lacks {needle:?}:\n{table}"));
+        }
+    }
+    println!("{}", table.lines().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n"));
+    Ok(())
+}
+
+/// A Cisco-PIX-style proxy (smtp-sink -P: its own greeting, no ESMTP so no STARTTLS)
+/// answering in the server's place trips the target's expectations.
+fn an_intercepting_proxy_trips_the_expectations(mta: &Mta) -> Check {
+    let port = free_port();
+    let _proxy = smtp_sink(None, &["-P"], port)?;
+    let targets = format!(
+        "  - name: intercepted\n    host: 127.0.0.1\n    expect: {{ banner_hostname: mx.example.test, starttls: true }}\n    ports:\n      - {{ port: {port}, module: relay }}\n  - name: genuine\n    host: 127.0.0.1\n    expect: {{ banner_hostname: mx.example.test, starttls: true }}\n    ports:\n      - {{ port: {relay}, module: relay }}\n",
+        relay = mta.get("RELAY_PORT")
+    );
+    let exporter = Exporter::start(&write_config(mta, "proxy.yml", &targets))?;
+    let samples = parse_exposition(&exporter.exposition()?);
+    for (target, want) in [("intercepted", 1.0), ("genuine", 0.0)] {
+        for check in ["banner_hostname", "starttls"] {
+            let got =
+                one(&samples, "smtp_probe_expectation_failed", &[("target", target), ("check", check)])?
+                    .value;
+            if got != want {
+                return Err(format!("{target}: expectation {check} failed={got}, want {want}"));
+            }
+        }
+    }
+    if one(&samples, "smtp_starttls_advertised", &[("target", "intercepted")])?.value != 0.0 {
+        return Err("the proxy should not advertise STARTTLS".into());
+    }
+    Ok(())
+}
+
+/// `check` against the real Postfix: table and JSON.
+fn check_command_on_postfix(mta: &Mta) -> Check {
+    let (sub, subs, relay) = (mta.get("SUBMISSION_PORT"), mta.get("SUBMISSIONS_PORT"), mta.get("RELAY_PORT"));
+    let ports = [format!("{relay}:starttls"), format!("{subs}:implicit"), format!("{sub}:starttls_required")];
+    let mut args =
+        vec!["check", "localhost", "--ca-file", mta.get("CA_FILE"), "--user", mta.get("AUTH_USER")];
+    args.extend(["--password-file", mta.get("AUTH_PASSWORD_FILE")]);
+    for p in &ports {
+        args.extend(["--port", p.as_str()]);
+    }
+    let bin = env!("CARGO_BIN_EXE_smtp_exporter");
+    let table = run(bin, &args)?;
+    let advice = format!("Use {subs} (implicit TLS, RFC 8314); {sub} (STARTTLS) works too.");
+    if !table.contains(&advice) || !table.contains("PLAIN LOGIN CRAM-MD5") || !table.contains("TLS1.3") {
+        return Err(format!("unexpected table:\n{table}"));
+    }
+    args.push("--json");
+    let json: serde_json::Value = serde_json::from_str(&run(bin, &args)?).map_err(|e| e.to_string())?;
+    for port in json["ports"].as_array().ok_or("no ports")? {
+        let auth = port["auth_success"].clone();
+        let want_auth =
+            if port["mode"] == "starttls" { serde_json::Value::Null } else { serde_json::json!(true) };
+        if port["success"] != true
+            || port["state"] != "open"
+            || auth != want_auth
+            || port["cert_expiry"].is_null()
+        {
+            return Err(format!("unexpected port entry: {port}"));
+        }
+    }
+    Ok(())
+}
+
 /// With Postfix stopped, the port is refused at once, not timed out. Runs last.
 fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
     let relay = mta.get("RELAY_PORT");
@@ -481,12 +701,15 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 6] = [
+    let checks: [NamedCheck; 9] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("failures_are_classified", failures_are_classified),
         ("promtool_check_metrics_is_clean", promtool_check_metrics_is_clean),
         ("prometheus_scrapes_the_exporter", prometheus_scrapes_the_exporter),
         ("swaks_reference", swaks_reference),
+        ("port_states_in_a_network_namespace", port_states_in_a_network_namespace),
+        ("an_intercepting_proxy_trips_the_expectations", an_intercepting_proxy_trips_the_expectations),
+        ("check_command_on_postfix", check_command_on_postfix),
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];
     let (mut passed, mut failed) = (0, 0);
