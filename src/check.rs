@@ -201,9 +201,7 @@ pub fn recommend(host: &str, results: &[(ProbeSpec, ProbeReport)]) -> Vec<String
     for (spec, report) in results.iter().filter(|(_, r)| !r.success()) {
         let p = spec.port;
         let sentence = match report.port_state() {
-            PortState::Filtered if p == 25 => format!(
-                "Port 25 is filtered on this network: the connection attempt got no answer. Your provider probably blocks outbound port 25."
-            ),
+            PortState::Filtered if p == 25 => "Port 25 is filtered on this network: the connection attempt got no answer. Your provider probably blocks outbound port 25.".to_owned(),
             PortState::Filtered => format!("Port {p} is filtered: the connection attempt got no answer (a firewall dropping it)."),
             PortState::Refused => format!("Port {p} refuses connections: nothing listens there, or a firewall rejects them with a reset."),
             PortState::Unreachable => format!("Port {p} is unreachable: an ICMP error came back (a firewall rejecting, or a routing problem)."),

@@ -71,6 +71,12 @@ pub struct ProbeReport {
     pub expectations: Vec<(expect::Check, bool)>,
 }
 
+impl Default for ProbeReport {
+    fn default() -> ProbeReport {
+        ProbeReport::new()
+    }
+}
+
 impl ProbeReport {
     /// An empty report, started now: what a probe fills in.
     pub fn new() -> ProbeReport {
