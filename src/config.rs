@@ -15,7 +15,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use serde::Deserialize;
 
-use crate::probe::tls::{self, Roots};
+use crate::probe::tls::{Roots, TlsSettings};
 
 /// The configuration used when no `--config.file` is given: the local host on the four
 /// SMTP ports, so that a first run shows real metrics.
@@ -87,6 +87,18 @@ struct RawTlsConfig {
     server_name: Option<String>,
     #[serde(default)]
     insecure_skip_verify: bool,
+    #[serde(default)]
+    on_invalid_cert: Option<CertPolicy>,
+}
+
+/// What an invalid certificate does to the probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CertPolicy {
+    /// The probe fails with `tls_cert_invalid`.
+    Fail,
+    /// The verdict is exported, the probe goes on.
+    Report,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +111,8 @@ struct RawAuth {
     password_file: Option<PathBuf>,
     #[serde(default)]
     password_env: Option<String>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
     #[serde(default)]
     mechanism: Option<AuthMechanism>,
     #[serde(default)]
@@ -183,6 +197,9 @@ pub enum IpProtocol {
 pub enum AuthMechanism {
     Plain,
     Login,
+    CramMd5,
+    /// OAuth 2.0 bearer token (Google, Microsoft 365); the token comes from `token_file`.
+    Xoauth2,
 }
 
 impl AuthMechanism {
@@ -191,6 +208,8 @@ impl AuthMechanism {
         match self {
             AuthMechanism::Plain => "PLAIN",
             AuthMechanism::Login => "LOGIN",
+            AuthMechanism::CramMd5 => "CRAM-MD5",
+            AuthMechanism::Xoauth2 => "XOAUTH2",
         }
     }
 }
@@ -221,7 +240,17 @@ impl fmt::Debug for Secret {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
-    pub password: Secret,
+    pub secret: CredentialSource,
+}
+
+/// Where the secret of a login comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// A password, read when the configuration is loaded.
+    Password(Secret),
+    /// A file holding an OAuth 2.0 access token, read on every probe so that rotation by
+    /// another process takes effect without a reload.
+    TokenFile(PathBuf),
 }
 
 /// AUTH settings of a module.
@@ -244,8 +273,8 @@ pub struct Module {
     pub phase_timeout: Duration,
     pub ehlo_hostname: String,
     pub ip_protocol: IpProtocol,
-    /// Built once at load; `None` when `tls_mode` is `none`.
-    pub tls_client: Option<Arc<rustls::ClientConfig>>,
+    /// Trust settings, built once at load; `None` when `tls_mode` is `none`.
+    pub tls: Option<Arc<TlsSettings>>,
     /// Overrides the name checked against the certificate (default: the target's host).
     pub server_name: Option<String>,
     pub auth: Option<Auth>,
@@ -474,27 +503,37 @@ fn validate_module(raw: RawModule) -> Result<Module, String> {
     if tls_cfg.ca_file.is_some() && tls_cfg.system_roots {
         return Err("tls_config: ca_file and system_roots are mutually exclusive".into());
     }
-    let tls_client = match raw.tls {
+    if tls_cfg.insecure_skip_verify && tls_cfg.on_invalid_cert == Some(CertPolicy::Fail) {
+        return Err(
+            "tls_config: insecure_skip_verify and on_invalid_cert: fail are mutually exclusive".into()
+        );
+    }
+    let tls = match raw.tls {
         TlsMode::None => {
             if tls_cfg.ca_file.is_some()
                 || tls_cfg.server_name.is_some()
                 || tls_cfg.insecure_skip_verify
                 || tls_cfg.system_roots
+                || tls_cfg.on_invalid_cert.is_some()
             {
                 return Err("tls_config: set, but tls is none".into());
             }
             None
         }
-        _ => {
+        mode => {
             let roots = match (&tls_cfg.ca_file, tls_cfg.system_roots) {
                 (Some(path), _) => Roots::CaFile(path.clone()),
                 (None, true) => Roots::System,
                 (None, false) => Roots::Bundled,
             };
-            Some(
-                tls::client_config(&roots, tls_cfg.insecure_skip_verify)
-                    .map_err(|e| format!("tls_config.{e}"))?,
-            )
+            // Opportunistic STARTTLS (MTA to MTA, port 25) rarely has a valid certificate:
+            // report it by default; where TLS is the point (465, 587), fail.
+            let fail = match (tls_cfg.insecure_skip_verify, tls_cfg.on_invalid_cert) {
+                (true, _) => false,
+                (false, Some(policy)) => policy == CertPolicy::Fail,
+                (false, None) => mode != TlsMode::Starttls,
+            };
+            Some(Arc::new(TlsSettings::new(&roots, fail).map_err(|e| format!("tls_config.{e}"))?))
         }
     };
 
@@ -514,7 +553,7 @@ fn validate_module(raw: RawModule) -> Result<Module, String> {
         phase_timeout,
         ehlo_hostname,
         ip_protocol: raw.ip_protocol,
-        tls_client,
+        tls,
         server_name: tls_cfg.server_name,
         auth,
     })
@@ -524,11 +563,34 @@ fn validate_auth(raw: RawAuth) -> Result<Auth, String> {
     if raw.username.is_empty() {
         return Err("username: must not be empty".into());
     }
-    let sources = [raw.password.is_some(), raw.password_file.is_some(), raw.password_env.is_some()];
-    let password = match (raw.password, raw.password_file, raw.password_env) {
-        _ if sources.iter().filter(|s| **s).count() > 1 => {
-            return Err("password: password, password_file and password_env are mutually exclusive".into())
+    let password_sources = [raw.password.is_some(), raw.password_file.is_some(), raw.password_env.is_some()]
+        .iter()
+        .filter(|s| **s)
+        .count();
+    if let Some(path) = raw.token_file {
+        if password_sources > 0 {
+            return Err(
+                "token_file: token_file and password, password_file or password_env are mutually exclusive"
+                    .into(),
+            );
         }
+        if raw.mechanism.is_some_and(|m| m != AuthMechanism::Xoauth2) {
+            return Err("mechanism: token_file goes with mechanism xoauth2".into());
+        }
+        std::fs::metadata(&path).map_err(|e| format!("token_file: {}: {e}", path.display()))?;
+        return Ok(Auth {
+            credentials: Credentials { username: raw.username, secret: CredentialSource::TokenFile(path) },
+            mechanism: Some(AuthMechanism::Xoauth2),
+            allow_plaintext: raw.allow_plaintext,
+        });
+    }
+    if raw.mechanism == Some(AuthMechanism::Xoauth2) {
+        return Err("token_file: mechanism xoauth2 needs a token_file".into());
+    }
+    if password_sources > 1 {
+        return Err("password: password, password_file and password_env are mutually exclusive".into());
+    }
+    let password = match (raw.password, raw.password_file, raw.password_env) {
         (Some(p), _, _) => p,
         (_, Some(path), _) => {
             let text = std::fs::read_to_string(&path)
@@ -539,14 +601,19 @@ fn validate_auth(raw: RawAuth) -> Result<Auth, String> {
         (_, _, Some(var)) => std::env::var(&var)
             .map_err(|_| format!("password_env: environment variable {var} is not set or not UTF-8"))?,
         (None, None, None) => {
-            return Err("password: one of password, password_file or password_env is required".into())
+            return Err(
+                "password: one of password, password_file, password_env or token_file is required".into()
+            )
         }
     };
     if password.is_empty() {
         return Err("password: is empty".into());
     }
     Ok(Auth {
-        credentials: Credentials { username: raw.username, password: Secret::new(password) },
+        credentials: Credentials {
+            username: raw.username,
+            secret: CredentialSource::Password(Secret::new(password)),
+        },
         mechanism: raw.mechanism,
         allow_plaintext: raw.allow_plaintext,
     })
@@ -691,6 +758,22 @@ mod tests {
                 "test.yml: modules.m.tls_config.ca_file /nonexistent/ca.pem: No such file or directory (os error 2)",
             ),
             (
+                "modules:\n  m:\n    tls: implicit\n    tls_config: { insecure_skip_verify: true, on_invalid_cert: fail }\n",
+                "test.yml: modules.m.tls_config: insecure_skip_verify and on_invalid_cert: fail are mutually exclusive",
+            ),
+            (
+                "modules:\n  m:\n    tls: implicit\n    auth: { username: u, mechanism: xoauth2, password: p }\n",
+                "test.yml: modules.m.auth.token_file: mechanism xoauth2 needs a token_file",
+            ),
+            (
+                "modules:\n  m:\n    tls: implicit\n    auth: { username: u, token_file: /nonexistent/token }\n",
+                "test.yml: modules.m.auth.token_file: /nonexistent/token: No such file or directory (os error 2)",
+            ),
+            (
+                "modules:\n  m:\n    tls: implicit\n    auth: { username: u, token_file: /etc/hostname, password: p }\n",
+                "test.yml: modules.m.auth.token_file: token_file and password, password_file or password_env are mutually exclusive",
+            ),
+            (
                 "modules:\n  m:\n    tls: none\n    tls_config: { insecure_skip_verify: true }\n",
                 "test.yml: modules.m.tls_config: set, but tls is none",
             ),
@@ -728,7 +811,7 @@ mod tests {
         );
         let config = parse(&yaml, "t").unwrap();
         let auth = config.modules["m"].auth.as_ref().unwrap();
-        assert_eq!(auth.credentials.password.expose(), "s3cret-value");
+        assert_eq!(auth.credentials.secret, CredentialSource::Password(Secret::new("s3cret-value")));
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cret"), "secret leaked in Debug: {debug}");
         assert!(debug.contains("<redacted>"));

@@ -96,6 +96,34 @@ struct Family {
     extra_labels: &'static [&'static str],
 }
 
+/// The fixed EHLO keywords exported by `smtp_ehlo_extension`.
+pub const EHLO_EXTENSIONS: [&str; 9] = [
+    "STARTTLS",
+    "PIPELINING",
+    "SIZE",
+    "8BITMIME",
+    "SMTPUTF8",
+    "ENHANCEDSTATUSCODES",
+    "CHUNKING",
+    "DSN",
+    "REQUIRETLS",
+];
+
+/// The SASL mechanisms exported by `smtp_ehlo_auth_mechanism` (a fixed list keeps the
+/// label bounded whatever a server advertises).
+pub const AUTH_MECHANISMS: [&str; 10] = [
+    "PLAIN",
+    "LOGIN",
+    "CRAM-MD5",
+    "XOAUTH2",
+    "OAUTHBEARER",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "DIGEST-MD5",
+    "GSSAPI",
+    "NTLM",
+];
+
 fn families() -> Vec<Family> {
     use MetricType::{COUNTER, GAUGE};
     let f = |name, help: &str, kind, extra_labels| Family {
@@ -107,43 +135,30 @@ fn families() -> Vec<Family> {
     vec![
         f("smtp_probe_success", "1 if every phase of the module succeeded, else 0 {src}.", GAUGE, &[]),
         f("smtp_probe_duration_seconds", "Duration of the whole probe {src}.", GAUGE, &[]),
-        f(
-            "smtp_probe_phase_duration_seconds",
-            "Duration of each phase that ran {src}; a failed phase is included.",
-            GAUGE,
-            &["phase"],
-        ),
-        f(
-            "smtp_probe_failure_info",
-            "1 with the phase and reason of the failure, present only while the last scheduled probe failed.",
-            GAUGE,
-            &["phase", "reason"],
-        ),
-        f(
-            "smtp_probe_last_run_timestamp_seconds",
-            "Unix time at which the last scheduled probe started.",
-            GAUGE,
-            &[],
-        ),
+        f("smtp_probe_phase_duration_seconds", "Duration of each phase that ran {src}; a failed phase is included.", GAUGE, &["phase"]),
+        f("smtp_probe_failure_info", "1 with the phase and reason of the failure, present only while the last scheduled probe failed.", GAUGE, &["phase", "reason"]),
+        f("smtp_probe_last_run_timestamp_seconds", "Unix time at which the last scheduled probe started.", GAUGE, &[]),
         f("smtp_probe_banner_code", "Reply code of the server greeting {src}.", GAUGE, &[]),
-        f("smtp_tls_version_info", "1 with the negotiated TLS version {src}.", GAUGE, &["version"]),
-        f(
-            "smtp_tls_cert_expiry_timestamp_seconds",
-            "Unix time at which the leaf certificate expires (notAfter) {src}.",
-            GAUGE,
-            &[],
-        ),
+        f("smtp_probe_banner_info", "1 with the hostname the greeting announced (first word after 220) {src}.", GAUGE, &["hostname"]),
+        f("smtp_probe_bare_lf_lines", "Reply lines that ended in a bare LF instead of CRLF {src}.", GAUGE, &[]),
         f("smtp_port_state", "1 for the port's current state, 0 for the others {src}: open, refused, filtered, unreachable, no_route, silent, closed_early, unresolved.", GAUGE, &["state"]),
         f("smtp_starttls_advertised", "1 if EHLO before TLS listed STARTTLS, else 0 {src}.", GAUGE, &[]),
         f("smtp_probe_expectation_failed", "1 if the target's expectation did not hold, 0 if it did {src}.", GAUGE, &["check"]),
-        f("smtp_probe_banner_info", "1 with the hostname the greeting announced (first word after 220) {src}.", GAUGE, &["hostname"]),
+        f("smtp_tls_version_info", "1 with the negotiated TLS version {src}.", GAUGE, &["version"]),
+        f("smtp_tls_cipher_info", "1 with the negotiated cipher suite {src}.", GAUGE, &["cipher"]),
+        f("smtp_tls_kx_group_info", "1 with the key-exchange group of the handshake {src}.", GAUGE, &["group"]),
+        f("smtp_tls_cert_verified", "1 if the server certificate verified against the module's roots and name, else 0 {src}.", GAUGE, &[]),
+        f("smtp_tls_cert_error_info", "1 with why the certificate did not verify, present only while it does not {src}.", GAUGE, &["error"]),
+        f("smtp_tls_cert_expiry_timestamp_seconds", "Unix time at which the leaf certificate expires (notAfter) {src}.", GAUGE, &[]),
+        f("smtp_tls_chain_earliest_expiry_timestamp_seconds", "Earliest notAfter among the certificates the server presented {src}.", GAUGE, &[]),
+        f("smtp_tls_cert_info", "1 with the leaf certificate's subject and issuer common names, serial and SHA-256 fingerprint {src}.", GAUGE, &["subject_cn", "issuer_cn", "serial", "fingerprint_sha256"]),
+        f("smtp_auth_success", "1 if AUTH succeeded, 0 if it failed or could not run {src}; absent for modules without credentials.", GAUGE, &[]),
+        f("smtp_auth_reply_code", "Code of the last reply in the AUTH exchange {src}.", GAUGE, &[]),
+        f("smtp_ehlo_extension", "1 if EHLO advertised the extension, else 0, in the plain or TLS session {src}.", GAUGE, &["extension", "session"]),
+        f("smtp_ehlo_auth_mechanism", "1 if EHLO advertised the SASL mechanism, else 0, in the plain or TLS session {src}.", GAUGE, &["mechanism", "session"]),
+        f("smtp_ehlo_size_limit_bytes", "Message size limit from the SIZE extension (0: no fixed limit), in the plain or TLS session {src}.", GAUGE, &["session"]),
         f("smtp_probes_total", "Scheduled probes completed since the exporter started.", COUNTER, &[]),
-        f(
-            "smtp_probe_failures_total",
-            "Scheduled probes that failed since the exporter started, by reason.",
-            COUNTER,
-            &["reason"],
-        ),
+        f("smtp_probe_failures_total", "Scheduled probes that failed since the exporter started, by reason.", COUNTER, &["reason"]),
     ]
 }
 
@@ -152,6 +167,8 @@ pub struct ProbeCollector {
     store: Arc<Store>,
     families: Vec<Family>,
     descs: Vec<Desc>,
+    /// Family name → position in `families`.
+    index: HashMap<&'static str, usize>,
 }
 
 impl ProbeCollector {
@@ -167,7 +184,8 @@ impl ProbeCollector {
                     .expect("valid metric descriptor")
             })
             .collect();
-        ProbeCollector { store, families, descs }
+        let index = families.iter().enumerate().map(|(i, f)| (f.name, i)).collect();
+        ProbeCollector { store, families, descs, index }
     }
 }
 
@@ -196,61 +214,137 @@ impl Samples {
     }
 }
 
+/// Samples being gathered for every family during one scrape.
+struct Out<'a> {
+    samples: Vec<Samples>,
+    index: &'a HashMap<&'static str, usize>,
+}
+
+impl Out<'_> {
+    fn push(&mut self, family: &str, base: &[LabelPair], extra: &[(&str, &str)], value: f64) {
+        let i = self.index[family];
+        self.samples[i].push(base, extra, value);
+    }
+}
+
+fn bool_value(b: bool) -> f64 {
+    if b {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The series one report contributes (all but the counters, which live in the store).
+fn record_report(out: &mut Out<'_>, base: &[LabelPair], report: &ProbeReport) {
+    out.push("smtp_probe_success", base, &[], bool_value(report.success()));
+    out.push("smtp_probe_duration_seconds", base, &[], report.duration.as_secs_f64());
+    for (p, d) in &report.phases {
+        out.push("smtp_probe_phase_duration_seconds", base, &[("phase", p.as_str())], d.as_secs_f64());
+    }
+    if let Some(f) = &report.failure {
+        out.push(
+            "smtp_probe_failure_info",
+            base,
+            &[("phase", f.phase.as_str()), ("reason", f.reason.as_str())],
+            1.0,
+        );
+    }
+    let started = report.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    out.push("smtp_probe_last_run_timestamp_seconds", base, &[], started);
+    if let Some(code) = report.banner_code {
+        out.push("smtp_probe_banner_code", base, &[], f64::from(code));
+    }
+    if let Some(hostname) = &report.banner_hostname {
+        out.push("smtp_probe_banner_info", base, &[("hostname", &label_safe(hostname))], 1.0);
+    }
+    out.push("smtp_probe_bare_lf_lines", base, &[], f64::from(report.bare_lf_lines));
+    let current = report.port_state();
+    for st in PortState::ALL {
+        out.push("smtp_port_state", base, &[("state", st.as_str())], bool_value(st == current));
+    }
+    if let Some(advertised) = report.starttls_advertised() {
+        out.push("smtp_starttls_advertised", base, &[], bool_value(advertised));
+    }
+    for (check, passed) in &report.expectations {
+        out.push("smtp_probe_expectation_failed", base, &[("check", check.as_str())], bool_value(!passed));
+    }
+    if let Some(tls) = &report.tls {
+        out.push("smtp_tls_version_info", base, &[("version", &tls.version)], 1.0);
+        out.push("smtp_tls_cipher_info", base, &[("cipher", &tls.cipher)], 1.0);
+        if let Some(group) = &tls.kx_group {
+            out.push("smtp_tls_kx_group_info", base, &[("group", group)], 1.0);
+        }
+        out.push("smtp_tls_cert_verified", base, &[], bool_value(tls.cert_error.is_none()));
+        if let Some(error) = tls.cert_error {
+            out.push("smtp_tls_cert_error_info", base, &[("error", error.as_str())], 1.0);
+        }
+        if let Some(not_after) = tls.leaf_not_after {
+            out.push("smtp_tls_cert_expiry_timestamp_seconds", base, &[], not_after as f64);
+            let info = [
+                ("subject_cn", label_safe(&tls.subject_cn)),
+                ("issuer_cn", label_safe(&tls.issuer_cn)),
+                ("serial", label_safe(&tls.serial)),
+                ("fingerprint_sha256", tls.fingerprint_sha256.clone()),
+            ];
+            let info: Vec<(&str, &str)> = info.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            out.push("smtp_tls_cert_info", base, &info, 1.0);
+        }
+        if let Some(earliest) = tls.chain_earliest_not_after {
+            out.push("smtp_tls_chain_earliest_expiry_timestamp_seconds", base, &[], earliest as f64);
+        }
+    }
+    if let Some(ok) = report.auth_success {
+        out.push("smtp_auth_success", base, &[], bool_value(ok));
+    }
+    if let Some(code) = report.auth_reply_code {
+        out.push("smtp_auth_reply_code", base, &[], f64::from(code));
+    }
+    for (session, caps) in [("plain", &report.ehlo), ("tls", &report.ehlo_tls)] {
+        let Some(caps) = caps else { continue };
+        for ext in EHLO_EXTENSIONS {
+            out.push(
+                "smtp_ehlo_extension",
+                base,
+                &[("extension", ext), ("session", session)],
+                bool_value(caps.has(ext)),
+            );
+        }
+        for mech in AUTH_MECHANISMS {
+            let offered = caps.auth_mechanisms.iter().any(|m| m == mech);
+            out.push(
+                "smtp_ehlo_auth_mechanism",
+                base,
+                &[("mechanism", mech), ("session", session)],
+                bool_value(offered),
+            );
+        }
+        if let Some(size) = caps.size_limit {
+            out.push("smtp_ehlo_size_limit_bytes", base, &[("session", session)], size as f64);
+        }
+    }
+}
+
 impl Collector for ProbeCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut samples: Vec<Samples> = self.families.iter().map(|_| Samples::default()).collect();
+        let mut out =
+            Out { samples: self.families.iter().map(|_| Samples::default()).collect(), index: &self.index };
         let specs = self.store.specs.read().expect("metrics store lock");
         for (key, state) in specs.iter() {
             let Some(report) = &state.last else { continue };
             let port = key.port.to_string();
             let base = [label("target", &key.target), label("port", &port), label("module", &key.module)];
-            let [success, duration, phase, failure, last_run, banner, tls_version, cert_expiry, port_state, starttls, expectation, banner_info, probes, failures] =
-                &mut samples[..]
-            else {
-                unreachable!("one sample list per family")
-            };
-            success.push(&base, &[], if report.success() { 1.0 } else { 0.0 });
-            duration.push(&base, &[], report.duration.as_secs_f64());
-            for (p, d) in &report.phases {
-                phase.push(&base, &[("phase", p.as_str())], d.as_secs_f64());
-            }
-            if let Some(f) = &report.failure {
-                failure.push(&base, &[("phase", f.phase.as_str()), ("reason", f.reason.as_str())], 1.0);
-            }
-            let started =
-                report.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-            last_run.push(&base, &[], started);
-            if let Some(code) = report.banner_code {
-                banner.push(&base, &[], f64::from(code));
-            }
-            if let Some(tls) = &report.tls {
-                tls_version.push(&base, &[("version", &tls.version)], 1.0);
-                if let Some(not_after) = tls.leaf_not_after {
-                    cert_expiry.push(&base, &[], not_after as f64);
-                }
-            }
-            let current = report.port_state();
-            for st in PortState::ALL {
-                port_state.push(&base, &[("state", st.as_str())], if st == current { 1.0 } else { 0.0 });
-            }
-            if let Some(advertised) = report.starttls_advertised() {
-                starttls.push(&base, &[], if advertised { 1.0 } else { 0.0 });
-            }
-            for (check, passed) in &report.expectations {
-                expectation.push(&base, &[("check", check.as_str())], if *passed { 0.0 } else { 1.0 });
-            }
-            if let Some(hostname) = &report.banner_hostname {
-                banner_info.push(&base, &[("hostname", &label_safe(hostname))], 1.0);
-            }
-            probes.push(&base, &[], state.probes_total as f64);
+            record_report(&mut out, &base, report);
+            out.push("smtp_probes_total", &base, &[], state.probes_total as f64);
             for (reason, count) in &state.failures_total {
-                failures.push(&base, &[("reason", reason.as_str())], *count as f64);
+                out.push("smtp_probe_failures_total", &base, &[("reason", reason.as_str())], *count as f64);
             }
         }
+        let samples = out.samples;
         drop(specs);
         self.families
             .iter()

@@ -1,4 +1,5 @@
-//! SMTP AUTH (RFC 4954): choosing a mechanism and running the exchange.
+//! SMTP AUTH (RFC 4954): choosing a mechanism and running the exchange (PLAIN, LOGIN,
+//! CRAM-MD5, XOAUTH2).
 //!
 //! Called by the probe walk (`probe::mod`) in the `auth` phase, on a session that is already
 //! encrypted unless the module allows plaintext AUTH. Nothing here logs or returns what was
@@ -12,10 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::error::{Reason, StepError};
 use super::reply::Reply;
 use super::session::Session;
-use crate::config::{AuthMechanism, Credentials};
+use crate::config::{AuthMechanism, CredentialSource, Credentials};
 
-/// Mechanisms in order of preference when the module does not force one.
-const PREFERENCE: [AuthMechanism; 2] = [AuthMechanism::Plain, AuthMechanism::Login];
+/// Password mechanisms in order of preference when the module does not force one.
+const PREFERENCE: [AuthMechanism; 3] = [AuthMechanism::Plain, AuthMechanism::Login, AuthMechanism::CramMd5];
 
 /// Picks the mechanism: the forced one if it is advertised, else the first of PREFERENCE
 /// that the server advertises.
@@ -44,38 +45,88 @@ fn list(advertised: &[String]) -> String {
     }
 }
 
-/// Runs AUTH with `mechanism` and returns the final 235 reply.
+/// Runs AUTH with `mechanism`. `last_code` receives the code of every reply as it comes,
+/// so after the exchange it holds the last one, success or not.
 pub async fn authenticate<S>(
     session: &mut Session<S>,
     mechanism: AuthMechanism,
     creds: &Credentials,
-) -> Result<Reply, StepError>
+    last_code: &mut Option<u16>,
+) -> Result<(), StepError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let password = creds.password.expose();
-    let last = match mechanism {
-        AuthMechanism::Plain => {
-            let token = B64.encode(format!("\0{}\0{}", creds.username, password));
-            session.command(&format!("AUTH PLAIN {token}")).await?
+    let mut step = |reply: Reply| {
+        *last_code = Some(reply.code);
+        reply
+    };
+    let user = creds.username.as_str();
+    let last = match (&creds.secret, mechanism) {
+        (CredentialSource::Password(password), AuthMechanism::Plain) => {
+            let token = B64.encode(format!("\0{user}\0{}", password.expose()));
+            step(session.command(&format!("AUTH PLAIN {token}")).await?)
         }
-        AuthMechanism::Login => {
-            let first = session.command("AUTH LOGIN").await?;
-            if first.code != 334 {
-                return Err(classify(&first));
+        (CredentialSource::Password(password), AuthMechanism::Login) => {
+            for line in ["AUTH LOGIN".to_owned(), B64.encode(user)] {
+                let reply = step(session.command(&line).await?);
+                if reply.code != 334 {
+                    return Err(classify(&reply));
+                }
             }
-            let second = session.command(&B64.encode(&creds.username)).await?;
-            if second.code != 334 {
-                return Err(classify(&second));
+            step(session.command(&B64.encode(password.expose())).await?)
+        }
+        (CredentialSource::Password(password), AuthMechanism::CramMd5) => {
+            let challenge = step(session.command("AUTH CRAM-MD5").await?);
+            if challenge.code != 334 {
+                return Err(classify(&challenge));
             }
-            session.command(&B64.encode(password)).await?
+            let text = challenge.lines.first().map(String::as_str).unwrap_or("");
+            let challenge = B64
+                .decode(text.trim())
+                .map_err(|_| StepError::new(Reason::Protocol, "CRAM-MD5 challenge is not base64"))?;
+            let digest = cram_md5(password.expose().as_bytes(), &challenge);
+            step(session.command(&B64.encode(format!("{user} {digest}"))).await?)
+        }
+        (CredentialSource::TokenFile(path), AuthMechanism::Xoauth2) => {
+            // Read on every probe: another process rotates the token.
+            let token = tokio::fs::read_to_string(path).await.map_err(|e| {
+                StepError::new(Reason::AuthCredentials, format!("token_file {}: {e}", path.display()))
+            })?;
+            let payload = B64.encode(format!("user={user}\x01auth=Bearer {}\x01\x01", token.trim()));
+            let reply = step(session.command(&format!("AUTH XOAUTH2 {payload}")).await?);
+            if reply.code == 334 {
+                // The server explains the failure in a base64 JSON challenge; an empty line
+                // ends the exchange and brings the final error reply (RFC 7628 style).
+                step(session.command("").await?)
+            } else {
+                reply
+            }
+        }
+        (source, mechanism) => {
+            let kind = match source {
+                CredentialSource::Password(_) => "a password",
+                CredentialSource::TokenFile(_) => "a token",
+            };
+            return Err(StepError::new(
+                Reason::AuthMechanismUnavailable,
+                format!("mechanism {} cannot be used with {kind}", mechanism.as_str()),
+            ));
         }
     };
     if last.code == 235 {
-        Ok(last)
+        Ok(())
     } else {
         Err(classify(&last))
     }
+}
+
+/// The CRAM-MD5 response digest (RFC 2195): HMAC-MD5 of the challenge keyed with the
+/// password, in lower-case hex.
+fn cram_md5(password: &[u8], challenge: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<md5::Md5>::new_from_slice(password).expect("HMAC takes keys of any length");
+    mac.update(challenge);
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Maps a reply that ends AUTH unsuccessfully to a reason (RFC 4954 §6).
@@ -103,10 +154,17 @@ mod tests {
     }
 
     #[test]
+    fn cram_md5_matches_the_rfc_2195_example() {
+        let challenge = b"<1896.697170952@postoffice.reston.mci.net>";
+        assert_eq!(cram_md5(b"tanstaaftanstaaf", challenge), "b913a602c7eda7a495b4e6e7334d3890");
+    }
+
+    #[test]
     fn prefers_plain_then_login() {
         assert_eq!(choose(None, &mechs(&["LOGIN", "PLAIN"])).unwrap(), AuthMechanism::Plain);
         assert_eq!(choose(None, &mechs(&["CRAM-MD5", "LOGIN"])).unwrap(), AuthMechanism::Login);
-        let err = choose(None, &mechs(&["CRAM-MD5"])).unwrap_err();
+        assert_eq!(choose(None, &mechs(&["CRAM-MD5"])).unwrap(), AuthMechanism::CramMd5);
+        let err = choose(None, &mechs(&["GSSAPI"])).unwrap_err();
         assert_eq!(err.reason, Reason::AuthMechanismUnavailable);
     }
 

@@ -89,8 +89,12 @@ pub enum Reason {
     Io,
     /// The TLS handshake failed for a reason other than the certificate.
     TlsHandshake,
-    /// The server's certificate did not verify (issuer, name, dates).
+    /// The server's certificate did not verify (issuer, name, dates) and the module fails
+    /// on invalid certificates.
     TlsCertInvalid,
+    /// The server only offers TLS versions or ciphers this exporter does not speak
+    /// (e.g. TLS 1.0/1.1 only, or legacy ciphers).
+    TlsUnsupported,
     /// STARTTLS is required by the module but the server did not advertise it.
     StarttlsUnavailable,
     /// The server sent bytes after its 220 to STARTTLS, before the handshake (RFC 3207 §5,
@@ -108,6 +112,8 @@ pub enum Reason {
     AuthMechanismUnavailable,
     /// AUTH failed temporarily (454 or another 4xx).
     AuthTemporary,
+    /// The credentials could not be read at probe time (an unreadable `token_file`).
+    AuthCredentials,
     /// The module has credentials but the session is not encrypted, and the module does not
     /// allow plaintext AUTH: the password was not sent.
     AuthPlaintextRefused,
@@ -117,7 +123,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Timeout,
         Reason::Refused,
         Reason::Unreachable,
@@ -128,6 +134,7 @@ impl Reason {
         Reason::Io,
         Reason::TlsHandshake,
         Reason::TlsCertInvalid,
+        Reason::TlsUnsupported,
         Reason::StarttlsUnavailable,
         Reason::StarttlsInjection,
         Reason::Reply4xx,
@@ -136,6 +143,7 @@ impl Reason {
         Reason::AuthRequiredTls,
         Reason::AuthMechanismUnavailable,
         Reason::AuthTemporary,
+        Reason::AuthCredentials,
         Reason::AuthPlaintextRefused,
         Reason::Protocol,
     ];
@@ -153,6 +161,7 @@ impl Reason {
             Reason::Io => "io",
             Reason::TlsHandshake => "tls_handshake",
             Reason::TlsCertInvalid => "tls_cert_invalid",
+            Reason::TlsUnsupported => "tls_unsupported",
             Reason::StarttlsUnavailable => "starttls_unavailable",
             Reason::StarttlsInjection => "starttls_injection",
             Reason::Reply4xx => "reply_4xx",
@@ -161,6 +170,7 @@ impl Reason {
             Reason::AuthRequiredTls => "auth_required_tls",
             Reason::AuthMechanismUnavailable => "auth_mechanism_unavailable",
             Reason::AuthTemporary => "auth_temporary",
+            Reason::AuthCredentials => "auth_credentials",
             Reason::AuthPlaintextRefused => "auth_plaintext_refused",
             Reason::Protocol => "protocol",
         }
@@ -200,6 +210,8 @@ impl Reason {
         matches!(
             self,
             Reason::StarttlsUnavailable
+                | Reason::TlsCertInvalid
+                | Reason::AuthCredentials
                 | Reason::Reply4xx
                 | Reason::Reply5xx
                 | Reason::AuthFailed

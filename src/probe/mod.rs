@@ -65,6 +65,8 @@ pub struct ProbeReport {
     pub tls: Option<TlsInfo>,
     /// Whether AUTH succeeded; `None` when the module has no credentials or AUTH never ran.
     pub auth_success: Option<bool>,
+    /// The code of the last reply in the AUTH exchange (235, 535, 454, ...).
+    pub auth_reply_code: Option<u16>,
     /// Reply lines that ended in a bare LF instead of CRLF.
     pub bare_lf_lines: u32,
     /// The target's expectations that could be evaluated: (check, passed).
@@ -93,6 +95,7 @@ impl ProbeReport {
             helo_fallback: false,
             tls: None,
             auth_success: None,
+            auth_reply_code: None,
             bare_lf_lines: 0,
             expectations: Vec::new(),
         }
@@ -166,7 +169,7 @@ impl<'a> Walk<'a> {
     async fn resolve_and_connect(&mut self) -> Result<Box<dyn Stream>, Failure> {
         let (host, port, family) = (self.spec.host.as_str(), self.spec.port, self.module.ip_protocol);
         let addr = timed(
-            &mut self.report,
+            &mut self.report.phases,
             self.deadline,
             self.module.phase_timeout,
             Phase::Resolve,
@@ -174,16 +177,17 @@ impl<'a> Walk<'a> {
         )
         .await?;
         self.report.peer = Some(addr);
-        let tcp = timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Connect, async {
-            TcpStream::connect(addr).await.map_err(|e| {
-                let mut reason = Reason::from_io(&e);
-                if reason == Reason::Unreachable && no_local_route(addr) {
-                    reason = Reason::NoRoute;
-                }
-                StepError::new(reason, e.to_string())
+        let tcp =
+            timed(&mut self.report.phases, self.deadline, self.module.phase_timeout, Phase::Connect, async {
+                TcpStream::connect(addr).await.map_err(|e| {
+                    let mut reason = Reason::from_io(&e);
+                    if reason == Reason::Unreachable && no_local_route(addr) {
+                        reason = Reason::NoRoute;
+                    }
+                    StepError::new(reason, e.to_string())
+                })
             })
-        })
-        .await?;
+            .await?;
         // Commands are single small writes answered by the server: no reason to batch.
         let _ = tcp.set_nodelay(true);
         Ok(Box::new(tcp))
@@ -195,27 +199,49 @@ impl<'a> Walk<'a> {
         phase: Phase,
         fut: impl Future<Output = Result<T, StepError>>,
     ) -> Result<T, Failure> {
-        timed(&mut self.report, self.deadline, self.module.phase_timeout, phase, fut).await
+        timed(&mut self.report.phases, self.deadline, self.module.phase_timeout, phase, fut).await
     }
 
-    async fn tls_upgrade(&mut self, stream: Box<dyn Stream>) -> Result<Box<dyn Stream>, Failure> {
-        let config = self.module.tls_client.clone().expect("TLS modules have a client config");
+    /// Runs the handshake. Returns the TLS stream, and the failure to report once the
+    /// encrypted session is set up when the certificate is invalid and the module fails
+    /// on that (the session is kept so that QUIT can still be said inside TLS).
+    async fn tls_upgrade(
+        &mut self,
+        stream: Box<dyn Stream>,
+    ) -> Result<(Box<dyn Stream>, Option<Failure>), Failure> {
+        let settings = self.module.tls.clone().expect("TLS modules have TLS settings");
         let name = self.spec.server_name.clone().expect("TLS specs have a server name");
-        let (tls, info) = self.phase(Phase::TlsHandshake, tls::handshake(config, name, stream)).await?;
+        let (tls, info) = self.phase(Phase::TlsHandshake, tls::handshake(&settings, name, stream)).await?;
+        let cert_failure = match (&info.cert_error, settings.fail_on_invalid_cert) {
+            (Some(error), true) => Some(Failure {
+                phase: Phase::TlsHandshake,
+                reason: Reason::TlsCertInvalid,
+                detail: format!(
+                    "certificate {}: {}",
+                    error.as_str(),
+                    info.cert_error_detail.as_deref().unwrap_or("verification failed")
+                ),
+            }),
+            _ => None,
+        };
         self.report.tls = Some(info);
-        Ok(Box::new(tls))
+        Ok((Box::new(tls), cert_failure))
     }
 
     /// Everything after connect.
     async fn converse(&mut self, mut stream: Box<dyn Stream>) -> Result<(), Failure> {
         let implicit = self.module.tls_mode == TlsMode::Implicit;
+        let mut cert_failure = None;
         if implicit {
-            stream = self.tls_upgrade(stream).await?;
+            (stream, cert_failure) = self.tls_upgrade(stream).await?;
         }
         let mut session = self.session.insert(Session::new(stream));
+        if let Some(failure) = cert_failure {
+            return Err(failure);
+        }
 
         let banner =
-            timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Banner, async {
+            timed(&mut self.report.phases, self.deadline, self.module.phase_timeout, Phase::Banner, async {
                 Ok(session.read_reply().await?)
             })
             .await?;
@@ -229,7 +255,7 @@ impl<'a> Walk<'a> {
 
         let hostname = self.module.ehlo_hostname.clone();
         let (caps, helo) = timed(
-            &mut self.report,
+            &mut self.report.phases,
             self.deadline,
             self.module.phase_timeout,
             Phase::Ehlo,
@@ -248,23 +274,32 @@ impl<'a> Walk<'a> {
         let wants_starttls = matches!(self.module.tls_mode, TlsMode::Starttls | TlsMode::StarttlsRequired);
         if wants_starttls {
             if caps.starttls() {
-                timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Starttls, async {
-                    session.expect("STARTTLS", "STARTTLS", 220).await?;
-                    if session.has_pending_bytes() {
-                        return Err(StepError::new(
-                            Reason::StarttlsInjection,
-                            format!("bytes after the 220 to STARTTLS: {:?}", session.pending_excerpt()),
-                        ));
-                    }
-                    Ok(())
-                })
+                timed(
+                    &mut self.report.phases,
+                    self.deadline,
+                    self.module.phase_timeout,
+                    Phase::Starttls,
+                    async {
+                        session.expect("STARTTLS", "STARTTLS", 220).await?;
+                        if session.has_pending_bytes() {
+                            return Err(StepError::new(
+                                Reason::StarttlsInjection,
+                                format!("bytes after the 220 to STARTTLS: {:?}", session.pending_excerpt()),
+                            ));
+                        }
+                        Ok(())
+                    },
+                )
                 .await?;
                 self.report.bare_lf_lines += session.bare_lf_lines;
                 let plain = self.session.take().expect("session present").into_stream();
-                let tls = self.tls_upgrade(plain).await?;
+                let (tls, cert_failure) = self.tls_upgrade(plain).await?;
                 session = self.session.insert(Session::new(tls));
+                if let Some(failure) = cert_failure {
+                    return Err(failure);
+                }
                 let (tls_caps, helo) = timed(
-                    &mut self.report,
+                    &mut self.report.phases,
                     self.deadline,
                     self.module.phase_timeout,
                     Phase::EhloTls,
@@ -293,15 +328,16 @@ impl<'a> Walk<'a> {
                 );
                 return Err(err.at(Phase::Auth));
             }
-            timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Auth, async {
+            let reply_code = &mut self.report.auth_reply_code;
+            timed(&mut self.report.phases, self.deadline, self.module.phase_timeout, Phase::Auth, async {
                 let mechanism = auth::choose(auth.mechanism, &caps.auth_mechanisms)?;
-                auth::authenticate(session, mechanism, &auth.credentials).await
+                auth::authenticate(session, mechanism, &auth.credentials, reply_code).await
             })
             .await?;
             self.report.auth_success = Some(true);
         }
 
-        timed(&mut self.report, self.deadline, self.module.phase_timeout, Phase::Quit, async {
+        timed(&mut self.report.phases, self.deadline, self.module.phase_timeout, Phase::Quit, async {
             session.expect("QUIT", "QUIT", 221).await
         })
         .await?;
@@ -337,7 +373,7 @@ impl<'a> Walk<'a> {
 
 /// Times `fut` as `phase` under `min(now + phase_timeout, deadline)`, and records it.
 async fn timed<T>(
-    report: &mut ProbeReport,
+    phases: &mut Vec<(Phase, Duration)>,
     deadline: Instant,
     phase_timeout: Duration,
     phase: Phase,
@@ -346,7 +382,7 @@ async fn timed<T>(
     let begin = Instant::now();
     let limit = deadline.min(begin + phase_timeout);
     let result = tokio::time::timeout_at(limit, fut).await;
-    report.phases.push((phase, begin.elapsed()));
+    phases.push((phase, begin.elapsed()));
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(err.at(phase)),

@@ -1,19 +1,23 @@
-//! TLS for the probe: building a client configuration once, and the handshake itself.
+//! TLS for the probe: trust settings built once, and a handshake that records the
+//! certificate verdict instead of aborting on it.
 //!
-//! `config` calls [`client_config`] while validating a module, so a bad `ca_file` is a config
-//! error, not a probe failure. The probe walk (`probe::mod`) calls [`handshake`] after
-//! STARTTLS or right after connect (implicit TLS) and keeps the [`TlsInfo`] it returns in
-//! the `ProbeReport`. Session resumption is off: every probe times a full handshake.
+//! `config` builds a [`TlsSettings`] while validating a module, so a bad `ca_file` is a
+//! config error, not a probe failure. The probe walk (`probe::mod`) calls [`handshake`]
+//! after STARTTLS or right after connect (implicit TLS). Verification runs in full, but its
+//! verdict is recorded and the handshake goes on, so the certificate can be read (expiry,
+//! names, fingerprint) even when it is invalid; the walk then fails the probe or not,
+//! following the module's `on_invalid_cert`. Session resumption is off: every probe times a
+//! full handshake.
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::Resumption;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -31,17 +35,92 @@ pub enum Roots {
     CaFile(std::path::PathBuf),
 }
 
-/// What a completed handshake negotiated, and the leaf certificate's validity end.
+/// Why a certificate did not verify, from a fixed set (a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CertError {
+    Expired,
+    NotYetValid,
+    UnknownIssuer,
+    NameMismatch,
+    Revoked,
+    Other,
+}
+
+impl CertError {
+    /// Every value, in documentation order.
+    pub const ALL: [CertError; 6] = [
+        CertError::Expired,
+        CertError::NotYetValid,
+        CertError::UnknownIssuer,
+        CertError::NameMismatch,
+        CertError::Revoked,
+        CertError::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertError::Expired => "expired",
+            CertError::NotYetValid => "not_yet_valid",
+            CertError::UnknownIssuer => "unknown_issuer",
+            CertError::NameMismatch => "name_mismatch",
+            CertError::Revoked => "revoked",
+            CertError::Other => "other",
+        }
+    }
+
+    fn from_rustls(err: &rustls::Error) -> CertError {
+        match err {
+            rustls::Error::InvalidCertificate(e) => match e {
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => CertError::Expired,
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    CertError::NotYetValid
+                }
+                CertificateError::UnknownIssuer => CertError::UnknownIssuer,
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                    CertError::NameMismatch
+                }
+                CertificateError::Revoked => CertError::Revoked,
+                _ => CertError::Other,
+            },
+            _ => CertError::Other,
+        }
+    }
+}
+
+/// What a completed handshake negotiated, and what the server's certificate says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsInfo {
     /// `TLS1.2` or `TLS1.3`.
     pub version: String,
     /// The IANA name of the cipher suite.
     pub cipher: String,
+    /// The key-exchange group (e.g. `X25519`), when one was used.
+    pub kx_group: Option<String>,
+    /// `None` when the chain verified; otherwise why not.
+    pub cert_error: Option<CertError>,
+    /// The verifier's own words about the failure, for logs.
+    pub cert_error_detail: Option<String>,
     /// The leaf certificate's notAfter, in seconds since the Unix epoch.
     pub leaf_not_after: Option<i64>,
+    /// The earliest notAfter among all certificates the server presented.
+    pub chain_earliest_not_after: Option<i64>,
     /// The leaf certificate's subject alternative names (DNS names and IP addresses).
     pub leaf_names: Vec<String>,
+    pub subject_cn: String,
+    pub issuer_cn: String,
+    /// The leaf's serial number, lower-case hex.
+    pub serial: String,
+    /// SHA-256 of the leaf's DER encoding, lower-case hex.
+    pub fingerprint_sha256: String,
+}
+
+/// A module's TLS trust settings, built once at config load.
+#[derive(Debug)]
+pub struct TlsSettings {
+    /// Checks chains and names against the configured roots.
+    verifier: Arc<WebPkiServerVerifier>,
+    /// Fail the probe when the certificate does not verify (else only report it).
+    pub fail_on_invalid_cert: bool,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -69,7 +148,7 @@ fn load_roots(roots: &Roots) -> Result<Arc<RootCertStore>, String> {
             let (added, _ignored) = store.add_parsable_certificates(loaded.certs);
             if added == 0 {
                 let why = loaded.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
-                return Err(format!("no usable certificate in the system store{why}"));
+                return Err(format!("system_roots: no usable certificate in the system store{why}"));
             }
             Ok(Arc::new(store))
         }
@@ -91,33 +170,42 @@ fn load_ca_file(path: &Path) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// Builds the client configuration for a module. With `insecure_skip_verify`, the chain and
-/// name are not checked (handshake signatures still are).
-pub fn client_config(roots: &Roots, insecure_skip_verify: bool) -> Result<Arc<ClientConfig>, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let mut config = if insecure_skip_verify {
-        builder
+impl TlsSettings {
+    /// Loads the trust anchors and fixes the policy for invalid certificates.
+    pub fn new(roots: &Roots, fail_on_invalid_cert: bool) -> Result<TlsSettings, String> {
+        let verifier = WebPkiServerVerifier::builder_with_provider(load_roots(roots)?, provider())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(TlsSettings { verifier, fail_on_invalid_cert })
+    }
+
+    /// A client configuration for one handshake, with a verifier that records its verdict
+    /// in the returned slot instead of aborting.
+    fn client_config(&self) -> Result<(Arc<ClientConfig>, Arc<RecordingVerifier>), StepError> {
+        let recorder =
+            Arc::new(RecordingVerifier { inner: self.verifier.clone(), verdict: Mutex::new(None) });
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| StepError::new(Reason::TlsHandshake, e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
-            .with_no_client_auth()
-    } else {
-        builder.with_root_certificates(load_roots(roots)?).with_no_client_auth()
-    };
-    config.resumption = Resumption::disabled();
-    Ok(Arc::new(config))
+            .with_custom_certificate_verifier(recorder.clone())
+            .with_no_client_auth();
+        config.resumption = Resumption::disabled();
+        Ok((Arc::new(config), recorder))
+    }
 }
 
-/// Runs the TLS handshake on `stream` and describes what was negotiated.
+/// Runs the TLS handshake on `stream` and describes what was negotiated. An invalid
+/// certificate does not make this fail: see `TlsInfo::cert_error`.
 pub async fn handshake<S>(
-    config: Arc<ClientConfig>,
+    settings: &TlsSettings,
     server_name: ServerName<'static>,
     stream: S,
 ) -> Result<(TlsStream<S>, TlsInfo), StepError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (config, recorder) = settings.client_config()?;
     let tls = TlsConnector::from(config).connect(server_name, stream).await.map_err(classify)?;
     let conn = tls.get_ref().1;
     let version = match conn.protocol_version() {
@@ -128,13 +216,53 @@ where
     };
     let cipher =
         conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("unknown").to_owned();
-    let leaf = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|der| x509_parser::parse_x509_certificate(der).ok());
-    let leaf_not_after = leaf.as_ref().map(|(_, cert)| cert.validity().not_after.timestamp());
-    let leaf_names = leaf.as_ref().map(|(_, cert)| subject_alt_names(cert)).unwrap_or_default();
-    Ok((tls, TlsInfo { version, cipher, leaf_not_after, leaf_names }))
+    let kx_group = conn.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
+    let verdict = recorder.verdict.lock().expect("verdict lock").take();
+    let (cert_error, cert_error_detail) = match &verdict {
+        Some(err) => (Some(CertError::from_rustls(err)), Some(err.to_string())),
+        None => (None, None),
+    };
+    let mut info = TlsInfo {
+        version,
+        cipher,
+        kx_group,
+        cert_error,
+        cert_error_detail,
+        leaf_not_after: None,
+        chain_earliest_not_after: None,
+        leaf_names: Vec::new(),
+        subject_cn: String::new(),
+        issuer_cn: String::new(),
+        serial: String::new(),
+        fingerprint_sha256: String::new(),
+    };
+    if let Some(chain) = conn.peer_certificates() {
+        describe_chain(chain, &mut info);
+    }
+    Ok((tls, info))
+}
+
+/// Fills the certificate fields of `info` from the presented chain (leaf first).
+fn describe_chain(chain: &[CertificateDer<'_>], info: &mut TlsInfo) {
+    let parsed: Vec<_> = chain
+        .iter()
+        .filter_map(|der| x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| c))
+        .collect();
+    info.chain_earliest_not_after = parsed.iter().map(|c| c.validity().not_after.timestamp()).min();
+    let (Some(leaf_der), Some(leaf)) = (chain.first(), parsed.first()) else { return };
+    info.leaf_not_after = Some(leaf.validity().not_after.timestamp());
+    info.leaf_names = subject_alt_names(leaf);
+    let cn = |name: &x509_parser::x509::X509Name<'_>| {
+        name.iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or("").to_owned()
+    };
+    info.subject_cn = cn(leaf.subject());
+    info.issuer_cn = cn(leaf.issuer());
+    info.serial = hex(leaf.raw_serial());
+    info.fingerprint_sha256 = hex(ring::digest::digest(&ring::digest::SHA256, leaf_der).as_ref());
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The DNS names and IP addresses in a certificate's subjectAltName extension.
@@ -156,12 +284,20 @@ fn subject_alt_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Ve
         .collect()
 }
 
-/// Splits handshake errors into "the certificate is bad" and "the handshake failed".
+/// Splits handshake errors: a server that only speaks what rustls does not support,
+/// another TLS failure, or the connection itself failing.
 fn classify(err: std::io::Error) -> StepError {
+    use rustls::AlertDescription as Alert;
     let inner = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
     match inner {
-        Some(rustls::Error::InvalidCertificate(cert_err)) => {
-            StepError::new(Reason::TlsCertInvalid, format!("certificate rejected: {cert_err:?}"))
+        Some(rustls::Error::PeerIncompatible(why)) => {
+            StepError::new(Reason::TlsUnsupported, format!("no common TLS version or cipher: {why:?}"))
+        }
+        Some(rustls::Error::AlertReceived(alert @ (Alert::ProtocolVersion | Alert::HandshakeFailure | Alert::InsufficientSecurity))) => {
+            StepError::new(
+                Reason::TlsUnsupported,
+                format!("the server refused every TLS version or cipher offered (alert {alert:?}); it may only speak TLS 1.0/1.1 or legacy ciphers"),
+            )
         }
         Some(tls_err) => StepError::new(Reason::TlsHandshake, tls_err.to_string()),
         None => {
@@ -174,25 +310,34 @@ fn classify(err: std::io::Error) -> StepError {
     }
 }
 
-/// Accepts any certificate chain and name (for `insecure_skip_verify`), but still checks
-/// that the server holds the key it presents.
-struct NoVerification(Arc<CryptoProvider>);
+/// Verifies like the inner verifier, but records a certificate failure and lets the
+/// handshake go on. Handshake signatures are still checked: a server must hold the key of
+/// the certificate it presents.
+struct RecordingVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    verdict: Mutex<Option<rustls::Error>>,
+}
 
-impl fmt::Debug for NoVerification {
+impl fmt::Debug for RecordingVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NoVerification")
+        f.write_str("RecordingVerifier")
     }
 }
 
-impl ServerCertVerifier for NoVerification {
+impl ServerCertVerifier for RecordingVerifier {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Err(e) =
+            self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            *self.verdict.lock().expect("verdict lock") = Some(e);
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -202,7 +347,7 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -211,10 +356,10 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
