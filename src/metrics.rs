@@ -196,10 +196,10 @@ fn label(name: &str, value: &str) -> LabelPair {
     pair
 }
 
-/// Server-supplied text made safe for a label value: printable ASCII, at most 64
+/// Server-supplied text made safe for a label value: printable ASCII and spaces, at most 64
 /// characters, so a hostile greeting cannot bloat the exposition.
 fn label_safe(text: &str) -> String {
-    text.chars().take(64).map(|c| if c.is_ascii_graphic() { c } else { '_' }).collect()
+    text.chars().take(64).map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '_' }).collect()
 }
 
 /// Collects the samples of one family: (extra label values, value).

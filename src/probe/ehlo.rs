@@ -110,4 +110,45 @@ mod tests {
     fn empty_reply() {
         assert_eq!(Capabilities::parse(&[]), Capabilities::default());
     }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any lines parse without panicking; every mechanism and extension reported
+            /// was in the input, upper-cased, without duplicates.
+            #[test]
+            fn parse_is_total_and_faithful(lines in proptest::collection::vec("[ -~]{0,40}", 0..12)) {
+                let caps = Capabilities::parse(&lines);
+                let upper: String = lines.join(" ").to_ascii_uppercase();
+                for m in &caps.auth_mechanisms {
+                    prop_assert!(upper.contains(m.as_str()));
+                }
+                let mut seen = std::collections::HashSet::new();
+                for e in &caps.extensions {
+                    prop_assert!(seen.insert(e.clone()), "duplicate {}", e);
+                    prop_assert_eq!(e, &e.to_ascii_uppercase());
+                }
+            }
+
+            /// A generated capability list round-trips: keywords, mechanisms and SIZE.
+            #[test]
+            fn generated_lists_round_trip(
+                mechs in proptest::collection::btree_set("[A-Z][A-Z0-9-]{1,12}", 0..5),
+                size in proptest::option::of(0u64..100_000_000),
+                starttls in any::<bool>(),
+            ) {
+                let mut lines = vec!["mx.example.test hello".to_owned()];
+                if starttls { lines.push("STARTTLS".into()); }
+                if !mechs.is_empty() { lines.push(format!("AUTH {}", mechs.iter().cloned().collect::<Vec<_>>().join(" "))); }
+                if let Some(n) = size { lines.push(format!("SIZE {n}")); }
+                let caps = Capabilities::parse(&lines);
+                prop_assert_eq!(caps.starttls(), starttls);
+                prop_assert_eq!(caps.auth_mechanisms, mechs.into_iter().collect::<Vec<_>>());
+                prop_assert_eq!(caps.size_limit, size);
+                prop_assert_eq!(caps.hostname, "mx.example.test");
+            }
+        }
+    }
 }

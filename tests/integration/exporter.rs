@@ -161,6 +161,39 @@ async fn scrape_shows_every_core_series() {
     assert_eq!(value(&m, "smtp_probe_expectation_failed", &[good[0], ("check", "banner_hostname")]), 1.0);
     assert_eq!(find(&m, "smtp_probe_phase_duration_seconds", &down).len(), 2, "resolve and connect only");
 
+    // TLS, AUTH and EHLO in depth.
+    assert_eq!(value(&m, "smtp_tls_cert_verified", &good), 1.0);
+    assert!(find(&m, "smtp_tls_cert_error_info", &good).is_empty());
+    assert_eq!(find(&m, "smtp_tls_cipher_info", &good).len(), 1);
+    assert_eq!(find(&m, "smtp_tls_kx_group_info", &good).len(), 1);
+    let info = find(
+        &m,
+        "smtp_tls_cert_info",
+        &[good[0], ("subject_cn", "localhost"), ("issuer_cn", "smtp_exporter test CA")],
+    );
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].labels["fingerprint_sha256"].len(), 64);
+    assert!(value(&m, "smtp_tls_chain_earliest_expiry_timestamp_seconds", &good) > 4.0e10);
+    assert_eq!(value(&m, "smtp_auth_success", &good), 1.0);
+    assert_eq!(value(&m, "smtp_auth_reply_code", &good), 235.0);
+    assert!(find(&m, "smtp_auth_success", &down).is_empty());
+    let ext = |e: &'static str, session: &'static str| {
+        value(&m, "smtp_ehlo_extension", &[good[0], ("extension", e), ("session", session)])
+    };
+    assert_eq!(ext("STARTTLS", "plain"), 1.0);
+    assert_eq!(ext("STARTTLS", "tls"), 0.0);
+    assert_eq!(ext("PIPELINING", "tls"), 1.0);
+    assert_eq!(ext("CHUNKING", "tls"), 0.0);
+    assert_eq!(find(&m, "smtp_ehlo_extension", &good).len(), 18);
+    let mech = |mech: &'static str, session: &'static str| {
+        value(&m, "smtp_ehlo_auth_mechanism", &[good[0], ("mechanism", mech), ("session", session)])
+    };
+    assert_eq!(mech("PLAIN", "tls"), 1.0);
+    assert_eq!(mech("PLAIN", "plain"), 0.0, "the fake offers AUTH only after TLS");
+    assert_eq!(mech("CRAM-MD5", "tls"), 0.0);
+    assert_eq!(value(&m, "smtp_ehlo_size_limit_bytes", &[good[0], ("session", "tls")]), 10_240_000.0);
+    assert_eq!(value(&m, "smtp_probe_bare_lf_lines", &good), 0.0);
+
     assert_eq!(value(&m, "smtp_exporter_config_last_reload_successful", &[]), 1.0);
     assert_eq!(find(&m, "smtp_exporter_build_info", &[("version", env!("CARGO_PKG_VERSION"))]).len(), 1);
     assert!(value(&m, "process_resident_memory_bytes", &[]) > 0.0);

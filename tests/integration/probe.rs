@@ -161,7 +161,7 @@ async fn auth_454_is_temporary_and_538_wants_tls() {
 
 #[tokio::test]
 async fn no_common_auth_mechanism() {
-    let behaviour = Behaviour { auth_mechanisms: vec!["CRAM-MD5"], ..Behaviour::default() };
+    let behaviour = Behaviour { auth_mechanisms: vec!["GSSAPI"], ..Behaviour::default() };
     let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
     let (report, _server, _pki) = probe_with(behaviour, &module).await;
     assert_failed(&report, Phase::Auth, Reason::AuthMechanismUnavailable);
@@ -411,4 +411,168 @@ async fn expectations_without_evidence_are_not_reported() {
     let report = probe::run(&spec_expecting("tls: starttls", port, EXPECT_REAL)).await;
     assert_eq!(report.port_state(), PortState::Refused);
     assert!(report.expectations.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS verdicts, AUTH mechanisms, protocol robustness.
+
+use smtp_exporter::probe::tls::CertError;
+
+use crate::support::certs::Leaf;
+
+async fn probe_pki(behaviour: Behaviour, pki: &TestPki, module: &str) -> (ProbeReport, FakeSmtp) {
+    let server = FakeSmtp::start(behaviour, pki).await;
+    let module = module.replace("{ca}", &pki.ca_file.display().to_string());
+    let report = probe::run(&spec(&module, server.port())).await;
+    (report, server)
+}
+
+/// Opportunistic STARTTLS reports an untrusted certificate but does not fail on it, and
+/// the certificate is still described.
+#[tokio::test]
+async fn opportunistic_tls_reports_an_invalid_certificate_without_failing() {
+    let (report, _server, _pki) = probe_with(Behaviour::default(), "tls: starttls").await;
+    assert!(report.success(), "{:?}", report.failure);
+    let tls = report.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_error, Some(CertError::UnknownIssuer));
+    assert_eq!(tls.subject_cn, "localhost");
+    assert_eq!(tls.issuer_cn, "smtp_exporter test CA");
+    assert_eq!(tls.fingerprint_sha256.len(), 64);
+    assert!(!tls.serial.is_empty());
+    assert_eq!(tls.leaf_names, vec!["localhost", "127.0.0.1"]);
+    assert!(tls.kx_group.is_some());
+}
+
+#[tokio::test]
+async fn expired_certificate_is_named_and_fails_where_tls_is_required() {
+    let pki = TestPki::with_leaf(Leaf::Expired);
+    let (report, server) = probe_pki(
+        Behaviour::default(),
+        &pki,
+        &format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}"),
+    )
+    .await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+    let tls = report.tls.as_ref().expect("the certificate is described even though it failed");
+    assert_eq!(tls.cert_error, Some(CertError::Expired));
+    assert_eq!(tls.leaf_not_after, Some(1_609_459_200)); // 2021-01-01
+    assert_eq!(tls.chain_earliest_not_after, Some(1_609_459_200));
+    // The password is never sent on a session whose certificate failed; QUIT is, inside TLS.
+    let seen = server.wait_for_connections(1).await;
+    assert!(seen[0].lines.iter().all(|l| !l.starts_with("AUTH")), "{:?}", seen[0].lines);
+    assert_eq!(seen[0].lines.last().map(String::as_str), Some("QUIT"));
+
+    // The same certificate only reported when the module says so.
+    let (report, _server) = probe_pki(
+        Behaviour::default(),
+        &pki,
+        "tls: starttls_required\ntls_config: { ca_file: {ca}, on_invalid_cert: report }",
+    )
+    .await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert_eq!(report.tls.unwrap().cert_error, Some(CertError::Expired));
+
+    // And opportunistic STARTTLS can be made strict.
+    let (report, _server) = probe_pki(
+        Behaviour::default(),
+        &pki,
+        "tls: starttls\ntls_config: { ca_file: {ca}, on_invalid_cert: fail }",
+    )
+    .await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+}
+
+#[tokio::test]
+async fn wrong_name_is_name_mismatch() {
+    let behaviour = Behaviour { implicit_tls: true, ..Behaviour::default() };
+    let (report, _server, _pki) =
+        probe_with(behaviour, "tls: implicit\ntls_config: { ca_file: {ca}, server_name: mail.example.org }")
+            .await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+    assert_eq!(report.tls.unwrap().cert_error, Some(CertError::NameMismatch));
+}
+
+#[tokio::test]
+async fn a_tls_1_0_only_server_is_tls_unsupported() {
+    let behaviour = Behaviour { tls_protocol_version_alert: true, ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: implicit\ntls_config: { ca_file: {ca} }").await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsUnsupported);
+}
+
+#[tokio::test]
+async fn cram_md5_authenticates() {
+    let behaviour = Behaviour { auth_mechanisms: vec!["CRAM-MD5"], ..Behaviour::default() };
+    let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
+    let (report, server, _pki) = probe_with(behaviour.clone(), &module).await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert_eq!(report.auth_reply_code, Some(235));
+    let seen = server.wait_for_connections(1).await;
+    assert!(seen[0].lines.iter().any(|l| l == "AUTH CRAM-MD5"));
+
+    let module = "tls: starttls_required\ntls_config: { ca_file: {ca} }\nauth: { username: probe@example.test, password: wrong, mechanism: cram_md5 }";
+    let (report, _server, _pki) = probe_with(behaviour, module).await;
+    assert_failed(&report, Phase::Auth, Reason::AuthFailed);
+    assert_eq!(report.auth_reply_code, Some(535));
+}
+
+/// XOAUTH2 reads its token file on every probe: a rotated token works without a reload,
+/// and a stale one fails with auth_failed after the error challenge.
+#[tokio::test]
+async fn xoauth2_reads_the_token_file_on_every_probe() {
+    let pki = TestPki::new();
+    let behaviour = Behaviour { auth_mechanisms: vec!["PLAIN", "XOAUTH2"], ..Behaviour::default() };
+    let token = behaviour.xoauth2_token.clone();
+    let server = FakeSmtp::start(behaviour, &pki).await;
+    let token_file = pki.ca_file.with_file_name("token");
+    std::fs::write(&token_file, "token-1\n").unwrap();
+    let module = format!(
+        "tls: starttls_required\ntls_config: {{ ca_file: {} }}\nauth: {{ username: probe@example.test, token_file: {} }}",
+        pki.ca_file.display(),
+        token_file.display()
+    );
+    let spec = spec(&module, server.port());
+    let report = probe::run(&spec).await;
+    assert!(report.success(), "{:?}", report.failure);
+
+    *token.lock().unwrap() = "token-2".into();
+    let report = probe::run(&spec).await;
+    assert_failed(&report, Phase::Auth, Reason::AuthFailed);
+    assert_eq!(report.auth_reply_code, Some(535));
+
+    std::fs::write(&token_file, "token-2\n").unwrap();
+    let report = probe::run(&spec).await;
+    assert!(report.success(), "rotated token: {:?}", report.failure);
+
+    std::fs::remove_file(&token_file).unwrap();
+    let report = probe::run(&spec).await;
+    assert_failed(&report, Phase::Auth, Reason::AuthCredentials);
+}
+
+#[tokio::test]
+async fn a_421_anywhere_is_reply_4xx_in_its_phase() {
+    let behaviour =
+        Behaviour { ehlo_reply_override: Some("421 4.3.2 shutting down".into()), ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls").await;
+    assert_failed(&report, Phase::Ehlo, Reason::Reply4xx);
+
+    let behaviour =
+        Behaviour { starttls_reply_override: Some("421 4.3.2 shutting down".into()), ..Behaviour::default() };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls_required").await;
+    assert_failed(&report, Phase::Starttls, Reason::Reply4xx);
+
+    let behaviour =
+        Behaviour { auth_reply_override: Some("421 4.3.2 shutting down".into()), ..Behaviour::default() };
+    let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {{ca}} }}\n{CREDS}");
+    let (report, _server, _pki) = probe_with(behaviour, &module).await;
+    assert_failed(&report, Phase::Auth, Reason::Reply4xx);
+}
+
+#[tokio::test]
+async fn starttls_refused_with_454_is_reply_4xx() {
+    let behaviour = Behaviour {
+        starttls_reply_override: Some("454 4.7.0 TLS not available".into()),
+        ..Behaviour::default()
+    };
+    let (report, _server, _pki) = probe_with(behaviour, "tls: starttls_required").await;
+    assert_failed(&report, Phase::Starttls, Reason::Reply4xx);
 }

@@ -28,8 +28,21 @@ fn new_ca(name: &str) -> (CertificateParams, KeyPair, String) {
     (params, key, cert.pem())
 }
 
+/// How the server certificate is made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Leaf {
+    /// Valid for localhost and 127.0.0.1, for many years.
+    Good,
+    /// Valid names, but expired in 2021.
+    Expired,
+}
+
 impl TestPki {
     pub fn new() -> TestPki {
+        TestPki::with_leaf(Leaf::Good)
+    }
+
+    pub fn with_leaf(kind: Leaf) -> TestPki {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "smtp-exporter-test-{}-{}",
@@ -45,6 +58,10 @@ impl TestPki {
         let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .expect("leaf params");
         leaf_params.distinguished_name.push(DnType::CommonName, "localhost");
+        if kind == Leaf::Expired {
+            leaf_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            leaf_params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
 
         let ca_file = dir.join("ca.pem");

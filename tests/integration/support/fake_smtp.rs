@@ -48,6 +48,13 @@ pub struct Behaviour {
     pub auth_reply_override: Option<String>,
     /// Reply to EHLO with this instead of the capability list (e.g. "502 no EHLO").
     pub ehlo_reply_override: Option<String>,
+    /// Reply to STARTTLS with this instead of 220 (e.g. "421 shutting down").
+    pub starttls_reply_override: Option<String>,
+    /// The accepted XOAUTH2 bearer token; shared, so a test can rotate it.
+    pub xoauth2_token: Arc<Mutex<String>>,
+    /// On implicit TLS, answer the ClientHello with a `protocol_version` alert, as a
+    /// server that only speaks TLS 1.0 does.
+    pub tls_protocol_version_alert: bool,
     /// End lines with a bare LF.
     pub bare_lf: bool,
 }
@@ -69,6 +76,9 @@ impl Default for Behaviour {
             password: "correct horse".into(),
             auth_reply_override: None,
             ehlo_reply_override: None,
+            starttls_reply_override: None,
+            xoauth2_token: Arc::new(Mutex::new("token-1".into())),
+            tls_protocol_version_alert: false,
             bare_lf: false,
         }
     }
@@ -157,6 +167,13 @@ where
     let mut seen = Observed::default();
     let mut stream: Box<dyn Io> = Box::new(stream);
     let mut tls = false;
+    if b.tls_protocol_version_alert {
+        let mut hello = [0u8; 512];
+        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut hello).await;
+        // A TLS 1.0 record carrying a fatal alert, protocol_version (70).
+        let _ = stream.write_all(&[0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46]).await;
+        return seen;
+    }
     if b.implicit_tls {
         match acceptor.accept(stream).await {
             Ok(s) => stream = Box::new(s),
@@ -227,6 +244,9 @@ where
                 }
             },
             "HELO" => format!("250 fake.example.test{eol}"),
+            "STARTTLS" if b.starttls && !tls && b.starttls_reply_override.is_some() => {
+                format!("{}{eol}", b.starttls_reply_override.clone().unwrap_or_default())
+            }
             "STARTTLS" if b.starttls && !tls => {
                 let mut inner = reader.into_inner();
                 let mut out = format!("220 2.0.0 Ready to start TLS{eol}").into_bytes();
@@ -265,6 +285,49 @@ where
                             ok &= answer.trim_end() == B64.encode(want.as_bytes());
                         }
                         ok
+                    }
+                    Some("CRAM-MD5") => {
+                        let challenge = "<12345.67890@fake.example.test>";
+                        let w = reader.get_mut();
+                        if w.write_all(format!("334 {}{eol}", B64.encode(challenge)).as_bytes())
+                            .await
+                            .is_err()
+                        {
+                            return seen;
+                        }
+                        let mut answer = String::new();
+                        if reader.read_line(&mut answer).await.unwrap_or(0) == 0 {
+                            return seen;
+                        }
+                        seen.lines.push(answer.trim_end().to_owned());
+                        let decoded = String::from_utf8(B64.decode(answer.trim_end()).unwrap_or_default())
+                            .unwrap_or_default();
+                        use hmac::{KeyInit, Mac};
+                        let mut mac = hmac::Hmac::<md5::Md5>::new_from_slice(b.password.as_bytes()).unwrap();
+                        mac.update(challenge.as_bytes());
+                        let digest: String =
+                            mac.finalize().into_bytes().iter().map(|x| format!("{x:02x}")).collect();
+                        decoded == format!("{} {digest}", b.username)
+                    }
+                    Some("XOAUTH2") => {
+                        let payload = line.split_whitespace().nth(2).unwrap_or("");
+                        let token = b.xoauth2_token.lock().unwrap().clone();
+                        let expected =
+                            B64.encode(format!("user={}\x01auth=Bearer {token}\x01\x01", b.username));
+                        if payload != expected {
+                            // The RFC 7628-style error challenge, then the final reply.
+                            let err = B64.encode(r#"{"status":"401","schemes":"bearer"}"#);
+                            let w = reader.get_mut();
+                            if w.write_all(format!("334 {err}{eol}").as_bytes()).await.is_err() {
+                                return seen;
+                            }
+                            let mut empty = String::new();
+                            if reader.read_line(&mut empty).await.unwrap_or(0) == 0 {
+                                return seen;
+                            }
+                            seen.lines.push(empty.trim_end().to_owned());
+                        }
+                        payload == expected
                     }
                     _ => {
                         let w = reader.get_mut();
