@@ -66,8 +66,12 @@ pub async fn run(
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let state = Arc::new(http::State { exporter: exporter.clone(), reload: reload_tx });
-    let server = tokio::spawn(http::serve(listener, state, async {
+    let state = Arc::new(http::State {
+        exporter: exporter.clone(),
+        reload: reload_tx,
+        config: std::sync::RwLock::new(Arc::new(config)),
+    });
+    let server = tokio::spawn(http::serve(listener, state.clone(), async {
         let _ = http_stopped.await;
     }));
 
@@ -77,10 +81,10 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(answer) = reload_rx.recv() => {
-                let _ = answer.send(reload(&source, &mut scheduler, &exporter));
+                let _ = answer.send(reload(&source, &mut scheduler, &state));
             }
             Some(()) = hangups.recv() => {
-                let _ = reload(&source, &mut scheduler, &exporter);
+                let _ = reload(&source, &mut scheduler, &state);
             }
         }
     }
@@ -92,12 +96,15 @@ pub async fn run(
 }
 
 /// Loads the configuration again and applies it, or keeps the old one.
-fn reload(source: &ConfigSource, scheduler: &mut Scheduler, exporter: &Exporter) -> Result<(), String> {
+fn reload(source: &ConfigSource, scheduler: &mut Scheduler, state: &http::State) -> Result<(), String> {
+    let exporter = &state.exporter;
     match source.load() {
         Ok(config) => {
             scheduler.apply(&config);
             exporter.config_loaded(true);
-            tracing::info!(specs = config.specs.len(), "configuration reloaded");
+            let specs = config.specs.len();
+            *state.config.write().expect("config lock") = Arc::new(config);
+            tracing::info!(specs, "configuration reloaded");
             Ok(())
         }
         Err(e) => {

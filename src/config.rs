@@ -56,6 +56,29 @@ struct RawConfig {
     modules: BTreeMap<String, RawModule>,
     #[serde(default)]
     targets: Vec<RawTarget>,
+    #[serde(default)]
+    probe_endpoint: RawProbeEndpoint,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbeEndpoint {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    allow_any_target: bool,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+}
+
+impl Default for RawProbeEndpoint {
+    fn default() -> Self {
+        RawProbeEndpoint { enabled: true, allow_any_target: false, allowed_hosts: Vec::new() }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -336,6 +359,79 @@ pub struct Config {
     pub max_concurrency: usize,
     pub modules: BTreeMap<String, Arc<Module>>,
     pub specs: Vec<ProbeSpec>,
+    pub probe_endpoint: ProbeEndpoint,
+}
+
+/// Who `/probe` may probe. An open prober lets anyone who reaches the exporter make it
+/// connect anywhere (a port scanner inside your network), so by default only hosts that
+/// the configuration already names are allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeEndpoint {
+    pub enabled: bool,
+    pub allow_any_target: bool,
+    /// Hosts allowed besides the configured targets' hosts; `*.example.com` allows every
+    /// name below example.com.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Config {
+    /// Whether `/probe` may probe `host`.
+    pub fn probe_allowed(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let endpoint = &self.probe_endpoint;
+        endpoint.allow_any_target
+            || self.specs.iter().any(|s| s.host.eq_ignore_ascii_case(&host))
+            || endpoint.allowed_hosts.iter().any(|pattern| {
+                let pattern = pattern.to_ascii_lowercase();
+                match pattern.strip_prefix("*.") {
+                    Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                    None => pattern == host,
+                }
+            })
+    }
+
+    /// A spec for one on-demand probe of `host:port` with module `module_name`, its
+    /// deadline shortened to `timeout` when that is sooner than the module's.
+    pub fn adhoc_spec(
+        &self,
+        host: &str,
+        port: u16,
+        module_name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ProbeSpec, String> {
+        let module = self.modules.get(module_name).ok_or_else(|| {
+            let known: Vec<&str> = self.modules.keys().map(String::as_str).collect();
+            format!("unknown module {module_name:?} (defined: {})", known.join(", "))
+        })?;
+        if port == 0 {
+            return Err("port must be between 1 and 65535".into());
+        }
+        let mut module = Module::clone(module);
+        if let Some(t) = timeout {
+            module.timeout = module.timeout.min(t);
+            module.phase_timeout = module.phase_timeout.min(module.timeout);
+        }
+        let server_name = match module.tls_mode {
+            TlsMode::None => None,
+            _ => {
+                let wanted = module.server_name.clone().unwrap_or_else(|| host.to_owned());
+                Some(
+                    ServerName::try_from(wanted.clone())
+                        .map_err(|_| format!("{wanted:?} is not a valid host name"))?,
+                )
+            }
+        };
+        Ok(ProbeSpec {
+            target: host.to_owned(),
+            host: host.to_owned(),
+            port,
+            module_name: module_name.to_owned(),
+            module: Arc::new(module),
+            interval: Duration::from_secs(3600),
+            server_name,
+            expect: Arc::new(Expectations::default()),
+        })
+    }
 }
 
 /// A configuration error, with where it came from.
@@ -475,7 +571,18 @@ fn validate(raw: RawConfig) -> Result<Config, String> {
             });
         }
     }
-    Ok(Config { max_concurrency, modules, specs })
+    let endpoint = raw.probe_endpoint;
+    if let Some(bad) =
+        endpoint.allowed_hosts.iter().find(|h| h.trim().is_empty() || h.contains(char::is_whitespace))
+    {
+        return Err(format!("probe_endpoint.allowed_hosts: {bad:?} is not a host name or pattern"));
+    }
+    let probe_endpoint = ProbeEndpoint {
+        enabled: endpoint.enabled,
+        allow_any_target: endpoint.allow_any_target,
+        allowed_hosts: endpoint.allowed_hosts,
+    };
+    Ok(Config { max_concurrency, modules, specs, probe_endpoint })
 }
 
 fn validate_module(raw: RawModule) -> Result<Module, String> {
@@ -707,7 +814,7 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             (
                 "targets: []\nbogus: 1\n",
-                "test.yml: unknown field `bogus`, expected one of `interval`, `max_concurrency`, `modules`, `targets` at line 2 column 1",
+                "test.yml: unknown field `bogus`, expected one of `interval`, `max_concurrency`, `modules`, `targets`, `probe_endpoint` at line 2 column 1",
             ),
             (
                 &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 25, module: relay }}]\n    expect: {{ cert_names: [\"not a name\"] }}\n"),

@@ -1,4 +1,4 @@
-//! The HTTP server: `/metrics`, `/`, `/-/healthy`, `/-/ready` and `/-/reload`.
+//! The HTTP server: `/metrics`, `/probe`, `/`, `/-/healthy`, `/-/ready` and `/-/reload`.
 //!
 //! Last stop of the data flow. hyper 1, HTTP/1.1 only, with a header read timeout so a
 //! client that never finishes its request cannot hold a connection forever, and a cap on
@@ -20,7 +20,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::metrics::Exporter;
+use crate::config::Config;
+use crate::metrics::{self, Exporter};
+use crate::probe;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,10 +32,15 @@ const MAX_CONNECTIONS: usize = 256;
 /// A reload request: the answer comes back on the oneshot.
 pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
 
+/// Time kept back from Prometheus' scrape timeout for encoding and transfer.
+const SCRAPE_TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
+
 /// What handlers need.
 pub struct State {
     pub exporter: Arc<Exporter>,
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// The configuration in force; `app` swaps it on reload.
+    pub config: std::sync::RwLock<Arc<Config>>,
 }
 
 type Body = Full<Bytes>;
@@ -87,6 +94,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             let body = state.exporter.render();
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
         }
+        "/probe" if read_only => probe_once(state, &req).await,
         "/" if read_only => respond(StatusCode::OK, "text/html; charset=utf-8", LANDING_PAGE),
         "/-/healthy" if read_only => text(StatusCode::OK, "Healthy.\n"),
         "/-/ready" if read_only => {
@@ -100,10 +108,115 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             }
         }
         "/-/reload" if method == Method::POST || method == Method::PUT => reload(state).await,
-        "/metrics" | "/" | "/-/healthy" | "/-/ready" => method_not_allowed("GET, HEAD"),
+        "/metrics" | "/probe" | "/" | "/-/healthy" | "/-/ready" => method_not_allowed("GET, HEAD"),
         "/-/reload" => method_not_allowed("POST, PUT"),
         _ => text(StatusCode::NOT_FOUND, "Not found. See / for the available pages.\n"),
     }
+}
+
+/// `/probe?target=HOST:PORT&module=NAME`: one probe now, answered with its series only.
+async fn probe_once(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    let config = state.config.read().expect("config lock").clone();
+    if !config.probe_endpoint.enabled {
+        return text(
+            StatusCode::NOT_FOUND,
+            "The /probe endpoint is disabled (probe_endpoint.enabled: false).\n",
+        );
+    }
+    let params = query_params(req.uri().query().unwrap_or(""));
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let Some(module) = param("module") else {
+        return text(StatusCode::BAD_REQUEST, "module parameter is missing\n");
+    };
+    let Some(target) = param("target") else {
+        return text(StatusCode::BAD_REQUEST, "target parameter is missing (target=HOST:PORT)\n");
+    };
+    let (host, port) = match split_target(target) {
+        Ok(hp) => hp,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("target {target:?}: {e}\n")),
+    };
+    if !config.probe_allowed(&host) {
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!("target host {host:?} is not allowed: list it under targets or probe_endpoint.allowed_hosts\n"),
+        );
+    }
+    let scrape_timeout = req
+        .headers()
+        .get("X-Prometheus-Scrape-Timeout-Seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(|t| {
+            Duration::from_secs_f64(t).saturating_sub(SCRAPE_TIMEOUT_MARGIN).max(Duration::from_millis(100))
+        });
+    let spec = match config.adhoc_spec(&host, port, module, scrape_timeout) {
+        Ok(spec) => spec,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+    };
+    let report = probe::run(&spec).await;
+    if let Some(f) = &report.failure {
+        tracing::debug!(target = %host, port, module, phase = f.phase.as_str(), reason = f.reason.as_str(), detail = %f.detail, "on-demand probe failed");
+    }
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        metrics::render_single(&spec.key(), report),
+    )
+}
+
+/// Splits `HOST:PORT` (`[v6]:PORT` for IPv6 literals).
+fn split_target(target: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
+        let (host, port) = rest.split_once("]:").ok_or("use [IPv6]:PORT for IPv6 addresses")?;
+        (host, port)
+    } else {
+        let (host, port) = target.rsplit_once(':').ok_or("the port is missing (HOST:PORT)")?;
+        if host.contains(':') {
+            return Err("use [IPv6]:PORT for IPv6 addresses".into());
+        }
+        (host, port)
+    };
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@') {
+        return Err("not a host name or address".into());
+    }
+    let port: u16 =
+        port.parse().ok().filter(|p| *p != 0).ok_or("the port is not a number from 1 to 65535")?;
+    Ok((host.to_owned(), port))
+}
+
+/// Decodes `a=b&c=d` with percent-escapes and `+` as space.
+fn query_params(query: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(pair), String::new()),
+        })
+        .collect()
 }
 
 async fn reload(state: &State) -> Response<Body> {
@@ -148,9 +261,37 @@ const LANDING_PAGE: &str = r#"<!DOCTYPE html>
 <p>Probes SMTP servers on every configured port and times each phase of the session.</p>
 <ul>
 <li><a href="/metrics">Metrics</a></li>
+<li><a href="/probe">/probe?target=HOST:PORT&amp;module=NAME</a>: one probe now, for the multi-target pattern</li>
 <li><a href="/-/healthy">Health</a></li>
 <li><a href="/-/ready">Readiness</a></li>
 </ul>
 </body>
 </html>
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(split_target("mx.example.com:25").unwrap(), ("mx.example.com".into(), 25));
+        assert_eq!(split_target("[2001:db8::1]:465").unwrap(), ("2001:db8::1".into(), 465));
+        assert_eq!(split_target("192.0.2.1:587").unwrap(), ("192.0.2.1".into(), 587));
+        assert!(split_target("mx.example.com").unwrap_err().contains("port is missing"));
+        assert!(split_target("mx:0").is_err());
+        assert!(split_target("mx:99999").is_err());
+        assert!(split_target(":25").is_err());
+        assert!(split_target("user@mx:25").is_err());
+        assert!(split_target("2001:db8::1:25").is_err(), "bare IPv6 needs brackets");
+    }
+
+    #[test]
+    fn query_decoding() {
+        let p = query_params("target=mx.example.com%3A25&module=relay+x&flag&bad=%zz%4");
+        assert_eq!(p[0], ("target".into(), "mx.example.com:25".into()));
+        assert_eq!(p[1], ("module".into(), "relay x".into()));
+        assert_eq!(p[2], ("flag".into(), "".into()));
+        assert_eq!(p[3], ("bad".into(), "%zz%4".into()));
+    }
+}

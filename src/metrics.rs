@@ -84,8 +84,15 @@ impl Store {
     }
 }
 
-/// Where a family's values come from, for its HELP text.
-const SCHEDULED: &str = "(from the last scheduled probe)";
+/// Where the reports a collector shows come from; it decides the HELP wording and
+/// whether the counters are shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The scheduler's latest report per spec (`/metrics`).
+    Scheduled,
+    /// One probe made for this request (`/probe`); no counters.
+    OnDemand,
+}
 
 /// One metric family the collector emits.
 struct Family {
@@ -124,15 +131,20 @@ pub const AUTH_MECHANISMS: [&str; 10] = [
     "NTLM",
 ];
 
-fn families() -> Vec<Family> {
+fn families(source: Source) -> Vec<Family> {
     use MetricType::{COUNTER, GAUGE};
     let f = |name, help: &str, kind, extra_labels| Family {
         name,
-        help: help.replace("{src}", SCHEDULED),
+        help: match source {
+            Source::Scheduled => help.replace("{src}", "(from the last scheduled probe)"),
+            Source::OnDemand => {
+                help.replace("{src}", "(from this probe)").replace("the last scheduled probe", "this probe")
+            }
+        },
         kind,
         extra_labels,
     };
-    vec![
+    let all = vec![
         f("smtp_probe_success", "1 if every phase of the module succeeded, else 0 {src}.", GAUGE, &[]),
         f("smtp_probe_duration_seconds", "Duration of the whole probe {src}.", GAUGE, &[]),
         f("smtp_probe_phase_duration_seconds", "Duration of each phase that ran {src}; a failed phase is included.", GAUGE, &["phase"]),
@@ -159,7 +171,11 @@ fn families() -> Vec<Family> {
         f("smtp_ehlo_size_limit_bytes", "Message size limit from the SIZE extension (0: no fixed limit), in the plain or TLS session {src}.", GAUGE, &["session"]),
         f("smtp_probes_total", "Scheduled probes completed since the exporter started.", COUNTER, &[]),
         f("smtp_probe_failures_total", "Scheduled probes that failed since the exporter started, by reason.", COUNTER, &["reason"]),
-    ]
+    ];
+    match source {
+        Source::Scheduled => all,
+        Source::OnDemand => all.into_iter().filter(|f| f.kind != COUNTER).collect(),
+    }
 }
 
 /// The collector over the store. Registered once; it reads the store on every scrape.
@@ -172,8 +188,8 @@ pub struct ProbeCollector {
 }
 
 impl ProbeCollector {
-    pub fn new(store: Arc<Store>) -> ProbeCollector {
-        let families = families();
+    pub fn new(store: Arc<Store>, source: Source) -> ProbeCollector {
+        let families = families(source);
         let descs = families
             .iter()
             .map(|f| {
@@ -339,6 +355,9 @@ impl Collector for ProbeCollector {
             let port = key.port.to_string();
             let base = [label("target", &key.target), label("port", &port), label("module", &key.module)];
             record_report(&mut out, &base, report);
+            if !out.index.contains_key("smtp_probes_total") {
+                continue;
+            }
             out.push("smtp_probes_total", &base, &[], state.probes_total as f64);
             for (reason, count) in &state.failures_total {
                 out.push("smtp_probe_failures_total", &base, &[("reason", reason.as_str())], *count as f64);
@@ -395,7 +414,9 @@ pub struct Exporter {
 impl Exporter {
     pub fn new(store: Arc<Store>) -> Exporter {
         let registry = Registry::new();
-        registry.register(Box::new(ProbeCollector::new(store.clone()))).expect("register probe collector");
+        registry
+            .register(Box::new(ProbeCollector::new(store.clone(), Source::Scheduled)))
+            .expect("register probe collector");
 
         let build_info = prometheus::IntGaugeVec::new(
             prometheus::Opts::new(
@@ -451,4 +472,15 @@ impl Exporter {
             .expect("text encoding into a Vec cannot fail");
         out
     }
+}
+
+/// The exposition of one on-demand probe (`/probe`): only that probe's series.
+pub fn render_single(key: &SpecKey, report: ProbeReport) -> Vec<u8> {
+    let store = Arc::new(Store::new());
+    store.reconcile(std::slice::from_ref(key));
+    store.record(key, report);
+    let collector = ProbeCollector::new(store, Source::OnDemand);
+    let mut out = Vec::with_capacity(4096);
+    TextEncoder::new().encode(&collector.collect(), &mut out).expect("text encoding into a Vec cannot fail");
+    out
 }

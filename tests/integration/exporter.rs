@@ -258,3 +258,64 @@ async fn reload_applies_good_configs_and_keeps_the_old_one_on_errors() {
     assert_eq!(find(&m, "smtp_probe_success", &[("target", "good")]).len(), 1);
     exporter.stop().await;
 }
+
+/// A GET with extra headers; returns (status, body).
+async fn http_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    raw_response(stream).await
+}
+
+#[tokio::test]
+async fn probe_endpoint_runs_one_probe_and_answers_with_its_series_only() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let slow =
+        FakeSmtp::start(Behaviour { greeting_delay: Duration::from_secs(5), ..Behaviour::default() }, &pki)
+            .await;
+    let password_file = pki.ca_file.with_file_name("password");
+    std::fs::write(&password_file, "correct horse").unwrap();
+    let config = write_config(&pki, "config.yml", server.port(), 0, &password_file, false);
+    let exporter = Running::start(&config).await;
+    exporter.wait_ready().await;
+
+    let path = format!("/probe?target=127.0.0.1:{}&module=submission", server.port());
+    let (status, body) = http(exporter.addr, "GET", &path).await;
+    assert_eq!(status, 200, "{body}");
+    let m = parse_exposition(&body);
+    let port = server.port().to_string();
+    let labels = [("target", "127.0.0.1"), ("port", port.as_str()), ("module", "submission")];
+    assert_eq!(value(&m, "smtp_probe_success", &labels), 1.0);
+    assert_eq!(find(&m, "smtp_probe_phase_duration_seconds", &labels).len(), 9);
+    assert!(find(&m, "smtp_probes_total", &[]).is_empty(), "no counters for an on-demand probe");
+    assert!(find(&m, "smtp_probe_success", &[("target", "good")]).is_empty(), "only this probe's series");
+    assert!(body.contains("(from this probe)"));
+    assert!(!body.contains("scheduled"));
+
+    // Prometheus' scrape timeout, less a margin, caps the probe: 1.5 s - 0.5 s.
+    let started = std::time::Instant::now();
+    let path = format!("/probe?target=127.0.0.1:{}&module=relay", slow.port());
+    let (status, body) =
+        http_with(exporter.addr, &path, "X-Prometheus-Scrape-Timeout-Seconds: 1.5\r\n").await;
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    let m = parse_exposition(&body);
+    assert_eq!(value(&m, "smtp_probe_failure_info", &[("phase", "banner"), ("reason", "timeout")]), 1.0);
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(1500), "took {took:?}");
+
+    for (path, status, needle) in [
+        ("/probe?target=127.0.0.1:25&module=nope".to_owned(), 400, "unknown module \"nope\""),
+        ("/probe?target=127.0.0.1&module=relay".to_owned(), 400, "the port is missing"),
+        ("/probe?module=relay".to_owned(), 400, "target parameter is missing"),
+        ("/probe?target=127.0.0.1:25".to_owned(), 400, "module parameter is missing"),
+        ("/probe?target=10.1.2.3:25&module=relay".to_owned(), 403, "is not allowed"),
+        ("/probe?target=localhost:25&module=relay".to_owned(), 403, "is not allowed"),
+    ] {
+        let (got, body) = http(exporter.addr, "GET", &path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body.contains(needle), "{path}: {body}");
+        assert_eq!(body.lines().count(), 1, "one-line reason: {body}");
+    }
+    exporter.stop().await;
+}
