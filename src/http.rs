@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::config::Config;
 use crate::metrics::{self, Exporter};
 use crate::probe;
+use crate::status;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,7 +96,9 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
             respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
         }
         "/probe" if read_only => probe_once(state, &req).await,
-        "/" if read_only => respond(StatusCode::OK, "text/html; charset=utf-8", LANDING_PAGE),
+        "/" if read_only => {
+            respond(StatusCode::OK, "text/html; charset=utf-8", status::render(&state.exporter.store))
+        }
         "/-/healthy" if read_only => text(StatusCode::OK, "Healthy.\n"),
         "/-/ready" if read_only => {
             if state.exporter.store.all_probed() {
@@ -252,22 +255,6 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
     resp
 }
-
-const LANDING_PAGE: &str = r#"<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>SMTP Exporter</title></head>
-<body>
-<h1>SMTP Exporter</h1>
-<p>Probes SMTP servers on every configured port and times each phase of the session.</p>
-<ul>
-<li><a href="/metrics">Metrics</a></li>
-<li><a href="/probe">/probe?target=HOST:PORT&amp;module=NAME</a>: one probe now, for the multi-target pattern</li>
-<li><a href="/-/healthy">Health</a></li>
-<li><a href="/-/ready">Readiness</a></li>
-</ul>
-</body>
-</html>
-"#;
 
 #[cfg(test)]
 mod tests {

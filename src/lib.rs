@@ -8,7 +8,7 @@
 //!   → scheduler   each probe spec on its own stable, spread-out interval; bounded concurrency
 //!     → probe     one SMTP session, phase by phase → ProbeReport (plain data)
 //!       → metrics the latest report per spec; series are built on scrape
-//!         → http  /metrics, /, /-/healthy, /-/ready, /-/reload
+//!         → http  /metrics, /probe, / (status page), /-/healthy, /-/ready, /-/reload
 //! ```
 //!
 //! `app` wires these together and handles reloads; `logging` sets up tracing; `check` is
@@ -22,3 +22,4 @@ pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod scheduler;
+pub mod status;

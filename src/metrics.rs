@@ -77,10 +77,11 @@ impl Store {
         self.specs.read().expect("metrics store lock").values().all(|s| s.last.is_some())
     }
 
-    /// The latest report of every spec that has one, in label order.
-    pub fn latest(&self) -> Vec<(SpecKey, Arc<ProbeReport>)> {
+    /// Every configured spec with its latest report (`None` before the first probe), in
+    /// label order.
+    pub fn snapshot(&self) -> Vec<(SpecKey, Option<Arc<ProbeReport>>)> {
         let specs = self.specs.read().expect("metrics store lock");
-        specs.iter().filter_map(|(k, s)| s.last.clone().map(|r| (k.clone(), r))).collect()
+        specs.iter().map(|(k, s)| (k.clone(), s.last.clone())).collect()
     }
 }
 

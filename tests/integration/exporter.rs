@@ -319,3 +319,34 @@ async fn probe_endpoint_runs_one_probe_and_answers_with_its_series_only() {
     }
     exporter.stop().await;
 }
+
+#[tokio::test]
+async fn status_page_lists_every_spec_and_escapes_what_it_shows() {
+    let pki = TestPki::new();
+    // A hostile server: markup in its greeting ends up in the failure detail.
+    let hostile =
+        Behaviour { greeting: b"554 <script>alert(1)</script>\r\n".to_vec(), ..Behaviour::default() };
+    let server = FakeSmtp::start(hostile, &pki).await;
+    let refused = free_port();
+    let yaml = format!(
+        "modules:\n  relay: {{ tls: starttls, timeout: 5s }}\ntargets:\n  - name: \"<b>bold</b>\"\n    host: 127.0.0.1\n    ports: [{{ port: {}, module: relay }}, {{ port: {refused}, module: relay }}]\n",
+        server.port()
+    );
+    let config = pki.ca_file.with_file_name("status.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let exporter = Running::start(&config).await;
+    exporter.wait_ready().await;
+    let (status, body) = http(exporter.addr, "GET", "/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<meta http-equiv=\"refresh\""));
+    assert!(body.contains("href=\"/metrics\""));
+    assert_eq!(body.matches("<tr class=\"spec\"").count(), 2);
+    assert!(body.contains(&format!("data-port=\"{refused}\"")));
+    assert!(body.contains("data-state=\"refused\""));
+    assert!(body.contains("data-reason=\"reply_5xx\""));
+    assert!(body.contains("&lt;b&gt;bold&lt;/b&gt;"));
+    assert!(!body.contains("<b>bold"), "configured names are escaped");
+    assert!(!body.contains("<script>"), "server text is escaped");
+    assert!(body.contains("id=\"count-failing\">2 failing"));
+    exporter.stop().await;
+}

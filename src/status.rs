@@ -1,0 +1,208 @@
+//! The status page at `/`: every target × port at a glance, for a person.
+//!
+//! Beside `metrics`, at the same stop of the data flow: it reads the latest reports from
+//! the `Store` and renders plain HTML (no script; the page reloads itself with a meta
+//! refresh). Everything that comes from configuration or from a server is escaped.
+//! Rows are compact and the header sticks, so the page stays usable with 1,000 specs.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use crate::config::SpecKey;
+use crate::metrics::Store;
+use crate::probe::{Phase, PortState, ProbeReport};
+
+/// Seconds between automatic reloads of the page.
+const REFRESH_SECONDS: u32 = 30;
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn phase_colour(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Resolve => "#9e9e9e",
+        Phase::Connect => "#5c6bc0",
+        Phase::Banner => "#26a69a",
+        Phase::Ehlo => "#66bb6a",
+        Phase::Starttls => "#ffa726",
+        Phase::TlsHandshake => "#ef5350",
+        Phase::EhloTls => "#ab47bc",
+        Phase::Auth => "#8d6e63",
+        Phase::Quit => "#78909c",
+    }
+}
+
+fn age(report: &ProbeReport, now: SystemTime) -> String {
+    match now.duration_since(report.started_at) {
+        Ok(d) if d.as_secs() < 120 => format!("{} s", d.as_secs()),
+        Ok(d) if d.as_secs() < 7200 => format!("{} min", d.as_secs() / 60),
+        Ok(d) => format!("{} h", d.as_secs() / 3600),
+        Err(_) => "0 s".to_owned(),
+    }
+}
+
+fn cert_days(report: &ProbeReport, now: SystemTime) -> Option<i64> {
+    let not_after = report.tls.as_ref()?.leaf_not_after?;
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs() as i64;
+    Some((not_after - now).div_euclid(86_400))
+}
+
+/// A stacked bar of the phases, widths proportional to their share of the probe.
+fn bar(report: &ProbeReport) -> String {
+    let total: f64 = report.phases.iter().map(|(_, d)| d.as_secs_f64()).sum();
+    let mut html = String::from("<span class=\"bar\">");
+    for (phase, d) in &report.phases {
+        let share = if total > 0.0 { d.as_secs_f64() / total * 100.0 } else { 0.0 };
+        let _ = write!(
+            html,
+            "<span class=\"seg\" data-phase=\"{p}\" style=\"width:{share:.2}%;background:{c}\" title=\"{p}: {ms:.2} ms\"></span>",
+            p = phase.as_str(),
+            c = phase_colour(*phase),
+            ms = d.as_secs_f64() * 1e3
+        );
+    }
+    html.push_str("</span>");
+    html
+}
+
+/// Renders the whole page.
+pub fn render(store: &Store) -> String {
+    let now = SystemTime::now();
+    let specs = store.snapshot();
+    let probed: Vec<&(SpecKey, Option<std::sync::Arc<ProbeReport>>)> = specs.iter().collect();
+    let ok = probed.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| r.success())).count();
+    let failing = probed.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| !r.success())).count();
+    let pending = probed.len() - ok - failing;
+
+    let mut html = String::with_capacity(4096 + specs.len() * 600);
+    let _ = write!(
+        html,
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>SMTP Exporter</title>
+<style>
+body {{ font: 13px/1.35 system-ui, sans-serif; margin: 0 1rem 2rem; color: #222; }}
+h1 {{ font-size: 1.3rem; margin: .8rem 0 .3rem; }}
+nav a {{ margin-right: 1rem; }}
+.summary span {{ margin-right: 1.2rem; }}
+table {{ border-collapse: collapse; width: 100%; margin-top: .6rem; }}
+th, td {{ padding: 2px 6px; border-bottom: 1px solid #e4e4e4; text-align: left; white-space: nowrap; }}
+th {{ position: sticky; top: 0; background: #f4f4f4; z-index: 1; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+td.reason {{ white-space: normal; max-width: 32rem; }}
+.state {{ display: inline-block; min-width: 6.5rem; padding: 0 4px; border-radius: 3px; color: #fff; }}
+.state-open {{ background: #2e7d32; }} .state-open.failing {{ background: #ef6c00; }}
+.state-refused, .state-closed_early, .state-silent {{ background: #c62828; }}
+.state-filtered, .state-unreachable, .state-no_route {{ background: #6a1b9a; }}
+.state-unresolved {{ background: #455a64; }} .state-pending {{ background: #9e9e9e; }}
+.bar {{ display: inline-flex; width: 12rem; height: .8rem; background: #eee; vertical-align: middle; }}
+.seg {{ display: block; height: 100%; }}
+.legend span {{ display: inline-block; margin-right: .8rem; }}
+.legend i {{ display: inline-block; width: .8rem; height: .8rem; margin-right: .2rem; vertical-align: middle; }}
+.warn {{ color: #c62828; font-weight: 600; }}
+</style>
+</head>
+<body>
+<h1>SMTP Exporter</h1>
+<nav><a href="/metrics">Metrics</a><a href="/-/healthy">Health</a><a href="/-/ready">Readiness</a><a href="/probe">/probe?target=HOST:PORT&amp;module=NAME</a></nav>
+<p class="summary"><span id="count-total">{total} specs</span><span id="count-ok">{ok} succeeding</span><span id="count-failing">{failing} failing</span><span id="count-pending">{pending} not yet probed</span><span>reloads every {REFRESH_SECONDS} s</span></p>
+<p class="legend">"#,
+        total = probed.len(),
+    );
+    for phase in Phase::ALL {
+        let _ = write!(
+            html,
+            "<span><i style=\"background:{}\"></i>{}</span>",
+            phase_colour(phase),
+            phase.as_str()
+        );
+    }
+    html.push_str(
+        "</p>\n<table id=\"specs\">\n<thead><tr><th>Target</th><th>Port</th><th>Module</th><th>State</th><th>Last probe</th>\
+         <th>Duration</th><th>Phases</th><th>Last failure</th><th>Cert days left</th></tr></thead>\n<tbody>\n",
+    );
+    for (key, report) in &specs {
+        let _ = write!(
+            html,
+            "<tr class=\"spec\" data-target=\"{t}\" data-port=\"{p}\" data-module=\"{m}\"><td>{t}</td><td class=\"num\">{p}</td><td>{m}</td>",
+            t = escape(&key.target),
+            p = key.port,
+            m = escape(&key.module)
+        );
+        let Some(report) = report else {
+            html.push_str("<td><span class=\"state state-pending\" data-state=\"pending\">pending</span></td><td></td><td></td><td></td><td></td><td></td></tr>\n");
+            continue;
+        };
+        let state = report.port_state();
+        let failing = if report.success() { "" } else { " failing" };
+        let _ = write!(
+            html,
+            "<td><span class=\"state state-{s}{failing}\" data-state=\"{s}\" data-success=\"{ok}\">{s}{mark}</span></td>",
+            s = state.as_str(),
+            ok = u8::from(report.success()),
+            mark = if state == PortState::Open && !report.success() { " ✗" } else { "" }
+        );
+        let _ = write!(
+            html,
+            "<td class=\"num\">{}</td><td class=\"num\">{:.1} ms</td><td>{}</td>",
+            age(report, now),
+            report.duration.as_secs_f64() * 1e3,
+            bar(report)
+        );
+        match &report.failure {
+            Some(f) => {
+                let _ = write!(
+                    html,
+                    "<td class=\"reason\" data-reason=\"{r}\" title=\"{d}\">{ph}: {r}</td>",
+                    r = f.reason.as_str(),
+                    ph = f.phase.as_str(),
+                    d = escape(&f.detail)
+                );
+            }
+            None => html.push_str("<td class=\"reason\"></td>"),
+        }
+        match cert_days(report, now) {
+            Some(days) if days < 14 => {
+                let _ = write!(html, "<td class=\"num warn\" data-cert-days=\"{days}\">{days}</td>");
+            }
+            Some(days) => {
+                let _ = write!(html, "<td class=\"num\" data-cert-days=\"{days}\">{days}</td>");
+            }
+            None => html.push_str("<td class=\"num\">–</td>"),
+        }
+        html.push_str("</tr>\n");
+    }
+    html.push_str("</tbody>\n</table>\n</body>\n</html>\n");
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<script>\"x\" & 'y'</script>"),
+            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+    }
+}
