@@ -72,7 +72,8 @@ DC_LOG=$LOG_DIR/dovecot.log
 ENV_FILE=$STATE_DIR/env
 PASSWORD_FILE=$STATE_DIR/auth-password
 
-PACKAGES=(postfix dovecot-core swaks openssl)
+# libnet-ssleay-perl: only a Recommends of swaks, but needed for its TLS options.
+PACKAGES=(postfix dovecot-core swaks libnet-ssleay-perl openssl)
 
 log() { printf 'mta.sh: %s\n' "$*" >&2; }
 die() { printf 'mta.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -98,7 +99,11 @@ ensure_packages() {
     done
     ((${#missing[@]} == 0)) && return 0
 
-    log "installing missing packages: ${missing[*]}"
+    # apt's output goes to a file: package scripts may start services (e.g. the system
+    # Dovecot) that would otherwise hold our stdout/stderr or the lock open for good.
+    mkdir -p "$STATE_DIR"
+    local apt_log=$STATE_DIR/apt.log
+    log "installing missing packages: ${missing[*]} (output in $apt_log)"
     export DEBIAN_FRONTEND=noninteractive
     if ! is_installed postfix; then
         # Do not let the package configure/start a system-wide Postfix on port 25.
@@ -111,13 +116,18 @@ EOF
     for pkg in "${missing[@]}"; do
         has_candidate "$pkg" || need_update=1
     done
-    if ((need_update)); then
-        log "package lists lack some packages; running apt-get update"
-        apt-get update -q
-    fi
-    apt-get install -y -q --no-install-recommends \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-        "${missing[@]}"
+    ((need_update)) && log "package lists lack some packages; running apt-get update first"
+    {
+        if ((need_update)); then
+            apt-get update -q
+        fi
+        apt-get install -y -q --no-install-recommends \
+            -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+            "${missing[@]}"
+    } </dev/null >"$apt_log" 2>&1 9>&- || {
+        tail -n 30 "$apt_log" >&2
+        die "package installation failed (see $apt_log)"
+    }
 }
 
 # ---------------------------------------------------------------------------------------
@@ -396,28 +406,54 @@ wait_gone() { # $1 = pid, $2 = seconds
     return 1
 }
 
+# Pids of all processes in session $1. Both Postfix's master and Dovecot's master call
+# setsid(), so their session id is their own pid and every child they spawn shares it.
+session_pids() {
+    local sid=$1 stat rest
+    local -a fields
+    for stat in /proc/[0-9]*/stat; do
+        { IFS= read -r rest <"$stat"; } 2>/dev/null || continue # process may be gone
+        rest=${rest##*) } # skip "pid (comm) " -- comm may contain spaces
+        read -r -a fields <<<"$rest"
+        # fields: 0 state, 1 ppid, 2 pgrp, 3 session
+        # Zombies are already dead (only not yet reaped by their new parent); skip them.
+        if [[ ${fields[3]:-} == "$sid" && ${fields[0]} != Z ]]; then
+            stat=${stat#/proc/}
+            printf '%s\n' "${stat%/stat}"
+        fi
+    done
+}
+
+# Ask a master process to stop (the command in "$@"), then make sure the master and every
+# process of its session are gone, so that no child keeps a listening socket open.
+stop_session() { # $1 = name, $2 = master pid, $3... = stop command
+    local name=$1 pid=$2 i left
+    shift 2
+    log "stopping private $name (master pid $pid)"
+    "$@" >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    wait_gone "$pid" 15 || log "$name master $pid did not exit in time"
+    for ((i = 0; i < 50; i++)); do
+        left=$(session_pids "$pid")
+        [[ -z $left ]] && return 0
+        sleep 0.1
+    done
+    log "killing leftover $name processes: ${left//$'\n'/ }"
+    # shellcheck disable=SC2086 # word splitting of the pid list is intended
+    kill -KILL $left 2>/dev/null || true
+    sleep 0.2
+    [[ -z $(session_pids "$pid") ]] || die "could not stop $name processes: $(session_pids "$pid")"
+}
+
 stop_postfix() {
     local pid
     pid=$(live_pid "$PF_QUEUE/pid/master.pid" master) || return 0
-    log "stopping private Postfix (master pid $pid)"
-    postfix -c "$PF_CONF" stop >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" 15; then
-        log "Postfix master $pid did not exit; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 5 || die "could not stop Postfix master $pid"
-    fi
+    stop_session Postfix "$pid" postfix -c "$PF_CONF" stop
 }
 
 stop_dovecot() {
     local pid
     pid=$(live_pid "$DC_RUN/master.pid" dovecot) || return 0
-    log "stopping private Dovecot (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" 15; then
-        log "Dovecot $pid did not exit; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 5 || die "could not stop Dovecot $pid"
-    fi
+    stop_session Dovecot "$pid" kill -TERM "$pid"
 }
 
 all_ports() {
@@ -448,6 +484,14 @@ banner_ok() { # $1 = port, $2 = plain|tls
     swaks "${args[@]}" </dev/null >/dev/null 2>&1
 }
 
+# Start failed half-way: show the logs and stop whatever is already running.
+fail_start() {
+    show_logs
+    stop_postfix
+    stop_dovecot
+    die "$@"
+}
+
 show_logs() {
     local f
     for f in "$PF_LOG" "$DC_LOG"; do
@@ -469,8 +513,7 @@ wait_ready() {
         done
         ((${#pending[@]} == 0)) && return 0
         if ((SECONDS >= deadline)); then
-            show_logs
-            die "not ready after ${START_TIMEOUT}s; no 220 banner / socket for: ${pending[*]}"
+            fail_start "not ready after ${START_TIMEOUT}s; no 220 banner / socket for: ${pending[*]}"
         fi
         sleep 0.5
     done
@@ -513,10 +556,14 @@ cmd_start() {
 
     # `postfix check` validates the config and creates the queue directories, including
     # private/ where Dovecot puts the auth socket.
-    postfix -c "$PF_CONF" check || { show_logs; die "postfix check failed"; }
+    postfix -c "$PF_CONF" check || fail_start "postfix check failed"
 
-    dovecot -c "$DC_CONF" || { show_logs; die "dovecot failed to start"; }
-    postfix -c "$PF_CONF" start || { show_logs; die "postfix failed to start"; }
+    # The daemons must not inherit our stdout/stderr (a caller capturing the output through
+    # a pipe would wait for EOF until they exit) nor the lock on fd 9.
+    dovecot -c "$DC_CONF" </dev/null >>"$DC_LOG" 2>&1 9>&- ||
+        fail_start "dovecot failed to start"
+    postfix -c "$PF_CONF" start </dev/null >>"$PF_LOG" 2>&1 9>&- ||
+        fail_start "postfix failed to start"
 
     wait_ready
     write_env_file
@@ -535,7 +582,19 @@ cmd_clean() {
     if [[ -d $STATE_DIR/postfix || -d $STATE_DIR/dovecot || -d $STATE_DIR/pki ]]; then
         rm -rf "$STATE_DIR"
     fi
+    rm -f "$STATE_DIR.lock"
 }
+
+# Serialise concurrent invocations that share a state directory (e.g. parallel test runs).
+take_lock() {
+    mkdir -p "$(dirname "$STATE_DIR")"
+    exec 9>"$STATE_DIR.lock"
+    flock -w 120 9 || die "timed out waiting for the lock $STATE_DIR.lock"
+}
+
+case ${1:-} in
+start | stop | clean) take_lock ;;
+esac
 
 case ${1:-} in
 start) cmd_start ;;
