@@ -198,6 +198,16 @@ pub fn recommend(host: &str, results: &[(ProbeSpec, ProbeReport)]) -> Vec<String
                 .into(),
         );
     }
+    for (spec, report) in results.iter().filter(|(s, r)| r.success() && s.port != 25) {
+        match (spec.module.tls_mode, &report.tls) {
+            (TlsMode::Starttls | TlsMode::None, Some(_)) => {
+                advice.push(format!("Port {} works (STARTTLS).", spec.port))
+            }
+            (TlsMode::Starttls | TlsMode::None, None) => advice
+                .push(format!("Port {} works, but without TLS: do not send passwords over it.", spec.port)),
+            _ => {}
+        }
+    }
     for (spec, report) in results.iter().filter(|(_, r)| !r.success()) {
         let p = spec.port;
         let sentence = match report.port_state() {
@@ -442,6 +452,15 @@ mod tests {
         assert!(advice[1].contains("provider probably blocks outbound port 25"));
         assert!(advice[2].starts_with("Port 2525 refuses connections"));
         assert_eq!(advice.len(), 3);
+    }
+
+    #[test]
+    fn names_working_ports_without_tls() {
+        let results = vec![outcome(2525, None)];
+        let mut results = results;
+        results[0].0 = specs(&args(&["2525:starttls"])).unwrap().remove(0);
+        let advice = recommend("mx", &results);
+        assert_eq!(advice, vec!["Port 2525 works, but without TLS: do not send passwords over it."]);
     }
 
     #[test]
