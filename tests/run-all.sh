@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(postfix dovecot-core prometheus swaks openssl curl ca-certificates iptables iproute2)
+packages=(postfix dovecot-core prometheus swaks openssl curl ca-certificates iptables iproute2 chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,7 @@
 mod exposition;
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -677,6 +678,108 @@ fn check_command_on_postfix(mta: &Mta) -> Check {
     Ok(())
 }
 
+/// Where test artefacts (screenshots) go: target/test-artifacts.
+fn artefact_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// Headless Chromium, started the way this machine needs (no background network).
+fn chromium(args: &[&str]) -> Result<String, String> {
+    let profile = std::env::temp_dir().join(format!("smtpx-chromium-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    let profile_arg = format!("--user-data-dir={}", profile.display());
+    let mut all = vec![
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        profile_arg.as_str(),
+    ];
+    all.extend_from_slice(args);
+    let result = run("chromium", &all);
+    let _ = std::fs::remove_dir_all(&profile);
+    result
+}
+
+/// The status page in a real browser: the DOM has one row per spec with the right state,
+/// a screenshot is kept in target/test-artifacts, and 1,000 specs still render.
+fn status_page_in_chromium(mta: &Mta) -> Check {
+    let (relay, sub, notls) = (mta.get("RELAY_PORT"), mta.get("SUBMISSION_PORT"), mta.get("NOTLS_PORT"));
+    let closed = free_port();
+    let targets = format!(
+        "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {relay}, module: relay }}\n      - {{ port: {sub}, module: submission }}\n      - {{ port: {sub}, module: wrong_password }}\n      - {{ port: {notls}, module: require_starttls }}\n      - {{ port: {closed}, module: relay }}\n"
+    );
+    let exporter = Exporter::start(&write_config(mta, "status.yml", &targets))?;
+    let url = format!("http://{}/", exporter.addr);
+    let shot = artefact_dir().join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&["--window-size=1400,600", &format!("--screenshot={}", shot.display()), &url])?;
+    let size =
+        std::fs::metadata(&shot).map_err(|e| format!("no screenshot at {}: {e}", shot.display()))?.len();
+    if size < 10_000 {
+        return Err(format!("screenshot is only {size} bytes"));
+    }
+    let dom = chromium(&["--dump-dom", &url])?;
+    let rows = dom.matches("<tr class=\"spec\"").count();
+    if rows != 5 {
+        return Err(format!("{rows} rows in the DOM, want 5"));
+    }
+    for needle in [
+        "data-state=\"refused\"",
+        "data-reason=\"auth_failed\"",
+        "data-reason=\"starttls_unavailable\"",
+        "data-cert-days=",
+        "data-phase=\"tls_handshake\"",
+        "id=\"count-ok\">2 succeeding",
+        "id=\"count-failing\">3 failing",
+    ] {
+        if !dom.contains(needle) {
+            return Err(format!("the DOM lacks {needle}"));
+        }
+    }
+    println!("    screenshot: {} ({size} bytes)", shot.display());
+
+    // 1,000 specs: 250 targets x 4 closed loopback ports, refused at once.
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let mut many = String::new();
+    for i in 0..250 {
+        let _ = writeln!(many, "  - name: mx{i:03}.example.test\n    host: 127.0.0.1\n    ports:");
+        for p in &ports {
+            let _ = writeln!(many, "      - {{ port: {p}, module: plain }}");
+        }
+    }
+    let exporter = Exporter::start(&write_config(mta, "status-1000.yml", &many))?;
+    let url = format!("http://{}/", exporter.addr);
+    let started = Instant::now();
+    let (status, body) = http_get(exporter.addr, "/")?;
+    let served_in = started.elapsed();
+    if status != 200 || body.matches("<tr class=\"spec\"").count() != 1000 {
+        return Err(format!(
+            "1,000 specs: status {status}, {} rows",
+            body.matches("<tr class=\"spec\"").count()
+        ));
+    }
+    let shot = artefact_dir().join("status-page-1000.png");
+    chromium(&["--window-size=1400,900", &format!("--screenshot={}", shot.display()), &url])?;
+    let dom = chromium(&["--dump-dom", &url])?;
+    if dom.matches("<tr class=\"spec\"").count() != 1000 {
+        return Err("Chromium's DOM does not hold 1,000 rows".into());
+    }
+    println!(
+        "    1,000 specs: page of {} KiB served in {served_in:?}; screenshot {}",
+        body.len() / 1024,
+        shot.display()
+    );
+    Ok(())
+}
+
 /// With Postfix stopped, the port is refused at once, not timed out. Runs last.
 fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
     let relay = mta.get("RELAY_PORT");
@@ -701,7 +804,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 9] = [
+    let checks: [NamedCheck; 10] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("failures_are_classified", failures_are_classified),
         ("promtool_check_metrics_is_clean", promtool_check_metrics_is_clean),
@@ -710,6 +813,7 @@ fn main() {
         ("port_states_in_a_network_namespace", port_states_in_a_network_namespace),
         ("an_intercepting_proxy_trips_the_expectations", an_intercepting_proxy_trips_the_expectations),
         ("check_command_on_postfix", check_command_on_postfix),
+        ("status_page_in_chromium", status_page_in_chromium),
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];
     let (mut passed, mut failed) = (0, 0);
