@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, Shard};
 use crate::http::{self, ReloadRequest};
 use crate::metrics::{Exporter, Store};
 use crate::scheduler::Scheduler;
@@ -45,13 +45,16 @@ impl ConfigSource {
     }
 }
 
-/// Runs the exporter until `shutdown` resolves. Fails only when the first configuration
-/// load fails; later reload failures are logged and counted.
+/// Runs the exporter until `shutdown` resolves. With a `shard`, only the specs that shard
+/// owns are scheduled. Fails only when the first configuration load fails; later reload
+/// failures are logged and counted.
 pub async fn run(
     listener: TcpListener,
     source: ConfigSource,
+    shard: Option<Shard>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
+    let source = Sharded { source, shard };
     let config = source.load()?;
     let store = Arc::new(Store::new());
     let exporter = Arc::new(Exporter::new(store.clone()));
@@ -95,8 +98,26 @@ pub async fn run(
     Ok(())
 }
 
+/// A configuration source seen through a shard.
+struct Sharded {
+    source: ConfigSource,
+    shard: Option<Shard>,
+}
+
+impl Sharded {
+    fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = self.source.load()?;
+        if let Some(shard) = self.shard {
+            let all = config.specs.len();
+            config.keep_shard(shard);
+            tracing::info!(shard = shard.index, of = shard.count, specs = config.specs.len(), all, "sharded");
+        }
+        Ok(config)
+    }
+}
+
 /// Loads the configuration again and applies it, or keeps the old one.
-fn reload(source: &ConfigSource, scheduler: &mut Scheduler, state: &http::State) -> Result<(), String> {
+fn reload(source: &Sharded, scheduler: &mut Scheduler, state: &http::State) -> Result<(), String> {
     let exporter = &state.exporter;
     match source.load() {
         Ok(config) => {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use smtp_exporter::app::{self, ConfigSource};
 use smtp_exporter::check::{self, CheckArgs};
+use smtp_exporter::config::Shard;
 use smtp_exporter::logging::{self, LogFormat, LogLevel};
 
 /// Probes SMTP servers on each configured port, times every phase of the session, and
@@ -30,6 +31,11 @@ struct Cli {
     /// Address to serve HTTP on: host:port, or :port for every interface.
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = ":10027")]
     listen_address: String,
+
+    /// Probe only the specs of shard INDEX out of COUNT replicas (stable hash of the spec's
+    /// labels). INDEX may be a StatefulSet pod name like smtp-exporter-2.
+    #[arg(long = "shard", value_name = "INDEX/COUNT", value_parser = Shard::parse)]
+    shard: Option<Shard>,
 
     /// Only log messages with this level or above.
     #[arg(long = "log.level", value_enum, default_value = "info")]
@@ -60,7 +66,10 @@ fn main() -> ExitCode {
 
     if cli.config_check {
         return match source.load() {
-            Ok(config) => {
+            Ok(mut config) => {
+                if let Some(shard) = cli.shard {
+                    config.keep_shard(shard);
+                }
                 println!(
                     "configuration is valid: {} modules, {} probe specs",
                     config.modules.len(),
@@ -93,7 +102,7 @@ fn main() -> ExitCode {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(address = %addr, version = env!("CARGO_PKG_VERSION"), "listening");
         }
-        match app::run(listener, source, terminate()).await {
+        match app::run(listener, source, cli.shard, terminate()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "cannot load the configuration");

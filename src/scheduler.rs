@@ -144,30 +144,12 @@ fn log_report(key: &SpecKey, report: &probe::ProbeReport, previous: Option<bool>
     }
 }
 
-/// A stable pseudo-random offset in `[0, interval)` for a spec: FNV-1a over its labels.
-/// Stable across restarts and Rust versions, unlike `DefaultHasher`.
+/// A stable pseudo-random offset in `[0, interval)` for a spec, from `SpecKey::stable_hash`:
+/// the same across restarts, reloads and Rust versions.
 pub fn offset_for(key: &SpecKey, interval: Duration) -> Duration {
-    let hash = stable_hash(key);
+    let hash = key.stable_hash();
     let nanos = interval.as_nanos().max(1);
     Duration::from_nanos((u128::from(hash) % nanos) as u64)
-}
-
-/// FNV-1a (64 bit) over the spec's labels, with separators so that ("ab", "c") and
-/// ("a", "bc") differ.
-pub fn stable_hash(key: &SpecKey) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(key.target.as_bytes());
-    eat(&[0xff]);
-    eat(&key.port.to_be_bytes());
-    eat(&[0xff]);
-    eat(key.module.as_bytes());
-    hash
 }
 
 /// The first slot `base + offset + k * interval` strictly after `now`.

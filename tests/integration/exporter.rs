@@ -46,7 +46,7 @@ impl Running {
         let (stop, stopped) = oneshot::channel::<()>();
         let source = ConfigSource::File(config_file.to_owned());
         let task = tokio::spawn(async move {
-            app::run(listener, source, async {
+            app::run(listener, source, None, async {
                 let _ = stopped.await;
             })
             .await
