@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # The one test command (see README.md "Test it"). As root on a fresh Debian machine it:
-#   1. installs the Debian packages the real-server suite needs (apt-get, non-interactive);
+#   1. installs the Debian packages the suites need (apt-get, non-interactive);
 #   2. runs the hermetic tests (`cargo test`) and the alert-rule tests (promtool);
-#   3. starts a private Postfix + Dovecot on loopback high ports (tests/real/mta.sh);
-#   4. runs the real-server suite against the release binary, which also starts a real
-#      Prometheus, runs promtool, and builds a network namespace with iptables rules;
-#   5. stops what it started, also on failure.
+#   3. starts a private Postfix + Dovecot on loopback high ports (tests/real/mta.sh) and
+#      runs the real-server suite against the release binary: a real Prometheus, promtool,
+#      swaks, a network namespace with iptables rules, headless Chromium;
+#   4. checks the shipped configuration files (promtool, --config.check);
+#   5. builds the container image with podman and scrapes the running container;
+#   6. stops what it started, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
 
-packages=(postfix dovecot-core prometheus swaks openssl curl ca-certificates iptables iproute2 chromium)
+packages=(postfix dovecot-core libnet-ssleay-perl prometheus swaks openssl curl ca-certificates
+    iptables iproute2 chromium python3-yaml podman runc binutils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,6 +34,14 @@ echo "== alert rules (promtool check rules, promtool test rules)"
 tests/rules/check.sh
 
 echo "== real-server suite"
-trap 'tests/real/mta.sh stop || true' EXIT
+trap 'tests/real/mta.sh stop >/dev/null 2>&1 || true' EXIT
 tests/real/mta.sh start
 cargo test --locked --release --features real-servers --test real
+
+echo "== shipped configuration files"
+tests/config/check.sh
+
+echo "== container image"
+SMTP_EXPORTER_BINARY=target/release/smtp_exporter tests/container/run.sh
+
+echo "== all suites passed in $(($(date +%s) - started)) s"
