@@ -31,6 +31,8 @@
 #   SUBMISSION_PORT    STARTTLS required + AUTH     (default 10587)
 #   SUBMISSIONS_PORT   implicit TLS + AUTH          (default 10465)
 #   ALT_PORT           like submission ("2525")     (default 12525)
+#   EXPIRED_PORT       implicit TLS, expired cert   (default 10466)
+#   WRONGNAME_PORT     implicit TLS, cert for another name (default 10467)
 #   AUTH_USER          SASL user                    (default probe@example.test)
 #   AUTH_PASSWORD      SASL password                (default probe-secret)
 #   MTA_HOSTNAME       Postfix myhostname / banner  (default mx.example.test)
@@ -47,6 +49,8 @@ NOTLS_PORT=${NOTLS_PORT:-10026}
 SUBMISSION_PORT=${SUBMISSION_PORT:-10587}
 SUBMISSIONS_PORT=${SUBMISSIONS_PORT:-10465}
 ALT_PORT=${ALT_PORT:-12525}
+EXPIRED_PORT=${EXPIRED_PORT:-10466}
+WRONGNAME_PORT=${WRONGNAME_PORT:-10467}
 AUTH_USER=${AUTH_USER:-probe@example.test}
 AUTH_PASSWORD=${AUTH_PASSWORD:-probe-secret}
 MTA_HOSTNAME=${MTA_HOSTNAME:-mx.example.test}
@@ -185,9 +189,61 @@ EOF
             -extfile "$PKI_DIR/server.cnf" -extensions v3_server \
             -out "$PKI_DIR/server.pem" 2>/dev/null
     )
+    (
+        umask 077
+        make_bad_leaves
+    )
     chmod 0644 "$PKI_DIR"/*.pem
     openssl verify -CAfile "$PKI_DIR/ca.pem" "$PKI_DIR/server.pem" >/dev/null ||
         die "generated server certificate does not verify against the test CA"
+}
+
+# Two certificates signed by the test CA that must fail verification: one that expired in
+# 2021 (`openssl ca` can set past dates, which `openssl x509 -req` cannot on OpenSSL 3.0),
+# and one valid now but for another name.
+make_bad_leaves() {
+    local ca_dir=$PKI_DIR/ca-db
+    mkdir -p "$ca_dir/new"
+    : >"$ca_dir/index.txt"
+    cat >"$PKI_DIR/ca-sign.cnf" <<CNF
+[ca]
+default_ca = test_ca
+[test_ca]
+database = $ca_dir/index.txt
+new_certs_dir = $ca_dir/new
+serial = $ca_dir/serial
+default_md = sha256
+policy = any
+unique_subject = no
+copy_extensions = none
+[any]
+commonName = supplied
+[v3_leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = \$ENV::LEAF_SAN
+CNF
+    openssl rand -hex 8 >"$ca_dir/serial"
+    local name subject san dates
+    for name in expired wrongname; do
+        case $name in
+        expired)
+            subject="/CN=$SERVER_NAME" san="DNS:$SERVER_NAME, IP:127.0.0.1"
+            dates=(-startdate 20200101000000Z -enddate 20210101000000Z)
+            ;;
+        wrongname)
+            subject="/CN=wrong.example.test" san="DNS:wrong.example.test"
+            dates=(-days 30)
+            ;;
+        esac
+        openssl req -new -nodes -newkey rsa:2048 -sha256 -subj "$subject" \
+            -keyout "$PKI_DIR/$name.key" -out "$PKI_DIR/$name.csr" 2>/dev/null
+        LEAF_SAN=$san openssl ca -batch -notext -config "$PKI_DIR/ca-sign.cnf" \
+            -cert "$PKI_DIR/ca.pem" -keyfile "$PKI_DIR/ca.key" -extensions v3_leaf \
+            "${dates[@]}" -in "$PKI_DIR/$name.csr" -out "$PKI_DIR/$name.pem" 2>/dev/null ||
+            die "cannot sign the $name test certificate"
+    done
 }
 
 # ---------------------------------------------------------------------------------------
@@ -274,6 +330,16 @@ $LISTEN_ADDR:$ALT_PORT inet n - n - - smtpd
   -o smtpd_tls_security_level=encrypt
   -o smtpd_sasl_auth_enable=yes
   -o smtpd_tls_auth_only=yes
+$LISTEN_ADDR:$EXPIRED_PORT inet n - n - - smtpd
+  -o syslog_name=postfix-smtp-exporter/expired
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_tls_cert_file=$PKI_DIR/expired.pem
+  -o smtpd_tls_key_file=$PKI_DIR/expired.key
+$LISTEN_ADDR:$WRONGNAME_PORT inet n - n - - smtpd
+  -o syslog_name=postfix-smtp-exporter/wrongname
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_tls_cert_file=$PKI_DIR/wrongname.pem
+  -o smtpd_tls_key_file=$PKI_DIR/wrongname.key
 # --- internal services ---
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
@@ -371,6 +437,8 @@ write_env_file() {
             SUBMISSIONS_PORT "$SUBMISSIONS_PORT" \
             ALT_PORT "$ALT_PORT" \
             NOTLS_PORT "$NOTLS_PORT" \
+            EXPIRED_PORT "$EXPIRED_PORT" \
+            WRONGNAME_PORT "$WRONGNAME_PORT" \
             CA_FILE "$PKI_DIR/ca.pem" \
             WRONG_CA_FILE "$PKI_DIR/wrong-ca.pem" \
             AUTH_USER "$AUTH_USER" \
@@ -457,7 +525,8 @@ stop_dovecot() {
 }
 
 all_ports() {
-    printf '%s\n' "$RELAY_PORT" "$NOTLS_PORT" "$SUBMISSION_PORT" "$SUBMISSIONS_PORT" "$ALT_PORT"
+    printf '%s\n' "$RELAY_PORT" "$NOTLS_PORT" "$SUBMISSION_PORT" "$SUBMISSIONS_PORT" "$ALT_PORT" \
+        "$EXPIRED_PORT" "$WRONGNAME_PORT"
 }
 
 port_in_use() { # something accepts connections on 127.0.0.1:$1
@@ -472,7 +541,7 @@ check_ports_free() {
     if ((${#busy[@]})); then
         command -v ss >/dev/null && ss -ltnp >&2 || true
         die "port(s) ${busy[*]} on $LISTEN_ADDR are already in use by another program;" \
-            "choose others with RELAY_PORT/NOTLS_PORT/SUBMISSION_PORT/SUBMISSIONS_PORT/ALT_PORT"
+            "choose others with RELAY_PORT/NOTLS_PORT/SUBMISSION_PORT/SUBMISSIONS_PORT/ALT_PORT/EXPIRED_PORT/WRONGNAME_PORT"
     fi
 }
 
@@ -508,7 +577,7 @@ wait_ready() {
         [[ -S $PF_QUEUE/private/auth ]] || pending+=("dovecot-auth-socket")
         for port in $(all_ports); do
             mode=plain
-            [[ $port == "$SUBMISSIONS_PORT" ]] && mode=tls
+            case $port in "$SUBMISSIONS_PORT" | "$EXPIRED_PORT" | "$WRONGNAME_PORT") mode=tls ;; esac
             banner_ok "$port" "$mode" || pending+=("$port")
         done
         ((${#pending[@]} == 0)) && return 0

@@ -85,6 +85,16 @@ modules:
   require_starttls:
     tls: starttls_required
     tls_config: {{ ca_file: {ca} }}
+  submission_cram:
+    tls: starttls_required
+    tls_config: {{ ca_file: {ca} }}
+    auth: {{ username: {user}, password_file: {pw}, mechanism: cram_md5 }}
+  strict_implicit:
+    tls: implicit
+    tls_config: {{ ca_file: {ca} }}
+  lenient_implicit:
+    tls: implicit
+    tls_config: {{ ca_file: {ca}, on_invalid_cert: report }}
 targets:
 {targets}"#,
             ca = self.get("CA_FILE"),
@@ -252,6 +262,69 @@ fn every_port_and_mode_succeeds(mta: &Mta) -> Check {
                 return Err(format!("{module} on {port}: certificate expiry {expiry} is in the past"));
             }
         }
+    }
+    Ok(())
+}
+
+/// Certificates that must not verify, generated at test time (expired in 2021; valid but
+/// for another name), and CRAM-MD5 and the EHLO metrics against Postfix.
+fn tls_verdicts_and_cram_md5_on_postfix(mta: &Mta) -> Check {
+    let (expired, wrongname, sub) =
+        (mta.get("EXPIRED_PORT"), mta.get("WRONGNAME_PORT"), mta.get("SUBMISSION_PORT"));
+    let targets = format!(
+        "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {expired}, module: strict_implicit }}\n      - {{ port: {expired}, module: lenient_implicit }}\n      - {{ port: {wrongname}, module: strict_implicit }}\n      - {{ port: {sub}, module: submission_cram }}\n"
+    );
+    let exporter = Exporter::start(&write_config(mta, "tls-verdicts.yml", &targets))?;
+    let samples = parse_exposition(&exporter.exposition()?);
+    let get = |name: &str, labels: &[(&str, &str)]| one(&samples, name, labels).map(|s| s.value);
+
+    for (port, error) in [(expired, "expired"), (wrongname, "name_mismatch")] {
+        let spec = [("port", port), ("module", "strict_implicit")];
+        one(
+            &samples,
+            "smtp_probe_failure_info",
+            &[spec[0], spec[1], ("phase", "tls_handshake"), ("reason", "tls_cert_invalid")],
+        )?;
+        if get("smtp_tls_cert_error_info", &[spec[0], spec[1], ("error", error)])? != 1.0
+            || get("smtp_tls_cert_verified", &spec)? != 0.0
+        {
+            return Err(format!("port {port}: expected certificate error {error}"));
+        }
+    }
+    // The expired certificate is still described: its notAfter is 2021-01-01.
+    let expiry =
+        get("smtp_tls_cert_expiry_timestamp_seconds", &[("port", expired), ("module", "strict_implicit")])?;
+    if expiry != 1_609_459_200.0 {
+        return Err(format!("expired certificate's notAfter reads {expiry}"));
+    }
+    // With on_invalid_cert: report, the same port is a successful probe with a bad verdict.
+    let lenient = [("port", expired), ("module", "lenient_implicit")];
+    if get("smtp_probe_success", &lenient)? != 1.0 || get("smtp_tls_cert_verified", &lenient)? != 0.0 {
+        return Err("on_invalid_cert: report should succeed and still report the certificate".into());
+    }
+
+    let cram = [("port", sub), ("module", "submission_cram")];
+    if get("smtp_probe_success", &cram)? != 1.0 || get("smtp_auth_reply_code", &cram)? != 235.0 {
+        let failure = find(&samples, "smtp_probe_failure_info", &cram);
+        return Err(format!("CRAM-MD5 against Postfix failed: {failure:?}"));
+    }
+    // Postfix offers AUTH only inside TLS on the submission port (smtpd_tls_auth_only).
+    for (session, want) in [("tls", 1.0), ("plain", 0.0)] {
+        let got = get(
+            "smtp_ehlo_auth_mechanism",
+            &[cram[0], cram[1], ("mechanism", "CRAM-MD5"), ("session", session)],
+        )?;
+        if got != want {
+            return Err(format!("CRAM-MD5 advertised in the {session} session: {got}, want {want}"));
+        }
+    }
+    if get("smtp_ehlo_extension", &[cram[0], cram[1], ("extension", "STARTTLS"), ("session", "plain")])?
+        != 1.0
+    {
+        return Err("STARTTLS not seen in the plain EHLO".into());
+    }
+    if get("smtp_ehlo_size_limit_bytes", &[cram[0], cram[1], ("session", "tls")])? <= 0.0 {
+        return Err("no SIZE limit read from Postfix".into());
     }
     Ok(())
 }
@@ -804,9 +877,10 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 10] = [
+    let checks: [NamedCheck; 11] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("failures_are_classified", failures_are_classified),
+        ("tls_verdicts_and_cram_md5_on_postfix", tls_verdicts_and_cram_md5_on_postfix),
         ("promtool_check_metrics_is_clean", promtool_check_metrics_is_clean),
         ("prometheus_scrapes_the_exporter", prometheus_scrapes_the_exporter),
         ("swaks_reference", swaks_reference),
