@@ -5,7 +5,9 @@
 #   3. starts a private Postfix + Dovecot on loopback high ports (tests/real/mta.sh) and
 #      runs the real-server suite against the release binary: a real Prometheus, promtool,
 #      swaks, a network namespace with iptables rules, headless Chromium;
-#   4. checks the shipped configuration files (promtool, --config.check);
+#   4. evaluates every PromQL expression of the Grafana dashboard through a real Prometheus
+#      scraping the exporter (tests/dashboard/run.sh), and checks the shipped configuration
+#      files (promtool, --config.check);
 #   5. builds the container image with podman and scrapes the running container;
 #   6. stops what it started, also on failure.
 set -euo pipefail
@@ -37,6 +39,9 @@ echo "== real-server suite"
 trap 'tests/real/mta.sh stop >/dev/null 2>&1 || true' EXIT
 tests/real/mta.sh start
 cargo test --locked --release --features real-servers --test real
+
+echo "== Grafana dashboard: every panel's PromQL against a real Prometheus"
+tests/dashboard/run.sh
 
 echo "== shipped configuration files"
 tests/config/check.sh

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Spot checks of what some panels SHOW, for the setup of tests/dashboard/run.sh.
+
+check.py proves that every query parses and returns data; it cannot tell a wrong encoding
+from a right one. This script evaluates a few panel queries, taken from the dashboard and
+substituted the same way as check.py (All for target and port), and compares the values with
+what run.sh's exporter configuration must produce:
+
+  target           status code (grid)  failure (phase/reason)          AUTH reply  cert error
+  mx               0 (open, OK)        -                               235         -
+  mx-wrong-ca      0 (open, OK)        -                               -           unknown_issuer
+  mx-bad-password  1 (open, failing)   auth/auth_failed                535         -
+  mx-notls         1 (open, failing)   starttls/starttls_unavailable   -           -
+  closed           2 (refused)         connect/refused                 -           -
+
+Usage: expect_values.py --prometheus URL [--dashboard dashboards/smtp-exporter.json]
+Prints one line per check and `N passed, M failed`; exits 1 when M > 0.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check  # noqa: E402  (same directory)
+
+
+def find_target(dash, title, ref):
+    for p, _ in check.walk_panels(dash.get("panels")):
+        if p.get("title") == title:
+            for t in p.get("targets") or []:
+                if t.get("refId") == ref:
+                    return p, t
+    raise SystemExit("panel %r query %s not found in the dashboard" % (title, ref))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prometheus", required=True)
+    ap.add_argument("--dashboard", default="dashboards/smtp-exporter.json")
+    args = ap.parse_args()
+
+    with open(args.dashboard, encoding="utf-8") as f:
+        dash = json.load(f)
+    prom = check.Prometheus(args.prometheus, 15)
+    now = time.time()
+    variables, _ = check.resolve_variables(dash, prom, now, 300, args.prometheus)
+
+    def series(title, ref):
+        p, t = find_target(dash, title, ref)
+        macros, _ = check.query_macros(p, t, 300, 60, 60)
+        expr = check.interpolate(t["expr"], variables, macros)
+        return prom.instant(expr, now)["data"]["result"]
+
+    results = []
+
+    def expect(label, got, want):
+        results.append((label, got == want, got, want))
+
+    grid = {}
+    for s in series("Status: target × port", "A"):
+        grid.setdefault(s["metric"]["target"], set()).add(s["value"][1])
+    expect("status grid codes per target", grid,
+           {"mx": {"0"}, "mx-wrong-ca": {"0"}, "mx-bad-password": {"1"}, "mx-notls": {"1"},
+            "closed": {"2"}})
+
+    failures = {(s["metric"]["target"], s["metric"]["phase"], s["metric"]["reason"])
+                for s in series("Current failures", "A")}
+    expect("current failures (target, phase, reason)", failures,
+           {("mx-bad-password", "auth", "auth_failed"),
+            ("mx-notls", "starttls", "starttls_unavailable"),
+            ("closed", "connect", "refused")})
+
+    codes = {}
+    for s in series("AUTH (last probe)", "B"):
+        codes.setdefault(s["metric"]["target"], set()).add(s["value"][1])
+    expect("AUTH reply codes per target", codes, {"mx": {"235"}, "mx-bad-password": {"535"}})
+
+    errors = {(s["metric"]["target"], s["metric"]["error"]) for s in series("Certificate errors", "A")}
+    expect("certificate errors", errors, {("mx-wrong-ca", "unknown_issuer")})
+
+    verified = {}
+    for s in series("Certificate verified", "A"):
+        verified.setdefault(s["metric"]["target"], set()).add(s["value"][1])
+    expect("certificate verified per target", verified,
+           {"mx": {"1"}, "mx-bad-password": {"1"}, "mx-wrong-ca": {"0"}})
+
+    before = {s["metric"]["mechanism"] for s in series("AUTH mechanisms advertised before TLS", "A")
+              if s["value"][1] == "1"}
+    expect("AUTH mechanisms offered before TLS (Postfix: only after TLS)", before, set())
+    after = {s["metric"]["mechanism"] for s in series("AUTH mechanisms advertised after TLS", "A")
+             if s["value"][1] == "1"}
+    expect("AUTH mechanisms offered after TLS", after, {"PLAIN", "LOGIN", "CRAM-MD5"})
+
+    failed_checks = {(s["metric"]["target"], s["metric"]["check"])
+                     for s in series("Expectations", "A") if s["value"][1] == "1"}
+    expect("failed expectations", failed_checks,
+           {("mx-wrong-ca", "banner_hostname"), ("mx-notls", "starttls")})
+
+    days = [float(s["value"][1]) for s in series("Earliest certificate expiry", "A")]
+    expect("earliest expiry is in the future (days > 0)", all(d > 0 for d in days) and bool(days), True)
+
+    ratio = {s["metric"]["target"]: float(s["value"][1])
+             for s in series("Success ratio over the dashboard range", "A")}
+    expect("success ratio: 1 for mx, 0 for closed",
+           (ratio.get("mx"), ratio.get("closed")), (1.0, 0.0))
+
+    passed = failed = 0
+    for label, ok, got, want in results:
+        if ok:
+            passed += 1
+            print("%s: ok" % label)
+        else:
+            failed += 1
+            print("%s: FAILED: got %r, want %r" % (label, got, want))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
