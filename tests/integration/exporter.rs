@@ -256,6 +256,21 @@ async fn reload_applies_good_configs_and_keeps_the_old_one_on_errors() {
     assert_eq!(value(&m, "smtp_exporter_config_last_reload_successful", &[]), 1.0);
     assert!(find(&m, "smtp_probe_success", &[("target", "down")]).is_empty());
     assert_eq!(find(&m, "smtp_probe_success", &[("target", "good")]).len(), 1);
+
+    // Adding "down" back: it is probed at once (its interval is a minute, so only the
+    // immediate first probe can make it show up this soon).
+    write_config(&pki, "config.yml", server.port(), refused_port, &password_file, true);
+    assert_eq!(http(exporter.addr, "POST", "/-/reload").await.0, 200);
+    let mut appeared = false;
+    for _ in 0..200 {
+        let m = exporter.metrics().await;
+        if !find(&m, "smtp_probe_success", &[("target", "down")]).is_empty() {
+            appeared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(appeared, "a spec added by a reload was not probed at once");
     exporter.stop().await;
 }
 
