@@ -3,15 +3,17 @@
 //!
 //! `config` builds a [`TlsSettings`] while validating a module, so a bad `ca_file` is a
 //! config error, not a probe failure. The probe walk (`probe::mod`) calls [`handshake`]
-//! after STARTTLS or right after connect (implicit TLS). Verification runs in full, but its
-//! verdict is recorded and the handshake goes on, so the certificate can be read (expiry,
-//! names, fingerprint) even when it is invalid; the walk then fails the probe or not,
-//! following the module's `on_invalid_cert`. Session resumption is off: every probe times a
-//! full handshake.
+//! after STARTTLS or right after connect (implicit TLS). The handshake itself only insists
+//! that the server holds the key of the certificate it presents; the chain and the name are
+//! then verified in full against the module's roots, and the verdict is recorded rather
+//! than aborting, so the certificate can be read (expiry, names, fingerprint) even when it
+//! is invalid. The walk fails the probe or not, following the module's `on_invalid_cert`.
+//! Session resumption is off: every probe times a full handshake. The client
+//! configuration is built once per module.
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, WebPkiServerVerifier};
@@ -117,8 +119,10 @@ pub struct TlsInfo {
 /// A module's TLS trust settings, built once at config load.
 #[derive(Debug)]
 pub struct TlsSettings {
-    /// Checks chains and names against the configured roots.
+    /// Checks chains and names against the configured roots, after the handshake.
     verifier: Arc<WebPkiServerVerifier>,
+    /// The client configuration every handshake of the module shares.
+    config: Arc<ClientConfig>,
     /// Fail the probe when the certificate does not verify (else only report it).
     pub fail_on_invalid_cert: bool,
 }
@@ -171,27 +175,30 @@ fn load_ca_file(path: &Path) -> Result<RootCertStore, String> {
 }
 
 impl TlsSettings {
-    /// Loads the trust anchors and fixes the policy for invalid certificates.
+    /// Loads the trust anchors, fixes the policy for invalid certificates, and builds the
+    /// client configuration.
     pub fn new(roots: &Roots, fail_on_invalid_cert: bool) -> Result<TlsSettings, String> {
         let verifier = WebPkiServerVerifier::builder_with_provider(load_roots(roots)?, provider())
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(TlsSettings { verifier, fail_on_invalid_cert })
-    }
-
-    /// A client configuration for one handshake, with a verifier that records its verdict
-    /// in the returned slot instead of aborting.
-    fn client_config(&self) -> Result<(Arc<ClientConfig>, Arc<RecordingVerifier>), StepError> {
-        let recorder =
-            Arc::new(RecordingVerifier { inner: self.verifier.clone(), verdict: Mutex::new(None) });
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| StepError::new(Reason::TlsHandshake, e.to_string()))?
+            .map_err(|e| e.to_string())?
             .dangerous()
-            .with_custom_certificate_verifier(recorder.clone())
+            .with_custom_certificate_verifier(Arc::new(SignaturesOnly(verifier.clone())))
             .with_no_client_auth();
         config.resumption = Resumption::disabled();
-        Ok((Arc::new(config), recorder))
+        Ok(TlsSettings { verifier, config: Arc::new(config), fail_on_invalid_cert })
+    }
+
+    /// Verifies the presented chain and name; `None` when they are valid.
+    fn verdict(&self, chain: Option<&[CertificateDer<'_>]>, name: &ServerName<'_>) -> Option<rustls::Error> {
+        match chain {
+            Some([leaf, intermediates @ ..]) => {
+                self.verifier.verify_server_cert(leaf, intermediates, name, &[], UnixTime::now()).err()
+            }
+            _ => Some(rustls::Error::NoCertificatesPresented),
+        }
     }
 }
 
@@ -205,8 +212,10 @@ pub async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (config, recorder) = settings.client_config()?;
-    let tls = TlsConnector::from(config).connect(server_name, stream).await.map_err(classify)?;
+    let tls = TlsConnector::from(settings.config.clone())
+        .connect(server_name.clone(), stream)
+        .await
+        .map_err(classify)?;
     let conn = tls.get_ref().1;
     let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1.3".to_owned(),
@@ -217,7 +226,7 @@ where
     let cipher =
         conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("unknown").to_owned();
     let kx_group = conn.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
-    let verdict = recorder.verdict.lock().expect("verdict lock").take();
+    let verdict = settings.verdict(conn.peer_certificates(), &server_name);
     let (cert_error, cert_error_detail) = match &verdict {
         Some(err) => (Some(CertError::from_rustls(err)), Some(err.to_string())),
         None => (None, None),
@@ -262,7 +271,13 @@ fn describe_chain(chain: &[CertificateDer<'_>], info: &mut TlsInfo) {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// The DNS names and IP addresses in a certificate's subjectAltName extension.
@@ -310,34 +325,26 @@ fn classify(err: std::io::Error) -> StepError {
     }
 }
 
-/// Verifies like the inner verifier, but records a certificate failure and lets the
-/// handshake go on. Handshake signatures are still checked: a server must hold the key of
-/// the certificate it presents.
-struct RecordingVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    verdict: Mutex<Option<rustls::Error>>,
-}
+/// Lets the handshake accept any chain and name (they are verified afterwards, see
+/// `TlsSettings::verdict`), but still checks the handshake signatures: a server must hold
+/// the key of the certificate it presents.
+struct SignaturesOnly(Arc<WebPkiServerVerifier>);
 
-impl fmt::Debug for RecordingVerifier {
+impl fmt::Debug for SignaturesOnly {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RecordingVerifier")
+        f.write_str("SignaturesOnly")
     }
 }
 
-impl ServerCertVerifier for RecordingVerifier {
+impl ServerCertVerifier for SignaturesOnly {
     fn verify_server_cert(
         &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Err(e) =
-            self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            *self.verdict.lock().expect("verdict lock") = Some(e);
-        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -347,7 +354,7 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.0.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -356,10 +363,10 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.0.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.0.supported_verify_schemes()
     }
 }
