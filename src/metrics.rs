@@ -223,6 +223,9 @@ struct Layout {
     /// Family name → position in `families`.
     index: HashMap<&'static str, usize>,
     has_counters: bool,
+    /// Bytes each family took in the previous render, to size its buffer up front instead
+    /// of growing it by doubling through a large scrape.
+    last_sizes: Vec<std::sync::atomic::AtomicUsize>,
 }
 
 fn layout(source: Source) -> &'static Layout {
@@ -236,7 +239,8 @@ fn layout(source: Source) -> &'static Layout {
         let families = families(source);
         let index = families.iter().enumerate().map(|(i, f)| (f.name, i)).collect();
         let has_counters = families.iter().any(|f| f.kind == COUNTER);
-        Layout { families, index, has_counters }
+        let last_sizes = families.iter().map(|_| std::sync::atomic::AtomicUsize::new(0)).collect();
+        Layout { families, index, has_counters, last_sizes }
     })
 }
 
@@ -266,7 +270,9 @@ fn base_labels(key: &SpecKey) -> Vec<u8> {
 /// Writes every probe family of `rows` into `out`, headers included.
 fn write_probe_families(out: &mut Vec<u8>, rows: &[Row], source: Source) {
     let layout = layout(source);
-    let mut buffers: Vec<Vec<u8>> = layout.families.iter().map(|_| Vec::new()).collect();
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut buffers: Vec<Vec<u8>> =
+        layout.last_sizes.iter().map(|n| Vec::with_capacity(n.load(Relaxed) + n.load(Relaxed) / 8)).collect();
     let mut sink = Out { buffers: &mut buffers, layout };
     for row in rows {
         let base = base_labels(&row.key);
@@ -278,7 +284,10 @@ fn write_probe_families(out: &mut Vec<u8>, rows: &[Row], source: Source) {
             }
         }
     }
-    for (family, lines) in layout.families.iter().zip(buffers) {
+    let total: usize = buffers.iter().map(Vec::len).sum();
+    out.reserve(total + layout.families.len() * 256);
+    for ((family, lines), size) in layout.families.iter().zip(buffers).zip(&layout.last_sizes) {
+        size.store(lines.len(), Relaxed);
         if lines.is_empty() {
             continue;
         }
@@ -322,7 +331,23 @@ impl Out<'_> {
             push_escaped(buf, v);
             buf.push(b'"');
         }
-        let _ = writeln!(buf, "}} {value}");
+        buf.extend_from_slice(b"} ");
+        push_value(buf, value);
+        buf.push(b'\n');
+    }
+}
+
+/// Appends a sample value. Most values are 0, 1 or whole numbers (codes, counters,
+/// timestamps in seconds); those skip the float formatter.
+fn push_value(out: &mut Vec<u8>, value: f64) {
+    if value == 0.0 {
+        out.push(b'0');
+    } else if value == 1.0 {
+        out.push(b'1');
+    } else if value.fract() == 0.0 && value.abs() < 1e15 {
+        let _ = write!(out, "{}", value as i64);
+    } else {
+        let _ = write!(out, "{value}");
     }
 }
 
