@@ -390,13 +390,16 @@ fn promtool_check_metrics_is_clean(mta: &Mta) -> Check {
 }
 
 /// A real Prometheus scrapes the exporter; its API shows the series with the right labels
-/// and the target up.
+/// and the target up, and the shipped alert rules, loaded as they are, put SmtpServerDown
+/// in pending for a port where nothing listens (and for nothing else).
 fn prometheus_scrapes_the_exporter(mta: &Mta) -> Check {
     let (relay, subs) = (mta.get("RELAY_PORT"), mta.get("SUBMISSIONS_PORT"));
     let targets = format!(
-        "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {relay}, module: relay }}\n      - {{ port: {subs}, module: submissions }}\n"
+        "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {relay}, module: relay }}\n      - {{ port: {subs}, module: submissions }}\n  - name: down\n    host: 127.0.0.1\n    ports:\n      - {{ port: {closed}, module: relay }}\n",
+        closed = free_port()
     );
     let exporter = Exporter::start(&write_config(mta, "prometheus-target.yml", &targets))?;
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/alerts.yml");
     let prom_dir = mta.state_dir.join("prometheus");
     let _ = std::fs::remove_dir_all(&prom_dir);
     std::fs::create_dir_all(prom_dir.join("data")).map_err(|e| e.to_string())?;
@@ -404,7 +407,8 @@ fn prometheus_scrapes_the_exporter(mta: &Mta) -> Check {
     std::fs::write(
         &prom_config,
         format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: smtp\n    static_configs: [{{ targets: ['{}'] }}]\n",
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: ['{}']\nscrape_configs:\n  - job_name: smtp\n    static_configs: [{{ targets: ['{}'] }}]\n",
+            rules.display(),
             exporter.addr
         ),
     )
@@ -419,10 +423,34 @@ fn prometheus_scrapes_the_exporter(mta: &Mta) -> Check {
         .stderr(log)
         .spawn()
         .map_err(|e| format!("cannot start prometheus: {e}"))?;
-    let result = query_until_ready(prom_addr, relay, subs);
+    let result = query_until_ready(prom_addr, relay, subs).and_then(|()| server_down_goes_pending(prom_addr));
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     result.map_err(|e| format!("{e} (prometheus log: {})", prom_dir.join("prometheus.log").display()))
+}
+
+/// Polls /api/v1/alerts until SmtpServerDown is pending for the "down" target; no other
+/// target may have it.
+fn server_down_goes_pending(prom: SocketAddr) -> Check {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let (status, body) = http_get(prom, "/api/v1/alerts")?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("/api/v1/alerts: {e}"))?;
+        let alerts = json["data"]["alerts"].as_array().cloned().unwrap_or_default();
+        let server_down: Vec<&serde_json::Value> =
+            alerts.iter().filter(|a| a["labels"]["alertname"] == "SmtpServerDown").collect();
+        if let Some(wrong) = server_down.iter().find(|a| a["labels"]["target"] != "down") {
+            return Err(format!("SmtpServerDown for a healthy target: {wrong}"));
+        }
+        if server_down.iter().any(|a| a["state"] == "pending" && a["labels"]["severity"] == "critical") {
+            return Ok(());
+        }
+        last = format!("HTTP {status}: {} alerts, none SmtpServerDown pending", alerts.len());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(format!("SmtpServerDown did not go pending within 30 s: {last}"))
 }
 
 fn query(prom: SocketAddr, promql: &str) -> Result<Vec<serde_json::Value>, String> {
@@ -451,7 +479,7 @@ fn query_until_ready(prom: SocketAddr, relay: &str, subs: &str) -> Check {
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
         match query(prom, "smtp_probe_success") {
-            Ok(r) if r.len() == 2 => {}
+            Ok(r) if r.len() == 3 => {}
             Ok(r) => {
                 last = format!("smtp_probe_success has {} series", r.len());
                 continue;
