@@ -11,9 +11,10 @@
 //! Session resumption is off: every probe times a full handshake. The client
 //! configuration is built once per module.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, WebPkiServerVerifier};
@@ -125,6 +126,24 @@ pub struct TlsSettings {
     config: Arc<ClientConfig>,
     /// Fail the probe when the certificate does not verify (else only report it).
     pub fail_on_invalid_cert: bool,
+    /// Descriptions of chains seen before, keyed by their DER bytes: a server presents the
+    /// same chain probe after probe, and parsing it again is a tenth of a probe's CPU.
+    described: Mutex<HashMap<Vec<u8>, Arc<CertFields>>>,
+}
+
+/// How many distinct chains a module remembers before it starts over.
+const DESCRIBED_CHAINS_MAX: usize = 1024;
+
+/// What the presented chain says, as `TlsInfo` carries it.
+#[derive(Debug, Default)]
+struct CertFields {
+    leaf_not_after: Option<i64>,
+    chain_earliest_not_after: Option<i64>,
+    leaf_names: Vec<String>,
+    subject_cn: String,
+    issuer_cn: String,
+    serial: String,
+    fingerprint_sha256: String,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -188,7 +207,30 @@ impl TlsSettings {
             .with_custom_certificate_verifier(Arc::new(SignaturesOnly(verifier.clone())))
             .with_no_client_auth();
         config.resumption = Resumption::disabled();
-        Ok(TlsSettings { verifier, config: Arc::new(config), fail_on_invalid_cert })
+        Ok(TlsSettings {
+            verifier,
+            config: Arc::new(config),
+            fail_on_invalid_cert,
+            described: Mutex::default(),
+        })
+    }
+
+    /// The description of `chain`, from the cache or parsed now.
+    fn describe(&self, chain: &[CertificateDer<'_>]) -> Arc<CertFields> {
+        let key: Vec<u8> = chain
+            .iter()
+            .flat_map(|c| (c.len() as u32).to_be_bytes().into_iter().chain(c.iter().copied()))
+            .collect();
+        if let Some(fields) = self.described.lock().expect("description cache lock").get(&key) {
+            return fields.clone();
+        }
+        let fields = Arc::new(describe_chain(chain));
+        let mut cache = self.described.lock().expect("description cache lock");
+        if cache.len() >= DESCRIBED_CHAINS_MAX {
+            cache.clear();
+        }
+        cache.insert(key, fields.clone());
+        fields
     }
 
     /// Verifies the presented chain and name; `None` when they are valid.
@@ -246,19 +288,27 @@ where
         fingerprint_sha256: String::new(),
     };
     if let Some(chain) = conn.peer_certificates() {
-        describe_chain(chain, &mut info);
+        let fields = settings.describe(chain);
+        info.leaf_not_after = fields.leaf_not_after;
+        info.chain_earliest_not_after = fields.chain_earliest_not_after;
+        info.leaf_names.clone_from(&fields.leaf_names);
+        info.subject_cn.clone_from(&fields.subject_cn);
+        info.issuer_cn.clone_from(&fields.issuer_cn);
+        info.serial.clone_from(&fields.serial);
+        info.fingerprint_sha256.clone_from(&fields.fingerprint_sha256);
     }
     Ok((tls, info))
 }
 
-/// Fills the certificate fields of `info` from the presented chain (leaf first).
-fn describe_chain(chain: &[CertificateDer<'_>], info: &mut TlsInfo) {
+/// Parses the presented chain (leaf first) into the fields `TlsInfo` reports.
+fn describe_chain(chain: &[CertificateDer<'_>]) -> CertFields {
+    let mut info = CertFields::default();
     let parsed: Vec<_> = chain
         .iter()
         .filter_map(|der| x509_parser::parse_x509_certificate(der).ok().map(|(_, c)| c))
         .collect();
     info.chain_earliest_not_after = parsed.iter().map(|c| c.validity().not_after.timestamp()).min();
-    let (Some(leaf_der), Some(leaf)) = (chain.first(), parsed.first()) else { return };
+    let (Some(leaf_der), Some(leaf)) = (chain.first(), parsed.first()) else { return info };
     info.leaf_not_after = Some(leaf.validity().not_after.timestamp());
     info.leaf_names = subject_alt_names(leaf);
     let cn = |name: &x509_parser::x509::X509Name<'_>| {
@@ -268,6 +318,7 @@ fn describe_chain(chain: &[CertificateDer<'_>], info: &mut TlsInfo) {
     info.issuer_cn = cn(leaf.issuer());
     info.serial = hex(leaf.raw_serial());
     info.fingerprint_sha256 = hex(ring::digest::digest(&ring::digest::SHA256, leaf_der).as_ref());
+    info
 }
 
 fn hex(bytes: &[u8]) -> String {
