@@ -148,7 +148,7 @@ struct Walk<'a> {
     module: &'a Module,
     report: ProbeReport,
     start: Instant,
-    deadline: Instant,
+    clock: Deadlines,
     /// The session, kept here so that `finish` can send a courtesy QUIT after a failure.
     session: Option<Session<Box<dyn Stream>>>,
 }
@@ -161,24 +161,19 @@ impl<'a> Walk<'a> {
             module: &spec.module,
             report: ProbeReport::new(),
             start,
-            deadline: start + spec.module.timeout,
+            clock: Deadlines { probe: start + spec.module.timeout, phase: spec.module.phase_timeout },
             session: None,
         }
     }
 
     async fn resolve_and_connect(&mut self) -> Result<Box<dyn Stream>, Failure> {
         let (host, port, family) = (self.spec.host.as_str(), self.spec.port, self.module.ip_protocol);
-        let addr = timed(
-            &mut self.report.phases,
-            self.deadline,
-            self.module.phase_timeout,
-            Phase::Resolve,
-            resolve(host, port, family),
-        )
-        .await?;
+        let addr =
+            self.clock.time(&mut self.report.phases, Phase::Resolve, resolve(host, port, family)).await?;
         self.report.peer = Some(addr);
-        let tcp =
-            timed(&mut self.report.phases, self.deadline, self.module.phase_timeout, Phase::Connect, async {
+        let tcp = self
+            .clock
+            .time(&mut self.report.phases, Phase::Connect, async {
                 TcpStream::connect(addr).await.map_err(|e| {
                     let mut reason = Reason::from_io(&e);
                     if reason == Reason::Unreachable && no_local_route(addr) {
@@ -199,7 +194,7 @@ impl<'a> Walk<'a> {
         phase: Phase,
         fut: impl Future<Output = Result<T, StepError>>,
     ) -> Result<T, Failure> {
-        timed(&mut self.report.phases, self.deadline, self.module.phase_timeout, phase, fut).await
+        self.clock.time(&mut self.report.phases, phase, fut).await
     }
 
     /// Runs the handshake. Returns the TLS stream, and the failure to report once the
@@ -240,10 +235,9 @@ impl<'a> Walk<'a> {
             return Err(failure);
         }
 
-        let banner =
-            timed(&mut self.report.phases, self.deadline, self.module.phase_timeout, Phase::Banner, async {
-                Ok(session.read_reply().await?)
-            })
+        let banner = self
+            .clock
+            .time(&mut self.report.phases, Phase::Banner, async { Ok(session.read_reply().await?) })
             .await?;
         self.report.banner_code = Some(banner.code);
         self.report.banner_hostname =
@@ -254,14 +248,8 @@ impl<'a> Walk<'a> {
         }
 
         let hostname = self.module.ehlo_hostname.clone();
-        let (caps, helo) = timed(
-            &mut self.report.phases,
-            self.deadline,
-            self.module.phase_timeout,
-            Phase::Ehlo,
-            greet(session, &hostname),
-        )
-        .await?;
+        let (caps, helo) =
+            self.clock.time(&mut self.report.phases, Phase::Ehlo, greet(session, &hostname)).await?;
         self.report.helo_fallback |= helo;
         let mut encrypted = implicit;
         if implicit {
@@ -274,12 +262,8 @@ impl<'a> Walk<'a> {
         let wants_starttls = matches!(self.module.tls_mode, TlsMode::Starttls | TlsMode::StarttlsRequired);
         if wants_starttls {
             if caps.starttls() {
-                timed(
-                    &mut self.report.phases,
-                    self.deadline,
-                    self.module.phase_timeout,
-                    Phase::Starttls,
-                    async {
+                self.clock
+                    .time(&mut self.report.phases, Phase::Starttls, async {
                         session.expect("STARTTLS", "STARTTLS", 220).await?;
                         if session.has_pending_bytes() {
                             return Err(StepError::new(
@@ -288,9 +272,8 @@ impl<'a> Walk<'a> {
                             ));
                         }
                         Ok(())
-                    },
-                )
-                .await?;
+                    })
+                    .await?;
                 self.report.bare_lf_lines += session.bare_lf_lines;
                 let plain = self.session.take().expect("session present").into_stream();
                 let (tls, cert_failure) = self.tls_upgrade(plain).await?;
@@ -298,14 +281,10 @@ impl<'a> Walk<'a> {
                 if let Some(failure) = cert_failure {
                     return Err(failure);
                 }
-                let (tls_caps, helo) = timed(
-                    &mut self.report.phases,
-                    self.deadline,
-                    self.module.phase_timeout,
-                    Phase::EhloTls,
-                    greet(session, &hostname),
-                )
-                .await?;
+                let (tls_caps, helo) = self
+                    .clock
+                    .time(&mut self.report.phases, Phase::EhloTls, greet(session, &hostname))
+                    .await?;
                 self.report.helo_fallback |= helo;
                 self.report.ehlo_tls = Some(tls_caps.clone());
                 caps = tls_caps;
@@ -329,18 +308,18 @@ impl<'a> Walk<'a> {
                 return Err(err.at(Phase::Auth));
             }
             let reply_code = &mut self.report.auth_reply_code;
-            timed(&mut self.report.phases, self.deadline, self.module.phase_timeout, Phase::Auth, async {
-                let mechanism = auth::choose(auth.mechanism, &caps.auth_mechanisms)?;
-                auth::authenticate(session, mechanism, &auth.credentials, reply_code).await
-            })
-            .await?;
+            self.clock
+                .time(&mut self.report.phases, Phase::Auth, async {
+                    let mechanism = auth::choose(auth.mechanism, &caps.auth_mechanisms)?;
+                    auth::authenticate(session, mechanism, &auth.credentials, reply_code).await
+                })
+                .await?;
             self.report.auth_success = Some(true);
         }
 
-        timed(&mut self.report.phases, self.deadline, self.module.phase_timeout, Phase::Quit, async {
-            session.expect("QUIT", "QUIT", 221).await
-        })
-        .await?;
+        self.clock
+            .time(&mut self.report.phases, Phase::Quit, async { session.expect("QUIT", "QUIT", 221).await })
+            .await?;
         self.report.bare_lf_lines += session.bare_lf_lines;
         session.shutdown().await;
         self.session = None;
@@ -368,6 +347,25 @@ impl<'a> Walk<'a> {
             self.report.failure = Some(failure);
         }
         self.report
+    }
+}
+
+/// The probe's overall deadline and the per-phase timeout.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    probe: Instant,
+    phase: Duration,
+}
+
+impl Deadlines {
+    /// Times `fut` as `phase` under both deadlines and records it in `phases`.
+    async fn time<T>(
+        self,
+        phases: &mut Vec<(Phase, Duration)>,
+        phase: Phase,
+        fut: impl Future<Output = Result<T, StepError>>,
+    ) -> Result<T, Failure> {
+        timed(phases, self.probe, self.phase, phase, fut).await
     }
 }
 
