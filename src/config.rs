@@ -91,6 +91,8 @@ struct RawModule {
     phase_timeout: Option<String>,
     #[serde(default)]
     ehlo_hostname: Option<String>,
+    #[serde(default = "yes")]
+    ehlo_metrics: bool,
     #[serde(default)]
     ip_protocol: IpProtocol,
     #[serde(default)]
@@ -295,6 +297,9 @@ pub struct Module {
     /// Deadline for each phase (never beyond the probe's deadline).
     pub phase_timeout: Duration,
     pub ehlo_hostname: String,
+    /// Export the per-extension and per-mechanism EHLO gauges (38 series per spec with
+    /// STARTTLS); large fleets may turn them off.
+    pub ehlo_metrics: bool,
     pub ip_protocol: IpProtocol,
     /// Trust settings, built once at load; `None` when `tls_mode` is `none`.
     pub tls: Option<Arc<TlsSettings>>,
@@ -727,6 +732,7 @@ fn validate_module(raw: RawModule) -> Result<Module, String> {
         timeout,
         phase_timeout,
         ehlo_hostname,
+        ehlo_metrics: raw.ehlo_metrics,
         ip_protocol: raw.ip_protocol,
         tls,
         server_name: tls_cfg.server_name,

@@ -166,11 +166,7 @@ async fn probe_once(state: &State, req: &Request<Incoming>) -> Response<Body> {
     if let Some(f) = &report.failure {
         tracing::debug!(target = %host, port, module, phase = f.phase.as_str(), reason = f.reason.as_str(), detail = %f.detail, "on-demand probe failed");
     }
-    respond(
-        StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
-        metrics::render_single(&spec.key(), report),
-    )
+    respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render_single(&spec, report))
 }
 
 /// Splits `HOST:PORT` (`[v6]:PORT` for IPv6 literals).

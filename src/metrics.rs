@@ -19,12 +19,14 @@ use std::time::UNIX_EPOCH;
 
 use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
 
-use crate::config::SpecKey;
+use crate::config::{ProbeSpec, SpecKey};
 use crate::probe::{PortState, ProbeReport, Reason};
 
 /// What the store keeps per spec.
 #[derive(Default)]
 struct SpecState {
+    /// The module's `ehlo_metrics` setting, refreshed on every reconcile.
+    ehlo_metrics: bool,
     last: Option<Arc<ProbeReport>>,
     probes_total: u64,
     failures_total: BTreeMap<Reason, u64>,
@@ -42,13 +44,15 @@ impl Store {
         Store::default()
     }
 
-    /// Keeps exactly `keys`: new ones start empty, others lose their state and series.
-    pub fn reconcile(&self, keys: &[SpecKey]) {
-        let wanted: std::collections::BTreeSet<&SpecKey> = keys.iter().collect();
+    /// Keeps exactly the configured `specs`: new ones start empty, removed ones lose their
+    /// state and series, kept ones keep their counters and take the new settings.
+    pub fn reconcile(&self, configured: &[ProbeSpec]) {
+        let wanted: BTreeMap<SpecKey, bool> =
+            configured.iter().map(|s| (s.key(), s.module.ehlo_metrics)).collect();
         let mut specs = self.specs.write().expect("metrics store lock");
-        specs.retain(|k, _| wanted.contains(k));
-        for key in wanted {
-            specs.entry(key.clone()).or_default();
+        specs.retain(|k, _| wanted.contains_key(k));
+        for (key, ehlo_metrics) in wanted {
+            specs.entry(key).or_default().ehlo_metrics = ehlo_metrics;
         }
     }
 
@@ -91,6 +95,7 @@ impl Store {
                 state.last.clone().map(|report| Row {
                     key: key.clone(),
                     report,
+                    ehlo_metrics: state.ehlo_metrics,
                     probes_total: state.probes_total,
                     failures_total: state.failures_total.iter().map(|(r, n)| (*r, *n)).collect(),
                 })
@@ -213,6 +218,7 @@ fn families(source: Source) -> Vec<Family> {
 struct Row {
     key: SpecKey,
     report: Arc<ProbeReport>,
+    ehlo_metrics: bool,
     probes_total: u64,
     failures_total: Vec<(Reason, u64)>,
 }
@@ -276,7 +282,7 @@ fn write_probe_families(out: &mut Vec<u8>, rows: &[Row], source: Source) {
     let mut sink = Out { buffers: &mut buffers, layout };
     for row in rows {
         let base = base_labels(&row.key);
-        record_report(&mut sink, &base, &row.report);
+        record_report(&mut sink, &base, &row.report, row.ehlo_metrics);
         if layout.has_counters {
             sink.push("smtp_probes_total", &base, &[], row.probes_total as f64);
             for (reason, count) in &row.failures_total {
@@ -360,7 +366,7 @@ fn bool_value(b: bool) -> f64 {
 }
 
 /// The series one report contributes (all but the counters, which live in the store).
-fn record_report(out: &mut Out<'_>, base: &[u8], report: &ProbeReport) {
+fn record_report(out: &mut Out<'_>, base: &[u8], report: &ProbeReport, ehlo_metrics: bool) {
     out.push("smtp_probe_success", base, &[], bool_value(report.success()));
     out.push("smtp_probe_duration_seconds", base, &[], report.duration.as_secs_f64());
     for (p, d) in &report.phases {
@@ -426,6 +432,12 @@ fn record_report(out: &mut Out<'_>, base: &[u8], report: &ProbeReport) {
     }
     for (session, caps) in [("plain", &report.ehlo), ("tls", &report.ehlo_tls)] {
         let Some(caps) = caps else { continue };
+        if let Some(size) = caps.size_limit {
+            out.push("smtp_ehlo_size_limit_bytes", base, &[("session", session)], size as f64);
+        }
+        if !ehlo_metrics {
+            continue;
+        }
         for ext in EHLO_EXTENSIONS {
             out.push(
                 "smtp_ehlo_extension",
@@ -442,9 +454,6 @@ fn record_report(out: &mut Out<'_>, base: &[u8], report: &ProbeReport) {
                 &[("mechanism", mech), ("session", session)],
                 bool_value(offered),
             );
-        }
-        if let Some(size) = caps.size_limit {
-            out.push("smtp_ehlo_size_limit_bytes", base, &[("session", session)], size as f64);
         }
     }
 }
@@ -524,8 +533,14 @@ impl Exporter {
 }
 
 /// The exposition of one on-demand probe (`/probe`): only that probe's series.
-pub fn render_single(key: &SpecKey, report: ProbeReport) -> Vec<u8> {
-    let row = Row { key: key.clone(), report: Arc::new(report), probes_total: 0, failures_total: Vec::new() };
+pub fn render_single(spec: &ProbeSpec, report: ProbeReport) -> Vec<u8> {
+    let row = Row {
+        key: spec.key(),
+        report: Arc::new(report),
+        ehlo_metrics: spec.module.ehlo_metrics,
+        probes_total: 0,
+        failures_total: Vec::new(),
+    };
     let mut out = Vec::with_capacity(8 * 1024);
     write_probe_families(&mut out, &[row], Source::OnDemand);
     out

@@ -35,8 +35,7 @@ impl Scheduler {
     /// finishes, its report is dropped), new specs start with an immediate probe, and kept
     /// specs restart with the new settings on their unchanged schedule.
     pub fn apply(&mut self, config: &Config) {
-        let keys: Vec<SpecKey> = config.specs.iter().map(ProbeSpec::key).collect();
-        self.store.reconcile(&keys);
+        self.store.reconcile(&config.specs);
         for stop in self.running.values() {
             let _ = stop.send(true);
         }

@@ -365,3 +365,29 @@ async fn status_page_lists_every_spec_and_escapes_what_it_shows() {
     assert!(body.contains("id=\"count-failing\">2 failing"));
     exporter.stop().await;
 }
+
+/// `ehlo_metrics: false` drops the per-extension and per-mechanism gauges of a module's
+/// specs (the bulk of a large exposition) and keeps the rest.
+#[tokio::test]
+async fn ehlo_metrics_can_be_turned_off_per_module() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let yaml = format!(
+        "modules:\n  lean: {{ tls: starttls, timeout: 5s, ehlo_metrics: false }}\n  full: {{ tls: starttls, timeout: 5s }}\ntargets:\n  - name: fake\n    host: 127.0.0.1\n    ports: [{{ port: {p}, module: lean }}, {{ port: {p}, module: full }}]\n",
+        p = server.port()
+    );
+    let config = pki.ca_file.with_file_name("lean.yml");
+    std::fs::write(&config, yaml).unwrap();
+    let exporter = Running::start(&config).await;
+    exporter.wait_ready().await;
+    let m = exporter.metrics().await;
+    assert!(find(&m, "smtp_ehlo_extension", &[("module", "lean")]).is_empty());
+    assert!(find(&m, "smtp_ehlo_auth_mechanism", &[("module", "lean")]).is_empty());
+    assert_eq!(find(&m, "smtp_ehlo_extension", &[("module", "full")]).len(), 18);
+    assert_eq!(
+        value(&m, "smtp_ehlo_size_limit_bytes", &[("module", "lean"), ("session", "plain")]),
+        10_240_000.0
+    );
+    assert_eq!(value(&m, "smtp_starttls_advertised", &[("module", "lean")]), 1.0);
+    exporter.stop().await;
+}
