@@ -33,7 +33,7 @@ struct SpecState {
 }
 
 /// The latest report and counters of every configured spec. Shared by the scheduler
-/// (writer) and the collector (reader); locks are held only to copy or swap an `Arc`.
+/// (writer) and the renderers (readers); locks are held only to copy or swap an `Arc`.
 #[derive(Default)]
 pub struct Store {
     specs: RwLock<BTreeMap<SpecKey, SpecState>>,
@@ -111,7 +111,7 @@ impl Store {
     }
 }
 
-/// Where the reports a collector shows come from; it decides the HELP wording and
+/// Where the reports being rendered come from; it decides the HELP wording and
 /// whether the counters are shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -121,7 +121,7 @@ pub enum Source {
     OnDemand,
 }
 
-/// One metric family the collector emits.
+/// One probe metric family.
 struct Family {
     name: &'static str,
     help: String,

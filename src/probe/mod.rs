@@ -188,15 +188,6 @@ impl<'a> Walk<'a> {
         Ok(Box::new(tcp))
     }
 
-    /// Times `fut` as `phase`, under the phase and probe deadlines.
-    async fn phase<T>(
-        &mut self,
-        phase: Phase,
-        fut: impl Future<Output = Result<T, StepError>>,
-    ) -> Result<T, Failure> {
-        self.clock.time(&mut self.report.phases, phase, fut).await
-    }
-
     /// Runs the handshake. Returns the TLS stream, and the failure to report once the
     /// encrypted session is set up when the certificate is invalid and the module fails
     /// on that (the session is kept so that QUIT can still be said inside TLS).
@@ -206,7 +197,10 @@ impl<'a> Walk<'a> {
     ) -> Result<(Box<dyn Stream>, Option<Failure>), Failure> {
         let settings = self.module.tls.clone().expect("TLS modules have TLS settings");
         let name = self.spec.server_name.clone().expect("TLS specs have a server name");
-        let (tls, info) = self.phase(Phase::TlsHandshake, tls::handshake(&settings, name, stream)).await?;
+        let (tls, info) = self
+            .clock
+            .time(&mut self.report.phases, Phase::TlsHandshake, tls::handshake(&settings, name, stream))
+            .await?;
         let cert_failure = match (&info.cert_error, settings.fail_on_invalid_cert) {
             (Some(error), true) => Some(Failure {
                 phase: Phase::TlsHandshake,
