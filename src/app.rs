@@ -45,22 +45,49 @@ impl ConfigSource {
     }
 }
 
-/// Runs the exporter until `shutdown` resolves. With a `shard`, only the specs that shard
-/// owns are scheduled. Fails only when the first configuration load fails; later reload
-/// failures are logged and counted.
+/// A configuration loaded and ready to serve: what [`serve`] needs, made before anything
+/// listens, so that a bad configuration fails the start before "listening" is logged.
+pub struct Prepared {
+    source: Sharded,
+    config: Config,
+}
+
+impl Prepared {
+    /// The loaded configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Loads the first configuration. With a `shard`, only the specs that shard owns are kept.
+pub fn prepare(source: ConfigSource, shard: Option<Shard>) -> Result<Prepared, ConfigError> {
+    let source = Sharded { source, shard };
+    let config = source.load()?;
+    Ok(Prepared { source, config })
+}
+
+/// Loads the configuration, then serves on `listener` until `shutdown` resolves; the
+/// end-to-end tests start the exporter this way. Fails only when the first load fails;
+/// later reload failures are logged and counted.
 pub async fn run(
     listener: TcpListener,
     source: ConfigSource,
     shard: Option<Shard>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
-    let source = Sharded { source, shard };
-    let config = source.load()?;
+    serve(prepare(source, shard)?, listener, shutdown).await;
+    Ok(())
+}
+
+/// Runs the exporter on a prepared configuration until `shutdown` resolves.
+pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let Prepared { source, config } = prepared;
     let store = Arc::new(Store::new());
     let exporter = Arc::new(Exporter::new(store.clone()));
     exporter.config_loaded(true);
     let mut scheduler = Scheduler::new(store);
     scheduler.apply(&config);
+    log_warnings(&config);
     tracing::info!(
         specs = config.specs.len(),
         max_concurrency = config.max_concurrency,
@@ -95,7 +122,13 @@ pub async fn run(
     scheduler.stop();
     let _ = stop_http.send(());
     let _ = server.await;
-    Ok(())
+}
+
+/// Logs what the configuration loads with but probably does not mean.
+fn log_warnings(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!(warning = %warning, "configuration warning");
+    }
 }
 
 /// A configuration source seen through a shard.
@@ -123,6 +156,7 @@ fn reload(source: &Sharded, scheduler: &mut Scheduler, state: &http::State) -> R
         Ok(config) => {
             scheduler.apply(&config);
             exporter.config_loaded(true);
+            log_warnings(&config);
             let specs = config.specs.len();
             *state.config.write().expect("config lock") = Arc::new(config);
             tracing::info!(specs, "configuration reloaded");

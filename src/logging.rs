@@ -41,17 +41,21 @@ impl LogLevel {
 
 /// Installs the global subscriber, writing to standard error.
 pub fn init(level: LogLevel, format: LogFormat) {
-    let builder = tracing_subscriber::fmt().with_max_level(level.to_tracing()).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Logfmt => builder.event_format(Logfmt).init(),
-    }
+    tracing_subscriber::fmt()
+        .with_max_level(level.to_tracing())
+        .with_writer(std::io::stderr)
+        .event_format(Lines(format))
+        .init();
 }
 
-/// Formats events as logfmt: `ts=<RFC 3339> level=<level> msg=<message> <field>=<value>…`.
-pub struct Logfmt;
+/// Formats each event as one line, in logfmt (`ts=<RFC 3339> level=<level> msg=<message>
+/// <field>=<value>…`) or as a JSON object with the same keys. The keys are ours alone:
+/// tracing's module path (which it calls `target`) is left out, so that a probe's `target`
+/// field is the only `target`, and a field that would repeat `ts`, `level` or `msg` is
+/// written as `field_<name>`.
+pub struct Lines(pub LogFormat);
 
-impl<S, N> FormatEvent<S, N> for Logfmt
+impl<S, N> FormatEvent<S, N> for Lines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -62,45 +66,109 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let meta = event.metadata();
-        let mut line = String::with_capacity(160);
-        write!(line, "ts={} level={}", rfc3339_now(), meta.level().as_str().to_ascii_lowercase())?;
-        let mut visitor = LogfmtVisitor { message: None, fields: String::new() };
-        event.record(&mut visitor);
-        if let Some(msg) = visitor.message {
-            line.push_str(" msg=");
-            push_value(&mut line, &msg);
-        }
-        line.push_str(&visitor.fields);
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let level = event.metadata().level().as_str().to_ascii_lowercase();
+        let line = match self.0 {
+            LogFormat::Logfmt => fields.logfmt(&rfc3339_now(), &level),
+            LogFormat::Json => fields.json(&rfc3339_now(), &level),
+        };
         writeln!(writer, "{line}")
     }
 }
 
-struct LogfmtVisitor {
+/// An event's message and fields, in the order they were given.
+#[derive(Default)]
+struct Fields {
     message: Option<String>,
-    fields: String,
+    fields: Vec<(String, FieldValue)>,
 }
 
-impl Visit for LogfmtVisitor {
+/// A field's value: numbers and booleans stay numbers and booleans in JSON.
+enum FieldValue {
+    Text(String),
+    Number(serde_json::Number),
+    Bool(bool),
+}
+
+impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.record(field, value.to_owned());
+        self.record(field, FieldValue::Text(value.to_owned()));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.record(field, format!("{value:?}"));
+        self.record(field, FieldValue::Text(format!("{value:?}")));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record(field, FieldValue::Number(value.into()));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record(field, FieldValue::Number(value.into()));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.record(field, FieldValue::Bool(value));
     }
 }
 
-impl LogfmtVisitor {
-    fn record(&mut self, field: &Field, value: String) {
-        if field.name() == "message" {
-            self.message = Some(value);
-        } else {
-            self.fields.push(' ');
-            self.fields.push_str(field.name());
-            self.fields.push('=');
-            push_value(&mut self.fields, &value);
+impl Fields {
+    fn record(&mut self, field: &Field, value: FieldValue) {
+        let name = field.name();
+        if name == "message" {
+            self.message = Some(match value {
+                FieldValue::Text(t) => t,
+                FieldValue::Number(n) => n.to_string(),
+                FieldValue::Bool(b) => b.to_string(),
+            });
+            return;
         }
+        let key =
+            if matches!(name, "ts" | "level" | "msg") { format!("field_{name}") } else { name.to_owned() };
+        self.fields.push((key, value));
+    }
+
+    fn logfmt(&self, ts: &str, level: &str) -> String {
+        let mut line = String::with_capacity(160);
+        let _ = write!(line, "ts={ts} level={level}");
+        if let Some(msg) = &self.message {
+            line.push_str(" msg=");
+            push_value(&mut line, msg);
+        }
+        for (key, value) in &self.fields {
+            let _ = write!(line, " {key}=");
+            match value {
+                FieldValue::Text(t) => push_value(&mut line, t),
+                FieldValue::Number(n) => line.push_str(&n.to_string()),
+                FieldValue::Bool(b) => line.push_str(if *b { "true" } else { "false" }),
+            }
+        }
+        line
+    }
+
+    fn json(&self, ts: &str, level: &str) -> String {
+        let quote = |text: &str| serde_json::Value::from(text).to_string();
+        let mut line = format!("{{\"ts\":{},\"level\":{}", quote(ts), quote(level));
+        if let Some(msg) = &self.message {
+            let _ = write!(line, ",\"msg\":{}", quote(msg));
+        }
+        let mut seen: Vec<&str> = Vec::with_capacity(self.fields.len());
+        for (key, value) in &self.fields {
+            // A key given twice in one event keeps its first value: one key, one value.
+            if seen.contains(&key.as_str()) {
+                continue;
+            }
+            seen.push(key);
+            let value = match value {
+                FieldValue::Text(t) => quote(t),
+                FieldValue::Number(n) => n.to_string(),
+                FieldValue::Bool(b) => b.to_string(),
+            };
+            let _ = write!(line, ",{}:{value}", quote(key));
+        }
+        line.push('}');
+        line
     }
 }
 

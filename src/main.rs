@@ -29,8 +29,8 @@ struct Cli {
     config_check: bool,
 
     /// Address to serve HTTP on: host:port, or :port for every interface.
-    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = ":10027")]
-    listen_address: String,
+    #[arg(long = "web.listen-address", value_name = "ADDR", default_value = ":10027", value_parser = ListenAddress::parse)]
+    listen_address: ListenAddress,
 
     /// Probe only the specs of shard INDEX out of COUNT replicas (stable hash of the spec's
     /// labels). INDEX may be a StatefulSet pod name like smtp-exporter-2.
@@ -70,6 +70,9 @@ fn main() -> ExitCode {
                 if let Some(shard) = cli.shard {
                     config.keep_shard(shard);
                 }
+                for warning in &config.warnings {
+                    eprintln!("warning: {warning}");
+                }
                 println!(
                     "configuration is valid: {} modules, {} probe specs",
                     config.modules.len(),
@@ -84,6 +87,14 @@ fn main() -> ExitCode {
         };
     }
 
+    // The configuration first: a bad one fails the start before anything listens.
+    let prepared = match app::prepare(source, cli.shard) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot load the configuration");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -102,13 +113,8 @@ fn main() -> ExitCode {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(address = %addr, version = env!("CARGO_PKG_VERSION"), "listening");
         }
-        match app::run(listener, source, cli.shard, terminate()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load the configuration");
-                ExitCode::FAILURE
-            }
-        }
+        app::serve(prepared, listener, terminate()).await;
+        ExitCode::SUCCESS
     })
 }
 
@@ -137,25 +143,53 @@ fn run_check(args: &CheckArgs) -> ExitCode {
     }
 }
 
-/// Binds `host:port`, or `:port` on every interface (IPv6 and IPv4 where possible).
-async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
-    if let Some(port) = address.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| invalid(address))?;
-        let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
-        return match tokio::net::TcpListener::bind(any6).await {
-            Ok(l) => Ok(l),
-            Err(_) => tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await,
-        };
-    }
-    let addr: SocketAddr = match address.parse() {
-        Ok(a) => a,
-        Err(_) => tokio::net::lookup_host(address).await?.next().ok_or_else(|| invalid(address))?,
-    };
-    tokio::net::TcpListener::bind(addr).await
+/// Where to serve HTTP, checked when the command line is read: `host:port`, `[v6]:port`,
+/// or `:port` for every interface.
+#[derive(Clone, Debug)]
+enum ListenAddress {
+    AnyInterface(u16),
+    Host(String, u16),
 }
 
-fn invalid(address: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("invalid listen address {address:?}"))
+impl ListenAddress {
+    fn parse(text: &str) -> Result<ListenAddress, String> {
+        let bad_port =
+            |p: &str| format!("{p:?} is not a port number from 0 to 65535 (use host:port or :port)");
+        if let Some(port) = text.strip_prefix(':') {
+            return port.parse().map(ListenAddress::AnyInterface).map_err(|_| bad_port(port));
+        }
+        let (host, port) = text.rsplit_once(':').ok_or("the port is missing (use host:port or :port)")?;
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        if host.is_empty() || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err()) {
+            return Err(format!("{host:?} is not a host name or address (use [v6]:port for IPv6)"));
+        }
+        let port = port.parse().map_err(|_| bad_port(port))?;
+        Ok(ListenAddress::Host(host.to_owned(), port))
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddress::AnyInterface(port) => write!(f, ":{port}"),
+            ListenAddress::Host(host, port) if host.contains(':') => write!(f, "[{host}]:{port}"),
+            ListenAddress::Host(host, port) => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// Binds the address; `:port` binds every interface (IPv6 and IPv4 where possible).
+async fn bind(address: &ListenAddress) -> std::io::Result<tokio::net::TcpListener> {
+    match address {
+        ListenAddress::AnyInterface(port) => {
+            let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, *port));
+            match tokio::net::TcpListener::bind(any6).await {
+                Ok(l) => Ok(l),
+                Err(_) => tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], *port))).await,
+            }
+        }
+        ListenAddress::Host(host, port) => tokio::net::TcpListener::bind((host.as_str(), *port)).await,
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod ehlo;
 pub mod error;
 pub mod expect;
+mod quickack;
 pub mod reply;
 pub mod session;
 pub mod state;
@@ -185,7 +186,7 @@ impl<'a> Walk<'a> {
             .await?;
         // Commands are single small writes answered by the server: no reason to batch.
         let _ = tcp.set_nodelay(true);
-        Ok(Box::new(tcp))
+        Ok(Box::new(quickack::QuickAck::new(tcp)))
     }
 
     /// Runs the handshake. Returns the TLS stream, and the failure to report once the
@@ -206,9 +207,10 @@ impl<'a> Walk<'a> {
                 phase: Phase::TlsHandshake,
                 reason: Reason::TlsCertInvalid,
                 detail: format!(
-                    "certificate {}: {}",
+                    "certificate {}: {}; {}",
                     error.as_str(),
-                    info.cert_error_detail.as_deref().unwrap_or("verification failed")
+                    info.cert_error_detail.as_deref().unwrap_or("verification failed"),
+                    error.remedy()
                 ),
             }),
             _ => None,

@@ -8,10 +8,13 @@
 //! then verified in full against the module's roots, and the verdict is recorded rather
 //! than aborting, so the certificate can be read (expiry, names, fingerprint) even when it
 //! is invalid. The walk fails the probe or not, following the module's `on_invalid_cert`.
-//! Session resumption is off: every probe times a full handshake. The client
-//! configuration is built once per module.
+//! A leaf that is itself one of the configured trust anchors (a private server's
+//! self-signed certificate given as `ca_file`) is trusted as OpenSSL and Go trust it,
+//! whether it says `CA:TRUE` or not; its name and dates are still checked. Session
+//! resumption is off: every probe times a full handshake. The client configuration is
+//! built once per module.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -26,6 +29,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::error::{Reason, StepError};
+use crate::logging::format_date;
 
 /// Where trust anchors come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,21 +45,36 @@ pub enum Roots {
 /// Why a certificate did not verify, from a fixed set (a metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CertError {
+    /// Past its notAfter.
     Expired,
+    /// Before its notBefore.
     NotYetValid,
+    /// The chain does not lead to a trusted root.
     UnknownIssuer,
+    /// The leaf signed itself and is not one of the trusted certificates.
+    SelfSigned,
+    /// Valid, but not for the name the probe checks.
     NameMismatch,
+    /// Not usable as a TLS server certificate: a CA certificate served as the leaf, an
+    /// intermediate without the CA flag, or an extended key usage without serverAuth.
+    InvalidPurpose,
+    /// A signature in the chain does not verify, or uses an algorithm no longer accepted.
+    BadSignature,
     Revoked,
+    /// Anything else (a malformed certificate, an unhandled critical extension, ...).
     Other,
 }
 
 impl CertError {
     /// Every value, in documentation order.
-    pub const ALL: [CertError; 6] = [
+    pub const ALL: [CertError; 9] = [
         CertError::Expired,
         CertError::NotYetValid,
         CertError::UnknownIssuer,
+        CertError::SelfSigned,
         CertError::NameMismatch,
+        CertError::InvalidPurpose,
+        CertError::BadSignature,
         CertError::Revoked,
         CertError::Other,
     ];
@@ -65,24 +84,65 @@ impl CertError {
             CertError::Expired => "expired",
             CertError::NotYetValid => "not_yet_valid",
             CertError::UnknownIssuer => "unknown_issuer",
+            CertError::SelfSigned => "self_signed",
             CertError::NameMismatch => "name_mismatch",
+            CertError::InvalidPurpose => "invalid_purpose",
+            CertError::BadSignature => "bad_signature",
             CertError::Revoked => "revoked",
             CertError::Other => "other",
         }
     }
 
-    fn from_rustls(err: &rustls::Error) -> CertError {
-        match err {
-            rustls::Error::InvalidCertificate(e) => match e {
-                CertificateError::Expired | CertificateError::ExpiredContext { .. } => CertError::Expired,
-                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                    CertError::NotYetValid
-                }
-                CertificateError::UnknownIssuer => CertError::UnknownIssuer,
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                    CertError::NameMismatch
-                }
-                CertificateError::Revoked => CertError::Revoked,
+    /// What to do about it, in the configuration's words.
+    pub fn remedy(self) -> &'static str {
+        match self {
+            CertError::Expired => "renew it, or set on_invalid_cert: report",
+            CertError::NotYetValid => "check the clocks of this machine and of the server",
+            CertError::UnknownIssuer => "add the issuing CA to tls_config.ca_file, or set on_invalid_cert: report",
+            CertError::SelfSigned => "trust it with tls_config.ca_file, or set on_invalid_cert: report",
+            CertError::NameMismatch => {
+                "set tls_config.server_name to a name it covers, or give the server a certificate for this name"
+            }
+            CertError::InvalidPurpose => "the server needs a certificate issued for TLS server use",
+            CertError::BadSignature => "the server needs a certificate signed with a current algorithm",
+            CertError::Revoked => "the server needs a new certificate",
+            CertError::Other => "set on_invalid_cert: report to keep probing past it",
+        }
+    }
+
+    /// Sorts a verifier error into the fixed set. `self_issued` tells a self-signed leaf
+    /// from one issued by an unknown CA.
+    fn from_rustls(err: &rustls::Error, self_issued: bool) -> CertError {
+        let unknown = if self_issued { CertError::SelfSigned } else { CertError::UnknownIssuer };
+        let rustls::Error::InvalidCertificate(e) = err else { return CertError::Other };
+        match e {
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => CertError::Expired,
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                CertError::NotYetValid
+            }
+            CertificateError::UnknownIssuer => unknown,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                CertError::NameMismatch
+            }
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                CertError::InvalidPurpose
+            }
+            CertificateError::BadSignature
+            | CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                CertError::BadSignature
+            }
+            CertificateError::Revoked => CertError::Revoked,
+            // webpki's own errors that rustls passes through untranslated.
+            CertificateError::Other(rustls::OtherError(inner)) => match inner.downcast_ref::<webpki::Error>()
+            {
+                // `openssl req -x509` makes CA:TRUE certificates: self-signed, untrusted.
+                Some(webpki::Error::CaUsedAsEndEntity) if self_issued => CertError::SelfSigned,
+                Some(
+                    webpki::Error::CaUsedAsEndEntity
+                    | webpki::Error::EndEntityUsedAsCa
+                    | webpki::Error::PathLenConstraintViolated,
+                ) => CertError::InvalidPurpose,
                 _ => CertError::Other,
             },
             _ => CertError::Other,
@@ -101,7 +161,7 @@ pub struct TlsInfo {
     pub kx_group: Option<String>,
     /// `None` when the chain verified; otherwise why not.
     pub cert_error: Option<CertError>,
-    /// The verifier's own words about the failure, for logs.
+    /// What is wrong, in words (without the remedy, which depends on who reads it).
     pub cert_error_detail: Option<String>,
     /// The leaf certificate's notAfter, in seconds since the Unix epoch.
     pub leaf_not_after: Option<i64>,
@@ -126,6 +186,9 @@ pub struct TlsSettings {
     config: Arc<ClientConfig>,
     /// Fail the probe when the certificate does not verify (else only report it).
     pub fail_on_invalid_cert: bool,
+    /// The DER of every configured trust anchor: a leaf found here is trusted as it is
+    /// (a private server's self-signed certificate given as `ca_file`).
+    anchors: HashSet<Vec<u8>>,
     /// Descriptions of chains seen before, keyed by their DER bytes: a server presents the
     /// same chain probe after probe, and parsing it again is a tenth of a probe's CPU.
     described: Mutex<HashMap<Vec<u8>, Arc<CertFields>>>,
@@ -137,7 +200,10 @@ const DESCRIBED_CHAINS_MAX: usize = 1024;
 /// What the presented chain says, as `TlsInfo` carries it.
 #[derive(Debug, Default)]
 struct CertFields {
+    leaf_not_before: Option<i64>,
     leaf_not_after: Option<i64>,
+    /// The leaf names itself as its issuer.
+    leaf_self_issued: bool,
     chain_earliest_not_after: Option<i64>,
     leaf_names: Vec<String>,
     subject_cn: String,
@@ -162,42 +228,48 @@ fn bundled_roots() -> Arc<RootCertStore> {
         .clone()
 }
 
-fn load_roots(roots: &Roots) -> Result<Arc<RootCertStore>, String> {
+/// The trust anchors of `roots`, and the DER of each one that a leaf may match as it is
+/// (none for the bundled roots: no server presents a root of the Mozilla program).
+fn load_roots(roots: &Roots) -> Result<(Arc<RootCertStore>, HashSet<Vec<u8>>), String> {
     match roots {
-        Roots::Bundled => Ok(bundled_roots()),
+        Roots::Bundled => Ok((bundled_roots(), HashSet::new())),
         Roots::System => {
             let loaded = rustls_native_certs::load_native_certs();
             let mut store = RootCertStore::empty();
+            let anchors = loaded.certs.iter().map(|c| c.to_vec()).collect();
             let (added, _ignored) = store.add_parsable_certificates(loaded.certs);
             if added == 0 {
                 let why = loaded.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
                 return Err(format!("system_roots: no usable certificate in the system store{why}"));
             }
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), anchors))
         }
-        Roots::CaFile(path) => load_ca_file(path).map(Arc::new),
+        Roots::CaFile(path) => load_ca_file(path).map(|(store, anchors)| (Arc::new(store), anchors)),
     }
 }
 
-fn load_ca_file(path: &Path) -> Result<RootCertStore, String> {
+fn load_ca_file(path: &Path) -> Result<(RootCertStore, HashSet<Vec<u8>>), String> {
     use rustls::pki_types::pem::PemObject;
     let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
     let mut store = RootCertStore::empty();
+    let mut anchors = HashSet::new();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        anchors.insert(cert.to_vec());
         store.add(cert).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
     }
     if store.is_empty() {
         return Err(format!("ca_file {}: no PEM certificate found", path.display()));
     }
-    Ok(store)
+    Ok((store, anchors))
 }
 
 impl TlsSettings {
     /// Loads the trust anchors, fixes the policy for invalid certificates, and builds the
     /// client configuration.
     pub fn new(roots: &Roots, fail_on_invalid_cert: bool) -> Result<TlsSettings, String> {
-        let verifier = WebPkiServerVerifier::builder_with_provider(load_roots(roots)?, provider())
+        let (store, anchors) = load_roots(roots)?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(store, provider())
             .build()
             .map_err(|e| e.to_string())?;
         let mut config = ClientConfig::builder_with_provider(provider())
@@ -211,6 +283,7 @@ impl TlsSettings {
             verifier,
             config: Arc::new(config),
             fail_on_invalid_cert,
+            anchors,
             described: Mutex::default(),
         })
     }
@@ -233,14 +306,95 @@ impl TlsSettings {
         fields
     }
 
-    /// Verifies the presented chain and name; `None` when they are valid.
-    fn verdict(&self, chain: Option<&[CertificateDer<'_>]>, name: &ServerName<'_>) -> Option<rustls::Error> {
-        match chain {
-            Some([leaf, intermediates @ ..]) => {
-                self.verifier.verify_server_cert(leaf, intermediates, name, &[], UnixTime::now()).err()
-            }
-            _ => Some(rustls::Error::NoCertificatesPresented),
+    /// Verifies the presented chain and name; `None` when they are valid, otherwise why
+    /// not and what is wrong in words.
+    fn verdict(
+        &self,
+        chain: Option<&[CertificateDer<'_>]>,
+        name: &ServerName<'_>,
+        fields: &CertFields,
+    ) -> Option<(CertError, String)> {
+        let Some([leaf, intermediates @ ..]) = chain else {
+            return Some((CertError::Other, "the server presented no certificate".to_owned()));
+        };
+        let now = UnixTime::now();
+        let error = if self.anchors.contains(leaf.as_ref()) {
+            trusted_leaf_verdict(leaf, name, fields, now)?
+        } else {
+            let err = self.verifier.verify_server_cert(leaf, intermediates, name, &[], now).err()?;
+            (CertError::from_rustls(&err, fields.leaf_self_issued), err)
+        };
+        Some((error.0, explain(error.0, &error.1, fields, name)))
+    }
+}
+
+/// The verdict on a leaf that is one of the trust anchors: trusted as it is, so only its
+/// dates and its name are checked.
+fn trusted_leaf_verdict(
+    leaf: &CertificateDer<'_>,
+    name: &ServerName<'_>,
+    fields: &CertFields,
+    now: UnixTime,
+) -> Option<(CertError, rustls::Error)> {
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    if fields.leaf_not_before.is_some_and(|t| now_secs < t) {
+        return Some((CertError::NotYetValid, CertificateError::NotValidYet.into()));
+    }
+    if fields.leaf_not_after.is_some_and(|t| now_secs > t) {
+        return Some((CertError::Expired, CertificateError::Expired.into()));
+    }
+    let covered = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| CertificateError::Other(rustls::OtherError(Arc::new(e))).into())
+        .and_then(|cert| {
+            cert.verify_is_valid_for_subject_name(name)
+                .map_err(|_| rustls::Error::from(CertificateError::NotValidForName))
+        });
+    match covered {
+        Ok(()) => None,
+        Err(err) => Some((CertError::from_rustls(&err, false), err)),
+    }
+}
+
+/// A certificate error in words, naming what the certificate says: its names, issuer and
+/// dates.
+fn explain(error: CertError, cause: &rustls::Error, fields: &CertFields, name: &ServerName<'_>) -> String {
+    let names = if fields.leaf_names.is_empty() {
+        match fields.subject_cn.as_str() {
+            "" => "an unnamed subject".to_owned(),
+            cn => cn.to_owned(),
         }
+    } else {
+        let mut shown: Vec<&str> = fields.leaf_names.iter().take(4).map(String::as_str).collect();
+        if fields.leaf_names.len() > shown.len() {
+            shown.push("…");
+        }
+        shown.join(", ")
+    };
+    let date = |t: Option<i64>| t.map(format_date).unwrap_or_else(|| "an unreadable date".to_owned());
+    let wanted = match name {
+        ServerName::DnsName(dns) => dns.as_ref().to_owned(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        other => format!("{other:?}"),
+    };
+    match error {
+        CertError::Expired => format!("certificate for {names} expired on {}", date(fields.leaf_not_after)),
+        CertError::NotYetValid => {
+            format!("certificate for {names} is not valid before {}", date(fields.leaf_not_before))
+        }
+        CertError::UnknownIssuer => format!(
+            "certificate for {names} is issued by \"{}\", which is not among the trusted roots",
+            fields.issuer_cn
+        ),
+        CertError::SelfSigned => format!("self-signed certificate for {names}"),
+        CertError::NameMismatch => format!("certificate is valid for {names}, not for {wanted}"),
+        CertError::InvalidPurpose => format!(
+            "certificate for {names} is not for a TLS server (a CA certificate as the leaf, an intermediate that is not a CA, or no serverAuth usage)"
+        ),
+        CertError::BadSignature => {
+            format!("certificate for {names}: a signature does not verify or uses a rejected algorithm ({cause})")
+        }
+        CertError::Revoked => format!("certificate for {names} is revoked"),
+        CertError::Other => format!("certificate for {names} did not verify: {cause}"),
     }
 }
 
@@ -268,35 +422,26 @@ where
     let cipher =
         conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("unknown").to_owned();
     let kx_group = conn.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
-    let verdict = settings.verdict(conn.peer_certificates(), &server_name);
-    let (cert_error, cert_error_detail) = match &verdict {
-        Some(err) => (Some(CertError::from_rustls(err)), Some(err.to_string())),
-        None => (None, None),
-    };
-    let mut info = TlsInfo {
+    let fields = conn.peer_certificates().map(|chain| settings.describe(chain)).unwrap_or_default();
+    let (cert_error, cert_error_detail) =
+        match settings.verdict(conn.peer_certificates(), &server_name, &fields) {
+            Some((error, detail)) => (Some(error), Some(detail)),
+            None => (None, None),
+        };
+    let info = TlsInfo {
         version,
         cipher,
         kx_group,
         cert_error,
         cert_error_detail,
-        leaf_not_after: None,
-        chain_earliest_not_after: None,
-        leaf_names: Vec::new(),
-        subject_cn: String::new(),
-        issuer_cn: String::new(),
-        serial: String::new(),
-        fingerprint_sha256: String::new(),
+        leaf_not_after: fields.leaf_not_after,
+        chain_earliest_not_after: fields.chain_earliest_not_after,
+        leaf_names: fields.leaf_names.clone(),
+        subject_cn: fields.subject_cn.clone(),
+        issuer_cn: fields.issuer_cn.clone(),
+        serial: fields.serial.clone(),
+        fingerprint_sha256: fields.fingerprint_sha256.clone(),
     };
-    if let Some(chain) = conn.peer_certificates() {
-        let fields = settings.describe(chain);
-        info.leaf_not_after = fields.leaf_not_after;
-        info.chain_earliest_not_after = fields.chain_earliest_not_after;
-        info.leaf_names.clone_from(&fields.leaf_names);
-        info.subject_cn.clone_from(&fields.subject_cn);
-        info.issuer_cn.clone_from(&fields.issuer_cn);
-        info.serial.clone_from(&fields.serial);
-        info.fingerprint_sha256.clone_from(&fields.fingerprint_sha256);
-    }
     Ok((tls, info))
 }
 
@@ -309,7 +454,9 @@ fn describe_chain(chain: &[CertificateDer<'_>]) -> CertFields {
         .collect();
     info.chain_earliest_not_after = parsed.iter().map(|c| c.validity().not_after.timestamp()).min();
     let (Some(leaf_der), Some(leaf)) = (chain.first(), parsed.first()) else { return info };
+    info.leaf_not_before = Some(leaf.validity().not_before.timestamp());
     info.leaf_not_after = Some(leaf.validity().not_after.timestamp());
+    info.leaf_self_issued = leaf.subject().as_raw() == leaf.issuer().as_raw();
     info.leaf_names = subject_alt_names(leaf);
     let cn = |name: &x509_parser::x509::X509Name<'_>| {
         name.iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or("").to_owned()

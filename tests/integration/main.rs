@@ -9,3 +9,6 @@ mod probe;
 
 /// The exporter in-process: scheduler, /metrics and the other HTTP endpoints.
 mod exporter;
+
+/// The binary as a user starts it: exit codes, `--config.check`, log lines.
+mod cli;

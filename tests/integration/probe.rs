@@ -576,3 +576,63 @@ async fn starttls_refused_with_454_is_reply_4xx() {
     let (report, _server, _pki) = probe_with(behaviour, "tls: starttls_required").await;
     assert_failed(&report, Phase::Starttls, Reason::Reply4xx);
 }
+
+/// Issue 10 item 2: a self-signed certificate made the usual way (`openssl req -x509`, which
+/// sets CA:TRUE) and given as the module's `ca_file` is trusted, as OpenSSL and Go trust
+/// it; so is one with CA:FALSE. Its name and dates are still checked.
+#[tokio::test]
+async fn a_self_signed_certificate_in_ca_file_is_trusted_with_its_name_and_dates_checked() {
+    let implicit = Behaviour { implicit_tls: true, ..Behaviour::default() };
+    for leaf in [Leaf::SelfSignedCa, Leaf::SelfSignedNoCa] {
+        let pki = TestPki::with_leaf(leaf);
+        let (report, _server) =
+            probe_pki(implicit.clone(), &pki, "tls: implicit\ntls_config: { ca_file: {ca} }").await;
+        assert!(report.success(), "{:?}", report.failure);
+        let tls = report.tls.as_ref().unwrap();
+        assert_eq!(tls.cert_error, None, "{:?}", tls.cert_error_detail);
+
+        // The name is still checked.
+        let (report, _server) = probe_pki(
+            implicit.clone(),
+            &pki,
+            "tls: implicit\ntls_config: { ca_file: {ca}, server_name: mail.example.org }",
+        )
+        .await;
+        assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+        assert_eq!(report.tls.as_ref().unwrap().cert_error, Some(CertError::NameMismatch));
+        let detail = &report.failure.as_ref().unwrap().detail;
+        assert!(detail.contains("mail.example.org") && detail.contains("localhost"), "{detail}");
+    }
+    // And so are its dates.
+    let pki = TestPki::with_leaf(Leaf::SelfSignedExpired);
+    let (report, _server) = probe_pki(implicit, &pki, "tls: implicit\ntls_config: { ca_file: {ca} }").await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+    assert_eq!(report.tls.as_ref().unwrap().cert_error, Some(CertError::Expired));
+    let detail = &report.failure.as_ref().unwrap().detail;
+    assert!(detail.contains("expired on 2021-01-01"), "{detail}");
+}
+
+/// Issue 10 item 2: an untrusted self-signed certificate is `self_signed`, not `other`, and
+/// the detail says in words how to trust it; a chain to an unknown root stays
+/// `unknown_issuer`.
+#[tokio::test]
+async fn an_untrusted_self_signed_certificate_is_named_with_the_fix() {
+    let implicit = Behaviour { implicit_tls: true, ..Behaviour::default() };
+    for leaf in [Leaf::SelfSignedCa, Leaf::SelfSignedNoCa] {
+        let pki = TestPki::with_leaf(leaf);
+        // The bundled Mozilla roots do not know it.
+        let (report, _server) = probe_pki(implicit.clone(), &pki, "tls: implicit").await;
+        assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+        assert_eq!(report.tls.as_ref().unwrap().cert_error, Some(CertError::SelfSigned));
+        let detail = &report.failure.as_ref().unwrap().detail;
+        assert_eq!(
+            detail,
+            "certificate self_signed: self-signed certificate for localhost, 127.0.0.1; trust it with tls_config.ca_file, or set on_invalid_cert: report"
+        );
+    }
+    let pki = TestPki::new();
+    let (report, _server) = probe_pki(implicit, &pki, "tls: implicit").await;
+    assert_eq!(report.tls.as_ref().unwrap().cert_error, Some(CertError::UnknownIssuer));
+    let detail = &report.failure.as_ref().unwrap().detail;
+    assert!(detail.contains("issued by \"smtp_exporter test CA\"") && !detail.contains("Other("), "{detail}");
+}

@@ -33,6 +33,11 @@
 #   ALT_PORT           like submission ("2525")     (default 12525)
 #   EXPIRED_PORT       implicit TLS, expired cert   (default 10466)
 #   WRONGNAME_PORT     implicit TLS, cert for another name (default 10467)
+#   SELFSIGNED_PORT    implicit TLS, self-signed CA:TRUE cert (`openssl req -x509`) (default 10468)
+#   SELFSIGNED_LEAF_PORT implicit TLS, self-signed CA:FALSE cert          (default 10469)
+#   POSTSCREEN_PORT    postscreen with a pregreet test in front of smtpd  (default 10024)
+#   POSTSCREEN_GREET_WAIT postscreen_greet_wait                           (default 6s,
+#                      Postfix's own default when not under stress)
 #   AUTH_USER          SASL user                    (default probe@example.test)
 #   AUTH_PASSWORD      SASL password                (default probe-secret)
 #   MTA_HOSTNAME       Postfix myhostname / banner  (default mx.example.test)
@@ -51,6 +56,10 @@ SUBMISSIONS_PORT=${SUBMISSIONS_PORT:-10465}
 ALT_PORT=${ALT_PORT:-12525}
 EXPIRED_PORT=${EXPIRED_PORT:-10466}
 WRONGNAME_PORT=${WRONGNAME_PORT:-10467}
+SELFSIGNED_PORT=${SELFSIGNED_PORT:-10468}
+SELFSIGNED_LEAF_PORT=${SELFSIGNED_LEAF_PORT:-10469}
+POSTSCREEN_PORT=${POSTSCREEN_PORT:-10024}
+POSTSCREEN_GREET_WAIT=${POSTSCREEN_GREET_WAIT:-6s}
 AUTH_USER=${AUTH_USER:-probe@example.test}
 AUTH_PASSWORD=${AUTH_PASSWORD:-probe-secret}
 MTA_HOSTNAME=${MTA_HOSTNAME:-mx.example.test}
@@ -192,6 +201,7 @@ EOF
     (
         umask 077
         make_bad_leaves
+        make_self_signed
     )
     chmod 0644 "$PKI_DIR"/*.pem
     openssl verify -CAfile "$PKI_DIR/ca.pem" "$PKI_DIR/server.pem" >/dev/null ||
@@ -244,6 +254,19 @@ CNF
             "${dates[@]}" -in "$PKI_DIR/$name.csr" -out "$PKI_DIR/$name.pem" 2>/dev/null ||
             die "cannot sign the $name test certificate"
     done
+}
+
+# Self-signed certificates made the way most guides say: `openssl req -x509` (which marks
+# them CA:TRUE), and the same with CA:FALSE. Each one is its own "CA file".
+make_self_signed() {
+    local san="subjectAltName=DNS:mail.test,DNS:$SERVER_NAME,IP:127.0.0.1"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=mail.test -addext "$san" \
+        -keyout "$PKI_DIR/selfsigned.key" -out "$PKI_DIR/selfsigned.pem" 2>/dev/null ||
+        die "cannot make the self-signed test certificate"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=mail.test -addext "$san" \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$PKI_DIR/selfsigned-leaf.key" -out "$PKI_DIR/selfsigned-leaf.pem" 2>/dev/null ||
+        die "cannot make the self-signed CA:FALSE test certificate"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -340,6 +363,30 @@ $LISTEN_ADDR:$WRONGNAME_PORT inet n - n - - smtpd
   -o smtpd_tls_wrappermode=yes
   -o smtpd_tls_cert_file=$PKI_DIR/wrongname.pem
   -o smtpd_tls_key_file=$PKI_DIR/wrongname.key
+$LISTEN_ADDR:$SELFSIGNED_PORT inet n - n - - smtpd
+  -o syslog_name=postfix-smtp-exporter/selfsigned
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_tls_cert_file=$PKI_DIR/selfsigned.pem
+  -o smtpd_tls_key_file=$PKI_DIR/selfsigned.key
+$LISTEN_ADDR:$SELFSIGNED_LEAF_PORT inet n - n - - smtpd
+  -o syslog_name=postfix-smtp-exporter/selfsigned-leaf
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_tls_cert_file=$PKI_DIR/selfsigned-leaf.pem
+  -o smtpd_tls_key_file=$PKI_DIR/selfsigned-leaf.key
+# postscreen as on a typical MX: the client must wait for the whole greeting (pregreet
+# test); the access list is emptied so that loopback is not waved through, and a pass is
+# remembered for one second only, so every probe meets the wait.
+$LISTEN_ADDR:$POSTSCREEN_PORT inet n - n - 1 postscreen
+  -o syslog_name=postfix-smtp-exporter/postscreen
+  -o postscreen_access_list=
+  -o postscreen_greet_wait=$POSTSCREEN_GREET_WAIT
+  -o postscreen_greet_action=enforce
+  -o postscreen_greet_ttl=1s
+smtpd     pass  -       -       n       -       -       smtpd
+  -o syslog_name=postfix-smtp-exporter/postscreen-smtpd
+  -o smtpd_tls_security_level=may
+dnsblog   unix  -       -       n       -       0       dnsblog
+tlsproxy  unix  -       -       n       -       0       tlsproxy
 # --- internal services ---
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
@@ -439,6 +486,12 @@ write_env_file() {
             NOTLS_PORT "$NOTLS_PORT" \
             EXPIRED_PORT "$EXPIRED_PORT" \
             WRONGNAME_PORT "$WRONGNAME_PORT" \
+            SELFSIGNED_PORT "$SELFSIGNED_PORT" \
+            SELFSIGNED_LEAF_PORT "$SELFSIGNED_LEAF_PORT" \
+            POSTSCREEN_PORT "$POSTSCREEN_PORT" \
+            POSTSCREEN_GREET_WAIT "$POSTSCREEN_GREET_WAIT" \
+            SELFSIGNED_CA_FILE "$PKI_DIR/selfsigned.pem" \
+            SELFSIGNED_LEAF_CA_FILE "$PKI_DIR/selfsigned-leaf.pem" \
             CA_FILE "$PKI_DIR/ca.pem" \
             WRONG_CA_FILE "$PKI_DIR/wrong-ca.pem" \
             AUTH_USER "$AUTH_USER" \
@@ -526,7 +579,7 @@ stop_dovecot() {
 
 all_ports() {
     printf '%s\n' "$RELAY_PORT" "$NOTLS_PORT" "$SUBMISSION_PORT" "$SUBMISSIONS_PORT" "$ALT_PORT" \
-        "$EXPIRED_PORT" "$WRONGNAME_PORT"
+        "$EXPIRED_PORT" "$WRONGNAME_PORT" "$SELFSIGNED_PORT" "$SELFSIGNED_LEAF_PORT" "$POSTSCREEN_PORT"
 }
 
 port_in_use() { # something accepts connections on 127.0.0.1:$1
@@ -541,13 +594,13 @@ check_ports_free() {
     if ((${#busy[@]})); then
         command -v ss >/dev/null && ss -ltnp >&2 || true
         die "port(s) ${busy[*]} on $LISTEN_ADDR are already in use by another program;" \
-            "choose others with RELAY_PORT/NOTLS_PORT/SUBMISSION_PORT/SUBMISSIONS_PORT/ALT_PORT/EXPIRED_PORT/WRONGNAME_PORT"
+            "choose others with RELAY_PORT/NOTLS_PORT/SUBMISSION_PORT/SUBMISSIONS_PORT/ALT_PORT/EXPIRED_PORT/WRONGNAME_PORT/SELFSIGNED_PORT/SELFSIGNED_LEAF_PORT/POSTSCREEN_PORT"
     fi
 }
 
 # True once the port answers with a 220 greeting (after the TLS handshake if $2 = tls).
 banner_ok() { # $1 = port, $2 = plain|tls
-    local args=(--server "$LISTEN_ADDR:$1" --quit-after CONNECT --timeout 5
+    local args=(--server "$LISTEN_ADDR:$1" --quit-after CONNECT --timeout 15
         --to "$AUTH_USER" --from "$AUTH_USER" --helo probe.example.test)
     [[ $2 == tls ]] && args+=(--tls-on-connect)
     swaks "${args[@]}" </dev/null >/dev/null 2>&1
@@ -577,7 +630,9 @@ wait_ready() {
         [[ -S $PF_QUEUE/private/auth ]] || pending+=("dovecot-auth-socket")
         for port in $(all_ports); do
             mode=plain
-            case $port in "$SUBMISSIONS_PORT" | "$EXPIRED_PORT" | "$WRONGNAME_PORT") mode=tls ;; esac
+            case $port in
+            "$SUBMISSIONS_PORT" | "$EXPIRED_PORT" | "$WRONGNAME_PORT" | "$SELFSIGNED_PORT" | "$SELFSIGNED_LEAF_PORT") mode=tls ;;
+            esac
             banner_ok "$port" "$mode" || pending+=("$port")
         done
         ((${#pending[@]} == 0)) && return 0

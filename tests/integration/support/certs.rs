@@ -35,6 +35,13 @@ pub enum Leaf {
     Good,
     /// Valid names, but expired in 2021.
     Expired,
+    /// Self-signed for localhost, marked `CA:TRUE`, as `openssl req -x509` makes it; the
+    /// "CA file" is the certificate itself.
+    SelfSignedCa,
+    /// Self-signed for localhost with `CA:FALSE`; the "CA file" is the certificate itself.
+    SelfSignedNoCa,
+    /// Self-signed, `CA:TRUE`, expired in 2021; the "CA file" is the certificate itself.
+    SelfSignedExpired,
 }
 
 impl TestPki {
@@ -51,18 +58,29 @@ impl TestPki {
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
 
-        let (ca_params, ca_key, ca_pem) = new_ca("smtp_exporter test CA");
+        let (ca_params, ca_key, mut ca_pem) = new_ca("smtp_exporter test CA");
         let (_, _, other_pem) = new_ca("some other CA");
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().expect("leaf key");
         let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .expect("leaf params");
         leaf_params.distinguished_name.push(DnType::CommonName, "localhost");
-        if kind == Leaf::Expired {
+        if matches!(kind, Leaf::Expired | Leaf::SelfSignedExpired) {
             leaf_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             leaf_params.not_after = rcgen::date_time_ymd(2021, 1, 1);
         }
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert");
+        let leaf = match kind {
+            Leaf::Good | Leaf::Expired => leaf_params.signed_by(&leaf_key, &issuer).expect("leaf cert"),
+            Leaf::SelfSignedCa | Leaf::SelfSignedNoCa | Leaf::SelfSignedExpired => {
+                leaf_params.is_ca = match kind {
+                    Leaf::SelfSignedNoCa => IsCa::ExplicitNoCa,
+                    _ => IsCa::Ca(BasicConstraints::Unconstrained),
+                };
+                let cert = leaf_params.self_signed(&leaf_key).expect("self-signed leaf");
+                ca_pem = cert.pem();
+                cert
+            }
+        };
 
         let ca_file = dir.join("ca.pem");
         let other_ca_file = dir.join("other-ca.pem");

@@ -1,0 +1,228 @@
+//! The `smtp_exporter` binary as a user starts it: exit codes, what it prints, its logs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::exposition::{parse_exposition, value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_smtp_exporter");
+
+/// A file in a directory of this test's own.
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("smtp-exporter-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs the binary to completion (bounded) and returns (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the binary");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} did not exit within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// The exporter running as a child process, killed when dropped.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Running {
+    fn start(config: &str, extra: &[&str]) -> Running {
+        let path = temp_file(&format!("config-{}.yml", free_port()), config);
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut args =
+            vec![format!("--config.file={}", path.display()), format!("--web.listen-address={addr}")];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the exporter");
+        Running { child, addr }
+    }
+
+    /// Reads log lines until `done` says so, for at most `within`.
+    fn log_lines_until(&mut self, within: Duration, done: impl Fn(&str) -> bool) -> Vec<String> {
+        let stderr = self.child.stderr.take().expect("stderr is read once");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + within;
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let finished = done(&line);
+                    lines.push(line);
+                    if finished {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut stream) = TcpStream::connect(self.addr) {
+                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                write!(stream, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+                let mut raw = String::new();
+                stream.read_to_string(&mut raw).unwrap();
+                let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+                return (status, body);
+            }
+            assert!(Instant::now() < deadline, "the exporter does not answer on {}", self.addr);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A JSON object that refuses a key given twice (serde_json itself keeps the last one).
+struct StrictObject(std::collections::BTreeMap<String, serde_json::Value>);
+
+impl<'de> serde::Deserialize<'de> for StrictObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object without repeated keys")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StrictObject, A::Error> {
+                let mut out = std::collections::BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+                    if out.insert(key.clone(), value).is_some() {
+                        return Err(serde::de::Error::custom(format!("key {key:?} appears twice")));
+                    }
+                }
+                Ok(StrictObject(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// Issue 10 item 5: every JSON log line is one object with each key once; a probe's
+/// `target` is the configured target, not tracing's module path.
+#[test]
+fn json_log_lines_are_strict_json_and_carry_the_probe_target() {
+    let config = format!(
+        "modules:\n  m: {{ tls: none }}\ntargets:\n  - {{ name: the-target, host: 127.0.0.1, ports: [{{ port: {}, module: m }}] }}\n",
+        free_port()
+    );
+    let mut exporter = Running::start(&config, &["--log.format=json", "--log.level=debug"]);
+    let lines = exporter.log_lines_until(Duration::from_secs(10), |l| l.contains("probe failed"));
+    assert!(lines.iter().any(|l| l.contains("probe failed")), "no probe failure logged: {lines:?}");
+    for line in &lines {
+        let StrictObject(object) =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not strict JSON ({e}): {line}"));
+        for key in ["ts", "level", "msg"] {
+            assert!(object.contains_key(key), "{key} missing: {line}");
+        }
+        if object["msg"] == "probe failed" {
+            assert_eq!(object["target"], "the-target", "{line}");
+            assert_eq!(object["port"].as_u64().map(|p| p > 0), Some(true), "{line}");
+            assert_eq!(object["reason"], "refused", "{line}");
+        }
+    }
+}
+
+/// Issue 10 item 9: a configuration that cannot load fails the start before anything
+/// listens; `--config.check` rejects an empty file and a listen address with no valid port,
+/// and accepts the shipped example as it is.
+#[test]
+fn bad_starts_fail_before_listening_with_a_clear_error() {
+    let (code, _out, err) =
+        run(&["--config.file=/nonexistent/smtp_exporter.yml", "--web.listen-address=127.0.0.1:0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/nonexistent/smtp_exporter.yml: No such file or directory"), "{err}");
+    assert!(!err.contains("listening"), "logged 'listening' before failing: {err}");
+
+    let empty = temp_file("empty.yml", "# nothing here yet\n");
+    let (code, _out, err) = run(&["--config.check", &format!("--config.file={}", empty.display())]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nothing to probe"), "{err}");
+
+    let (code, _out, err) = run(&["--config.check", "--web.listen-address=:99999"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--web.listen-address") && err.contains("99999"), "{err}");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yml");
+    let (code, out, err) = run(&["--config.check", &format!("--config.file={example}")]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(out.starts_with("configuration is valid:"), "{out}");
+}
+
+/// `--config.check` prints what loads but will probably not work, and still succeeds.
+#[test]
+fn config_check_prints_warnings() {
+    let path = temp_file(
+        "short-banner.yml",
+        "modules:\n  relay: { tls: starttls, phase_timeout: 3s }\ntargets:\n  - { host: mx.example.test, ports: [{ port: 25, module: relay }] }\n",
+    );
+    let (code, out, err) = run(&["--config.check", &format!("--config.file={}", path.display())]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration is valid"), "{out}");
+    assert!(err.starts_with("warning: modules.relay: a banner deadline of 3s"), "{err}");
+}
+
+/// The exposition of the running exporter, parsed.
+fn scrape(exporter: &Running) -> Vec<crate::support::exposition::Sample> {
+    let (status, body) = exporter.get("/metrics");
+    assert_eq!(status, 200, "{body}");
+    parse_exposition(&body)
+}
+
+#[allow(dead_code)]
+fn metric(exporter: &Running, name: &str) -> f64 {
+    value(&scrape(exporter), name, &[])
+}
