@@ -35,7 +35,7 @@
 # /etc/ssl/certs/ca-certificates.crt.
 
 # ---------------------------------------------------------------------------------------
-FROM rust:1-bookworm AS builder
+FROM docker.io/library/rust:1-bookworm AS builder
 
 WORKDIR /src
 

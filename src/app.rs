@@ -85,7 +85,7 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
     let store = Arc::new(Store::new());
     let exporter = Arc::new(Exporter::new(store.clone()));
     exporter.config_loaded(true);
-    let mut scheduler = Scheduler::new(store);
+    let mut scheduler = Scheduler::new(store, exporter.schedule.clone());
     scheduler.apply(&config);
     log_warnings(&config);
     tracing::info!(

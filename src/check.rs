@@ -1,19 +1,27 @@
 //! `smtp_exporter check HOST`: probe a mail server once on each port and explain the result
 //! to a person.
 //!
-//! Beside the scheduled flow, reusing its parts: the command line becomes a small YAML
-//! config (validated by `config`, like any other), each port is probed once by
-//! `probe::run`, and the reports are rendered as a table or JSON with a recommendation in
-//! plain words. Nothing here touches the metrics registry.
+//! Beside the scheduled flow, reusing its parts: the command line becomes one `Module` and
+//! `ProbeSpec` per port, built directly (errors speak of the command line's flags), each
+//! port is probed once by `probe::run`, and the reports are rendered as a table or JSON
+//! with a recommendation in plain words. A port outside 25, 465, 587 and 2525 given without
+//! a mode is first sniffed: a greeting means SMTP, silence and a TLS answer mean implicit
+//! TLS. Nothing here touches the metrics registry.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
+use strum::VariantNames;
 
-use crate::config::{self, ProbeSpec, TlsMode};
+use crate::config::{
+    self, Auth, CredentialSource, Credentials, Expectations, IpProtocol, Module, ProbeSpec, Secret, TlsMode,
+};
 use crate::logging::format_date;
-use crate::probe::{self, Phase, PortState, ProbeReport};
+use crate::probe::tls::{CertError, Roots, TlsSettings};
+use crate::probe::{self, Phase, PortState, ProbeReport, Reason};
 
 /// Arguments of the `check` subcommand.
 #[derive(clap::Args, Debug, Clone)]
@@ -22,12 +30,13 @@ pub struct CheckArgs {
     pub host: String,
 
     /// A port to probe, optionally with its TLS mode (none, starttls, starttls_required,
-    /// implicit). Repeatable. Default: 25, 465, 587 and 2525, with the mode each is for.
-    #[arg(long = "port", value_name = "PORT[:MODE]")]
-    pub ports: Vec<String>,
+    /// implicit). Repeatable. Default: 25, 465, 587 and 2525, with the mode each is for;
+    /// another port without a mode is sniffed (a greeting: STARTTLS; silence and a TLS
+    /// answer: implicit).
+    #[arg(long = "port", value_name = "PORT[:MODE]", value_parser = PortArg::parse)]
+    pub ports: Vec<PortArg>,
 
-    /// Authenticate as this user on the submission ports (modes implicit and
-    /// starttls_required: 465, 587, 2525), not on relay ports like 25.
+    /// Authenticate as this user on every port but 25 (the relay port); never without TLS.
     #[arg(long, requires = "password_file")]
     pub user: Option<String>,
 
@@ -35,11 +44,11 @@ pub struct CheckArgs {
     #[arg(long = "password-file", value_name = "PATH", requires = "user")]
     pub password_file: Option<PathBuf>,
 
-    /// Deadline for each port's whole probe.
-    #[arg(long, default_value = "10s")]
-    pub timeout: String,
+    /// Deadline for each port's whole probe, e.g. 10s or 1m30s.
+    #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
+    pub timeout: Duration,
 
-    /// Trust only the CA certificates in this PEM file.
+    /// Trust only the CA certificates (or the self-signed certificate) in this PEM file.
     #[arg(long = "ca-file", value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
 
@@ -52,107 +61,198 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
+/// One `--port PORT[:MODE]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortArg {
+    pub port: u16,
+    /// `None`: the mode the port is for (or, for another port, what sniffing finds).
+    pub mode: Option<TlsMode>,
+}
+
+impl PortArg {
+    fn parse(text: &str) -> Result<PortArg, String> {
+        let (port, mode) = match text.split_once(':') {
+            Some((p, m)) => (p, Some(m)),
+            None => (text, None),
+        };
+        let port =
+            port.parse().ok().filter(|p| *p != 0).ok_or_else(|| format!("{port:?} is not a port number"))?;
+        let mode =
+            match mode {
+                None => None,
+                Some(m) => Some(m.parse().map_err(|_| {
+                    format!("unknown TLS mode {m:?} (one of {})", TlsMode::VARIANTS.join(", "))
+                })?),
+            };
+        Ok(PortArg { port, mode })
+    }
+}
+
 /// The result of a check: what to print, and whether any port worked.
 pub struct CheckOutput {
     pub text: String,
     pub any_success: bool,
 }
 
-/// The TLS mode a well-known port is for; other ports get opportunistic STARTTLS.
-fn default_mode(port: u16) -> TlsMode {
+/// The ports checked when none is given.
+const WELL_KNOWN: [u16; 4] = [25, 465, 587, 2525];
+
+/// The TLS mode a well-known port is for; `None` for other ports.
+fn known_mode(port: u16) -> Option<TlsMode> {
     match port {
-        465 => TlsMode::Implicit,
-        587 | 2525 => TlsMode::StarttlsRequired,
-        _ => TlsMode::Starttls,
+        25 => Some(TlsMode::Starttls),
+        465 => Some(TlsMode::Implicit),
+        587 | 2525 => Some(TlsMode::StarttlsRequired),
+        _ => None,
     }
 }
 
-fn parse_port(text: &str) -> Result<(u16, TlsMode), String> {
-    let (port, mode) = match text.split_once(':') {
-        Some((p, m)) => (p, Some(m)),
-        None => (text, None),
-    };
-    let port: u16 =
-        port.parse().ok().filter(|p| *p != 0).ok_or_else(|| format!("--port {text}: not a port number"))?;
-    let mode = match mode {
-        None => default_mode(port),
-        Some("none") => TlsMode::None,
-        Some("starttls") => TlsMode::Starttls,
-        Some("starttls_required") => TlsMode::StarttlsRequired,
-        Some("implicit") => TlsMode::Implicit,
-        Some(other) => {
-            return Err(format!(
-                "--port {text}: unknown TLS mode {other:?} (none, starttls, starttls_required, implicit)"
-            ))
-        }
-    };
-    Ok((port, mode))
+/// How long a port of unknown role gets to greet before TLS is tried on it.
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the command line says, read and checked before any probe: its errors name flags.
+struct Plan {
+    /// TLS settings that fail on an invalid certificate (for implicit and
+    /// starttls_required), and that only report it (opportunistic STARTTLS).
+    strict: Arc<TlsSettings>,
+    lenient: Arc<TlsSettings>,
+    auth: Option<Auth>,
 }
 
-/// Builds one probe spec per port, through the same validation as a config file.
-fn specs(args: &CheckArgs) -> Result<Vec<ProbeSpec>, String> {
-    let ports: Vec<(u16, TlsMode)> = if args.ports.is_empty() {
-        [25, 465, 587, 2525].into_iter().map(|p| (p, default_mode(p))).collect()
-    } else {
-        args.ports.iter().map(|p| parse_port(p)).collect::<Result<_, _>>()?
-    };
-    // JSON strings are valid YAML scalars: user input cannot change the structure.
-    let quote = |s: &str| serde_json::to_string(s).expect("strings serialize");
-    let mut yaml = String::from("interval: 1h\nmodules:\n");
-    for (port, mode) in &ports {
-        let _ = writeln!(
-            yaml,
-            "  port_{port}:\n    tls: {}\n    timeout: {}",
-            mode.as_str(),
-            quote(&args.timeout)
-        );
-        if *mode != TlsMode::None {
-            let ca = args.ca_file.as_ref().map(|p| format!("ca_file: {}, ", quote(&p.display().to_string())));
-            let _ = writeln!(
-                yaml,
-                "    tls_config: {{ {}insecure_skip_verify: {} }}",
-                ca.unwrap_or_default(),
-                args.insecure
-            );
-        }
-        if let (Some(user), Some(file)) = (&args.user, &args.password_file) {
-            // Submission ports only: relay-style (opportunistic) ports are not for AUTH.
-            if matches!(mode, TlsMode::Implicit | TlsMode::StarttlsRequired) {
-                let _ = writeln!(
-                    yaml,
-                    "    auth: {{ username: {}, password_file: {} }}",
-                    quote(user),
-                    quote(&file.display().to_string())
-                );
+impl Plan {
+    fn new(args: &CheckArgs) -> Result<Plan, String> {
+        let roots = match &args.ca_file {
+            Some(path) => Roots::CaFile(path.clone()),
+            None => Roots::Bundled,
+        };
+        let settings = |fail: bool| {
+            TlsSettings::new(&roots, fail).map(Arc::new).map_err(|e| match &args.ca_file {
+                Some(_) => format!("--ca-file {e}"),
+                None => e,
+            })
+        };
+        let auth = match (&args.user, &args.password_file) {
+            (Some(user), Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--password-file {}: {e}", path.display()))?;
+                let password = text.trim_end_matches(['\r', '\n']);
+                if password.is_empty() {
+                    return Err(format!("--password-file {}: the file is empty", path.display()));
+                }
+                Some(Auth {
+                    credentials: Credentials {
+                        username: user.clone(),
+                        secret: CredentialSource::Password(Secret::new(password)),
+                    },
+                    mechanism: None,
+                    allow_plaintext: false,
+                })
             }
-        }
+            _ => None,
+        };
+        Ok(Plan { strict: settings(!args.insecure)?, lenient: settings(false)?, auth })
     }
-    let _ = writeln!(yaml, "targets:\n  - name: {h}\n    host: {h}\n    ports:", h = quote(&args.host));
-    for (port, _) in &ports {
-        let _ = writeln!(yaml, "      - {{ port: {port}, module: port_{port} }}");
+
+    /// The spec that probes `host:port` in `mode`.
+    fn spec(&self, args: &CheckArgs, port: u16, mode: TlsMode) -> Result<ProbeSpec, String> {
+        let tls = match mode {
+            TlsMode::None => None,
+            TlsMode::Starttls => Some(self.lenient.clone()),
+            TlsMode::StarttlsRequired | TlsMode::Implicit => Some(self.strict.clone()),
+        };
+        let module = Module {
+            tls_mode: mode,
+            timeout: args.timeout,
+            phase_timeout: args.timeout,
+            ehlo_hostname: config::DEFAULT_EHLO_HOSTNAME.to_owned(),
+            ehlo_metrics: true,
+            ip_protocol: IpProtocol::Auto,
+            tls,
+            server_name: None,
+            auth: self.auth.clone().filter(|_| authenticates(port, mode)),
+        };
+        let server_name = module.tls_server_name(&args.host).map_err(|e| format!("{}: {e}", args.host))?;
+        Ok(ProbeSpec {
+            target: args.host.clone(),
+            host: args.host.clone(),
+            port,
+            module_name: format!("port_{port}"),
+            module: Arc::new(module),
+            interval: args.timeout,
+            server_name,
+            expect: Arc::new(Expectations::default()),
+        })
     }
-    let config = config::parse(&yaml, "command line").map_err(|e| e.message)?;
-    Ok(config.specs)
+}
+
+/// Whether `--user` logs in on this port: every port but 25 (server-to-server relay),
+/// and never on a session that has no TLS.
+fn authenticates(port: u16, mode: TlsMode) -> bool {
+    port != 25 && mode != TlsMode::None
+}
+
+/// One port's outcome, and what the check found out about the port on the way.
+struct Checked {
+    spec: ProbeSpec,
+    report: ProbeReport,
+    /// Set when the mode was found by sniffing a port of unknown role.
+    detected: Option<Detected>,
+    /// The port sent no greeting in a plain-text mode but answered a TLS ClientHello.
+    speaks_tls: bool,
+}
+
+/// How a port of unknown role was classified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Detected {
+    /// It greeted at once: SMTP in plain text, STARTTLS when offered.
+    Greeting,
+    /// No greeting, but TLS answered: implicit TLS.
+    Tls,
+    /// Neither: probed as opportunistic STARTTLS, which reports what went wrong.
+    Nothing,
 }
 
 /// Probes every port at once and renders the result.
 pub async fn run(args: &CheckArgs) -> Result<CheckOutput, String> {
-    let specs = specs(args)?;
-    let handles: Vec<_> = specs
-        .into_iter()
-        .map(|spec| {
-            tokio::spawn(async move {
-                let report = probe::run(&spec).await;
-                (spec, report)
-            })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for handle in handles {
-        results.push(handle.await.map_err(|e| format!("probe task failed: {e}"))?);
+    let plan = Plan::new(args)?;
+    let ports: Vec<PortArg> = if args.ports.is_empty() {
+        WELL_KNOWN.iter().map(|&port| PortArg { port, mode: None }).collect()
+    } else {
+        args.ports.clone()
+    };
+    let mut tasks = Vec::new();
+    for port in ports {
+        let (host, lenient, args) = (args.host.clone(), plan.lenient.clone(), args.clone());
+        let given = port.mode.or(known_mode(port.port));
+        let plan_spec = |mode| plan.spec(&args, port.port, mode);
+        // Specs are built before the tasks start, so that a bad host fails the whole command.
+        let fixed = given.map(plan_spec).transpose()?;
+        let (sniffed_plain, sniffed_tls) = match fixed {
+            Some(_) => (None, None),
+            None => (Some(plan_spec(TlsMode::Starttls)?), Some(plan_spec(TlsMode::Implicit)?)),
+        };
+        tasks.push(tokio::spawn(async move {
+            let (spec, detected) = match fixed {
+                Some(spec) => (spec, None),
+                None => {
+                    let found = sniff(&host, port.port, &lenient).await;
+                    let spec = if found == Detected::Tls { sniffed_tls } else { sniffed_plain };
+                    (spec.expect("both sniffed specs are built"), Some(found))
+                }
+            };
+            let report = probe::run(&spec).await;
+            let speaks_tls = report.port_state() == PortState::Silent
+                && spec.module.tls_mode != TlsMode::Implicit
+                && answers_tls(&host, port.port, &lenient).await;
+            Checked { spec, report, detected, speaks_tls }
+        }));
     }
-    let any_success = results.iter().any(|(_, r)| r.success());
-    let advice = recommend(&args.host, &results);
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.map_err(|e| format!("probe task failed: {e}"))?);
+    }
+    let any_success = results.iter().any(|c| c.report.success());
+    let advice = recommend(&args.host, &results, plan.auth.is_some());
     let text = if args.json {
         render_json(&args.host, &results, &advice)
     } else {
@@ -161,25 +261,71 @@ pub async fn run(args: &CheckArgs) -> Result<CheckOutput, String> {
     Ok(CheckOutput { text, any_success })
 }
 
+/// Classifies a port of unknown role: a greeting within `SNIFF_TIMEOUT` is SMTP; silence,
+/// then a TLS answer to a ClientHello on a second connection, is implicit TLS.
+async fn sniff(host: &str, port: u16, tls: &TlsSettings) -> Detected {
+    use tokio::io::AsyncReadExt;
+    let Ok(Ok(mut stream)) =
+        tokio::time::timeout(SNIFF_TIMEOUT, tokio::net::TcpStream::connect((host, port))).await
+    else {
+        // Refused, filtered or unresolved: the probe itself will say which.
+        return Detected::Nothing;
+    };
+    let mut first = [0u8; 1];
+    if let Ok(Ok(1)) = tokio::time::timeout(SNIFF_TIMEOUT, stream.read(&mut first)).await {
+        return Detected::Greeting;
+    }
+    drop(stream);
+    if answers_tls(host, port, tls).await {
+        Detected::Tls
+    } else {
+        Detected::Nothing
+    }
+}
+
+/// Whether `host:port` answers a TLS ClientHello with TLS (a handshake, or a TLS alert).
+async fn answers_tls(host: &str, port: u16, tls: &TlsSettings) -> bool {
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("invalid").expect("a valid name"));
+        Some(match probe::tls::handshake(tls, name, stream).await {
+            Ok(_) => true,
+            Err(e) => e.reason == Reason::TlsUnsupported,
+        })
+    };
+    matches!(tokio::time::timeout(SNIFF_TIMEOUT, attempt).await, Ok(Some(true)))
+}
+
 /// Plain-words advice from the reports: which port to use, and what is wrong with others.
-pub fn recommend(host: &str, results: &[(ProbeSpec, ProbeReport)]) -> Vec<String> {
-    let works = |port: u16| results.iter().any(|(s, r)| s.port == port && r.success());
+fn recommend(host: &str, results: &[Checked], with_user: bool) -> Vec<String> {
+    let works = |port: u16| results.iter().any(|c| c.spec.port == port && c.report.success());
     let mut advice = Vec::new();
-    if results.iter().any(|(_, r)| r.port_state() == PortState::Unresolved) {
+    if results.iter().any(|c| c.report.port_state() == PortState::Unresolved) {
         advice.push(format!("{host} does not resolve: check the name, or this machine's DNS."));
         return advice;
     }
-    let working = |mode: TlsMode| {
+    // A port other than 25 that negotiated STARTTLS counts as submission with STARTTLS,
+    // whether the mode required it or the port was sniffed and offered it.
+    let starttls_worked = |c: &Checked| match c.spec.module.tls_mode {
+        TlsMode::StarttlsRequired => true,
+        TlsMode::Starttls => c.spec.port != 25 && c.report.tls.is_some(),
+        _ => false,
+    };
+    let working = |implicit: bool| {
         let mut ports: Vec<u16> = results
             .iter()
-            .filter(|(s, r)| r.success() && s.module.tls_mode == mode)
-            .map(|(s, _)| s.port)
+            .filter(|c| c.report.success())
+            .filter(
+                |c| if implicit { c.spec.module.tls_mode == TlsMode::Implicit } else { starttls_worked(c) },
+            )
+            .map(|c| c.spec.port)
             .collect();
         // 587 is the registered submission port; 2525 only an unofficial stand-in.
         ports.sort_by_key(|p| (*p != 587, *p == 2525, *p));
         ports
     };
-    let (implicit, starttls) = (working(TlsMode::Implicit), working(TlsMode::StarttlsRequired));
+    let (implicit, starttls) = (working(true), working(false));
     match (implicit.first(), starttls.first()) {
         (Some(i), Some(s)) => {
             advice.push(format!("Use {i} (implicit TLS, RFC 8314); {s} (STARTTLS) works too."))
@@ -198,38 +344,70 @@ pub fn recommend(host: &str, results: &[(ProbeSpec, ProbeReport)]) -> Vec<String
                 .into(),
         );
     }
-    for (spec, report) in results.iter().filter(|(s, r)| r.success() && s.port != 25) {
-        match (spec.module.tls_mode, &report.tls) {
-            (TlsMode::Starttls | TlsMode::None, Some(_)) => {
-                advice.push(format!("Port {} works (STARTTLS).", spec.port))
-            }
-            (TlsMode::Starttls | TlsMode::None, None) => advice
-                .push(format!("Port {} works, but without TLS: do not send passwords over it.", spec.port)),
+    for c in results.iter().filter(|c| c.report.success() && c.spec.port != 25 && c.report.tls.is_none()) {
+        if matches!(c.spec.module.tls_mode, TlsMode::Starttls | TlsMode::None) {
+            advice
+                .push(format!("Port {} works, but without TLS: do not send passwords over it.", c.spec.port));
+        }
+    }
+    for c in results {
+        let p = c.spec.port;
+        match c.detected {
+            Some(Detected::Tls) => advice.push(format!(
+                "Port {p} sent no greeting but answered TLS: probed as implicit TLS (--port {p}:implicit says so up front)."
+            )),
+            Some(Detected::Greeting) => advice.push(format!(
+                "Port {p} greeted in plain text: probed with opportunistic STARTTLS (--port {p}:starttls_required insists on it)."
+            )),
             _ => {}
         }
     }
-    for (spec, report) in results.iter().filter(|(_, r)| !r.success()) {
-        let p = spec.port;
-        let sentence = match report.port_state() {
+    for c in results.iter().filter(|c| !c.report.success()) {
+        let p = c.spec.port;
+        let sentence = match c.report.port_state() {
             PortState::Filtered if p == 25 => "Port 25 is filtered on this network: the connection attempt got no answer. Your provider probably blocks outbound port 25.".to_owned(),
             PortState::Filtered => format!("Port {p} is filtered: the connection attempt got no answer (a firewall dropping it)."),
             PortState::Refused => format!("Port {p} refuses connections: nothing listens there, or a firewall rejects them with a reset."),
             PortState::Unreachable => format!("Port {p} is unreachable: an ICMP error came back (a firewall rejecting, or a routing problem)."),
             PortState::NoRoute => format!("Port {p}: this machine has no route to the server's address."),
-            PortState::Silent => format!("Port {p} accepts connections but sends no greeting: a tarpit, a slow postscreen, or a proxy."),
+            PortState::Silent if c.speaks_tls => format!("Port {p} sends no greeting but answers TLS: it is an implicit-TLS port; use --port {p}:implicit."),
+            PortState::Silent => format!("Port {p} accepts connections but sends no greeting within {}: a tarpit, a slow postscreen (give it --timeout 30s), or a proxy.", config::format_duration(c.spec.module.timeout)),
             PortState::ClosedEarly => format!("Port {p} accepts connections, then closes them before its greeting."),
             PortState::Unresolved => continue,
-            PortState::Open => match &report.failure {
+            PortState::Open => match &c.report.failure {
+                Some(f) if f.reason == Reason::TlsCertInvalid => cert_advice(p, &c.report),
                 Some(f) => format!("Port {p} answers, but the probe failed in {} ({}): {}.", f.phase, f.reason, f.detail),
                 None => continue,
             },
         };
         advice.push(sentence);
     }
-    if !results.iter().any(|(_, r)| r.success()) {
+    if with_user {
+        for c in results.iter().filter(|c| c.spec.module.auth.is_none()) {
+            let why = if c.spec.port == 25 { "a relay port" } else { "no TLS (mode none)" };
+            advice.push(format!("AUTH was not tried on {}: {why}.", c.spec.port));
+        }
+    }
+    if !results.iter().any(|c| c.report.success()) {
         advice.push("Nothing works on the ports checked.".into());
     }
     advice
+}
+
+/// A certificate failure in words, with the command line's remedy.
+fn cert_advice(port: u16, report: &ProbeReport) -> String {
+    let tls = report.tls.as_ref();
+    let what = tls
+        .and_then(|t| t.cert_error_detail.clone())
+        .unwrap_or_else(|| "the certificate did not verify".into());
+    let remedy = match tls.and_then(|t| t.cert_error) {
+        Some(CertError::SelfSigned | CertError::UnknownIssuer) => {
+            "if you trust it, pass its (CA) certificate with --ca-file, or skip verification with --insecure"
+        }
+        Some(CertError::NameMismatch) => "check the name you gave, or skip verification with --insecure",
+        _ => "--insecure probes past it",
+    };
+    format!("Port {port}: {what}; {remedy}.")
 }
 
 fn ms(d: std::time::Duration) -> String {
@@ -249,10 +427,10 @@ fn cert_expiry(report: &ProbeReport) -> Option<(String, i64)> {
     Some((format_date(not_after), (not_after - now).div_euclid(86_400)))
 }
 
-fn render_table(host: &str, results: &[(ProbeSpec, ProbeReport)], advice: &[String]) -> String {
+fn render_table(host: &str, results: &[Checked], advice: &[String]) -> String {
     let mut rows =
         vec![["PORT", "MODE", "STATE", "RESULT", "TLS", "CERT EXPIRES", "AUTH"].map(String::from).to_vec()];
-    for (spec, r) in results {
+    for Checked { spec, report: r, .. } in results {
         let result = match &r.failure {
             None => "ok".to_owned(),
             Some(f) => format!("{}: {}", f.phase, f.reason),
@@ -278,7 +456,7 @@ fn render_table(host: &str, results: &[(ProbeSpec, ProbeReport)], advice: &[Stri
     let mut phase_rows = vec![std::iter::once("PORT".to_owned())
         .chain(Phase::ALL.iter().map(|p| p.as_str().to_owned()))
         .collect::<Vec<_>>()];
-    for (spec, r) in results {
+    for Checked { spec, report: r, .. } in results {
         let mut row = vec![spec.port.to_string()];
         row.extend(Phase::ALL.iter().map(|p| r.phase(*p).map(ms).unwrap_or_else(|| "-".into())));
         phase_rows.push(row);
@@ -319,6 +497,8 @@ struct JsonCheck<'a> {
 struct JsonPort {
     port: u16,
     mode: &'static str,
+    /// For a port of unknown role given without a mode: what sniffing found.
+    mode_detected_by: Option<&'static str>,
     state: &'static str,
     success: bool,
     failure: Option<JsonFailure>,
@@ -348,12 +528,17 @@ struct JsonFailure {
     detail: String,
 }
 
-fn render_json(host: &str, results: &[(ProbeSpec, ProbeReport)], advice: &[String]) -> String {
+fn render_json(host: &str, results: &[Checked], advice: &[String]) -> String {
     let ports = results
         .iter()
-        .map(|(spec, r)| JsonPort {
+        .map(|Checked { spec, report: r, detected, .. }| JsonPort {
             port: spec.port,
             mode: spec.module.tls_mode.as_str(),
+            mode_detected_by: detected.map(|d| match d {
+                Detected::Greeting => "greeting",
+                Detected::Tls => "tls",
+                Detected::Nothing => "nothing",
+            }),
             state: r.port_state().as_str(),
             success: r.success(),
             failure: r.failure.as_ref().map(|f| JsonFailure {
@@ -377,7 +562,7 @@ fn render_json(host: &str, results: &[(ProbeSpec, ProbeReport)], advice: &[Strin
             auth_success: r.auth_success,
         })
         .collect();
-    let working_ports = results.iter().filter(|(_, r)| r.success()).map(|(s, _)| s.port).collect();
+    let working_ports = results.iter().filter(|c| c.report.success()).map(|c| c.spec.port).collect();
     let out = JsonCheck { host, ports, working_ports, recommendation: advice };
     serde_json::to_string_pretty(&out).expect("check output serializes") + "\n"
 }
@@ -385,57 +570,118 @@ fn render_json(host: &str, results: &[(ProbeSpec, ProbeReport)], advice: &[Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{Failure, Reason};
+    use crate::probe::Failure;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        check: CheckArgs,
+    }
+
+    fn parse(argv: &[&str]) -> Result<CheckArgs, String> {
+        Cli::try_parse_from(std::iter::once("check").chain(argv.iter().copied()))
+            .map(|c| c.check)
+            .map_err(|e| e.to_string())
+    }
 
     fn args(ports: &[&str]) -> CheckArgs {
-        CheckArgs {
-            host: "mx.example.test".into(),
-            ports: ports.iter().map(|s| s.to_string()).collect(),
-            user: None,
-            password_file: None,
-            timeout: "5s".into(),
-            ca_file: None,
-            insecure: false,
-            json: false,
+        let mut argv = vec!["mx.example.test", "--timeout", "5s"];
+        for p in ports {
+            argv.extend(["--port", p]);
         }
+        parse(&argv).unwrap()
+    }
+
+    fn spec_for(args: &CheckArgs, port: u16, mode: TlsMode) -> ProbeSpec {
+        Plan::new(args).unwrap().spec(args, port, mode).unwrap()
     }
 
     #[test]
     fn ports_get_the_mode_they_are_for() {
-        let specs = specs(&args(&[])).unwrap();
-        let modes: Vec<(u16, TlsMode)> = specs.iter().map(|s| (s.port, s.module.tls_mode)).collect();
+        let modes: Vec<Option<TlsMode>> = WELL_KNOWN.iter().map(|p| known_mode(*p)).collect();
         assert_eq!(
             modes,
             vec![
-                (25, TlsMode::Starttls),
-                (465, TlsMode::Implicit),
-                (587, TlsMode::StarttlsRequired),
-                (2525, TlsMode::StarttlsRequired)
+                Some(TlsMode::Starttls),
+                Some(TlsMode::Implicit),
+                Some(TlsMode::StarttlsRequired),
+                Some(TlsMode::StarttlsRequired)
             ]
         );
-        let custom = super::specs(&args(&["10465:implicit", "10025"])).unwrap();
-        assert_eq!(custom[0].module.tls_mode, TlsMode::Implicit);
-        assert_eq!(custom[1].module.tls_mode, TlsMode::Starttls);
-        assert!(super::specs(&args(&["25:sometimes"])).unwrap_err().contains("unknown TLS mode"));
-        assert!(super::specs(&args(&["0"])).unwrap_err().contains("not a port number"));
+        assert_eq!(known_mode(10465), None, "another port is sniffed");
+        let a = args(&["10465:implicit", "10025", "2525:STARTTLS"]);
+        assert_eq!(
+            a.ports,
+            vec![
+                PortArg { port: 10465, mode: Some(TlsMode::Implicit) },
+                PortArg { port: 10025, mode: None },
+                PortArg { port: 2525, mode: Some(TlsMode::Starttls) },
+            ]
+        );
     }
 
+    /// Issue 10 item 8: errors speak the command line, not internal config paths.
     #[test]
-    fn hostile_host_text_cannot_change_the_config() {
-        let mut a = args(&["25"]);
-        a.host = "x\n    ports: []\nmodules: {}".into();
-        // Parsed as one (odd) host name, not as YAML structure.
-        assert!(specs(&a).unwrap_err().contains("not a valid TLS server name"));
+    fn errors_name_the_flags() {
+        let err = parse(&["mx", "--timeout", "3"]).unwrap_err();
+        assert!(
+            err.contains("invalid value '3' for '--timeout <TIMEOUT>'") && err.contains("invalid duration"),
+            "{err}"
+        );
+        assert!(!err.contains("modules."), "{err}");
+        let err = parse(&["mx", "--port", "25:sometimes"]).unwrap_err();
+        assert!(
+            err.contains("--port")
+                && err.contains(
+                    "unknown TLS mode \"sometimes\" (one of none, starttls, starttls_required, implicit)"
+                ),
+            "{err}"
+        );
+        assert!(parse(&["mx", "--port", "0"]).unwrap_err().contains("not a port number"));
+        let mut a = args(&[]);
+        a.ca_file = Some("/nonexistent/ca.pem".into());
+        let err = Plan::new(&a).err().unwrap();
+        assert_eq!(err, "--ca-file /nonexistent/ca.pem: No such file or directory (os error 2)");
+        let a = parse(&["mx", "--user", "u", "--password-file", "/nonexistent/pw"]).unwrap();
+        let err = Plan::new(&a).err().unwrap();
+        assert_eq!(err, "--password-file /nonexistent/pw: No such file or directory (os error 2)");
     }
 
-    fn outcome(port: u16, failure: Option<(Phase, Reason)>) -> (ProbeSpec, ProbeReport) {
-        let spec = specs(&args(&[&port.to_string()])).unwrap().remove(0);
+    /// Issue 10 item 8: --user logs in on every port but 25, whatever its mode, instead of
+    /// skipping AUTH silently on a port with opportunistic STARTTLS.
+    #[test]
+    fn user_authenticates_on_every_port_but_25() {
+        let dir = std::env::temp_dir().join(format!("smtp-exporter-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        let a = parse(&["mx.example.test", "--user", "u", "--password-file", pw.to_str().unwrap()]).unwrap();
+        for (port, mode, wanted) in [
+            (25, TlsMode::Starttls, false),
+            (13587, TlsMode::Starttls, true),
+            (587, TlsMode::StarttlsRequired, true),
+            (465, TlsMode::Implicit, true),
+            (2526, TlsMode::None, false),
+        ] {
+            let spec = spec_for(&a, port, mode);
+            assert_eq!(spec.module.auth.is_some(), wanted, "port {port} {mode:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn outcome(port: u16, failure: Option<(Phase, Reason)>) -> Checked {
+        outcome_in(port, known_mode(port).unwrap_or(TlsMode::Starttls), failure)
+    }
+
+    fn outcome_in(port: u16, mode: TlsMode, failure: Option<(Phase, Reason)>) -> Checked {
+        let spec = spec_for(&args(&[]), port, mode);
         let mut report = ProbeReport::new();
         report.failure = failure.map(|(phase, reason)| Failure { phase, reason, detail: "x".into() });
         if matches!(failure, None | Some((Phase::Auth, _))) {
             report.banner_code = Some(220);
         }
-        (spec, report)
+        Checked { spec, report, detected: None, speaks_tls: false }
     }
 
     #[test]
@@ -446,7 +692,7 @@ mod tests {
             outcome(587, None),
             outcome(2525, Some((Phase::Connect, Reason::Refused))),
         ];
-        let advice = recommend("mx", &results);
+        let advice = recommend("mx", &results, false);
         assert_eq!(advice[0], "Use 465 (implicit TLS, RFC 8314); 587 (STARTTLS) works too.");
         assert!(advice[1].starts_with("Port 25 is filtered on this network"), "{advice:?}");
         assert!(advice[1].contains("provider probably blocks outbound port 25"));
@@ -456,18 +702,31 @@ mod tests {
 
     #[test]
     fn names_working_ports_without_tls() {
-        let results = vec![outcome(2525, None)];
-        let mut results = results;
-        results[0].0 = specs(&args(&["2525:starttls"])).unwrap().remove(0);
-        let advice = recommend("mx", &results);
+        let results = vec![outcome_in(2525, TlsMode::Starttls, None)];
+        let advice = recommend("mx", &results, false);
         assert_eq!(advice, vec!["Port 2525 works, but without TLS: do not send passwords over it."]);
     }
 
     #[test]
     fn says_so_when_nothing_works() {
         let results = vec![outcome(587, Some((Phase::Auth, Reason::AuthFailed)))];
-        let advice = recommend("mx", &results);
+        let advice = recommend("mx", &results, false);
         assert!(advice[0].contains("failed in auth (auth_failed)"), "{advice:?}");
         assert_eq!(advice.last().unwrap(), "Nothing works on the ports checked.");
+    }
+
+    /// Issue 10 item 8: a silent port that answers TLS is named an implicit-TLS port; a
+    /// sniffed one says how it was probed; skipped AUTH is said, not silent.
+    #[test]
+    fn explains_tls_ports_and_skipped_auth() {
+        let mut silent = outcome_in(13465, TlsMode::Starttls, Some((Phase::Banner, Reason::Timeout)));
+        silent.speaks_tls = true;
+        let mut sniffed = outcome_in(13466, TlsMode::Implicit, None);
+        sniffed.detected = Some(Detected::Tls);
+        let relay = outcome(25, None);
+        let advice = recommend("mx", &[silent, sniffed, relay], true);
+        assert!(advice.contains(&"Port 13465 sends no greeting but answers TLS: it is an implicit-TLS port; use --port 13465:implicit.".to_owned()), "{advice:#?}");
+        assert!(advice.contains(&"Port 13466 sent no greeting but answered TLS: probed as implicit TLS (--port 13466:implicit says so up front).".to_owned()), "{advice:#?}");
+        assert!(advice.contains(&"AUTH was not tried on 25: a relay port.".to_owned()), "{advice:#?}");
     }
 }

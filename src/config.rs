@@ -41,7 +41,8 @@ targets:
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_CONCURRENCY: usize = 64;
-const DEFAULT_EHLO_HOSTNAME: &str = "smtp-exporter.invalid";
+/// The name sent with EHLO unless a module sets `ehlo_hostname`.
+pub const DEFAULT_EHLO_HOSTNAME: &str = "smtp-exporter.invalid";
 
 // ---------------------------------------------------------------------------------------
 // Raw form: exactly what the YAML says.
@@ -335,6 +336,20 @@ pub struct Module {
     pub auth: Option<Auth>,
 }
 
+impl Module {
+    /// The name a probe of `host` checks the certificate against: the module's
+    /// `server_name`, else the host. `None` when the module does no TLS.
+    pub fn tls_server_name(&self, host: &str) -> Result<Option<ServerName<'static>>, String> {
+        if self.tls_mode == TlsMode::None {
+            return Ok(None);
+        }
+        let wanted = self.server_name.clone().unwrap_or_else(|| host.to_owned());
+        ServerName::try_from(wanted.clone())
+            .map(Some)
+            .map_err(|_| format!("{wanted:?} is not a valid TLS server name"))
+    }
+}
+
 /// What a target is expected to look like from outside; a mismatch hints at an
 /// intercepting middlebox or at someone else answering on the port.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -514,16 +529,7 @@ impl Config {
             module.timeout = module.timeout.min(t);
             module.phase_timeout = module.phase_timeout.min(module.timeout);
         }
-        let server_name = match module.tls_mode {
-            TlsMode::None => None,
-            _ => {
-                let wanted = module.server_name.clone().unwrap_or_else(|| host.to_owned());
-                Some(
-                    ServerName::try_from(wanted.clone())
-                        .map_err(|_| format!("{wanted:?} is not a valid host name"))?,
-                )
-            }
-        };
+        let server_name = module.tls_server_name(host)?;
         Ok(ProbeSpec {
             target: host.to_owned(),
             host: host.to_owned(),
@@ -685,15 +691,9 @@ fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String> {
                     port.port, port.module
                 ));
             }
-            let server_name = match module.tls_mode {
-                TlsMode::None => None,
-                _ => {
-                    let wanted = module.server_name.clone().unwrap_or_else(|| target.host.clone());
-                    Some(ServerName::try_from(wanted.clone()).map_err(|_| {
-                        format!("{at}: {wanted:?} is not a valid TLS server name; set tls_config.server_name in module {:?}", port.module)
-                    })?)
-                }
-            };
+            let server_name = module
+                .tls_server_name(&target.host)
+                .map_err(|e| format!("{at}: {e}; set tls_config.server_name in module {:?}", port.module))?;
             specs.push(ProbeSpec {
                 target: name.clone(),
                 host: target.host.clone(),
@@ -781,7 +781,8 @@ fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
                 (false, Some(policy)) => policy == CertPolicy::Fail,
                 (false, None) => mode != TlsMode::Starttls,
             };
-            Some(Arc::new(TlsSettings::new(&roots, fail).map_err(|e| format!("tls_config.{e}"))?))
+            let field = if matches!(roots, Roots::System) { "system_roots:" } else { "ca_file" };
+            Some(Arc::new(TlsSettings::new(&roots, fail).map_err(|e| format!("tls_config.{field} {e}"))?))
         }
     };
 

@@ -17,7 +17,7 @@ use std::io::Write as _;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::UNIX_EPOCH;
 
-use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
 
 use crate::config::{ProbeSpec, SpecKey};
 use crate::probe::{PortState, ProbeReport, Reason};
@@ -466,6 +466,108 @@ pub struct Exporter {
     pub reload_successful: IntGauge,
     /// `smtp_exporter_config_last_reload_success_timestamp_seconds`.
     pub reload_success_timestamp: prometheus::Gauge,
+    /// How well the schedule keeps up, written by the scheduler.
+    pub schedule: ScheduleMetrics,
+}
+
+/// Whether the probes keep up with their schedule: written by the scheduler, exported
+/// with the exporter's own metrics.
+#[derive(Clone)]
+pub struct ScheduleMetrics {
+    /// `smtp_exporter_probes_late_total`: probes that started more than
+    /// `scheduler::LATE_AFTER` after their slot, waiting for a concurrency slot.
+    pub late: IntCounter,
+    /// `smtp_exporter_probe_slots_skipped_total`: slots passed over because the previous
+    /// probe of the same spec was still running.
+    pub skipped: IntCounter,
+    /// `smtp_exporter_probe_start_delay_seconds`: from a probe's slot to its start.
+    pub start_delay: Histogram,
+    /// `smtp_exporter_probes_in_flight`.
+    pub in_flight: IntGauge,
+    /// `smtp_exporter_max_concurrency`.
+    pub max_concurrency: IntGauge,
+}
+
+impl ScheduleMetrics {
+    fn new(registry: &Registry) -> ScheduleMetrics {
+        let metrics = ScheduleMetrics {
+            late: IntCounter::new(
+                "smtp_exporter_probes_late_total",
+                "Scheduled probes that started more than 1 s after their slot because every concurrency slot (max_concurrency) was busy.",
+            )
+            .expect("late counter"),
+            skipped: IntCounter::new(
+                "smtp_exporter_probe_slots_skipped_total",
+                "Schedule slots passed over because the previous probe of the same spec was still running.",
+            )
+            .expect("skipped counter"),
+            start_delay: Histogram::with_opts(
+                HistogramOpts::new(
+                    "smtp_exporter_probe_start_delay_seconds",
+                    "Time from a scheduled probe's slot to its start (waiting for a concurrency slot).",
+                )
+                .buckets(vec![0.001, 0.01, 0.1, 1.0, 5.0, 15.0, 60.0]),
+            )
+            .expect("start delay histogram"),
+            in_flight: IntGauge::new(
+                "smtp_exporter_probes_in_flight",
+                "Scheduled probes running now; at most smtp_exporter_max_concurrency.",
+            )
+            .expect("in-flight gauge"),
+            max_concurrency: IntGauge::new(
+                "smtp_exporter_max_concurrency",
+                "The configured max_concurrency: scheduled probes that may run at once.",
+            )
+            .expect("max concurrency gauge"),
+        };
+        registry.register(Box::new(metrics.late.clone())).expect("register late counter");
+        registry.register(Box::new(metrics.skipped.clone())).expect("register skipped counter");
+        registry.register(Box::new(metrics.start_delay.clone())).expect("register start delay");
+        registry.register(Box::new(metrics.in_flight.clone())).expect("register in-flight gauge");
+        registry.register(Box::new(metrics.max_concurrency.clone())).expect("register max concurrency");
+        metrics
+    }
+}
+
+/// The `prometheus` crate's process collector, with `process_cpu_seconds_total` in
+/// fractional seconds (from `getrusage`, in microseconds) instead of its whole seconds, so
+/// that `rate()` of an exporter using a few percent of a core is not a staircase.
+#[cfg(target_os = "linux")]
+struct ProcessMetrics(prometheus::process_collector::ProcessCollector);
+
+#[cfg(target_os = "linux")]
+impl prometheus::core::Collector for ProcessMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.0.collect();
+        let Some(seconds) = cpu_seconds() else { return families };
+        for family in families.iter_mut().filter(|f| f.name() == "process_cpu_seconds_total") {
+            for metric in family.mut_metric() {
+                let mut counter = prometheus::proto::Counter::default();
+                counter.set_value(seconds);
+                metric.set_counter(counter);
+            }
+        }
+        families
+    }
+}
+
+/// User plus system CPU time of this process, in seconds.
+#[cfg(target_os = "linux")]
+fn cpu_seconds() -> Option<f64> {
+    // SAFETY: getrusage only writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return None;
+        }
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 impl Exporter {
@@ -500,10 +602,11 @@ impl Exporter {
 
         #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(ProcessMetrics(prometheus::process_collector::ProcessCollector::for_self())))
             .expect("register process collector");
 
-        Exporter { registry, store, reload_successful, reload_success_timestamp }
+        let schedule = ScheduleMetrics::new(&registry);
+        Exporter { registry, store, reload_successful, reload_success_timestamp, schedule }
     }
 
     /// Marks a configuration (re)load as succeeded or failed.

@@ -3,7 +3,9 @@
 //! Beside `metrics`, at the same stop of the data flow: it reads the latest reports from
 //! the `Store` and renders plain HTML (no script; the page reloads itself with a meta
 //! refresh). Everything that comes from configuration or from a server is escaped.
-//! Rows are compact and the header sticks, so the page stays usable with 1,000 specs.
+//! Rows are compact and the header sticks, so the page stays usable with 1,000 specs;
+//! failing specs come first, every phase bar is drawn on one logarithmic time scale, a
+//! certificate that did not verify is shown as such, and the table fits 800 px.
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
@@ -30,6 +32,11 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// True when the report has a certificate that did not verify.
+fn cert_unverified(report: Option<&ProbeReport>) -> bool {
+    report.and_then(|r| r.tls.as_ref()).is_some_and(|t| t.cert_error.is_some())
 }
 
 fn phase_colour(phase: Phase) -> &'static str {
@@ -61,12 +68,27 @@ fn cert_days(report: &ProbeReport, now: SystemTime) -> Option<i64> {
     Some((not_after - now).div_euclid(86_400))
 }
 
-/// A stacked bar of the phases, widths proportional to their share of the probe.
+/// The time scale shared by every row's bar: 0.1 ms at the left edge, 100 s at the right,
+/// one decade per sixth of the width, so that 0.2 ms and 2 s look as far apart as they are.
+const SCALE_MIN_SECONDS: f64 = 1e-4;
+const SCALE_DECADES: f64 = 6.0;
+
+/// Where `seconds` falls on the shared scale, in percent of the bar's width.
+fn scale_percent(seconds: f64) -> f64 {
+    if seconds <= SCALE_MIN_SECONDS {
+        return 0.0;
+    }
+    ((seconds / SCALE_MIN_SECONDS).log10() / SCALE_DECADES * 100.0).clamp(0.0, 100.0)
+}
+
+/// A stacked bar of the phases: its length is the probe's total time on the shared
+/// logarithmic scale, split between the phases in proportion to their share.
 fn bar(report: &ProbeReport) -> String {
     let total: f64 = report.phases.iter().map(|(_, d)| d.as_secs_f64()).sum();
-    let mut html = String::from("<span class=\"bar\">");
+    let length = scale_percent(total);
+    let mut html = format!("<span class=\"bar\" data-length=\"{length:.2}\">");
     for (phase, d) in &report.phases {
-        let share = if total > 0.0 { d.as_secs_f64() / total * 100.0 } else { 0.0 };
+        let share = if total > 0.0 { d.as_secs_f64() / total * length } else { 0.0 };
         let _ = write!(
             html,
             "<span class=\"seg\" data-phase=\"{p}\" style=\"width:{share:.2}%;background:{c}\" title=\"{p}: {ms:.2} ms\"></span>",
@@ -79,10 +101,22 @@ fn bar(report: &ProbeReport) -> String {
     html
 }
 
+/// Where a row goes: failing specs first, then those not probed yet, then the rest; by
+/// label order within each group.
+fn row_rank(report: &Option<std::sync::Arc<ProbeReport>>) -> u8 {
+    match report {
+        Some(r) if !r.success() => 0,
+        None => 1,
+        Some(r) if r.tls.as_ref().is_some_and(|t| t.cert_error.is_some()) => 2,
+        Some(_) => 3,
+    }
+}
+
 /// Renders the whole page.
 pub fn render(store: &Store) -> String {
     let now = SystemTime::now();
-    let specs = store.snapshot();
+    let mut specs = store.snapshot();
+    specs.sort_by_key(|(_, report)| row_rank(report));
     let probed: Vec<&(SpecKey, Option<std::sync::Arc<ProbeReport>>)> = specs.iter().collect();
     let ok = probed.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| r.success())).count();
     let failing = probed.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| !r.success())).count();
@@ -113,19 +147,30 @@ td.reason {{ white-space: normal; max-width: 32rem; }}
 .state-refused, .state-closed_early, .state-silent {{ background: #c62828; }}
 .state-filtered, .state-unreachable, .state-no_route {{ background: #6a1b9a; }}
 .state-unresolved {{ background: #455a64; }} .state-pending {{ background: #9e9e9e; }}
-.bar {{ display: inline-flex; width: 12rem; height: .8rem; background: #eee; vertical-align: middle; }}
+.bar {{ display: inline-flex; width: 12rem; height: .8rem; background: repeating-linear-gradient(90deg, #eee 0 calc(100% / 6 - 1px), #d6d6d6 calc(100% / 6 - 1px) calc(100% / 6)); vertical-align: middle; }}
 .seg {{ display: block; height: 100%; }}
 .legend span {{ display: inline-block; margin-right: .8rem; }}
 .legend i {{ display: inline-block; width: .8rem; height: .8rem; margin-right: .2rem; vertical-align: middle; }}
 .warn {{ color: #c62828; font-weight: 600; }}
+.scale {{ color: #666; font-weight: normal; font-size: .85em; }}
+/* 800 px and less: narrower bars and badges, and the age of the last probe left out. */
+@media (max-width: 900px) {{
+  body {{ margin: 0 .4rem 1rem; font-size: 12px; }}
+  th, td {{ padding: 2px 3px; }}
+  .bar {{ width: 7rem; }}
+  .state {{ min-width: 0; }}
+  td.reason {{ max-width: 11rem; }}
+  .hide-narrow {{ display: none; }}
+}}
 </style>
 </head>
 <body>
 <h1>SMTP Exporter</h1>
 <nav><a href="/metrics">Metrics</a><a href="/-/healthy">Health</a><a href="/-/ready">Readiness</a><a href="/probe">/probe?target=HOST:PORT&amp;module=NAME</a></nav>
-<p class="summary"><span id="count-total">{total} specs</span><span id="count-ok">{ok} succeeding</span><span id="count-failing">{failing} failing</span><span id="count-pending">{pending} not yet probed</span><span>reloads every {REFRESH_SECONDS} s</span></p>
+<p class="summary"><span id="count-total">{total} specs</span><span id="count-ok">{ok} succeeding</span><span id="count-failing">{failing} failing</span><span id="count-unverified">{unverified} with a certificate that did not verify</span><span id="count-pending">{pending} not yet probed</span><span>reloads every {REFRESH_SECONDS} s</span></p>
 <p class="legend">"#,
         total = probed.len(),
+        unverified = probed.iter().filter(|(_, r)| cert_unverified(r.as_deref())).count(),
     );
     for phase in Phase::ALL {
         let _ = write!(
@@ -136,8 +181,8 @@ td.reason {{ white-space: normal; max-width: 32rem; }}
         );
     }
     html.push_str(
-        "</p>\n<table id=\"specs\">\n<thead><tr><th>Target</th><th>Port</th><th>Module</th><th>State</th><th>Last probe</th>\
-         <th>Duration</th><th>Phases</th><th>Last failure</th><th>Cert days left</th></tr></thead>\n<tbody>\n",
+        "</p>\n<table id=\"specs\">\n<thead><tr><th>Target</th><th>Port</th><th>Module</th><th>State</th><th class=\"hide-narrow\">Last probe</th>\
+         <th>Duration</th><th title=\"one logarithmic scale for every row: each mark is ten times the last, from 1 ms to 10 s\">Phases <span class=\"scale hide-narrow\">(log scale, 1 ms to 10 s)</span></th><th>Last failure</th><th>Certificate</th></tr></thead>\n<tbody>\n",
     );
     for (key, report) in &specs {
         let _ = write!(
@@ -148,7 +193,7 @@ td.reason {{ white-space: normal; max-width: 32rem; }}
             m = escape(&key.module)
         );
         let Some(report) = report else {
-            html.push_str("<td><span class=\"state state-pending\" data-state=\"pending\">pending</span></td><td></td><td></td><td></td><td></td><td></td></tr>\n");
+            html.push_str("<td><span class=\"state state-pending\" data-state=\"pending\">pending</span></td><td class=\"hide-narrow\"></td><td></td><td></td><td></td><td></td></tr>\n");
             continue;
         };
         let state = report.port_state();
@@ -162,7 +207,7 @@ td.reason {{ white-space: normal; max-width: 32rem; }}
         );
         let _ = write!(
             html,
-            "<td class=\"num\">{}</td><td class=\"num\">{:.1} ms</td><td>{}</td>",
+            "<td class=\"num hide-narrow\">{}</td><td class=\"num\">{:.1} ms</td><td>{}</td>",
             age(report, now),
             report.duration.as_secs_f64() * 1e3,
             bar(report)
@@ -179,14 +224,25 @@ td.reason {{ white-space: normal; max-width: 32rem; }}
             }
             None => html.push_str("<td class=\"reason\"></td>"),
         }
-        match cert_days(report, now) {
-            Some(days) if days < 14 => {
-                let _ = write!(html, "<td class=\"num warn\" data-cert-days=\"{days}\">{days}</td>");
+        let cert_error =
+            report.tls.as_ref().and_then(|t| t.cert_error.map(|e| (e, t.cert_error_detail.as_deref())));
+        match (cert_days(report, now), cert_error) {
+            (days, Some((error, detail))) => {
+                let days = days.map(|d| format!(", {d} d")).unwrap_or_default();
+                let _ = write!(
+                    html,
+                    "<td class=\"warn\" data-cert-error=\"{e}\" title=\"{t}\">unverified: {e}{days}</td>",
+                    e = error.as_str(),
+                    t = escape(detail.unwrap_or(""))
+                );
             }
-            Some(days) => {
-                let _ = write!(html, "<td class=\"num\" data-cert-days=\"{days}\">{days}</td>");
+            (Some(days), None) if days < 14 => {
+                let _ = write!(html, "<td class=\"num warn\" data-cert-days=\"{days}\">{days} d left</td>");
             }
-            None => html.push_str("<td class=\"num\">–</td>"),
+            (Some(days), None) => {
+                let _ = write!(html, "<td class=\"num\" data-cert-days=\"{days}\">{days} d left</td>");
+            }
+            (None, None) => html.push_str("<td class=\"num\">–</td>"),
         }
         html.push_str("</tr>\n");
     }
@@ -197,6 +253,17 @@ td.reason {{ white-space: normal; max-width: 32rem; }}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bar_scale_is_logarithmic_and_shared() {
+        assert_eq!(scale_percent(0.0), 0.0);
+        assert_eq!(scale_percent(1e-4), 0.0);
+        assert!((scale_percent(1e-3) - 100.0 / 6.0).abs() < 1e-9);
+        assert!((scale_percent(1.0) - 400.0 / 6.0).abs() < 1e-9);
+        assert_eq!(scale_percent(1000.0), 100.0);
+        // 0.2 ms and 2 s are four decades apart: two thirds of the width.
+        assert!(scale_percent(2.0) - scale_percent(2e-4) > 66.0);
+    }
 
     #[test]
     fn escapes_markup() {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (see README.md "Test it"). As root on a fresh Debian machine it:
 #   1. installs the Debian packages the suites need (apt-get, non-interactive);
-#   2. runs the hermetic tests (`cargo test`) and the alert-rule tests (promtool);
+#   2. runs the hermetic tests (`cargo test`), the README's own commands as written
+#      (tests/readme/run.sh) and the alert-rule tests (promtool);
 #   3. starts a private Postfix + Dovecot on loopback high ports (tests/real/mta.sh) and
 #      runs the real-server suite against the release binary: a real Prometheus, promtool,
 #      swaks, a network namespace with iptables rules, headless Chromium;
@@ -31,6 +32,9 @@ fi
 
 echo "== cargo test (hermetic)"
 cargo test --locked
+
+echo "== the README's commands, as written"
+tests/readme/run.sh
 
 echo "== alert rules (promtool check rules, promtool test rules)"
 tests/rules/check.sh

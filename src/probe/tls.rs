@@ -240,7 +240,7 @@ fn load_roots(roots: &Roots) -> Result<(Arc<RootCertStore>, HashSet<Vec<u8>>), S
             let (added, _ignored) = store.add_parsable_certificates(loaded.certs);
             if added == 0 {
                 let why = loaded.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
-                return Err(format!("system_roots: no usable certificate in the system store{why}"));
+                return Err(format!("no usable certificate in the system store{why}"));
             }
             Ok((Arc::new(store), anchors))
         }
@@ -250,23 +250,25 @@ fn load_roots(roots: &Roots) -> Result<(Arc<RootCertStore>, HashSet<Vec<u8>>), S
 
 fn load_ca_file(path: &Path) -> Result<(RootCertStore, HashSet<Vec<u8>>), String> {
     use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(path).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut store = RootCertStore::empty();
     let mut anchors = HashSet::new();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
         anchors.insert(cert.to_vec());
-        store.add(cert).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        store.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if store.is_empty() {
-        return Err(format!("ca_file {}: no PEM certificate found", path.display()));
+        return Err(format!("{}: no PEM certificate found", path.display()));
     }
     Ok((store, anchors))
 }
 
 impl TlsSettings {
     /// Loads the trust anchors, fixes the policy for invalid certificates, and builds the
-    /// client configuration.
+    /// client configuration. An error names the file or store that failed, not the
+    /// setting that named it: the caller knows whether that was `tls_config.ca_file` or
+    /// `--ca-file`.
     pub fn new(roots: &Roots, fail_on_invalid_cert: bool) -> Result<TlsSettings, String> {
         let (store, anchors) = load_roots(roots)?;
         let verifier = WebPkiServerVerifier::builder_with_provider(store, provider())

