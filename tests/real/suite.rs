@@ -955,23 +955,27 @@ fn artefact_dir() -> PathBuf {
     dir
 }
 
-/// Headless Chromium, started the way this machine needs (no background network).
+/// How headless Chromium must start on these machines: as root, and without the
+/// background network traffic that this machine's closed network refuses.
+const CHROMIUM_FLAGS: [&str; 9] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+];
+
+/// Headless Chromium, run to completion (a screenshot, a DOM dump).
 fn chromium(args: &[&str]) -> Result<String, String> {
     let profile = std::env::temp_dir().join(format!("smtpx-chromium-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
     let profile_arg = format!("--user-data-dir={}", profile.display());
-    let mut all = vec![
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        profile_arg.as_str(),
-    ];
+    let mut all = CHROMIUM_FLAGS.to_vec();
+    all.push(profile_arg.as_str());
     all.extend_from_slice(args);
     let result = run("chromium", &all);
     let _ = std::fs::remove_dir_all(&profile);
@@ -993,16 +997,8 @@ impl Browser {
         let profile = std::env::temp_dir().join(format!("smtpx-cdp-{}-{width}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         let mut child = Command::new("chromium")
+            .args(CHROMIUM_FLAGS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
                 &format!("--window-size={width},{height}"),
