@@ -30,8 +30,8 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-echo "== cargo test (hermetic)"
-cargo test --locked
+echo "== cargo test (hermetic; the exporter, testkit and the bench)"
+cargo test --workspace --locked
 
 echo "== the README's commands, as written"
 tests/readme/run.sh

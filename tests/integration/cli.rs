@@ -1,12 +1,12 @@
 //! The `smtp_exporter` binary as a user starts it: exit codes, what it prints, its logs.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::exposition::{parse_exposition, value};
+use testkit::exposition::{parse_exposition, value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_smtp_exporter");
 
@@ -104,16 +104,10 @@ impl Running {
     fn get(&self, path: &str) -> (u16, String) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut stream) = TcpStream::connect(self.addr) {
-                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                write!(stream, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
-                let mut raw = String::new();
-                stream.read_to_string(&mut raw).unwrap();
-                let status = raw.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-                let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-                return (status, body);
+            match testkit::http::get(self.addr, path) {
+                Ok(answer) => return answer,
+                Err(e) => assert!(Instant::now() < deadline, "{path} on {}: {e}", self.addr),
             }
-            assert!(Instant::now() < deadline, "the exporter does not answer on {}", self.addr);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -216,7 +210,7 @@ fn config_check_prints_warnings() {
 }
 
 /// The exposition of the running exporter, parsed.
-fn scrape(exporter: &Running) -> Vec<crate::support::exposition::Sample> {
+fn scrape(exporter: &Running) -> Vec<testkit::exposition::Sample> {
     let (status, body) = exporter.get("/metrics");
     assert_eq!(status, 200, "{body}");
     parse_exposition(&body)

@@ -8,29 +8,32 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::support::certs::TestPki;
-use crate::support::exposition::{find, parse_exposition, value, Sample};
-use crate::support::fake_smtp::{Behaviour, FakeSmtp};
+use testkit::exposition::{find, parse_exposition, value, Sample};
+use testkit::pki::TestPki;
+use testkit::smtp::{Behaviour, FakeSmtp};
 
-/// A raw HTTP/1.1 request; returns (status, body).
+/// One request through testkit's HTTP client, off the runtime's thread so that the
+/// exporter in this runtime keeps serving; returns (status, body).
 async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let req =
-        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    raw_response(stream).await
+    http_with(addr, method, path, &[]).await
 }
 
-async fn raw_response(mut stream: TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
-        .await
-        .expect("response in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
+/// Like [`http`], with extra request headers.
+async fn http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&'static str, &'static str)],
+) -> (u16, String) {
+    let (method, path, headers) = (method.to_owned(), path.to_owned(), headers.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let response = testkit::http::Client::new(addr, Duration::from_secs(10))
+            .request(&method, &path, &headers, b"")
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        (response.status, response.text().to_owned())
+    })
+    .await
+    .unwrap()
 }
 
 struct Running {
@@ -224,7 +227,12 @@ async fn endpoints_answer_with_the_right_status() {
     // A malformed request gets a 400, not a hang.
     let mut stream = TcpStream::connect(exporter.addr).await.unwrap();
     stream.write_all(b"THIS IS NOT HTTP\r\n\r\n").await.unwrap();
-    assert_eq!(raw_response(stream).await.0, 400);
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
     exporter.stop().await;
 }
 
@@ -274,14 +282,6 @@ async fn reload_applies_good_configs_and_keeps_the_old_one_on_errors() {
     exporter.stop().await;
 }
 
-/// A GET with extra headers; returns (status, body).
-async fn http_with(addr: std::net::SocketAddr, path: &str, headers: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    raw_response(stream).await
-}
-
 #[tokio::test]
 async fn probe_endpoint_runs_one_probe_and_answers_with_its_series_only() {
     let pki = TestPki::new();
@@ -312,7 +312,7 @@ async fn probe_endpoint_runs_one_probe_and_answers_with_its_series_only() {
     let started = std::time::Instant::now();
     let path = format!("/probe?target=127.0.0.1:{}&module=relay", slow.port());
     let (status, body) =
-        http_with(exporter.addr, &path, "X-Prometheus-Scrape-Timeout-Seconds: 1.5\r\n").await;
+        http_with(exporter.addr, "GET", &path, &[("X-Prometheus-Scrape-Timeout-Seconds", "1.5")]).await;
     let took = started.elapsed();
     assert_eq!(status, 200);
     let m = parse_exposition(&body);

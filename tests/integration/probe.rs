@@ -5,9 +5,9 @@ use std::time::Duration;
 use smtp_exporter::probe::expect::Check;
 use smtp_exporter::probe::{self, Phase, PortState, ProbeReport, Reason};
 
-use crate::support::certs::TestPki;
-use crate::support::fake_smtp::{Behaviour, FakeSmtp};
 use crate::support::{spec, spec_expecting};
+use testkit::pki::TestPki;
+use testkit::smtp::{Behaviour, FakeSmtp};
 
 const CREDS: &str = "auth: { username: probe@example.test, password: correct horse }";
 
@@ -328,7 +328,7 @@ async fn unresolvable_host_is_dns_in_resolve() {
 async fn session_over_an_in_memory_stream() {
     let pki = TestPki::new();
     let (client, server) = tokio::io::duplex(4096);
-    let serve = tokio::spawn(crate::support::fake_smtp::serve(server, Behaviour::default(), pki.acceptor()));
+    let serve = tokio::spawn(testkit::smtp::serve(server, Behaviour::default(), pki.acceptor()));
     let module =
         format!("tls: starttls_required\ntls_config: {{ ca_file: {} }}\n{CREDS}", pki.ca_file.display());
     let spec = spec(&module, 25);
@@ -418,7 +418,7 @@ async fn expectations_without_evidence_are_not_reported() {
 
 use smtp_exporter::probe::tls::CertError;
 
-use crate::support::certs::Leaf;
+use testkit::pki::Leaf;
 
 async fn probe_pki(behaviour: Behaviour, pki: &TestPki, module: &str) -> (ProbeReport, FakeSmtp) {
     let server = FakeSmtp::start(behaviour, pki).await;

@@ -7,18 +7,15 @@
 //! because the last one stops Postfix; each prints `ok` or `FAILED` with its reason, and
 //! the run ends with an `N passed, M failed` line and a non-zero exit on any failure.
 
-#[path = "../integration/support/exposition.rs"]
-mod exposition;
-
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use exposition::{find, parse_exposition, Sample};
+use testkit::exposition::{find, parse_exposition, Sample};
 
 type Check = Result<(), String>;
 
@@ -164,37 +161,9 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A plain HTTP/1.1 GET on loopback; returns (status, body).
+/// A GET on loopback through testkit's client; returns (status, body).
 fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no header end")?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status")?;
-    // Prometheus answers API queries with chunked encoding; de-chunk when needed.
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    testkit::http::get(addr, path)
 }
 
 fn write_config(mta: &Mta, name: &str, targets: &str) -> PathBuf {
@@ -592,16 +561,7 @@ fn server_down_goes_pending(prom: SocketAddr) -> Check {
 }
 
 fn query(prom: SocketAddr, promql: &str) -> Result<Vec<serde_json::Value>, String> {
-    let encoded: String = promql
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = testkit::http::encode(promql);
     let (status, body) = http_get(prom, &format!("/api/v1/query?query={encoded}"))?;
     if status != 200 {
         return Err(format!("query {promql:?}: HTTP {status}: {body}"));
@@ -1030,7 +990,7 @@ impl Browser {
             .and_then(|p| p.parse().ok())
             .ok_or(format!("no port in {browser_url}"))?;
         let devtools = SocketAddr::from(([127, 0, 0, 1], port));
-        let list = devtools_list(devtools)?;
+        let (_, list) = http_get(devtools, "/json/list")?;
         let pages: serde_json::Value = serde_json::from_str(&list).map_err(|e| e.to_string())?;
         let page_url = pages
             .as_array()
@@ -1108,36 +1068,6 @@ impl Drop for Browser {
         let _ = self.child.0.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
-}
-
-/// GET /json/list from Chromium's DevTools server, which keeps the connection open: the
-/// body is read by its Content-Length.
-fn devtools_list(devtools: SocketAddr) -> Result<String, String> {
-    let mut stream = TcpStream::connect(devtools).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    write!(stream, "GET /json/list HTTP/1.1\r\nHost: {devtools}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).map_err(|e| format!("DevTools /json/list: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&raw);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
-                })
-                .and_then(|v| v.parse::<usize>().ok());
-            if length.is_some_and(|n| body.len() >= n) {
-                return Ok(body.to_owned());
-            }
-        }
-    }
-    Err("DevTools /json/list: connection closed early".into())
 }
 
 /// Issue 10 item 13: the status page puts failures first, draws every phase bar on one

@@ -1,8 +1,5 @@
-//! Test support: a private PKI, a scriptable fake SMTP server, and config helpers.
-
-pub mod certs;
-pub mod exposition;
-pub mod fake_smtp;
+//! Config helpers for the tests; the PKI, the fake SMTP server, the exposition parser and
+//! the HTTP client are in the `testkit` crate.
 
 use smtp_exporter::config::{self, ProbeSpec};
 

@@ -1,8 +1,6 @@
 //! Parsing the Prometheus text exposition in tests: samples with their labels, and lookups
 //! by name and a subset of labels. Shared by the integration tests and the real-server suite.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 
 /// One sample line of the text exposition.

@@ -1,8 +1,8 @@
 //! `smtp-bench`: performance and scale benchmark of smtp_exporter.
 //!
 //! ```sh
-//! cargo run --release --bin smtp-bench -- --quick            # about 1.5 minutes
-//! cargo run --release --bin smtp-bench -- --json bench.json  # full run, about 5 minutes
+//! cargo run --release -p smtp-bench -- --quick            # about 1.5 minutes
+//! cargo run --release -p smtp-bench -- --json bench.json  # full run, about 5 minutes
 //! ```
 //!
 //! In one run it measures, each against a baseline measured in the same run:
@@ -24,8 +24,8 @@
 #![recursion_limit = "256"]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
@@ -222,140 +222,9 @@ impl Drop for Proc {
 }
 
 // ---------------------------------------------------------------------------------------
-// A small blocking HTTP/1.1 client (keep-alive, Content-Length and chunked bodies).
+// HTTP: testkit's client (keep-alive, Content-Length and chunked bodies).
 
-const MAX_BODY: usize = 512 * 1024 * 1024;
-
-struct Http {
-    addr: SocketAddr,
-    timeout: Duration,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-struct HttpResponse {
-    status: u16,
-    body: Vec<u8>,
-}
-
-impl HttpResponse {
-    fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).unwrap_or("")
-    }
-}
-
-/// An exchange error, and whether it is safe to retry (nothing reached the server's handler).
-type HttpError = (String, bool);
-
-impl Http {
-    fn new(addr: SocketAddr, timeout: Duration) -> Http {
-        Http { addr, timeout, conn: None }
-    }
-
-    fn get(&mut self, path: &str) -> Res<HttpResponse> {
-        let reused = self.conn.is_some();
-        match self.exchange(path) {
-            Ok(r) => Ok(r),
-            Err((e, retryable)) => {
-                self.conn = None;
-                if reused && retryable {
-                    self.exchange(path).map_err(|(e, _)| e)
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
-    fn exchange(&mut self, path: &str) -> Result<HttpResponse, HttpError> {
-        if self.conn.is_none() {
-            let s = TcpStream::connect_timeout(&self.addr, self.timeout)
-                .map_err(|e| (format!("connect {}: {e}", self.addr), false))?;
-            let _ = s.set_read_timeout(Some(self.timeout));
-            let _ = s.set_write_timeout(Some(self.timeout));
-            let _ = s.set_nodelay(true);
-            self.conn = Some(BufReader::with_capacity(64 * 1024, s));
-        }
-        let conn = self.conn.as_mut().expect("connected above");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: smtp-bench\r\n\r\n", self.addr);
-        conn.get_mut().write_all(request.as_bytes()).map_err(|e| (format!("send: {e}"), true))?;
-        let mut line = String::new();
-        match read_line_bounded(conn, &mut line) {
-            Ok(0) => return Err(("connection closed before the response".into(), true)),
-            Ok(_) => {}
-            Err(e) => return Err((e, line.is_empty())),
-        }
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| (format!("bad status line {line:?}"), false))?;
-        let (mut length, mut chunked, mut close) = (None, false, false);
-        for _ in 0..200 {
-            line.clear();
-            read_line_bounded(conn, &mut line).map_err(|e| (e, false))?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                let v = v.trim();
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => length = v.parse::<usize>().ok(),
-                    "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
-                    "connection" => close = v.eq_ignore_ascii_case("close"),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = Vec::new();
-        let fail = |e: std::io::Error| (format!("reading the body: {e}"), false);
-        if chunked {
-            loop {
-                line.clear();
-                read_line_bounded(conn, &mut line).map_err(|e| (e, false))?;
-                let size_text = line.trim().split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size_text, 16)
-                    .map_err(|_| (format!("bad chunk size {size_text:?}"), false))?;
-                if size == 0 {
-                    for _ in 0..100 {
-                        line.clear();
-                        if read_line_bounded(conn, &mut line).map_err(|e| (e, false))? == 0
-                            || line.trim().is_empty()
-                        {
-                            break;
-                        }
-                    }
-                    break;
-                }
-                if body.len() + size > MAX_BODY {
-                    return Err(("body too large".into(), false));
-                }
-                let start = body.len();
-                body.resize(start + size, 0);
-                conn.read_exact(&mut body[start..]).map_err(fail)?;
-                let mut crlf = [0u8; 2];
-                conn.read_exact(&mut crlf).map_err(fail)?;
-            }
-        } else if let Some(len) = length {
-            if len > MAX_BODY {
-                return Err(("body too large".into(), false));
-            }
-            body.resize(len, 0);
-            conn.read_exact(&mut body).map_err(fail)?;
-        } else {
-            conn.by_ref().take(MAX_BODY as u64).read_to_end(&mut body).map_err(fail)?;
-            close = true;
-        }
-        if close {
-            self.conn = None;
-        }
-        Ok(HttpResponse { status, body })
-    }
-}
-
-fn read_line_bounded(conn: &mut BufReader<TcpStream>, line: &mut String) -> Res<usize> {
-    conn.by_ref().take(16 * 1024).read_line(line).map_err(|e| format!("reading the response: {e}"))
-}
+use testkit::http::Client as Http;
 
 // ---------------------------------------------------------------------------------------
 // The SMTP responder (child process): EHLO, STARTTLS, AUTH PLAIN/LOGIN, QUIT.
@@ -1048,7 +917,7 @@ mod bench {
         /// The exporter binary [default: smtp_exporter next to this binary, built first].
         #[arg(long, value_name = "PATH")]
         exporter: Option<PathBuf>,
-        /// Do not run `cargo build --bin smtp_exporter` before starting.
+        /// Do not run `cargo build -p smtp_exporter` before starting.
         #[arg(long)]
         no_build: bool,
         /// blackbox_exporter binary [default: prometheus-blackbox-exporter or blackbox_exporter on PATH].
@@ -1418,10 +1287,20 @@ mod bench {
         }
         if !opts.no_build {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-            progress("building the exporter (cargo build --bin smtp_exporter) so it matches the source");
+            // The exporter is the workspace's root package, one directory above the bench.
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+            progress("building the exporter (cargo build -p smtp_exporter) so it matches the source");
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "--quiet", "--bin", "smtp_exporter", "--manifest-path"]).arg(&manifest);
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "smtp_exporter",
+                "--bin",
+                "smtp_exporter",
+                "--manifest-path",
+            ])
+            .arg(&manifest);
             if release {
                 cmd.arg("--release");
             }

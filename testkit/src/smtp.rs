@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::certs::TestPki;
+use crate::pki::TestPki;
 
 /// How the fake server behaves. Start from [`Behaviour::default`] and change what the
 /// test is about.

@@ -1,0 +1,13 @@
+//! testkit: what the tests and the bench share, so that each exists once.
+//!
+//! - [`pki`]: a private CA and server certificates made at test time (rcgen);
+//! - [`smtp`]: a scriptable fake SMTP server on 127.0.0.1:0 or over any stream;
+//! - [`exposition`]: the Prometheus text format parsed into samples, with lookups;
+//! - [`http`]: the one HTTP/1.1 client.
+//!
+//! It does not depend on the exporter, so that the exporter's tests can depend on it.
+
+pub mod exposition;
+pub mod http;
+pub mod pki;
+pub mod smtp;
