@@ -89,7 +89,7 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
     scheduler.apply(&config);
     log_warnings(&config);
     tracing::info!(
-        specs = config.specs.len(),
+        specs = config.schedule.len(),
         max_concurrency = config.max_concurrency,
         "configuration loaded"
     );
@@ -119,7 +119,7 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
         }
     }
     tracing::info!("shutting down");
-    scheduler.stop();
+    scheduler.stop().await;
     let _ = stop_http.send(());
     let _ = server.await;
 }
@@ -141,9 +141,15 @@ impl Sharded {
     fn load(&self) -> Result<Config, ConfigError> {
         let mut config = self.source.load()?;
         if let Some(shard) = self.shard {
-            let all = config.specs.len();
+            let all = config.schedule.len();
             config.keep_shard(shard);
-            tracing::info!(shard = shard.index, of = shard.count, specs = config.specs.len(), all, "sharded");
+            tracing::info!(
+                shard = shard.index,
+                of = shard.count,
+                specs = config.schedule.len(),
+                all,
+                "sharded"
+            );
         }
         Ok(config)
     }
@@ -157,7 +163,7 @@ fn reload(source: &Sharded, scheduler: &mut Scheduler, state: &http::State) -> R
             scheduler.apply(&config);
             exporter.config_loaded(true);
             log_warnings(&config);
-            let specs = config.specs.len();
+            let specs = config.schedule.len();
             *state.config.write().expect("config lock") = Arc::new(config);
             tracing::info!(specs, "configuration reloaded");
             Ok(())

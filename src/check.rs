@@ -17,11 +17,12 @@ use serde::Serialize;
 use strum::VariantNames;
 
 use crate::config::{
-    self, Auth, CredentialSource, Credentials, Expectations, IpProtocol, Module, ProbeSpec, Secret, TlsMode,
+    self, Auth, CredentialSource, Credentials, Expectations, IpProtocol, Module, ProbeSpec, Secret, Tls,
+    TlsMode, Transport,
 };
 use crate::logging::format_date;
-use crate::probe::tls::{CertError, Roots, TlsSettings};
 use crate::probe::{self, Phase, PortState, ProbeReport, Reason};
+use crate::tls::{self, CertError, Roots, TlsSettings};
 
 /// Arguments of the `check` subcommand.
 #[derive(clap::Args, Debug, Clone)]
@@ -155,33 +156,19 @@ impl Plan {
 
     /// The spec that probes `host:port` in `mode`.
     fn spec(&self, args: &CheckArgs, port: u16, mode: TlsMode) -> Result<ProbeSpec, String> {
-        let tls = match mode {
-            TlsMode::None => None,
-            TlsMode::Starttls => Some(self.lenient.clone()),
-            TlsMode::StarttlsRequired | TlsMode::Implicit => Some(self.strict.clone()),
-        };
-        let module = Module {
-            tls_mode: mode,
+        let settings = if mode == TlsMode::Starttls { &self.lenient } else { &self.strict };
+        let module = Arc::new(Module {
+            transport: Transport::of_mode(mode, || Tls { settings: settings.clone(), name: None }),
             timeout: args.timeout,
             phase_timeout: args.timeout,
             ehlo_hostname: config::DEFAULT_EHLO_HOSTNAME.to_owned(),
             ehlo_metrics: true,
             ip_protocol: IpProtocol::Auto,
-            tls,
-            server_name: None,
             auth: self.auth.clone().filter(|_| authenticates(port, mode)),
-        };
-        let server_name = module.tls_server_name(&args.host).map_err(|e| format!("{}: {e}", args.host))?;
-        Ok(ProbeSpec {
-            target: args.host.clone(),
-            host: args.host.clone(),
-            port,
-            module_name: format!("port_{port}"),
-            module: Arc::new(module),
-            interval: args.timeout,
-            server_name,
-            expect: Arc::new(Expectations::default()),
-        })
+        });
+        module
+            .spec(&args.host, &args.host, port, &format!("port_{port}"), Arc::new(Expectations::default()))
+            .map_err(|e| format!("{}: {e}", args.host))
     }
 }
 
@@ -242,7 +229,7 @@ pub async fn run(args: &CheckArgs) -> Result<CheckOutput, String> {
             };
             let report = probe::run(&spec).await;
             let speaks_tls = report.port_state() == PortState::Silent
-                && spec.module.tls_mode != TlsMode::Implicit
+                && spec.module.tls_mode() != TlsMode::Implicit
                 && answers_tls(&host, port.port, &lenient).await;
             Checked { spec, report, detected, speaks_tls }
         }));
@@ -289,7 +276,7 @@ async fn answers_tls(host: &str, port: u16, tls: &TlsSettings) -> bool {
         let stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())
             .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("invalid").expect("a valid name"));
-        Some(match probe::tls::handshake(tls, name, stream).await {
+        Some(match tls::handshake(tls, name, stream).await {
             Ok(_) => true,
             Err(e) => e.reason == Reason::TlsUnsupported,
         })
@@ -307,7 +294,7 @@ fn recommend(host: &str, results: &[Checked], with_user: bool) -> Vec<String> {
     }
     // A port other than 25 that negotiated STARTTLS counts as submission with STARTTLS,
     // whether the mode required it or the port was sniffed and offered it.
-    let starttls_worked = |c: &Checked| match c.spec.module.tls_mode {
+    let starttls_worked = |c: &Checked| match c.spec.module.tls_mode() {
         TlsMode::StarttlsRequired => true,
         TlsMode::Starttls => c.spec.port != 25 && c.report.tls.is_some(),
         _ => false,
@@ -317,7 +304,7 @@ fn recommend(host: &str, results: &[Checked], with_user: bool) -> Vec<String> {
             .iter()
             .filter(|c| c.report.success())
             .filter(
-                |c| if implicit { c.spec.module.tls_mode == TlsMode::Implicit } else { starttls_worked(c) },
+                |c| if implicit { c.spec.module.tls_mode() == TlsMode::Implicit } else { starttls_worked(c) },
             )
             .map(|c| c.spec.port)
             .collect();
@@ -345,7 +332,7 @@ fn recommend(host: &str, results: &[Checked], with_user: bool) -> Vec<String> {
         );
     }
     for c in results.iter().filter(|c| c.report.success() && c.spec.port != 25 && c.report.tls.is_none()) {
-        if matches!(c.spec.module.tls_mode, TlsMode::Starttls | TlsMode::None) {
+        if matches!(c.spec.module.tls_mode(), TlsMode::Starttls | TlsMode::None) {
             advice
                 .push(format!("Port {} works, but without TLS: do not send passwords over it.", c.spec.port));
         }
@@ -441,7 +428,7 @@ fn render_table(host: &str, results: &[Checked], advice: &[String]) -> String {
         let auth = if auth.is_empty() { "-".to_owned() } else { auth.join(" ") };
         rows.push(vec![
             spec.port.to_string(),
-            spec.module.tls_mode.as_str().to_owned(),
+            spec.module.tls_mode().as_str().to_owned(),
             r.port_state().as_str().to_owned(),
             result,
             tls,
@@ -533,7 +520,7 @@ fn render_json(host: &str, results: &[Checked], advice: &[String]) -> String {
         .iter()
         .map(|Checked { spec, report: r, detected, .. }| JsonPort {
             port: spec.port,
-            mode: spec.module.tls_mode.as_str(),
+            mode: spec.module.tls_mode().as_str(),
             mode_detected_by: detected.map(|d| match d {
                 Detected::Greeting => "greeting",
                 Detected::Tls => "tls",

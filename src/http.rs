@@ -158,7 +158,7 @@ async fn probe_once(state: &State, req: &Request<Incoming>) -> Response<Body> {
         .map(|t| {
             Duration::from_secs_f64(t).saturating_sub(SCRAPE_TIMEOUT_MARGIN).max(Duration::from_millis(100))
         });
-    let spec = match config.adhoc_spec(&host, port, module, scrape_timeout) {
+    let spec = match config.on_demand_spec(&host, port, module, scrape_timeout) {
         Ok(spec) => spec,
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
     };

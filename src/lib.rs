@@ -23,3 +23,4 @@ pub mod metrics;
 pub mod probe;
 pub mod scheduler;
 pub mod status;
+pub mod tls;

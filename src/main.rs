@@ -76,7 +76,7 @@ fn main() -> ExitCode {
                 println!(
                     "configuration is valid: {} modules, {} probe specs",
                     config.modules.len(),
-                    config.specs.len()
+                    config.schedule.len()
                 );
                 ExitCode::SUCCESS
             }

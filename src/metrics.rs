@@ -19,7 +19,7 @@ use std::time::UNIX_EPOCH;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
 
-use crate::config::{ProbeSpec, SpecKey};
+use crate::config::{ProbeSpec, Scheduled, SpecKey};
 use crate::probe::{PortState, ProbeReport, Reason};
 
 /// What the store keeps per spec.
@@ -46,9 +46,9 @@ impl Store {
 
     /// Keeps exactly the configured `specs`: new ones start empty, removed ones lose their
     /// state and series, kept ones keep their counters and take the new settings.
-    pub fn reconcile(&self, configured: &[ProbeSpec]) {
+    pub fn reconcile(&self, configured: &[Scheduled]) {
         let wanted: BTreeMap<SpecKey, bool> =
-            configured.iter().map(|s| (s.key(), s.module.ehlo_metrics)).collect();
+            configured.iter().map(|s| (s.spec.key(), s.spec.module.ehlo_metrics)).collect();
         let mut specs = self.specs.write().expect("metrics store lock");
         specs.retain(|k, _| wanted.contains_key(k));
         for (key, ehlo_metrics) in wanted {
@@ -67,17 +67,6 @@ impl Store {
             }
             state.last = Some(Arc::new(report));
         }
-    }
-
-    /// True when `key` has a report.
-    pub fn has_report(&self, key: &SpecKey) -> bool {
-        self.specs.read().expect("metrics store lock").get(key).is_some_and(|s| s.last.is_some())
-    }
-
-    /// Whether the last probe of `key` succeeded; `None` before its first probe.
-    pub fn last_success(&self, key: &SpecKey) -> Option<bool> {
-        let specs = self.specs.read().expect("metrics store lock");
-        specs.get(key).and_then(|s| s.last.as_ref()).map(|r| r.success())
     }
 
     /// True once every configured spec has completed at least one probe.

@@ -1,14 +1,18 @@
 //! The scheduler: runs every probe spec on its own interval and records the reports.
 //!
-//! Second stop of the data flow, between `config` and `probe`. Each spec gets one task.
-//! A task probes at once when its spec is new, then at `base + offset + k * interval`, where
-//! `offset` is a stable hash of the spec's labels spread over the interval, so a thousand
-//! targets do not connect in the same second and a reload does not reshuffle them. A task
-//! awaits its probe before it sleeps again, so probes of one spec never overlap. A global
-//! semaphore caps how many probes (and so connections) are open at once. When probes wait
-//! for that cap, or a spec's probe runs past its next slot, the scheduler counts it
-//! (`ScheduleMetrics`) and logs it once per episode, so that "the exporter cannot keep up"
-//! is visible rather than silently making every result older.
+//! Second stop of the data flow, between `config` and `probe`. Each spec gets one task,
+//! which lives as long as its spec (its key: target, port, module) stays in the
+//! configuration: a reload hands kept tasks their new settings and neither restarts nor
+//! re-probes them; new specs are probed at once; removed ones stop, a probe in flight with
+//! them. A task probes at `base + offset + k * interval`, where `offset` is a stable hash
+//! of the spec's labels spread over the interval, so a thousand targets do not connect in
+//! the same second and a reload does not reshuffle them. A task awaits its probe before
+//! it sleeps again, so probes of one spec never overlap. One concurrency limit, kept and
+//! resized across reloads, caps how many probes (and so connections) are open at once.
+//! When probes wait for that cap, or a spec's probe runs past its next slot, the scheduler
+//! counts it (`ScheduleMetrics`) and logs it once per episode, so that "the exporter cannot
+//! keep up" is visible rather than silently making every result older. Tasks are tracked,
+//! so that shutdown waits for them to end.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,8 +21,10 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ProbeSpec, SpecKey};
+use crate::config::{Config, Scheduled, SpecKey};
 use crate::metrics::{ScheduleMetrics, Store};
 use crate::probe;
 
@@ -29,13 +35,30 @@ pub const LATE_AFTER: Duration = Duration::from_secs(1);
 /// episode of lateness is over (and logged as such).
 const CALM_AFTER: Duration = Duration::from_secs(60);
 
-/// Runs and stops the per-spec tasks.
+/// How long shutdown waits for the tasks to end (they stop at once when cancelled; this
+/// only bounds a task stuck in a blocking call).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs, updates and stops the per-spec tasks.
 pub struct Scheduler {
     store: Arc<Store>,
     /// The common origin of every spec's schedule.
     base: Instant,
-    running: HashMap<SpecKey, watch::Sender<bool>>,
+    /// The concurrency limit shared by every task, across reloads.
+    limit: Limit,
     lateness: Arc<Lateness>,
+    tasks: HashMap<SpecKey, TaskHandle>,
+    tracker: TaskTracker,
+    /// Cancelled on shutdown; every task's token is a child of it.
+    shutdown: CancellationToken,
+}
+
+/// How the scheduler reaches one running task.
+struct TaskHandle {
+    /// The spec's current settings; a reload sends new ones.
+    spec: watch::Sender<Arc<Scheduled>>,
+    /// Stops the task (and the probe it is running).
+    cancel: CancellationToken,
 }
 
 impl Scheduler {
@@ -47,108 +70,173 @@ impl Scheduler {
             behind: AtomicBool::new(false),
             last_late_ms: AtomicU64::new(0),
         });
-        Scheduler { store, base, running: HashMap::new(), lateness }
+        Scheduler {
+            store,
+            base,
+            limit: Limit::new(),
+            lateness,
+            tasks: HashMap::new(),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
     }
 
-    /// Makes the running tasks match `config`: removed specs stop (a probe in flight
-    /// finishes, its report is dropped), new specs start with an immediate probe, and kept
-    /// specs restart with the new settings on their unchanged schedule.
+    /// Makes the running tasks match `config`: removed specs stop (a probe in flight with
+    /// them), new specs start with an immediate probe, and kept specs take the new
+    /// settings on their unchanged schedule.
     pub fn apply(&mut self, config: &Config) {
-        self.store.reconcile(&config.specs);
-        for stop in self.running.values() {
-            let _ = stop.send(true);
-        }
-        self.running.clear();
-        let semaphore = Arc::new(Semaphore::new(config.max_concurrency));
+        self.store.reconcile(&config.schedule);
+        self.limit.resize(config.max_concurrency, &self.tracker);
         self.lateness.metrics.max_concurrency.set(i64::try_from(config.max_concurrency).unwrap_or(i64::MAX));
-        for spec in &config.specs {
-            let key = spec.key();
-            let probe_now = !self.store.has_report(&key);
-            let (stop_tx, stop_rx) = watch::channel(false);
+        let mut wanted: HashMap<SpecKey, Arc<Scheduled>> =
+            config.schedule.iter().map(|s| (s.spec.key(), Arc::new(s.clone()))).collect();
+        self.tasks.retain(|key, task| match wanted.remove(key) {
+            Some(scheduled) => {
+                task.spec.send_replace(scheduled);
+                true
+            }
+            None => {
+                task.cancel.cancel();
+                false
+            }
+        });
+        for (key, scheduled) in wanted {
+            let (spec_tx, spec_rx) = watch::channel(scheduled);
+            let cancel = self.shutdown.child_token();
             let task = SpecTask {
-                spec: spec.clone(),
+                key: key.clone(),
+                spec: spec_rx,
                 store: self.store.clone(),
-                semaphore: semaphore.clone(),
-                stop: stop_rx,
+                limit: self.limit.semaphore.clone(),
+                cancel: cancel.clone(),
                 base: self.base,
                 lateness: self.lateness.clone(),
+                last_success: None,
             };
-            tokio::spawn(task.run(probe_now));
-            self.running.insert(key, stop_tx);
+            self.tracker.spawn(task.run());
+            self.tasks.insert(key, TaskHandle { spec: spec_tx, cancel });
         }
     }
 
-    /// Stops every task.
-    pub fn stop(&mut self) {
-        for stop in self.running.values() {
-            let _ = stop.send(true);
+    /// Stops every task and waits (bounded) until they have ended.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        self.tasks.clear();
+        self.tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tracker.wait()).await.is_err() {
+            tracing::warn!(tasks = self.tracker.len(), "probe tasks still running at shutdown");
         }
-        self.running.clear();
     }
 }
 
 impl Drop for Scheduler {
     fn drop(&mut self) {
-        self.stop();
+        self.shutdown.cancel();
     }
 }
 
-struct SpecTask {
-    spec: ProbeSpec,
-    store: Arc<Store>,
+/// The concurrency limit: one semaphore for the exporter's whole life, resized when a
+/// reload changes `max_concurrency`, so that probes running across a reload keep counting.
+struct Limit {
     semaphore: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
+    size: usize,
+}
+
+impl Limit {
+    fn new() -> Limit {
+        Limit { semaphore: Arc::new(Semaphore::new(0)), size: 0 }
+    }
+
+    /// Grows by adding permits; shrinks by taking permits away: the free ones now, the
+    /// rest as the probes holding them end (a tracked task waits for them).
+    fn resize(&mut self, size: usize, tracker: &TaskTracker) {
+        if size > self.size {
+            self.semaphore.add_permits(size - self.size);
+        } else if size < self.size {
+            let shrink = self.size - size;
+            let owed = shrink - self.semaphore.forget_permits(shrink);
+            if owed > 0 {
+                let semaphore = self.semaphore.clone();
+                tracker.spawn(async move {
+                    if let Ok(permits) = semaphore.acquire_many(u32::try_from(owed).unwrap_or(u32::MAX)).await
+                    {
+                        permits.forget();
+                    }
+                });
+            }
+        }
+        self.size = size;
+    }
+}
+
+/// One spec's task: sleeps until its slot, probes, records, and so on until cancelled.
+struct SpecTask {
+    key: SpecKey,
+    spec: watch::Receiver<Arc<Scheduled>>,
+    store: Arc<Store>,
+    limit: Arc<Semaphore>,
+    cancel: CancellationToken,
     base: Instant,
     lateness: Arc<Lateness>,
+    /// Whether this task's last probe succeeded, for logging transitions.
+    last_success: Option<bool>,
 }
 
 impl SpecTask {
-    async fn run(mut self, probe_now: bool) {
-        let key = self.spec.key();
-        let offset = offset_for(&key, self.spec.interval);
-        if probe_now && !self.probe_once(&key, Instant::now()).await {
-            return;
-        }
-        let mut previous: Option<Instant> = None;
+    async fn run(mut self) {
+        // A new spec is probed at once, then on its slots.
+        let mut slot = Instant::now();
         loop {
-            let next = next_slot(self.base, offset, self.spec.interval, Instant::now());
-            if let Some(previous) = previous {
-                let skipped = slots_between(previous, next, self.spec.interval);
-                if skipped > 0 {
-                    self.lateness.skipped(skipped);
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = self.stop.changed() => return,
-            }
-            if !self.probe_once(&key, next).await {
+            if !self.probe_and_record(slot).await {
                 return;
             }
-            previous = Some(next);
+            let probed = slot;
+            let interval = self.spec.borrow().interval;
+            slot = next_slot(self.base, offset_for(&self.key, interval), interval, Instant::now());
+            let skipped = slots_between(probed, slot, interval);
+            if skipped > 0 {
+                self.lateness.skipped(skipped);
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(slot) => break,
+                    // New settings: the interval may have changed, so reckon the slot again.
+                    changed = self.spec.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let interval = self.spec.borrow().interval;
+                        slot = next_slot(self.base, offset_for(&self.key, interval), interval, Instant::now());
+                    }
+                    _ = self.cancel.cancelled() => return,
+                }
+            }
         }
     }
 
-    /// Waits for a concurrency permit, probes, records. `slot` is when the probe was due.
-    /// Returns false when told to stop.
-    async fn probe_once(&mut self, key: &SpecKey, slot: Instant) -> bool {
+    /// Waits for a concurrency permit, probes with the current settings, records. `slot`
+    /// is when the probe was due. Returns false when cancelled.
+    async fn probe_and_record(&mut self, slot: Instant) -> bool {
         let permit = tokio::select! {
-            permit = self.semaphore.clone().acquire_owned() => permit,
-            _ = self.stop.changed() => return false,
+            permit = self.limit.clone().acquire_owned() => permit,
+            _ = self.cancel.cancelled() => return false,
         };
         let Ok(_permit) = permit else { return false };
-        if *self.stop.borrow() {
-            return false;
-        }
         self.lateness.started(Instant::now().saturating_duration_since(slot));
+        let scheduled = self.spec.borrow_and_update().clone();
         let metrics = &self.lateness.metrics;
         metrics.in_flight.inc();
         // Boxed: the probe future is several KiB, and an idle task should not carry room
         // for it between probes (10,000 idle specs would hold ~46 MiB for nothing).
-        let report = Box::pin(probe::run(&self.spec)).await;
+        let report = tokio::select! {
+            report = Box::pin(probe::run(&scheduled.spec)) => Some(report),
+            _ = self.cancel.cancelled() => None,
+        };
         metrics.in_flight.dec();
-        log_report(key, &report, self.store.last_success(key));
-        self.store.record(key, report);
+        let Some(report) = report else { return false };
+        log_report(&self.key, &report, self.last_success);
+        self.last_success = Some(report.success());
+        self.store.record(&self.key, report);
         true
     }
 }

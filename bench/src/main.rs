@@ -2587,7 +2587,7 @@ mod bench {
             module_yaml(ctx, "fleet", tls, 10)
         );
         let config = smtp_exporter::config::parse(&yaml, "size check").ok()?;
-        let spec = config.specs.first()?;
+        let spec = &config.schedule.first()?.spec;
         let future = smtp_exporter::probe::run(spec);
         Some(std::mem::size_of_val(&future))
     }

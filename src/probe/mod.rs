@@ -15,7 +15,6 @@ mod quickack;
 pub mod reply;
 pub mod session;
 pub mod state;
-pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,12 +24,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::config::{IpProtocol, Module, ProbeSpec, TlsMode};
+use rustls::pki_types::ServerName;
+
+use crate::config::{IpProtocol, ProbeSpec, Tls, Transport};
+use crate::tls;
+pub use crate::tls::TlsInfo;
 pub use ehlo::Capabilities;
 pub use error::{Failure, Phase, Reason, StepError};
 use session::Session;
 pub use state::PortState;
-pub use tls::TlsInfo;
 
 /// How long the courtesy QUIT after a failure may take; it is not part of the measurement.
 const COURTESY_QUIT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -146,7 +148,6 @@ pub async fn run_on_stream(spec: &ProbeSpec, stream: Box<dyn Stream>) -> ProbeRe
 /// The state of one probe in progress.
 struct Walk<'a> {
     spec: &'a ProbeSpec,
-    module: &'a Module,
     report: ProbeReport,
     start: Instant,
     clock: Deadlines,
@@ -159,7 +160,6 @@ impl<'a> Walk<'a> {
         let start = Instant::now();
         Walk {
             spec,
-            module: &spec.module,
             report: ProbeReport::new(),
             start,
             clock: Deadlines { probe: start + spec.module.timeout, phase: spec.module.phase_timeout },
@@ -168,7 +168,7 @@ impl<'a> Walk<'a> {
     }
 
     async fn resolve_and_connect(&mut self) -> Result<Box<dyn Stream>, Failure> {
-        let (host, port, family) = (self.spec.host.as_str(), self.spec.port, self.module.ip_protocol);
+        let (host, port, family) = (self.spec.host.as_str(), self.spec.port, self.spec.module.ip_protocol);
         let addr =
             self.clock.time(&mut self.report.phases, Phase::Resolve, resolve(host, port, family)).await?;
         self.report.peer = Some(addr);
@@ -189,20 +189,42 @@ impl<'a> Walk<'a> {
         Ok(Box::new(quickack::QuickAck::new(tcp)))
     }
 
-    /// Runs the handshake. Returns the TLS stream, and the failure to report once the
-    /// encrypted session is set up when the certificate is invalid and the module fails
-    /// on that (the session is kept so that QUIT can still be said inside TLS).
+    /// The open session and what a step needs beside it. Steps run only after
+    /// `start_session`, which opens it.
+    fn parts(&mut self) -> (&mut Session<Box<dyn Stream>>, &mut ProbeReport, Deadlines) {
+        (self.session.as_mut().expect("a step runs on an open session"), &mut self.report, self.clock)
+    }
+
+    /// Opens the session on `stream`: through the TLS handshake first with implicit TLS.
+    /// A certificate failure the module fails on is returned after the session is open,
+    /// so that QUIT can still be said inside TLS.
+    async fn start_session(&mut self, stream: Box<dyn Stream>) -> Result<(), Failure> {
+        match &self.spec.transport {
+            Transport::Implicit { tls } => self.tls_upgrade(tls, stream).await,
+            _ => {
+                self.session = Some(Session::new(stream));
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs the TLS handshake on `stream` and opens the session on the encrypted stream.
+    /// Fails after opening it when the certificate is invalid and the module fails on that.
     async fn tls_upgrade(
         &mut self,
+        tls: &Tls<ServerName<'static>>,
         stream: Box<dyn Stream>,
-    ) -> Result<(Box<dyn Stream>, Option<Failure>), Failure> {
-        let settings = self.module.tls.clone().expect("TLS modules have TLS settings");
-        let name = self.spec.server_name.clone().expect("TLS specs have a server name");
-        let (tls, info) = self
+    ) -> Result<(), Failure> {
+        let (stream, info) = self
             .clock
-            .time(&mut self.report.phases, Phase::TlsHandshake, tls::handshake(&settings, name, stream))
+            .time(
+                &mut self.report.phases,
+                Phase::TlsHandshake,
+                tls::handshake(&tls.settings, tls.name.clone(), stream),
+            )
             .await?;
-        let cert_failure = match (&info.cert_error, settings.fail_on_invalid_cert) {
+        self.session = Some(Session::new(Box::new(stream)));
+        let cert_failure = match (info.cert_error, tls.settings.fail_on_invalid_cert) {
             (Some(error), true) => Some(Failure {
                 phase: Phase::TlsHandshake,
                 reason: Reason::TlsCertInvalid,
@@ -216,109 +238,124 @@ impl<'a> Walk<'a> {
             _ => None,
         };
         self.report.tls = Some(info);
-        Ok((Box::new(tls), cert_failure))
+        cert_failure.map_or(Ok(()), Err)
     }
 
-    /// Everything after connect.
-    async fn converse(&mut self, mut stream: Box<dyn Stream>) -> Result<(), Failure> {
-        let implicit = self.module.tls_mode == TlsMode::Implicit;
-        let mut cert_failure = None;
-        if implicit {
-            (stream, cert_failure) = self.tls_upgrade(stream).await?;
-        }
-        let mut session = self.session.insert(Session::new(stream));
-        if let Some(failure) = cert_failure {
-            return Err(failure);
-        }
+    /// Everything after connect: the session's steps in order.
+    async fn converse(&mut self, stream: Box<dyn Stream>) -> Result<(), Failure> {
+        self.start_session(stream).await?;
+        self.banner().await?;
+        let caps = self.ehlo(Phase::Ehlo).await?;
+        let (caps, encrypted) = match &self.spec.transport {
+            Transport::Plain => (caps, false),
+            Transport::Implicit { .. } => (caps, true),
+            Transport::Starttls { required, tls } => self.starttls(*required, tls, caps).await?,
+        };
+        self.authenticate(&caps, encrypted).await?;
+        self.quit().await
+    }
 
-        let banner = self
-            .clock
-            .time(&mut self.report.phases, Phase::Banner, async { Ok(session.read_reply().await?) })
-            .await?;
-        self.report.banner_code = Some(banner.code);
-        self.report.banner_hostname =
+    /// Reads the greeting; anything but 220 fails the probe.
+    async fn banner(&mut self) -> Result<(), Failure> {
+        let (session, report, clock) = self.parts();
+        let banner =
+            clock.time(&mut report.phases, Phase::Banner, async { Ok(session.read_reply().await?) }).await?;
+        report.banner_code = Some(banner.code);
+        report.banner_hostname =
             banner.lines.first().and_then(|l| l.split_whitespace().next()).map(error::truncate);
         if banner.code != 220 {
-            let err = StepError::unexpected_reply("greeting", &banner);
-            return Err(err.at(Phase::Banner));
+            return Err(StepError::unexpected_reply("greeting", &banner).at(Phase::Banner));
         }
+        Ok(())
+    }
 
-        let hostname = self.module.ehlo_hostname.clone();
-        let (caps, helo) =
-            self.clock.time(&mut self.report.phases, Phase::Ehlo, greet(session, &hostname)).await?;
+    /// EHLO (or HELO) as `phase`; the capabilities go to the report for the session it
+    /// ran in: inside TLS for `ehlo_tls` and with implicit TLS, else before TLS.
+    async fn ehlo(&mut self, phase: Phase) -> Result<Capabilities, Failure> {
+        let inside_tls = phase == Phase::EhloTls || matches!(self.spec.transport, Transport::Implicit { .. });
+        let hostname = self.spec.module.ehlo_hostname.as_str();
+        let session = self.session.as_mut().expect("a step runs on an open session");
+        let (caps, helo) = self.clock.time(&mut self.report.phases, phase, greet(session, hostname)).await?;
         self.report.helo_fallback |= helo;
-        let mut encrypted = implicit;
-        if implicit {
+        if inside_tls {
             self.report.ehlo_tls = Some(caps.clone());
         } else {
             self.report.ehlo = Some(caps.clone());
         }
-        let mut caps = caps;
+        Ok(caps)
+    }
 
-        let wants_starttls = matches!(self.module.tls_mode, TlsMode::Starttls | TlsMode::StarttlsRequired);
-        if wants_starttls {
-            if caps.starttls() {
-                self.clock
-                    .time(&mut self.report.phases, Phase::Starttls, async {
-                        session.expect("STARTTLS", "STARTTLS", 220).await?;
-                        if session.has_pending_bytes() {
-                            return Err(StepError::new(
-                                Reason::StarttlsInjection,
-                                format!("bytes after the 220 to STARTTLS: {:?}", session.pending_excerpt()),
-                            ));
-                        }
-                        Ok(())
-                    })
-                    .await?;
-                self.report.bare_lf_lines += session.bare_lf_lines;
-                let plain = self.session.take().expect("session present").into_stream();
-                let (tls, cert_failure) = self.tls_upgrade(plain).await?;
-                session = self.session.insert(Session::new(tls));
-                if let Some(failure) = cert_failure {
-                    return Err(failure);
-                }
-                let (tls_caps, helo) = self
-                    .clock
-                    .time(&mut self.report.phases, Phase::EhloTls, greet(session, &hostname))
-                    .await?;
-                self.report.helo_fallback |= helo;
-                self.report.ehlo_tls = Some(tls_caps.clone());
-                caps = tls_caps;
-                encrypted = true;
-            } else if self.module.tls_mode == TlsMode::StarttlsRequired {
+    /// STARTTLS when advertised, then the handshake and EHLO again inside TLS. Returns the
+    /// capabilities to go on with and whether the session is now encrypted; a `required`
+    /// STARTTLS that is not advertised fails the probe.
+    async fn starttls(
+        &mut self,
+        required: bool,
+        tls: &Tls<ServerName<'static>>,
+        caps: Capabilities,
+    ) -> Result<(Capabilities, bool), Failure> {
+        if !caps.starttls() {
+            if required {
                 let err = StepError::new(
                     Reason::StarttlsUnavailable,
                     "STARTTLS is not advertised in the EHLO reply",
                 );
                 return Err(err.at(Phase::Starttls));
             }
+            return Ok((caps, false));
         }
-
-        if let Some(auth) = &self.module.auth {
-            self.report.auth_success = Some(false);
-            if !encrypted && !auth.allow_plaintext {
-                let err = StepError::new(
-                    Reason::AuthPlaintextRefused,
-                    "the session is not encrypted and the module does not allow plaintext AUTH; credentials not sent",
-                );
-                return Err(err.at(Phase::Auth));
-            }
-            let reply_code = &mut self.report.auth_reply_code;
-            self.clock
-                .time(&mut self.report.phases, Phase::Auth, async {
-                    let mechanism = auth::choose(auth.mechanism, &caps.auth_mechanisms)?;
-                    auth::authenticate(session, mechanism, &auth.credentials, reply_code).await
-                })
-                .await?;
-            self.report.auth_success = Some(true);
-        }
-
-        self.clock
-            .time(&mut self.report.phases, Phase::Quit, async { session.expect("QUIT", "QUIT", 221).await })
+        let (session, report, clock) = self.parts();
+        clock
+            .time(&mut report.phases, Phase::Starttls, async {
+                session.expect("STARTTLS", "STARTTLS", 220).await?;
+                if session.has_pending_bytes() {
+                    return Err(StepError::new(
+                        Reason::StarttlsInjection,
+                        format!("bytes after the 220 to STARTTLS: {:?}", session.pending_excerpt()),
+                    ));
+                }
+                Ok(())
+            })
             .await?;
+        let plain = self.session.take().expect("a step runs on an open session");
+        self.report.bare_lf_lines += plain.bare_lf_lines;
+        self.tls_upgrade(tls, plain.into_stream()).await?;
+        Ok((self.ehlo(Phase::EhloTls).await?, true))
+    }
+
+    /// AUTH with the module's credentials, never on an unencrypted session unless the
+    /// module allows it.
+    async fn authenticate(&mut self, caps: &Capabilities, encrypted: bool) -> Result<(), Failure> {
+        let Some(auth) = &self.spec.module.auth else { return Ok(()) };
+        let (session, report, clock) = self.parts();
+        report.auth_success = Some(false);
+        if !encrypted && !auth.allow_plaintext {
+            let err = StepError::new(
+                Reason::AuthPlaintextRefused,
+                "the session is not encrypted and the module does not allow plaintext AUTH; credentials not sent",
+            );
+            return Err(err.at(Phase::Auth));
+        }
+        let reply_code = &mut report.auth_reply_code;
+        clock
+            .time(&mut report.phases, Phase::Auth, async {
+                let mechanism = auth::choose(auth.mechanism, &caps.auth_mechanisms)?;
+                auth::authenticate(session, mechanism, &auth.credentials, reply_code).await
+            })
+            .await?;
+        report.auth_success = Some(true);
+        Ok(())
+    }
+
+    /// QUIT up to its 221, then the session is closed.
+    async fn quit(&mut self) -> Result<(), Failure> {
+        let (session, report, clock) = self.parts();
+        clock
+            .time(&mut report.phases, Phase::Quit, async { session.expect("QUIT", "QUIT", 221).await })
+            .await?;
+        let mut session = self.session.take().expect("a step runs on an open session");
         self.report.bare_lf_lines += session.bare_lf_lines;
         session.shutdown().await;
-        self.session = None;
         Ok(())
     }
 
@@ -326,7 +363,8 @@ impl<'a> Walk<'a> {
     /// failure, says QUIT politely (untimed, bounded).
     async fn finish(mut self, outcome: Result<(), Failure>) -> ProbeReport {
         self.report.duration = self.start.elapsed();
-        self.report.expectations = expect::evaluate(&self.spec.expect, self.module.tls_mode, &self.report);
+        self.report.expectations =
+            expect::evaluate(&self.spec.expect, self.spec.transport.mode(), &self.report);
         if let Err(failure) = outcome {
             if failure.reason.session_still_usable() {
                 if let Some(mut session) = self.session.take() {

@@ -391,3 +391,125 @@ async fn ehlo_metrics_can_be_turned_off_per_module() {
     assert_eq!(value(&m, "smtp_starttls_advertised", &[("module", "lean")]), 1.0);
     exporter.stop().await;
 }
+
+/// `smtp_probes_total` per target, from one scrape.
+fn probes_per_target(samples: &[Sample]) -> std::collections::BTreeMap<String, f64> {
+    find(samples, "smtp_probes_total", &[]).iter().map(|s| (s.labels["target"].clone(), s.value)).collect()
+}
+
+/// A fleet of `n` plain specs on one fake server port, probed every `interval`; target
+/// "t0" uses the module named `first_module`.
+fn fleet_config(n: usize, port: u16, interval: &str, first_module: &str) -> String {
+    let mut yaml = format!(
+        "interval: {interval}\nmodules:\n  plain: {{ tls: none, timeout: 2s }}\n  other: {{ tls: none, timeout: 2s, ehlo_hostname: other.example.test }}\ntargets:\n"
+    );
+    for i in 0..n {
+        let module = if i == 0 { first_module } else { "plain" };
+        yaml.push_str(&format!(
+            "  - {{ name: t{i}, host: 127.0.0.1, ports: [{{ port: {port}, module: {module} }}] }}\n"
+        ));
+    }
+    yaml
+}
+
+/// Issue 11 item 5: a reload that changes one spec of 100 neither repeats nor delays the
+/// probes of the other 99: their tasks are kept, on their schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_neither_repeats_nor_delays_the_probes_of_unchanged_specs() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour { starttls: false, ..Behaviour::default() }, &pki).await;
+    let config = pki.ca_file.with_file_name("fleet.yml");
+    std::fs::write(&config, fleet_config(100, server.port(), "4s", "plain")).unwrap();
+    let exporter = Running::start(&config).await;
+    exporter.wait_ready().await;
+    let before = probes_per_target(&exporter.metrics().await);
+    assert_eq!(before.len(), 100);
+
+    std::fs::write(&config, fleet_config(100, server.port(), "4s", "other")).unwrap();
+    let connections_at_reload = server.observed().len();
+    assert_eq!(http(exporter.addr, "POST", "/-/reload").await.0, 200);
+    // 100 specs every 4 s start 25 probes a second; re-probing the kept specs at once
+    // would be about 100 connections in this window.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let burst = server.observed().len() - connections_at_reload;
+    assert!(burst <= 25, "{burst} probes in the 400 ms after the reload: kept specs were probed again");
+
+    // One interval (and a margin) later, every kept spec has been probed on its slot.
+    tokio::time::sleep(Duration::from_millis(4_400)).await;
+    let after = probes_per_target(&exporter.metrics().await);
+    for i in 1..100 {
+        let target = format!("t{i}");
+        assert!(
+            after[&target] >= before[&target] + 1.0,
+            "{target}: {} probes before, {} after",
+            before[&target],
+            after[&target]
+        );
+        assert!(
+            after[&target] <= before[&target] + 2.0,
+            "{target}: {} probes before, {} after",
+            before[&target],
+            after[&target]
+        );
+    }
+    exporter.stop().await;
+}
+
+/// A loopback port that accepts and holds connections without a word, counting how many
+/// are open at once.
+async fn silent_counting_port() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let most_seen = most.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (open, most) = (open.clone(), most.clone());
+            tokio::spawn(async move {
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let mut sink = [0u8; 64];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, most_seen)
+}
+
+/// Issue 11 item 5 and issue 12 finding 1: one concurrency limit holds across reloads.
+/// Twenty specs to a port that never greets, two at a time; reloads while the first round
+/// is still running must not let more than two probes open connections at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_concurrency_limit_holds_across_reloads() {
+    let (port, most) = silent_counting_port().await;
+    let dir = std::env::temp_dir().join(format!("smtp-exporter-limit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("limit.yml");
+    let yaml = |comment: usize| {
+        let mut yaml = format!("# reload {comment}\ninterval: 10s\nmax_concurrency: 2\nmodules:\n  silent: {{ tls: none, timeout: 1s }}\ntargets:\n");
+        for i in 0..20 {
+            yaml.push_str(&format!(
+                "  - {{ name: s{i}, host: 127.0.0.1, ports: [{{ port: {port}, module: silent }}] }}\n"
+            ));
+        }
+        yaml
+    };
+    std::fs::write(&config, yaml(0)).unwrap();
+    let exporter = Running::start(&config).await;
+    for round in 1..=5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(&config, yaml(round)).unwrap();
+        assert_eq!(http(exporter.addr, "POST", "/-/reload").await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most >= 1, "nothing was probed");
+    assert!(most <= 2, "{most} probes open at once with max_concurrency 2");
+    let m = exporter.metrics().await;
+    assert_eq!(value(&m, "smtp_exporter_max_concurrency", &[]), 2.0);
+    exporter.stop().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -319,7 +319,7 @@ async fn nothing_listening_is_refused_in_connect() {
 async fn unresolvable_host_is_dns_in_resolve() {
     let yaml = "modules: { m: { tls: starttls } }\ntargets:\n  - host: no-such-host.invalid\n    ports: [{ port: 25, module: m }]\n";
     let config = smtp_exporter::config::parse(yaml, "t").unwrap();
-    let report = probe::run(&config.specs[0]).await;
+    let report = probe::run(&config.schedule[0].spec).await;
     assert_failed(&report, Phase::Resolve, Reason::Dns);
 }
 
@@ -416,7 +416,7 @@ async fn expectations_without_evidence_are_not_reported() {
 // ---------------------------------------------------------------------------------------
 // TLS verdicts, AUTH mechanisms, protocol robustness.
 
-use smtp_exporter::probe::tls::CertError;
+use smtp_exporter::tls::CertError;
 
 use testkit::pki::Leaf;
 

@@ -1,8 +1,9 @@
 //! TLS for the probe: trust settings built once, and a handshake that records the
 //! certificate verdict instead of aborting on it.
 //!
-//! `config` builds a [`TlsSettings`] while validating a module, so a bad `ca_file` is a
-//! config error, not a probe failure. The probe walk (`probe::mod`) calls [`handshake`]
+//! Beside the data flow, used by two stops: `config` builds a [`TlsSettings`] while
+//! validating a module, so a bad `ca_file` is a config error, not a probe failure; the
+//! probe walk (`probe::mod`, and `check` when it sniffs a port) calls [`handshake`]
 //! after STARTTLS or right after connect (implicit TLS). The handshake itself only insists
 //! that the server holds the key of the certificate it presents; the chain and the name are
 //! then verified in full against the module's roots, and the verdict is recorded rather
@@ -28,8 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::error::{Reason, StepError};
 use crate::logging::format_date;
+use crate::probe::{Reason, StepError};
 
 /// Where trust anchors come from.
 #[derive(Clone, Debug, PartialEq, Eq)]

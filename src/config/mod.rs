@@ -1,0 +1,222 @@
+//! Configuration: YAML in, a validated and immutable `Config` out.
+//!
+//! First stop of the data flow. `load(path)` reads the file and calls `parse_in(text,
+//! origin, base_dir)`: `raw` deserializes exactly what the YAML says (unknown keys
+//! rejected, enum values in any case), `validate` fills defaults and checks every
+//! invariant with a one-line error naming the field path, reading the credentials and
+//! building each module's TLS settings once (`tls`), and `model` holds what comes out. The
+//! scheduler receives the result in an `Arc` and a reload swaps it whole.
+
+mod model;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use model::{
+    Auth, AuthMechanism, CredentialSource, Credentials, Expectations, IpProtocol, Module, ProbeSpec,
+    Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport,
+};
+
+/// The configuration used when no `--config.file` is given: the local host on the four
+/// SMTP ports, so that a first run shows real metrics.
+pub const EMBEDDED_DEFAULT: &str = r#"
+modules:
+  relay:
+    tls: starttls
+  submissions:
+    tls: implicit
+  submission:
+    tls: starttls_required
+targets:
+  - name: localhost
+    host: localhost
+    ports:
+      - { port: 25, module: relay }
+      - { port: 465, module: submissions }
+      - { port: 587, module: submission }
+      - { port: 2525, module: submission }
+"#;
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_CONCURRENCY: usize = 64;
+/// The name sent with EHLO unless a module sets `ehlo_hostname`.
+pub const DEFAULT_EHLO_HOSTNAME: &str = "smtp-exporter.invalid";
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub max_concurrency: usize,
+    pub modules: BTreeMap<String, Arc<Module>>,
+    /// Every spec with its interval, in the order the file lists them.
+    pub schedule: Vec<Scheduled>,
+    pub probe_endpoint: ProbeEndpoint,
+    /// Settings that load but will probably not do what was meant, in words; logged at
+    /// load and printed by `--config.check`.
+    pub warnings: Vec<String>,
+}
+
+/// Who `/probe` may probe. An open prober lets anyone who reaches the exporter make it
+/// connect anywhere (a port scanner inside your network), so by default only hosts that
+/// the configuration already names are allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeEndpoint {
+    pub enabled: bool,
+    pub allow_any_target: bool,
+    /// Hosts allowed besides the configured targets' hosts; `*.example.com` allows every
+    /// name below example.com.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Config {
+    /// Keeps only the specs this shard owns. `/probe` is not affected: the configured
+    /// hosts stay allowed on every shard.
+    pub fn keep_shard(&mut self, shard: Shard) {
+        let hosts: Vec<String> = self.schedule.iter().map(|s| s.spec.host.clone()).collect();
+        self.schedule.retain(|s| shard.owns(&s.spec.key()));
+        self.probe_endpoint.allowed_hosts.extend(hosts);
+    }
+
+    /// Whether `/probe` may probe `host`.
+    pub fn probe_allowed(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        let endpoint = &self.probe_endpoint;
+        endpoint.allow_any_target
+            || self.schedule.iter().any(|s| s.spec.host.eq_ignore_ascii_case(&host))
+            || endpoint.allowed_hosts.iter().any(|pattern| {
+                let pattern = pattern.to_ascii_lowercase();
+                match pattern.strip_prefix("*.") {
+                    Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                    None => pattern == host,
+                }
+            })
+    }
+
+    /// A spec for one on-demand probe of `host:port` with module `module_name`, its
+    /// deadline shortened to `timeout` when that is sooner than the module's.
+    pub fn on_demand_spec(
+        &self,
+        host: &str,
+        port: u16,
+        module_name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ProbeSpec, String> {
+        let module =
+            self.modules.get(module_name).ok_or_else(|| unknown_module(module_name, &self.modules))?;
+        if port == 0 {
+            return Err("port must be between 1 and 65535".into());
+        }
+        let module = match timeout {
+            Some(t) if t < module.timeout => {
+                let mut shorter = Module::clone(module);
+                shorter.timeout = t;
+                shorter.phase_timeout = shorter.phase_timeout.min(t);
+                Arc::new(shorter)
+            }
+            _ => module.clone(),
+        };
+        module.spec(host, host, port, module_name, Arc::new(Expectations::default()))
+    }
+}
+
+/// The error for a module name that is not defined, listing those that are.
+fn unknown_module(name: &str, modules: &BTreeMap<String, Arc<Module>>) -> String {
+    let known: Vec<&str> = modules.keys().map(String::as_str).collect();
+    let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+    format!("unknown module {name:?} (defined: {known})")
+}
+
+/// A configuration error, with where it came from.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The file, or `<embedded default>`.
+    pub origin: String,
+    /// The message, with field path and position where known.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates the configuration file at `path`. Relative paths inside it
+/// (`password_file`, `token_file`, `ca_file`) are taken from the file's own directory, as
+/// Prometheus does.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError { origin: origin.clone(), message: e.to_string() })?;
+    let base_dir = path.parent().unwrap_or(Path::new(""));
+    parse_in(&text, &origin, base_dir)
+}
+
+/// The embedded default configuration.
+pub fn embedded_default() -> Config {
+    parse(EMBEDDED_DEFAULT, "<embedded default>").expect("the embedded default config is valid")
+}
+
+/// Parses and validates configuration text; `origin` names it in errors. Relative paths
+/// in it are taken from the working directory.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    parse_in(text, origin, Path::new(""))
+}
+
+/// Parses and validates configuration text whose relative paths are taken from `base_dir`.
+pub fn parse_in(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    let err = |message: String| ConfigError { origin: origin.to_owned(), message };
+    let raw: raw::RawConfig = yaml_serde::from_str(text).map_err(|e| err(e.to_string()))?;
+    validate::validate(raw, base_dir).map_err(err)
+}
+
+/// Parses a Prometheus-style duration: one or more `<number><unit>` with units ms, s, m, h.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?} (use e.g. 500ms, 10s, 1m30s)");
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value.saturating_mul(60)),
+            "h" => Duration::from_secs(value.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    if total.is_zero() {
+        return Err(format!("invalid duration {text:?}: must be greater than zero"));
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way the config writes it.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() != 0 || d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,355 @@
+//! The validated configuration's parts: modules and their transport, credentials, probe
+//! specs and their schedule, the identity of a spec, and shards.
+//!
+//! Built by `config::validate` from the raw YAML; read by the scheduler, the probe walk,
+//! `/probe` and `check`. Plain data once built: nothing here does I/O.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+
+use crate::tls::TlsSettings;
+
+/// How a port speaks TLS. Set per port through its module, never guessed from the number.
+/// Written in any case in the configuration (`STARTTLS` is `starttls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::VariantNames, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum TlsMode {
+    /// Plain SMTP; STARTTLS is not attempted even when advertised.
+    None,
+    /// Opportunistic: STARTTLS when advertised, plain otherwise (port 25 style).
+    Starttls,
+    /// STARTTLS must be advertised and succeed (port 587 style).
+    StarttlsRequired,
+    /// TLS from the first byte (port 465 style, RFC 8314).
+    Implicit,
+}
+
+impl TlsMode {
+    /// The name the configuration and `check --port PORT:MODE` use.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Which address family to connect with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum IpProtocol {
+    /// The first address the resolver returns.
+    #[default]
+    Auto,
+    /// IPv4 only.
+    Ip4,
+    /// IPv6 only.
+    Ip6,
+}
+
+/// A SASL mechanism the probe can run. The configuration takes the snake_case name or the
+/// SASL name that EHLO, the metrics and `check` print (`CRAM-MD5`), in any case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum AuthMechanism {
+    Plain,
+    Login,
+    #[strum(to_string = "cram_md5", serialize = "cram-md5")]
+    CramMd5,
+    /// OAuth 2.0 bearer token (Google, Microsoft 365); the token comes from `token_file`.
+    Xoauth2,
+}
+
+impl AuthMechanism {
+    /// The name as EHLO advertises it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMechanism::Plain => "PLAIN",
+            AuthMechanism::Login => "LOGIN",
+            AuthMechanism::CramMd5 => "CRAM-MD5",
+            AuthMechanism::Xoauth2 => "XOAUTH2",
+        }
+    }
+}
+
+/// A password or token. It prints as `<redacted>` in every format, so that a stray
+/// `{:?}` in a log line cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The clear text, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Who to authenticate as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub secret: CredentialSource,
+}
+
+/// Where the secret of a login comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// A password, read when the configuration is loaded.
+    Password(Secret),
+    /// A file holding an OAuth 2.0 access token, read on every probe so that rotation by
+    /// another process takes effect without a reload.
+    TokenFile(PathBuf),
+}
+
+/// AUTH settings of a module.
+#[derive(Clone, Debug)]
+pub struct Auth {
+    pub credentials: Credentials,
+    /// Forced mechanism; `None` picks from the EHLO list.
+    pub mechanism: Option<AuthMechanism>,
+    /// Allow sending credentials on an unencrypted session.
+    pub allow_plaintext: bool,
+}
+
+/// How a module speaks TLS. The TLS variants carry the TLS settings, so a module without
+/// TLS has none and one with TLS cannot lack them. `Name` is what the certificate is
+/// checked against: a module holds the optional `server_name` override; a probe spec holds
+/// the name resolved for its host.
+#[derive(Clone, Debug)]
+pub enum Transport<Name = Option<String>> {
+    /// Plain SMTP; STARTTLS is not attempted even when advertised.
+    Plain,
+    /// STARTTLS: opportunistic (port 25, used when advertised) or `required` (port 587).
+    Starttls { required: bool, tls: Tls<Name> },
+    /// TLS from the first byte (port 465, RFC 8314).
+    Implicit { tls: Tls<Name> },
+}
+
+/// The TLS half of a transport: the trust settings built once at load, and the name.
+#[derive(Clone, Debug)]
+pub struct Tls<Name> {
+    pub settings: Arc<TlsSettings>,
+    pub name: Name,
+}
+
+impl<Name> Transport<Name> {
+    /// The mode as the configuration names it.
+    pub fn mode(&self) -> TlsMode {
+        match self {
+            Transport::Plain => TlsMode::None,
+            Transport::Starttls { required: false, .. } => TlsMode::Starttls,
+            Transport::Starttls { required: true, .. } => TlsMode::StarttlsRequired,
+            Transport::Implicit { .. } => TlsMode::Implicit,
+        }
+    }
+
+    /// The TLS settings and name, for the transports that have TLS.
+    pub fn tls(&self) -> Option<&Tls<Name>> {
+        match self {
+            Transport::Plain => None,
+            Transport::Starttls { tls, .. } | Transport::Implicit { tls } => Some(tls),
+        }
+    }
+
+    /// Builds a transport of `mode`, with `tls` for the modes that use it.
+    pub fn of_mode(mode: TlsMode, tls: impl FnOnce() -> Tls<Name>) -> Transport<Name> {
+        match mode {
+            TlsMode::None => Transport::Plain,
+            TlsMode::Starttls => Transport::Starttls { required: false, tls: tls() },
+            TlsMode::StarttlsRequired => Transport::Starttls { required: true, tls: tls() },
+            TlsMode::Implicit => Transport::Implicit { tls: tls() },
+        }
+    }
+}
+
+impl Transport {
+    /// The transport a probe of `host` uses: the certificate is checked against the
+    /// module's `server_name`, else the host. Fails when that is not a valid TLS name.
+    pub fn for_host(&self, host: &str) -> Result<Transport<ServerName<'static>>, String> {
+        let resolve = |tls: &Tls<Option<String>>| {
+            let wanted = tls.name.clone().unwrap_or_else(|| host.to_owned());
+            ServerName::try_from(wanted.clone())
+                .map(|name| Tls { settings: tls.settings.clone(), name })
+                .map_err(|_| format!("{wanted:?} is not a valid TLS server name"))
+        };
+        Ok(match self {
+            Transport::Plain => Transport::Plain,
+            Transport::Starttls { required, tls } => {
+                Transport::Starttls { required: *required, tls: resolve(tls)? }
+            }
+            Transport::Implicit { tls } => Transport::Implicit { tls: resolve(tls)? },
+        })
+    }
+}
+
+/// A named, reusable probe recipe.
+#[derive(Clone, Debug)]
+pub struct Module {
+    pub transport: Transport,
+    /// Deadline for the whole probe.
+    pub timeout: Duration,
+    /// Deadline for each phase (never beyond the probe's deadline).
+    pub phase_timeout: Duration,
+    pub ehlo_hostname: String,
+    /// Export the per-extension and per-mechanism EHLO gauges (38 series per spec with
+    /// STARTTLS); large fleets may turn them off.
+    pub ehlo_metrics: bool,
+    pub ip_protocol: IpProtocol,
+    pub auth: Option<Auth>,
+}
+
+impl Module {
+    /// The mode as the configuration names it.
+    pub fn tls_mode(&self) -> TlsMode {
+        self.transport.mode()
+    }
+
+    /// The spec that probes `host:port` with this module, named `target` and `module_name`.
+    pub fn spec(
+        self: &Arc<Module>,
+        target: &str,
+        host: &str,
+        port: u16,
+        module_name: &str,
+        expect: Arc<Expectations>,
+    ) -> Result<ProbeSpec, String> {
+        Ok(ProbeSpec {
+            target: target.to_owned(),
+            host: host.to_owned(),
+            port,
+            module_name: module_name.to_owned(),
+            transport: self.transport.for_host(host)?,
+            module: self.clone(),
+            expect,
+        })
+    }
+}
+
+/// What a target is expected to look like from outside; a mismatch hints at an
+/// intercepting middlebox or at someone else answering on the port.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expectations {
+    /// The first word of the greeting after 220 (compared without regard to case).
+    pub banner_hostname: Option<String>,
+    /// Whether STARTTLS must (true) or must not (false) be advertised before TLS.
+    pub starttls: Option<bool>,
+    /// Names the leaf certificate must be valid for.
+    pub cert_names: Vec<String>,
+}
+
+impl Expectations {
+    pub fn is_empty(&self) -> bool {
+        self == &Expectations::default()
+    }
+}
+
+/// What to probe: one (target, port) with one module, and the TLS name for that host.
+/// How often is the schedule's business ([`Scheduled`]); `/probe` and `check` probe a spec
+/// once.
+#[derive(Clone, Debug)]
+pub struct ProbeSpec {
+    /// The target's configured name: the `target` label.
+    pub target: String,
+    pub host: String,
+    pub port: u16,
+    /// The module's name: the `module` label.
+    pub module_name: String,
+    pub module: Arc<Module>,
+    /// The module's transport, with the certificate name resolved for this host.
+    pub transport: Transport<ServerName<'static>>,
+    /// The target's expectations (shared by its ports).
+    pub expect: Arc<Expectations>,
+}
+
+impl ProbeSpec {
+    /// A stable identity: reloads keep the state of specs whose key did not change.
+    pub fn key(&self) -> SpecKey {
+        SpecKey { target: self.target.clone(), port: self.port, module: self.module_name.clone() }
+    }
+}
+
+/// A spec on the schedule: what to probe, and how often.
+#[derive(Clone, Debug)]
+pub struct Scheduled {
+    pub spec: ProbeSpec,
+    pub interval: Duration,
+}
+
+/// Identity of a probe spec: its label values.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpecKey {
+    pub target: String,
+    pub port: u16,
+    pub module: String,
+}
+
+impl SpecKey {
+    /// FNV-1a (64 bit) over the labels, with separators so that ("ab", "c") and ("a", "bc")
+    /// differ. Stable across restarts and Rust versions, unlike `DefaultHasher`, so the
+    /// schedule and the shards do not move when the exporter restarts.
+    pub fn stable_hash(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(self.target.as_bytes());
+        eat(&[0xff]);
+        eat(&self.port.to_be_bytes());
+        eat(&[0xff]);
+        eat(self.module.as_bytes());
+        hash
+    }
+}
+
+/// One of `count` replicas that split the configured specs between them with no
+/// coordination (`--shard INDEX/COUNT`): each spec belongs to exactly one shard, by a
+/// stable hash of its labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// Parses `INDEX/COUNT`. INDEX may also be a StatefulSet pod name such as
+    /// `smtp-exporter-2`: the number after its last `-` is used.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard {text:?}: expected INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let index = match index.rsplit_once('-') {
+            Some((name, ordinal)) if !name.is_empty() => ordinal,
+            Some(_) => return Err(bad()),
+            None => index,
+        };
+        let index: u64 = index.trim().parse().map_err(|_| bad())?;
+        let count: u64 = count.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether this shard probes `key`. The hash is mixed again (SplitMix64's finaliser)
+    /// so that shard membership is independent of the schedule offset.
+    pub fn owns(&self, key: &SpecKey) -> bool {
+        let mut z = key.stable_hash();
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        z % self.count == self.index
+    }
+}

@@ -1,0 +1,171 @@
+//! The raw configuration: exactly what the YAML says, as serde reads it.
+//!
+//! First step of `config::parse_in`: unknown keys are rejected, enum values are read by
+//! name in any case (with their extra spellings), and nothing is checked beyond types.
+//! `config::validate` turns this into the model.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+use strum::VariantNames;
+
+use super::model::{AuthMechanism, IpProtocol, TlsMode};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) interval: Option<String>,
+    #[serde(default)]
+    pub(super) max_concurrency: Option<usize>,
+    #[serde(default)]
+    pub(super) modules: BTreeMap<String, RawModule>,
+    #[serde(default)]
+    pub(super) targets: Vec<RawTarget>,
+    #[serde(default)]
+    pub(super) probe_endpoint: RawProbeEndpoint,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbeEndpoint {
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
+    #[serde(default)]
+    pub(super) allow_any_target: bool,
+    #[serde(default)]
+    pub(super) allowed_hosts: Vec<String>,
+}
+
+impl Default for RawProbeEndpoint {
+    fn default() -> Self {
+        RawProbeEndpoint { enabled: true, allow_any_target: false, allowed_hosts: Vec::new() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawModule {
+    pub(super) tls: TlsMode,
+    #[serde(default)]
+    pub(super) timeout: Option<String>,
+    #[serde(default)]
+    pub(super) phase_timeout: Option<String>,
+    #[serde(default)]
+    pub(super) ehlo_hostname: Option<String>,
+    #[serde(default = "yes")]
+    pub(super) ehlo_metrics: bool,
+    #[serde(default)]
+    pub(super) ip_protocol: IpProtocol,
+    #[serde(default)]
+    pub(super) tls_config: RawTlsConfig,
+    #[serde(default)]
+    pub(super) auth: Option<RawAuth>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTlsConfig {
+    #[serde(default)]
+    pub(super) ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) system_roots: bool,
+    #[serde(default)]
+    pub(super) server_name: Option<String>,
+    #[serde(default)]
+    pub(super) insecure_skip_verify: bool,
+    #[serde(default)]
+    pub(super) on_invalid_cert: Option<CertPolicy>,
+}
+
+/// Implements `Deserialize` for a config enum through its `FromStr` (strum: any case, and
+/// the extra spellings a variant lists), with serde's own "unknown variant" error naming
+/// the accepted values, so that the YAML parser still adds the line and column.
+macro_rules! deserialize_by_name {
+    ($($enum:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $enum {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                // Parsed inside the visitor, so that an error carries the scalar's position.
+                struct ByName;
+                impl serde::de::Visitor<'_> for ByName {
+                    type Value = $enum;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "one of {}", <$enum as VariantNames>::VARIANTS.join(", "))
+                    }
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$enum, E> {
+                        text.parse()
+                            .map_err(|_| E::unknown_variant(text, <$enum as VariantNames>::VARIANTS))
+                    }
+                }
+                deserializer.deserialize_str(ByName)
+            }
+        }
+    )*};
+}
+
+deserialize_by_name!(TlsMode, IpProtocol, AuthMechanism, CertPolicy);
+
+/// What an invalid certificate does to the probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub(super) enum CertPolicy {
+    /// The probe fails with `tls_cert_invalid`.
+    Fail,
+    /// The verdict is exported, the probe goes on.
+    Report,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub(super) username: String,
+    #[serde(default)]
+    pub(super) password: Option<String>,
+    #[serde(default)]
+    pub(super) password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) password_env: Option<String>,
+    #[serde(default)]
+    pub(super) token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) mechanism: Option<AuthMechanism>,
+    #[serde(default)]
+    pub(super) allow_plaintext: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    #[serde(default)]
+    pub(super) name: Option<String>,
+    pub(super) host: String,
+    #[serde(default)]
+    pub(super) interval: Option<String>,
+    pub(super) ports: Vec<RawPort>,
+    #[serde(default)]
+    pub(super) expect: Option<RawExpect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExpect {
+    #[serde(default)]
+    pub(super) banner_hostname: Option<String>,
+    #[serde(default)]
+    pub(super) starttls: Option<bool>,
+    #[serde(default)]
+    pub(super) cert_names: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPort {
+    pub(super) port: u16,
+    pub(super) module: String,
+}

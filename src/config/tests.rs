@@ -1,0 +1,285 @@
+//! The configuration's unit tests: error tables, spellings, paths, the shipped example.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::*;
+
+fn error_of(yaml: &str) -> String {
+    parse(yaml, "test.yml").unwrap_err().to_string()
+}
+
+const MODULES: &str = "modules:\n  relay:\n    tls: starttls\n";
+/// A target for a module named `m`, so that a config has something to probe.
+const TARGET_M: &str = "targets:\n  - host: mx.example.test\n    ports: [{ port: 465, module: m }]\n";
+
+/// Issue 10 item 7: the spellings users write. Enum values in any case, and the SASL
+/// names the metrics and `check` print (CRAM-MD5) beside the snake_case ones.
+#[test]
+fn enum_values_take_any_case_and_sasl_names() {
+    for (tls, want) in [
+        ("STARTTLS", TlsMode::Starttls),
+        ("Implicit", TlsMode::Implicit),
+        ("starttls_REQUIRED", TlsMode::StarttlsRequired),
+    ] {
+        let yaml = format!("modules:\n  m:\n    tls: {tls}\n    ip_protocol: IP4\n    tls_config: {{ on_invalid_cert: Report }}\n{TARGET_M}");
+        let config = parse(&yaml, "t").unwrap_or_else(|e| panic!("{tls}: {e}"));
+        assert_eq!(config.modules["m"].tls_mode(), want);
+        assert_eq!(config.modules["m"].ip_protocol, IpProtocol::Ip4);
+    }
+    for (mechanism, want) in [
+        ("CRAM-MD5", AuthMechanism::CramMd5),
+        ("cram-md5", AuthMechanism::CramMd5),
+        ("cram_md5", AuthMechanism::CramMd5),
+        ("PLAIN", AuthMechanism::Plain),
+        ("Login", AuthMechanism::Login),
+    ] {
+        let yaml = format!("modules:\n  m:\n    tls: implicit\n    auth: {{ username: u, password: p, mechanism: {mechanism} }}\n{TARGET_M}");
+        let config = parse(&yaml, "t").unwrap_or_else(|e| panic!("{mechanism}: {e}"));
+        assert_eq!(config.modules["m"].auth.as_ref().unwrap().mechanism, Some(want));
+    }
+    assert_eq!(
+        error_of("modules:\n  m:\n    tls: implicit\n    auth: { username: u, password: p, mechanism: DIGEST-MD5 }\n"),
+        "test.yml: modules.m.auth.mechanism: unknown variant `DIGEST-MD5`, expected one of `plain`, `login`, `cram_md5`, `xoauth2` at line 4 column 50"
+    );
+}
+
+/// Issue 10 item 6: relative paths in a config file are taken from the file's
+/// directory, as Prometheus does, and errors name the path that was tried.
+#[test]
+fn relative_paths_are_taken_from_the_config_files_directory() {
+    let dir = std::env::temp_dir().join(format!("smtp-exporter-relative-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/pw"), "from-the-config-dir\n").unwrap();
+    let file = dir.join("config.yml");
+    std::fs::write(
+        &file,
+        format!("modules:\n  m:\n    tls: implicit\n    auth: {{ username: u, password_file: secrets/pw }}\n{TARGET_M}"),
+    )
+    .unwrap();
+    let config = load(&file).unwrap();
+    let auth = config.modules["m"].auth.as_ref().unwrap();
+    assert_eq!(auth.credentials.secret, CredentialSource::Password(Secret::new("from-the-config-dir")));
+
+    std::fs::write(
+        &file,
+        format!("modules:\n  m:\n    tls: implicit\n    tls_config: {{ ca_file: ca.pem }}\n{TARGET_M}"),
+    )
+    .unwrap();
+    let err = load(&file).unwrap_err().to_string();
+    let want = format!("modules.m.tls_config.ca_file {}: No such file", dir.join("ca.pem").display());
+    assert!(err.contains(&want), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 10 item 9: a file with nothing to probe is an error, not a silent empty
+/// exporter; modules with allowed hosts for /probe are something to probe.
+#[test]
+fn a_config_with_nothing_to_probe_is_rejected() {
+    let nothing = "test.yml: nothing to probe: list servers under targets (see config/example.yml), or modules and probe_endpoint.allowed_hosts for /probe";
+    for yaml in ["", "# only a comment\n", "modules:\n  m:\n    tls: implicit\n", "interval: 30s\n"] {
+        assert_eq!(error_of(yaml), nothing, "for {yaml:?}");
+    }
+    let probe_only =
+        "modules:\n  m:\n    tls: implicit\nprobe_endpoint: { allowed_hosts: [\"*.example.test\"] }\n";
+    assert!(parse(probe_only, "t").is_ok());
+    let disabled =
+        "modules:\n  m:\n    tls: implicit\nprobe_endpoint: { enabled: false, allow_any_target: true }\n";
+    assert_eq!(error_of(disabled), nothing);
+}
+
+/// Issue 10 item 4: a banner deadline that cuts off a postscreen MX on port 25 loads,
+/// with a warning that says why; the shipped example has none.
+#[test]
+fn a_short_banner_deadline_on_port_25_is_warned_about() {
+    let yaml = "modules:\n  relay:\n    tls: starttls\n    phase_timeout: 5s\ntargets:\n  - host: mx\n    ports: [{ port: 25, module: relay }, { port: 2525, module: relay }]\n";
+    let config = parse(yaml, "t").unwrap();
+    assert_eq!(
+        config.warnings,
+        vec!["modules.relay: a banner deadline of 5s is shorter than the 6 s a Postfix postscreen MX waits before the last line of its greeting; such a server on port 25 will look silent (raise phase_timeout and timeout)"]
+    );
+    let example = parse(include_str!("../../config/example.yml"), "config/example.yml").unwrap();
+    assert!(example.warnings.is_empty(), "{:?}", example.warnings);
+    assert!(embedded_default().warnings.is_empty());
+}
+
+#[test]
+fn embedded_default_covers_the_four_ports() {
+    let config = embedded_default();
+    let ports: Vec<u16> = config.schedule.iter().map(|s| s.spec.port).collect();
+    assert_eq!(ports, vec![25, 465, 587, 2525]);
+    assert_eq!(config.schedule[1].spec.module.tls_mode(), TlsMode::Implicit);
+}
+
+/// Issue 10 item 9: the annotated example loads as it is, with no password file or
+/// environment variable set up beforehand.
+#[test]
+fn example_config_is_valid() {
+    let text = include_str!("../../config/example.yml");
+    let config = parse(text, "config/example.yml").unwrap();
+    let ports: HashSet<u16> = config.schedule.iter().map(|s| s.spec.port).collect();
+    for p in [25, 465, 587, 2525] {
+        assert!(ports.contains(&p), "example lacks port {p}");
+    }
+}
+
+/// The simulation the sharding design promises: 4 shards over 10,000 specs, each spec
+/// probed by exactly one shard, shard sizes within 5% of each other.
+#[test]
+fn four_shards_split_ten_thousand_specs_evenly() {
+    let keys: Vec<SpecKey> = (0..2500)
+        .flat_map(|i| {
+            [25u16, 465, 587, 2525].map(|port| SpecKey {
+                target: format!("mx{i}.example.test"),
+                port,
+                module: if port == 465 { "submissions".into() } else { "relay".into() },
+            })
+        })
+        .collect();
+    let shards: Vec<Shard> = (0..4).map(|i| Shard::parse(&format!("{i}/4")).unwrap()).collect();
+    let mut sizes = [0usize; 4];
+    for key in &keys {
+        let owners: Vec<usize> = (0..4).filter(|&i| shards[i].owns(key)).collect();
+        assert_eq!(owners.len(), 1, "{key:?} owned by {owners:?}");
+        sizes[owners[0]] += 1;
+    }
+    let (min, max) = (*sizes.iter().min().unwrap(), *sizes.iter().max().unwrap());
+    assert_eq!(sizes.iter().sum::<usize>(), 10_000);
+    assert!((max - min) as f64 / max as f64 <= 0.05, "shard sizes {sizes:?}");
+}
+
+#[test]
+fn shard_arguments() {
+    assert_eq!(Shard::parse("1/4").unwrap(), Shard { index: 1, count: 4 });
+    assert_eq!(Shard::parse("smtp-exporter-3/4").unwrap(), Shard { index: 3, count: 4 });
+    for bad in ["4/4", "1", "a/4", "1/0", "-1/4", "1/x"] {
+        assert!(Shard::parse(bad).is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+    assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+    assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+    for bad in ["", "10", "s", "1x", "-1s", "0s", "1.5s"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+/// Table: config text → exact error (the blackbox_exporter habit).
+#[test]
+fn errors_name_the_field() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "targets: []\nbogus: 1\n",
+            "test.yml: unknown field `bogus`, expected one of `interval`, `max_concurrency`, `modules`, `targets`, `probe_endpoint` at line 2 column 1",
+        ),
+        (
+            &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 25, module: relay }}]\n    expect: {{ cert_names: [\"not a name\"] }}\n"),
+            "test.yml: targets[0].expect.cert_names: \"not a name\" is not a valid DNS name or IP address",
+        ),
+        (
+            &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 25, module: relay }}]\n    expect: {{ starttls: maybe }}\n"),
+            "test.yml: targets[0].expect.starttls: invalid type: string \"maybe\", expected a boolean at line 7 column 25",
+        ),
+        (
+            "modules:\n  relay:\n    tls: sometimes\n",
+            "test.yml: modules.relay.tls: unknown variant `sometimes`, expected one of `none`, `starttls`, `starttls_required`, `implicit` at line 3 column 10",
+        ),
+        (
+            &format!("{MODULES}targets:\n  - host: mx\n    ports:\n      - {{ port: 25, module: nope }}\n"),
+            "test.yml: targets[0].ports[0].module: unknown module \"nope\" (defined: relay)",
+        ),
+        (
+            &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 25, module: relay }}, {{ port: 25, module: relay }}]\n"),
+            "test.yml: targets[0].ports[1]: target \"mx\" already probes port 25 with module \"relay\"",
+        ),
+        (
+            &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 0, module: relay }}]\n"),
+            "test.yml: targets[0].ports[0].port: must be between 1 and 65535",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n    timeout: 5s\n    phase_timeout: 6s\n",
+            "test.yml: modules.m.phase_timeout: 6s exceeds the module timeout 5s",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n    timeout: 90s\ntargets:\n  - host: mx\n    ports: [{ port: 465, module: m }]\n",
+            "test.yml: targets[0].ports[0]: module \"m\" timeout 90s exceeds the probe interval 60s",
+        ),
+        (
+            "modules:\n  m:\n    tls: none\n    auth: { username: u, password: p }\n",
+            "test.yml: modules.m.auth: credentials would travel unencrypted with tls: none; use starttls_required or implicit, or set auth.allow_plaintext: true",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n    auth: { username: u, password: p, password_env: X }\n",
+            "test.yml: modules.m.auth.password: password, password_file and password_env are mutually exclusive",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n    auth: { username: u, password_file: /nonexistent/pw }\n",
+            "test.yml: modules.m.auth.password_file: /nonexistent/pw: No such file or directory (os error 2); write the account's password there (one line, mode 0600)",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n    tls_config: { ca_file: /nonexistent/ca.pem }\n",
+            "test.yml: modules.m.tls_config.ca_file /nonexistent/ca.pem: No such file or directory (os error 2)",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n    tls_config: { insecure_skip_verify: true, on_invalid_cert: fail }\n",
+            "test.yml: modules.m.tls_config: insecure_skip_verify and on_invalid_cert: fail are mutually exclusive",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n    auth: { username: u, mechanism: xoauth2, password: p }\n",
+            "test.yml: modules.m.auth.token_file: mechanism xoauth2 needs a token_file",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n    auth: { username: u, token_file: /nonexistent/token }\n",
+            "test.yml: modules.m.auth.token_file: /nonexistent/token: No such file or directory (os error 2)",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n    auth: { username: u, token_file: /etc/hostname, password: p }\n",
+            "test.yml: modules.m.auth.token_file: token_file and password, password_file or password_env are mutually exclusive",
+        ),
+        (
+            "modules:\n  m:\n    tls: none\n    tls_config: { insecure_skip_verify: true }\n",
+            "test.yml: modules.m.tls_config: set, but tls is none",
+        ),
+        (
+            "interval: soon\n",
+            "test.yml: interval: invalid duration \"soon\" (use e.g. 500ms, 10s, 1m30s)",
+        ),
+        (
+            "max_concurrency: 0\n",
+            "test.yml: max_concurrency: must be at least 1",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\ntargets:\n  - host: \"bad host!\"\n    ports: [{ port: 465, module: m }]\n",
+            "test.yml: targets[0].ports[0]: \"bad host!\" is not a valid TLS server name; set tls_config.server_name in module \"m\"",
+        ),
+        (
+            "targets:\n  - host: mx\n    ports:\n      - { port: 70000, module: relay }\n",
+            "test.yml: targets[0].ports[0].port: invalid value: integer `70000`, expected u16 at line 4 column 17",
+        ),
+    ];
+    for (yaml, want) in cases {
+        assert_eq!(&error_of(yaml), want, "for config:\n{yaml}");
+    }
+}
+
+#[test]
+fn password_file_trailing_newline_is_dropped_and_secret_is_redacted() {
+    let dir = std::env::temp_dir().join(format!("smtp-exporter-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "s3cret-value\n").unwrap();
+    let yaml = format!(
+        "modules:\n  m:\n    tls: implicit\n    auth: {{ username: u, password_file: {} }}\n{TARGET_M}",
+        pw.display()
+    );
+    let config = parse(&yaml, "t").unwrap();
+    let auth = config.modules["m"].auth.as_ref().unwrap();
+    assert_eq!(auth.credentials.secret, CredentialSource::Password(Secret::new("s3cret-value")));
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cret"), "secret leaked in Debug: {debug}");
+    assert!(debug.contains("<redacted>"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

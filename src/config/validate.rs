@@ -1,0 +1,330 @@
+//! Validation: the raw configuration in, the model out, one invariant per one-line error.
+//!
+//! Second step of `config::parse_in`, after `raw`. Each function checks one part and
+//! prefixes its errors with that part's field path (`targets[2].ports[0].module: ...`).
+//! The I/O a configuration needs (reading a password file or variable, loading CA files
+//! into TLS settings) happens here, in `read_password` and `tls_transport`, so that a bad
+//! file is a configuration error rather than a probe failure.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+
+use super::model::{
+    Auth, AuthMechanism, CredentialSource, Credentials, Expectations, Module, Scheduled, Secret, Tls,
+    TlsMode, Transport,
+};
+use super::raw::{
+    CertPolicy, RawAuth, RawConfig, RawExpect, RawModule, RawProbeEndpoint, RawTarget, RawTlsConfig,
+};
+use super::{
+    format_duration, parse_duration, unknown_module, Config, ProbeEndpoint, DEFAULT_EHLO_HOSTNAME,
+    DEFAULT_INTERVAL, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT,
+};
+use crate::tls::{Roots, TlsSettings};
+
+/// Below this, a banner deadline on port 25 cuts off an MX behind Postfix's postscreen,
+/// which holds its greeting's last line for 6 s (`postscreen_greet_wait`).
+const POSTSCREEN_GREET_MARGIN: Duration = Duration::from_secs(7);
+
+pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String> {
+    let interval = match &raw.interval {
+        Some(s) => parse_duration(s).map_err(|e| format!("interval: {e}"))?,
+        None => DEFAULT_INTERVAL,
+    };
+    let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+    if max_concurrency == 0 {
+        return Err("max_concurrency: must be at least 1".into());
+    }
+    let mut modules = BTreeMap::new();
+    for (name, raw_module) in raw.modules {
+        let module = validate_module(raw_module, base_dir).map_err(|e| format!("modules.{name}.{e}"))?;
+        modules.insert(name, Arc::new(module));
+    }
+    let mut schedule = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, target) in raw.targets.into_iter().enumerate() {
+        let at = format!("targets[{i}]");
+        schedule
+            .extend(validate_target(target, interval, &modules, &mut seen).map_err(|e| format!("{at}{e}"))?);
+    }
+    let probe_endpoint = validate_probe_endpoint(raw.probe_endpoint)?;
+    let probe_endpoint_can_probe = probe_endpoint.enabled
+        && !modules.is_empty()
+        && (probe_endpoint.allow_any_target || !probe_endpoint.allowed_hosts.is_empty());
+    if schedule.is_empty() && !probe_endpoint_can_probe {
+        return Err("nothing to probe: list servers under targets (see config/example.yml), or modules and probe_endpoint.allowed_hosts for /probe".into());
+    }
+    let warnings = warnings(&schedule);
+    Ok(Config { max_concurrency, modules, schedule, probe_endpoint, warnings })
+}
+
+/// One target: its ports become scheduled specs. Errors start with the field below the
+/// target (`.ports[1].module: ...`); `seen` catches a (name, port, module) given twice.
+fn validate_target(
+    target: RawTarget,
+    default_interval: Duration,
+    modules: &BTreeMap<String, Arc<Module>>,
+    seen: &mut HashSet<(String, u16, String)>,
+) -> Result<Vec<Scheduled>, String> {
+    if target.host.trim().is_empty() {
+        return Err(".host: must not be empty".into());
+    }
+    let name = target.name.unwrap_or_else(|| target.host.clone());
+    if name.is_empty() {
+        return Err(".name: must not be empty".into());
+    }
+    let interval = match &target.interval {
+        Some(s) => parse_duration(s).map_err(|e| format!(".interval: {e}"))?,
+        None => default_interval,
+    };
+    if target.ports.is_empty() {
+        return Err(".ports: must list at least one port".into());
+    }
+    let expect = Arc::new(match target.expect {
+        None => Expectations::default(),
+        Some(e) => validate_expect(e).map_err(|e| format!(".expect.{e}"))?,
+    });
+    let mut scheduled = Vec::with_capacity(target.ports.len());
+    for (j, port) in target.ports.into_iter().enumerate() {
+        let at = format!(".ports[{j}]");
+        if port.port == 0 {
+            return Err(format!("{at}.port: must be between 1 and 65535"));
+        }
+        let module = modules
+            .get(&port.module)
+            .ok_or_else(|| format!("{at}.module: {}", unknown_module(&port.module, modules)))?;
+        if module.timeout > interval {
+            return Err(format!(
+                "{at}: module {:?} timeout {} exceeds the probe interval {}",
+                port.module,
+                format_duration(module.timeout),
+                format_duration(interval)
+            ));
+        }
+        if !seen.insert((name.clone(), port.port, port.module.clone())) {
+            return Err(format!(
+                "{at}: target {name:?} already probes port {} with module {:?}",
+                port.port, port.module
+            ));
+        }
+        let spec = module
+            .spec(&name, &target.host, port.port, &port.module, expect.clone())
+            .map_err(|e| format!("{at}: {e}; set tls_config.server_name in module {:?}", port.module))?;
+        scheduled.push(Scheduled { spec, interval });
+    }
+    Ok(scheduled)
+}
+
+fn validate_expect(raw: RawExpect) -> Result<Expectations, String> {
+    if raw.banner_hostname.as_deref() == Some("") {
+        return Err("banner_hostname: must not be empty".into());
+    }
+    if let Some(bad) = raw.cert_names.iter().find(|n| ServerName::try_from(n.as_str()).is_err()) {
+        return Err(format!("cert_names: {bad:?} is not a valid DNS name or IP address"));
+    }
+    Ok(Expectations {
+        banner_hostname: raw.banner_hostname,
+        starttls: raw.starttls,
+        cert_names: raw.cert_names,
+    })
+}
+
+fn validate_probe_endpoint(raw: RawProbeEndpoint) -> Result<ProbeEndpoint, String> {
+    if let Some(bad) =
+        raw.allowed_hosts.iter().find(|h| h.trim().is_empty() || h.contains(char::is_whitespace))
+    {
+        return Err(format!("probe_endpoint.allowed_hosts: {bad:?} is not a host name or pattern"));
+    }
+    Ok(ProbeEndpoint {
+        enabled: raw.enabled,
+        allow_any_target: raw.allow_any_target,
+        allowed_hosts: raw.allowed_hosts,
+    })
+}
+
+/// What loads but will probably not do what was meant: a banner deadline on port 25 too
+/// short for a postscreen MX. One warning per module.
+fn warnings(schedule: &[Scheduled]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for Scheduled { spec, .. } in schedule {
+        let banner_deadline = spec.module.phase_timeout.min(spec.module.timeout);
+        if spec.port != 25 || banner_deadline >= POSTSCREEN_GREET_MARGIN {
+            continue;
+        }
+        let warning = format!(
+            "modules.{}: a banner deadline of {} is shorter than the 6 s a Postfix postscreen MX waits before the last line of its greeting; such a server on port 25 will look silent (raise phase_timeout and timeout)",
+            spec.module_name,
+            format_duration(banner_deadline)
+        );
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
+        }
+    }
+    warnings
+}
+
+fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
+    let timeout = match &raw.timeout {
+        Some(s) => parse_duration(s).map_err(|e| format!("timeout: {e}"))?,
+        None => DEFAULT_TIMEOUT,
+    };
+    let phase_timeout = match &raw.phase_timeout {
+        Some(s) => parse_duration(s).map_err(|e| format!("phase_timeout: {e}"))?,
+        None => timeout,
+    };
+    if phase_timeout > timeout {
+        return Err(format!(
+            "phase_timeout: {} exceeds the module timeout {}",
+            format_duration(phase_timeout),
+            format_duration(timeout)
+        ));
+    }
+    let ehlo_hostname = raw.ehlo_hostname.unwrap_or_else(|| DEFAULT_EHLO_HOSTNAME.to_owned());
+    if ehlo_hostname.is_empty() || ehlo_hostname.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("ehlo_hostname: {ehlo_hostname:?} is not a valid host name"));
+    }
+    let transport = validate_transport(raw.tls, raw.tls_config, base_dir)?;
+    let auth = match raw.auth {
+        None => None,
+        Some(a) if raw.tls == TlsMode::None && !a.allow_plaintext => {
+            return Err("auth: credentials would travel unencrypted with tls: none; use starttls_required or implicit, or set auth.allow_plaintext: true".into());
+        }
+        Some(a) => Some(validate_auth(a, base_dir).map_err(|e| format!("auth.{e}"))?),
+    };
+    Ok(Module {
+        transport,
+        timeout,
+        phase_timeout,
+        ehlo_hostname,
+        ehlo_metrics: raw.ehlo_metrics,
+        ip_protocol: raw.ip_protocol,
+        auth,
+    })
+}
+
+/// The module's transport: its TLS mode, with trust settings built from `tls_config`
+/// (the CA file or system store is read here) for the modes that use TLS.
+fn validate_transport(mode: TlsMode, raw: RawTlsConfig, base_dir: &Path) -> Result<Transport, String> {
+    if raw.ca_file.is_some() && raw.system_roots {
+        return Err("tls_config: ca_file and system_roots are mutually exclusive".into());
+    }
+    if raw.insecure_skip_verify && raw.on_invalid_cert == Some(CertPolicy::Fail) {
+        return Err(
+            "tls_config: insecure_skip_verify and on_invalid_cert: fail are mutually exclusive".into()
+        );
+    }
+    if mode == TlsMode::None {
+        let any_set = raw.ca_file.is_some()
+            || raw.server_name.is_some()
+            || raw.insecure_skip_verify
+            || raw.system_roots
+            || raw.on_invalid_cert.is_some();
+        return if any_set { Err("tls_config: set, but tls is none".into()) } else { Ok(Transport::Plain) };
+    }
+    let roots = match (raw.ca_file, raw.system_roots) {
+        (Some(path), _) => Roots::CaFile(resolve(base_dir, path)),
+        (None, true) => Roots::System,
+        (None, false) => Roots::Bundled,
+    };
+    // Opportunistic STARTTLS (MTA to MTA, port 25) rarely has a valid certificate:
+    // report it by default; where TLS is the point (465, 587), fail.
+    let fail = match (raw.insecure_skip_verify, raw.on_invalid_cert) {
+        (true, _) => false,
+        (false, Some(policy)) => policy == CertPolicy::Fail,
+        (false, None) => mode != TlsMode::Starttls,
+    };
+    let field = if matches!(roots, Roots::System) { "system_roots:" } else { "ca_file" };
+    let settings = Arc::new(TlsSettings::new(&roots, fail).map_err(|e| format!("tls_config.{field} {e}"))?);
+    Ok(Transport::of_mode(mode, || Tls { settings, name: raw.server_name }))
+}
+
+fn validate_auth(raw: RawAuth, base_dir: &Path) -> Result<Auth, String> {
+    if raw.username.is_empty() {
+        return Err("username: must not be empty".into());
+    }
+    let password_sources = [raw.password.is_some(), raw.password_file.is_some(), raw.password_env.is_some()]
+        .iter()
+        .filter(|s| **s)
+        .count();
+    if let Some(path) = raw.token_file.map(|p| resolve(base_dir, p)) {
+        if password_sources > 0 {
+            return Err(
+                "token_file: token_file and password, password_file or password_env are mutually exclusive"
+                    .into(),
+            );
+        }
+        if raw.mechanism.is_some_and(|m| m != AuthMechanism::Xoauth2) {
+            return Err("mechanism: token_file goes with mechanism xoauth2".into());
+        }
+        std::fs::metadata(&path).map_err(|e| format!("token_file: {}: {e}", path.display()))?;
+        return Ok(Auth {
+            credentials: Credentials { username: raw.username, secret: CredentialSource::TokenFile(path) },
+            mechanism: Some(AuthMechanism::Xoauth2),
+            allow_plaintext: raw.allow_plaintext,
+        });
+    }
+    if raw.mechanism == Some(AuthMechanism::Xoauth2) {
+        return Err("token_file: mechanism xoauth2 needs a token_file".into());
+    }
+    if password_sources > 1 {
+        return Err("password: password, password_file and password_env are mutually exclusive".into());
+    }
+    let password =
+        read_password(raw.password, raw.password_file.map(|p| resolve(base_dir, p)), raw.password_env)?;
+    if password.is_empty() {
+        return Err("password: is empty".into());
+    }
+    Ok(Auth {
+        credentials: Credentials {
+            username: raw.username,
+            secret: CredentialSource::Password(Secret::new(password)),
+        },
+        mechanism: raw.mechanism,
+        allow_plaintext: raw.allow_plaintext,
+    })
+}
+
+/// The password from whichever source the module names; errors say what to do.
+fn read_password(
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<String, String> {
+    match (inline, file, env) {
+        (Some(p), _, _) => Ok(p),
+        (_, Some(path), _) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                let hint = match e.kind() {
+                    std::io::ErrorKind::NotFound => "; write the account's password there (one line, mode 0600)",
+                    std::io::ErrorKind::PermissionDenied => "; let the exporter's user read it",
+                    _ => "",
+                };
+                format!("password_file: {}: {e}{hint}", path.display())
+            })?;
+            // A trailing newline from `echo secret > file` is not part of the password.
+            Ok(text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_owned())
+        }
+        (_, _, Some(var)) => std::env::var(&var).map_err(|e| match e {
+            std::env::VarError::NotPresent => format!(
+                "password_env: environment variable {var} is not set; set it to the account's password in the exporter's environment, or use password_file"
+            ),
+            std::env::VarError::NotUnicode(_) => format!("password_env: environment variable {var} is not valid UTF-8"),
+        }),
+        (None, None, None) => {
+            Err("password: one of password, password_file, password_env or token_file is required".into())
+        }
+    }
+}
+
+/// A path from the configuration, taken from `base_dir` when it is relative.
+fn resolve(base_dir: &Path, path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        base_dir.join(path)
+    }
+}
