@@ -14,8 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, Config, ConfigError, Shard};
 use crate::http::{self, ReloadRequest};
-use crate::metrics::{Exporter, Store};
+use crate::metrics::Exporter;
 use crate::scheduler::Scheduler;
+use crate::store::Store;
 
 /// Where the configuration comes from; read again on every reload.
 #[derive(Clone, Debug)]
@@ -96,12 +97,12 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let (stop_http, http_stopped) = oneshot::channel::<()>();
-    let state = Arc::new(http::State {
+    let shared = Arc::new(http::Shared {
         exporter: exporter.clone(),
         reload: reload_tx,
         config: std::sync::RwLock::new(Arc::new(config)),
     });
-    let server = tokio::spawn(http::serve(listener, state.clone(), async {
+    let server = tokio::spawn(http::serve(listener, shared.clone(), async {
         let _ = http_stopped.await;
     }));
 
@@ -111,10 +112,10 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
         tokio::select! {
             _ = &mut shutdown => break,
             Some(answer) = reload_rx.recv() => {
-                let _ = answer.send(reload(&source, &mut scheduler, &state));
+                let _ = answer.send(reload(&source, &mut scheduler, &shared));
             }
             Some(()) = hangups.recv() => {
-                let _ = reload(&source, &mut scheduler, &state);
+                let _ = reload(&source, &mut scheduler, &shared);
             }
         }
     }
@@ -156,15 +157,15 @@ impl Sharded {
 }
 
 /// Loads the configuration again and applies it, or keeps the old one.
-fn reload(source: &Sharded, scheduler: &mut Scheduler, state: &http::State) -> Result<(), String> {
-    let exporter = &state.exporter;
+fn reload(source: &Sharded, scheduler: &mut Scheduler, shared: &http::Shared) -> Result<(), String> {
+    let exporter = &shared.exporter;
     match source.load() {
         Ok(config) => {
             scheduler.apply(&config);
             exporter.config_loaded(true);
             log_warnings(&config);
             let specs = config.schedule.len();
-            *state.config.write().expect("config lock") = Arc::new(config);
+            *shared.config.write().expect("config lock") = Arc::new(config);
             tracing::info!(specs, "configuration reloaded");
             Ok(())
         }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use strum::VariantNames;
+use strum::{VariantArray, VariantNames};
 
 use crate::config::{
     self, Auth, CredentialSource, Credentials, Expectations, IpProtocol, Module, ProbeSpec, Secret, Tls,
@@ -441,11 +441,11 @@ fn render_table(host: &str, results: &[Checked], advice: &[String]) -> String {
 
     out.push_str("\nPhase times (ms):\n");
     let mut phase_rows = vec![std::iter::once("PORT".to_owned())
-        .chain(Phase::ALL.iter().map(|p| p.as_str().to_owned()))
+        .chain(Phase::VARIANTS.iter().map(|p| p.as_str().to_owned()))
         .collect::<Vec<_>>()];
     for Checked { spec, report: r, .. } in results {
         let mut row = vec![spec.port.to_string()];
-        row.extend(Phase::ALL.iter().map(|p| r.phase(*p).map(ms).unwrap_or_else(|| "-".into())));
+        row.extend(Phase::VARIANTS.iter().map(|p| r.phase(*p).map(ms).unwrap_or_else(|| "-".into())));
         phase_rows.push(row);
     }
     push_table(&mut out, &phase_rows);

@@ -22,5 +22,6 @@ pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod scheduler;
-pub mod status;
+mod store;
+mod sys;
 pub mod tls;

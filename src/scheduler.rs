@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Scheduled, SpecKey};
-use crate::metrics::{ScheduleMetrics, Store};
+use crate::metrics::ScheduleMetrics;
 use crate::probe;
+use crate::store::Store;
 
 /// A probe that starts later than this after its slot counts as late.
 pub const LATE_AFTER: Duration = Duration::from_secs(1);

@@ -44,7 +44,9 @@ pub enum Roots {
 }
 
 /// Why a certificate did not verify, from a fixed set (a metric label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// `CertError::VARIANTS` lists them in documentation order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum CertError {
     /// Past its notAfter.
     Expired,
@@ -67,31 +69,8 @@ pub enum CertError {
 }
 
 impl CertError {
-    /// Every value, in documentation order.
-    pub const ALL: [CertError; 9] = [
-        CertError::Expired,
-        CertError::NotYetValid,
-        CertError::UnknownIssuer,
-        CertError::SelfSigned,
-        CertError::NameMismatch,
-        CertError::InvalidPurpose,
-        CertError::BadSignature,
-        CertError::Revoked,
-        CertError::Other,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            CertError::Expired => "expired",
-            CertError::NotYetValid => "not_yet_valid",
-            CertError::UnknownIssuer => "unknown_issuer",
-            CertError::SelfSigned => "self_signed",
-            CertError::NameMismatch => "name_mismatch",
-            CertError::InvalidPurpose => "invalid_purpose",
-            CertError::BadSignature => "bad_signature",
-            CertError::Revoked => "revoked",
-            CertError::Other => "other",
-        }
+        self.into()
     }
 
     /// What to do about it, in the configuration's words.
@@ -466,19 +445,9 @@ fn describe_chain(chain: &[CertificateDer<'_>]) -> CertFields {
     };
     info.subject_cn = cn(leaf.subject());
     info.issuer_cn = cn(leaf.issuer());
-    info.serial = hex(leaf.raw_serial());
-    info.fingerprint_sha256 = hex(ring::digest::digest(&ring::digest::SHA256, leaf_der).as_ref());
+    info.serial = hex::encode(leaf.raw_serial());
+    info.fingerprint_sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf_der));
     info
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 /// The DNS names and IP addresses in a certificate's subjectAltName extension.

@@ -126,7 +126,7 @@ fn cram_md5(password: &[u8], challenge: &[u8]) -> String {
     use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<md5::Md5>::new_from_slice(password).expect("HMAC takes keys of any length");
     mac.update(challenge);
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Maps a reply that ends AUTH unsuccessfully to a reason (RFC 4954 §6).

@@ -7,8 +7,12 @@
 use std::fmt;
 use std::io;
 
-/// One timed step of an SMTP session, in the order they can occur.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One timed step of an SMTP session, in the order they can occur. `Phase::VARIANTS`
+/// lists them in that order; the label value is the snake_case name.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::VariantArray, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Phase {
     /// Name resolution of the target host.
     Resolve,
@@ -31,32 +35,9 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// Every phase, in session order.
-    pub const ALL: [Phase; 9] = [
-        Phase::Resolve,
-        Phase::Connect,
-        Phase::Banner,
-        Phase::Ehlo,
-        Phase::Starttls,
-        Phase::TlsHandshake,
-        Phase::EhloTls,
-        Phase::Auth,
-        Phase::Quit,
-    ];
-
     /// The label value used in metrics and logs.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Resolve => "resolve",
-            Phase::Connect => "connect",
-            Phase::Banner => "banner",
-            Phase::Ehlo => "ehlo",
-            Phase::Starttls => "starttls",
-            Phase::TlsHandshake => "tls_handshake",
-            Phase::EhloTls => "ehlo_tls",
-            Phase::Auth => "auth",
-            Phase::Quit => "quit",
-        }
+        self.into()
     }
 }
 
@@ -67,8 +48,12 @@ impl fmt::Display for Phase {
 }
 
 /// Why a phase failed. The set is fixed and documented in the README; add to it with care,
-/// because alert rules match these values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// because alert rules match these values. `Reason::VARIANTS` lists them in documentation
+/// order; the label value is the snake_case name.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::VariantArray, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     /// The phase's deadline (or the probe's overall deadline) passed.
     Timeout,
@@ -101,8 +86,10 @@ pub enum Reason {
     /// the "STARTTLS command injection" class): the probe refuses to go on.
     StarttlsInjection,
     /// A 4xx reply where a success was expected.
+    #[strum(serialize = "reply_4xx")]
     Reply4xx,
     /// A 5xx reply where a success was expected.
+    #[strum(serialize = "reply_5xx")]
     Reply5xx,
     /// AUTH was rejected as bad credentials (535, or another 5xx to AUTH).
     AuthFailed,
@@ -122,86 +109,14 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in documentation order.
-    pub const ALL: [Reason; 22] = [
-        Reason::Timeout,
-        Reason::Refused,
-        Reason::Unreachable,
-        Reason::NoRoute,
-        Reason::Reset,
-        Reason::Closed,
-        Reason::Dns,
-        Reason::Io,
-        Reason::TlsHandshake,
-        Reason::TlsCertInvalid,
-        Reason::TlsUnsupported,
-        Reason::StarttlsUnavailable,
-        Reason::StarttlsInjection,
-        Reason::Reply4xx,
-        Reason::Reply5xx,
-        Reason::AuthFailed,
-        Reason::AuthRequiredTls,
-        Reason::AuthMechanismUnavailable,
-        Reason::AuthTemporary,
-        Reason::AuthCredentials,
-        Reason::AuthPlaintextRefused,
-        Reason::Protocol,
-    ];
-
     /// The label value used in metrics and logs.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Timeout => "timeout",
-            Reason::Refused => "refused",
-            Reason::Unreachable => "unreachable",
-            Reason::NoRoute => "no_route",
-            Reason::Reset => "reset",
-            Reason::Closed => "closed",
-            Reason::Dns => "dns",
-            Reason::Io => "io",
-            Reason::TlsHandshake => "tls_handshake",
-            Reason::TlsCertInvalid => "tls_cert_invalid",
-            Reason::TlsUnsupported => "tls_unsupported",
-            Reason::StarttlsUnavailable => "starttls_unavailable",
-            Reason::StarttlsInjection => "starttls_injection",
-            Reason::Reply4xx => "reply_4xx",
-            Reason::Reply5xx => "reply_5xx",
-            Reason::AuthFailed => "auth_failed",
-            Reason::AuthRequiredTls => "auth_required_tls",
-            Reason::AuthMechanismUnavailable => "auth_mechanism_unavailable",
-            Reason::AuthTemporary => "auth_temporary",
-            Reason::AuthCredentials => "auth_credentials",
-            Reason::AuthPlaintextRefused => "auth_plaintext_refused",
-            Reason::Protocol => "protocol",
-        }
+        self.into()
     }
 
-    /// Classifies a socket error by its OS error code (not its text), falling back to the
-    /// error kind for errors that carry no code.
+    /// Classifies a socket error by its OS error code (not its text); see `sys::reason_of`.
     pub fn from_io(err: &io::Error) -> Reason {
-        if let Some(code) = err.raw_os_error() {
-            return match code {
-                libc::ECONNREFUSED => Reason::Refused,
-                // ICMP host/net unreachable and admin-prohibited all surface as these two;
-                // `connect` tells a missing local route apart (see `probe::no_local_route`).
-                libc::EHOSTUNREACH | libc::ENETUNREACH | libc::ENETDOWN | libc::EHOSTDOWN => {
-                    Reason::Unreachable
-                }
-                libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT => Reason::NoRoute,
-                libc::ECONNRESET | libc::ECONNABORTED | libc::EPIPE => Reason::Reset,
-                libc::ETIMEDOUT => Reason::Timeout,
-                _ => Reason::Io,
-            };
-        }
-        use io::ErrorKind as K;
-        match err.kind() {
-            K::ConnectionRefused => Reason::Refused,
-            K::HostUnreachable | K::NetworkUnreachable | K::NetworkDown => Reason::Unreachable,
-            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => Reason::Reset,
-            K::UnexpectedEof => Reason::Closed,
-            K::TimedOut => Reason::Timeout,
-            _ => Reason::Io,
-        }
+        crate::sys::reason_of(err)
     }
 
     /// True when the SMTP conversation is still intact after this failure, so a polite QUIT
@@ -288,28 +203,28 @@ pub fn truncate(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strum::VariantArray;
 
     #[test]
-    fn os_error_codes_map_to_reasons() {
+    fn error_kinds_map_to_reasons() {
         let cases = [
-            (libc::ECONNREFUSED, Reason::Refused),
-            (libc::EHOSTUNREACH, Reason::Unreachable),
-            (libc::ENETUNREACH, Reason::Unreachable),
-            (libc::EADDRNOTAVAIL, Reason::NoRoute),
-            (libc::ECONNRESET, Reason::Reset),
-            (libc::ETIMEDOUT, Reason::Timeout),
-            (libc::EMFILE, Reason::Io),
+            (io::ErrorKind::ConnectionRefused, Reason::Refused),
+            (io::ErrorKind::HostUnreachable, Reason::Unreachable),
+            (io::ErrorKind::AddrNotAvailable, Reason::NoRoute),
+            (io::ErrorKind::ConnectionReset, Reason::Reset),
+            (io::ErrorKind::UnexpectedEof, Reason::Closed),
+            (io::ErrorKind::TimedOut, Reason::Timeout),
+            (io::ErrorKind::OutOfMemory, Reason::Io),
         ];
-        for (code, reason) in cases {
-            assert_eq!(Reason::from_io(&io::Error::from_raw_os_error(code)), reason, "errno {code}");
+        for (kind, reason) in cases {
+            assert_eq!(Reason::from_io(&kind.into()), reason, "{kind:?}");
         }
-        assert_eq!(Reason::from_io(&io::ErrorKind::UnexpectedEof.into()), Reason::Closed);
     }
 
     #[test]
     fn label_values_are_unique_snake_case() {
         let mut seen = std::collections::HashSet::new();
-        for r in Reason::ALL {
+        for &r in Reason::VARIANTS {
             assert!(r.as_str().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
             assert!(seen.insert(r.as_str()), "duplicate {r}");
         }

@@ -9,8 +9,9 @@ use crate::config::{Expectations, TlsMode};
 
 use super::ProbeReport;
 
-/// One kind of expectation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// One kind of expectation; the label value is the snake_case name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Check {
     BannerHostname,
     Starttls,
@@ -20,11 +21,7 @@ pub enum Check {
 impl Check {
     /// The label value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Check::BannerHostname => "banner_hostname",
-            Check::Starttls => "starttls",
-            Check::CertNames => "cert_names",
-        }
+        self.into()
     }
 }
 

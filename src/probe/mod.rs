@@ -177,7 +177,7 @@ impl<'a> Walk<'a> {
             .time(&mut self.report.phases, Phase::Connect, async {
                 TcpStream::connect(addr).await.map_err(|e| {
                     let mut reason = Reason::from_io(&e);
-                    if reason == Reason::Unreachable && no_local_route(addr) {
+                    if reason == Reason::Unreachable && crate::sys::no_local_route(addr) {
                         reason = Reason::NoRoute;
                     }
                     StepError::new(reason, e.to_string())
@@ -448,24 +448,6 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(StepError::unexpected_reply("HELO", &helo));
     }
     Err(StepError::unexpected_reply("EHLO", &reply))
-}
-
-/// True when this machine has no route to `addr`. A UDP `connect` only looks the route up
-/// and sends nothing, so it tells a local "no route" from an ICMP unreachable that came
-/// back from the network (both surface from TCP as ENETUNREACH/EHOSTUNREACH).
-fn no_local_route(addr: SocketAddr) -> bool {
-    let local: SocketAddr =
-        if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
-    match std::net::UdpSocket::bind(local) {
-        Ok(socket) => socket.connect(addr).is_err_and(|e| {
-            matches!(
-                e.raw_os_error(),
-                Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) | Some(libc::EADDRNOTAVAIL)
-            )
-        }),
-        // No socket of that family at all (IPv6 disabled): no route either.
-        Err(e) => e.raw_os_error() == Some(libc::EAFNOSUPPORT),
-    }
 }
 
 /// Resolves `host` and picks the first address of the wanted family.

@@ -26,25 +26,9 @@ impl QuickAck {
         QuickAck(stream)
     }
 
-    #[cfg(target_os = "linux")]
     fn ack_at_once(&self) {
-        use std::os::fd::AsRawFd;
-        let on: libc::c_int = 1;
-        // SAFETY: a valid socket descriptor owned by `self.0`, and a c_int option value of
-        // the size given. A failure only means the ACK may be delayed: ignored.
-        unsafe {
-            libc::setsockopt(
-                self.0.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                std::ptr::addr_of!(on).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        crate::sys::quick_ack(&self.0);
     }
-
-    #[cfg(not(target_os = "linux"))]
-    fn ack_at_once(&self) {}
 }
 
 impl AsyncRead for QuickAck {

@@ -7,8 +7,10 @@
 
 use super::{Phase, ProbeReport, Reason};
 
-/// The reachability of a port, as seen from the exporter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The reachability of a port, as seen from the exporter. `PortState::VARIANTS` lists the
+/// states in documentation order, and decides which `smtp_port_state` series exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PortState {
     /// An SMTP greeting came (whatever its code), or the TLS layer answered on an
     /// implicit-TLS port.
@@ -34,30 +36,9 @@ pub enum PortState {
 }
 
 impl PortState {
-    /// Every state, in documentation order.
-    pub const ALL: [PortState; 8] = [
-        PortState::Open,
-        PortState::Refused,
-        PortState::Filtered,
-        PortState::Unreachable,
-        PortState::NoRoute,
-        PortState::Silent,
-        PortState::ClosedEarly,
-        PortState::Unresolved,
-    ];
-
     /// The label value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            PortState::Open => "open",
-            PortState::Refused => "refused",
-            PortState::Filtered => "filtered",
-            PortState::Unreachable => "unreachable",
-            PortState::NoRoute => "no_route",
-            PortState::Silent => "silent",
-            PortState::ClosedEarly => "closed_early",
-            PortState::Unresolved => "unresolved",
-        }
+        self.into()
     }
 
     /// The state a report implies.

@@ -2,15 +2,18 @@
 //!
 //! Last stop of the data flow. hyper 1, HTTP/1.1 only, with a header read timeout so a
 //! client that never finishes its request cannot hold a connection forever, and a cap on
-//! open connections. Handlers read shared state; the only one that changes anything is
-//! `/-/reload`, which asks the application loop (`app`) to reload and waits for its answer.
+//! open connections. Handlers read what they share ([`Shared`]); the only one that changes
+//! anything is `/-/reload`, which asks the application loop (`app`) to reload and waits
+//! for its answer. `status` renders the page at `/`; `body` streams `/metrics`.
+
+mod body;
+pub mod status;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
@@ -23,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::config::Config;
 use crate::metrics::{self, Exporter};
 use crate::probe;
-use crate::status;
+use body::Body;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,21 +36,25 @@ const MAX_CONNECTIONS: usize = 256;
 /// A reload request: the answer comes back on the oneshot.
 pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
 
+/// The exposition leaves in chunks of this size, and at most this many wait to be sent:
+/// what a scrape holds in memory, whatever the fleet's size.
+const METRICS_CHUNK: usize = 256 << 10;
+const METRICS_CHUNKS_QUEUED: usize = 2;
+
 /// Time kept back from Prometheus' scrape timeout for encoding and transfer.
 const SCRAPE_TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 
-/// What handlers need.
-pub struct State {
+/// What every handler shares: the exporter, the configuration in force, the way to ask
+/// for a reload.
+pub struct Shared {
     pub exporter: Arc<Exporter>,
     pub reload: mpsc::Sender<ReloadRequest>,
     /// The configuration in force; `app` swaps it on reload.
     pub config: std::sync::RwLock<Arc<Config>>,
 }
 
-type Body = Full<Bytes>;
-
 /// Serves until `shutdown` resolves. Connections in progress are not waited for.
-pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(listener: TcpListener, state: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -86,24 +93,18 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
     }
 }
 
-async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
+async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let method = req.method();
     let read_only = method == Method::GET || method == Method::HEAD;
     match path {
-        "/metrics" if read_only => {
-            // Off the runtime's workers: a large exposition takes long enough to delay the
-            // probes running beside it, and their timings with them.
-            let exporter = state.exporter.clone();
-            match tokio::task::spawn_blocking(move || exporter.render()).await {
-                Ok(body) => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body),
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("rendering failed: {e}\n")),
-            }
-        }
-        "/probe" if read_only => probe_once(state, &req).await,
-        "/" if read_only => {
-            respond(StatusCode::OK, "text/html; charset=utf-8", status::render(&state.exporter.store))
-        }
+        "/metrics" if read_only => metrics_response(state),
+        "/probe" if read_only => on_demand_probe(state, &req).await,
+        "/" if read_only => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Body::whole(status::render(&state.exporter.store)),
+        ),
         "/-/healthy" if read_only => text(StatusCode::OK, "Healthy.\n"),
         "/-/ready" if read_only => {
             if state.exporter.store.all_probed() {
@@ -122,8 +123,23 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// `/metrics`: rendered off the runtime's workers (a large exposition takes long enough to
+/// delay the probes running beside it, and their timings with them) and streamed in
+/// chunks as it is written.
+fn metrics_response(state: &Shared) -> Response<Body> {
+    let (chunks, body) = mpsc::channel::<Bytes>(METRICS_CHUNKS_QUEUED);
+    let exporter = state.exporter.clone();
+    tokio::task::spawn_blocking(move || {
+        exporter.render_chunks(METRICS_CHUNK, &mut |out| {
+            let chunk = std::mem::replace(out, Vec::with_capacity(METRICS_CHUNK + METRICS_CHUNK / 4));
+            chunks.blocking_send(Bytes::from(chunk)).is_ok()
+        });
+    });
+    respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Body::Chunks(body))
+}
+
 /// `/probe?target=HOST:PORT&module=NAME`: one probe now, answered with its series only.
-async fn probe_once(state: &State, req: &Request<Incoming>) -> Response<Body> {
+async fn on_demand_probe(state: &Shared, req: &Request<Incoming>) -> Response<Body> {
     let config = state.config.read().expect("config lock").clone();
     if !config.probe_endpoint.enabled {
         return text(
@@ -166,7 +182,11 @@ async fn probe_once(state: &State, req: &Request<Incoming>) -> Response<Body> {
     if let Some(f) = &report.failure {
         tracing::debug!(target = %host, port, module, phase = f.phase.as_str(), reason = f.reason.as_str(), detail = %f.detail, "on-demand probe failed");
     }
-    respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render_single(&spec, report))
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        Body::whole(metrics::render_single(&spec, report)),
+    )
 }
 
 /// Splits `HOST:PORT` (`[v6]:PORT` for IPv6 literals).
@@ -189,41 +209,12 @@ fn split_target(target: &str) -> Result<(String, u16), String> {
     Ok((host.to_owned(), port))
 }
 
-/// Decodes `a=b&c=d` with percent-escapes and `+` as space.
+/// Decodes `a=b&c=d` (percent-escapes, `+` as space) with `form_urlencoded`.
 fn query_params(query: &str) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                        Ok(b) => {
-                            out.push(b);
-                            i += 2;
-                        }
-                        Err(_) => out.push(b'%'),
-                    }
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(pair), String::new()),
-        })
-        .collect()
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
 }
 
-async fn reload(state: &State) -> Response<Body> {
+async fn reload(state: &Shared) -> Response<Body> {
     let (tx, rx) = oneshot::channel();
     if state.reload.send(tx).await.is_err() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "Reload unavailable: the exporter is shutting down.\n");
@@ -240,15 +231,15 @@ async fn reload(state: &State) -> Response<Body> {
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()));
+fn respond(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
-    respond(status, "text/plain; charset=utf-8", body.to_owned())
+    respond(status, "text/plain; charset=utf-8", Body::whole(body.to_owned()))
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
@@ -281,5 +272,14 @@ mod tests {
         assert_eq!(p[1], ("module".into(), "relay x".into()));
         assert_eq!(p[2], ("flag".into(), "".into()));
         assert_eq!(p[3], ("bad".into(), "%zz%4".into()));
+    }
+
+    /// Issue 11 item 6: the hand-written decoder turned `%+1` into byte 0x01 (a sign is not
+    /// a hex digit); it stays as it is.
+    #[test]
+    fn a_percent_before_a_sign_is_not_a_hex_escape() {
+        let p = query_params("module=%+1x&target=%-1");
+        assert_eq!(p[0], ("module".into(), "% 1x".into()));
+        assert_eq!(p[1], ("target".into(), "%-1".into()));
     }
 }

@@ -1,7 +1,7 @@
 //! The status page at `/`: every target × port at a glance, for a person.
 //!
-//! Beside `metrics`, at the same stop of the data flow: it reads the latest reports from
-//! the `Store` and renders plain HTML (no script; the page reloads itself with a meta
+//! Part of `http`, the last stop of the data flow: it reads the latest reports from the
+//! `Store` and renders plain HTML (no script; the page reloads itself with a meta
 //! refresh). Everything that comes from configuration or from a server is escaped.
 //! Rows are compact and the header sticks, so the page stays usable with 1,000 specs;
 //! failing specs come first, every phase bar is drawn on one logarithmic time scale, a
@@ -10,9 +10,11 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use strum::VariantArray;
+
 use crate::config::SpecKey;
-use crate::metrics::Store;
 use crate::probe::{Phase, PortState, ProbeReport};
+use crate::store::Store;
 
 /// Seconds between automatic reloads of the page.
 const REFRESH_SECONDS: u32 = 30;
@@ -172,7 +174,7 @@ td.reason {{ white-space: normal; max-width: 32rem; }}
         total = probed.len(),
         unverified = probed.iter().filter(|(_, r)| cert_unverified(r.as_deref())).count(),
     );
-    for phase in Phase::ALL {
+    for &phase in Phase::VARIANTS {
         let _ = write!(
             html,
             "<span><i style=\"background:{}\"></i>{}</span>",

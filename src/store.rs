@@ -1,0 +1,101 @@
+//! The store: the latest report and the counters of every configured spec.
+//!
+//! Between the scheduler and the readers of the data flow. The scheduler hands each
+//! finished report to [`Store::record`]; nothing is computed then. `metrics` renders the
+//! exposition from [`Store::rows`] on scrape, the status page and readiness read
+//! [`Store::snapshot`]. Locks are held only to copy or swap an `Arc`, and a reload keeps
+//! exactly the configured specs ([`Store::reconcile`]), so a removed spec leaves no stale
+//! series.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::config::{Scheduled, SpecKey};
+use crate::probe::{ProbeReport, Reason};
+
+/// What the store keeps per spec.
+#[derive(Default)]
+struct SpecRecord {
+    /// The module's `ehlo_metrics` setting, refreshed on every reconcile.
+    ehlo_metrics: bool,
+    last: Option<Arc<ProbeReport>>,
+    probes_total: u64,
+    failures_total: BTreeMap<Reason, u64>,
+}
+
+/// The latest report and counters of every configured spec. Shared by the scheduler
+/// (writer) and the renderers (readers).
+#[derive(Default)]
+pub struct Store {
+    specs: RwLock<BTreeMap<SpecKey, SpecRecord>>,
+}
+
+/// One spec's data for a scrape: what `metrics` writes.
+pub struct Row {
+    pub key: SpecKey,
+    pub report: Arc<ProbeReport>,
+    pub ehlo_metrics: bool,
+    pub probes_total: u64,
+    pub failures_total: Vec<(Reason, u64)>,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store::default()
+    }
+
+    /// Keeps exactly the configured specs: new ones start empty, removed ones lose their
+    /// record and series, kept ones keep their counters and take the new settings.
+    pub fn reconcile(&self, configured: &[Scheduled]) {
+        let wanted: BTreeMap<SpecKey, bool> =
+            configured.iter().map(|s| (s.spec.key(), s.spec.module.ehlo_metrics)).collect();
+        let mut specs = self.specs.write().expect("store lock");
+        specs.retain(|k, _| wanted.contains_key(k));
+        for (key, ehlo_metrics) in wanted {
+            specs.entry(key).or_default().ehlo_metrics = ehlo_metrics;
+        }
+    }
+
+    /// Records a finished probe. A report for a spec that is no longer configured (its
+    /// probe was in flight during a reload) is dropped.
+    pub fn record(&self, key: &SpecKey, report: ProbeReport) {
+        let mut specs = self.specs.write().expect("store lock");
+        if let Some(record) = specs.get_mut(key) {
+            record.probes_total += 1;
+            if let Some(failure) = &report.failure {
+                *record.failures_total.entry(failure.reason).or_default() += 1;
+            }
+            record.last = Some(Arc::new(report));
+        }
+    }
+
+    /// True once every configured spec has completed at least one probe.
+    pub fn all_probed(&self) -> bool {
+        self.specs.read().expect("store lock").values().all(|s| s.last.is_some())
+    }
+
+    /// What a scrape needs, copied out under the lock: the specs that have a report, in
+    /// label order, with their counters.
+    pub fn rows(&self) -> Vec<Row> {
+        let specs = self.specs.read().expect("store lock");
+        specs
+            .iter()
+            .filter_map(|(key, record)| {
+                record.last.clone().map(|report| Row {
+                    key: key.clone(),
+                    report,
+                    ehlo_metrics: record.ehlo_metrics,
+                    probes_total: record.probes_total,
+                    failures_total: record.failures_total.iter().map(|(r, n)| (*r, *n)).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every configured spec with its latest report (`None` before the first probe), in
+    /// label order.
+    pub fn snapshot(&self) -> Vec<(SpecKey, Option<Arc<ProbeReport>>)> {
+        let specs = self.specs.read().expect("store lock");
+        specs.iter().map(|(k, s)| (k.clone(), s.last.clone())).collect()
+    }
+}

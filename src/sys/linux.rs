@@ -1,0 +1,78 @@
+//! The Linux side of `sys`: raw socket options, `getrusage`, errno codes.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use crate::probe::Reason;
+
+pub(super) fn quick_ack(socket: &tokio::net::TcpStream) {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor borrowed from `socket`, and a c_int option value of
+    // the size given. A failure only means the ACK may be delayed: ignored.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+pub(super) fn cpu_seconds() -> Option<f64> {
+    // SAFETY: getrusage only writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return None;
+        }
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
+}
+
+/// The reason for an errno that the standard library's error kinds do not tell apart.
+pub(super) fn reason_of_code(code: i32) -> Option<Reason> {
+    Some(match code {
+        libc::ECONNREFUSED => Reason::Refused,
+        // ICMP host/net unreachable and admin-prohibited all surface as these; `connect`
+        // tells a missing local route apart (see `sys::no_local_route`).
+        libc::EHOSTUNREACH | libc::ENETUNREACH | libc::ENETDOWN | libc::EHOSTDOWN => Reason::Unreachable,
+        libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT => Reason::NoRoute,
+        libc::ECONNRESET | libc::ECONNABORTED | libc::EPIPE => Reason::Reset,
+        libc::ETIMEDOUT => Reason::Timeout,
+        _ => return None,
+    })
+}
+
+pub(super) fn family_unsupported(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EAFNOSUPPORT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_codes_map_to_reasons() {
+        let cases = [
+            (libc::ECONNREFUSED, Reason::Refused),
+            (libc::EHOSTUNREACH, Reason::Unreachable),
+            (libc::ENETUNREACH, Reason::Unreachable),
+            (libc::EHOSTDOWN, Reason::Unreachable),
+            (libc::EADDRNOTAVAIL, Reason::NoRoute),
+            (libc::EAFNOSUPPORT, Reason::NoRoute),
+            (libc::ECONNRESET, Reason::Reset),
+            (libc::EPIPE, Reason::Reset),
+            (libc::ETIMEDOUT, Reason::Timeout),
+        ];
+        for (code, reason) in cases {
+            assert_eq!(reason_of_code(code), Some(reason), "errno {code}");
+            assert_eq!(crate::sys::reason_of(&io::Error::from_raw_os_error(code)), reason, "errno {code}");
+        }
+        assert_eq!(reason_of_code(libc::EMFILE), None);
+        assert_eq!(crate::sys::reason_of(&io::Error::from_raw_os_error(libc::EMFILE)), Reason::Io);
+    }
+}

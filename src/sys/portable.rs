@@ -1,0 +1,20 @@
+//! The side of `sys` for systems other than Linux: no socket tuning, no process CPU, and
+//! socket errors classified by the standard library's error kinds alone.
+
+use std::io;
+
+use crate::probe::Reason;
+
+pub(super) fn quick_ack(_socket: &tokio::net::TcpStream) {}
+
+pub(super) fn cpu_seconds() -> Option<f64> {
+    None
+}
+
+pub(super) fn reason_of_code(_code: i32) -> Option<Reason> {
+    None
+}
+
+pub(super) fn family_unsupported(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Unsupported
+}
