@@ -157,7 +157,7 @@ impl Sharded {
 }
 
 /// Loads the configuration again and applies it, or keeps the old one.
-fn reload(source: &Sharded, scheduler: &mut Scheduler, shared: &http::Shared) -> Result<(), String> {
+fn reload(source: &Sharded, scheduler: &mut Scheduler, shared: &http::Shared) -> Result<(), ConfigError> {
     let exporter = &shared.exporter;
     match source.load() {
         Ok(config) => {
@@ -172,7 +172,7 @@ fn reload(source: &Sharded, scheduler: &mut Scheduler, shared: &http::Shared) ->
         Err(e) => {
             exporter.config_loaded(false);
             tracing::error!(error = %e, "reload failed; keeping the previous configuration");
-            Err(e.to_string())
+            Err(e)
         }
     }
 }

@@ -89,6 +89,32 @@ impl PortArg {
     }
 }
 
+/// Why a check could not run: a flag's file, the host, or a probe task that ended badly.
+#[derive(Debug)]
+pub enum CheckError {
+    /// A file a flag names could not be used: `--ca-file`, `--password-file`.
+    Flag { flag: &'static str, message: String },
+    /// The bundled roots could not be set up (never expected).
+    Tls(crate::tls::SetupError),
+    /// The host is not a name a certificate can be checked against.
+    Host(config::NameError),
+    /// A probe task panicked or was cancelled.
+    Task(String),
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckError::Flag { flag, message } => write!(f, "{flag} {message}"),
+            CheckError::Tls(e) => write!(f, "TLS set-up: {e}"),
+            CheckError::Host(e) => e.fmt(f),
+            CheckError::Task(e) => write!(f, "probe task failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CheckError {}
+
 /// The result of a check: what to print, and whether any port worked.
 pub struct CheckOutput {
     pub text: String,
@@ -121,24 +147,25 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(args: &CheckArgs) -> Result<Plan, String> {
+    fn new(args: &CheckArgs) -> Result<Plan, CheckError> {
         let roots = match &args.ca_file {
             Some(path) => Roots::CaFile(path.clone()),
             None => Roots::Bundled,
         };
         let settings = |fail: bool| {
             TlsSettings::new(&roots, fail).map(Arc::new).map_err(|e| match &args.ca_file {
-                Some(_) => format!("--ca-file {e}"),
-                None => e,
+                Some(_) => CheckError::Flag { flag: "--ca-file", message: e.to_string() },
+                None => CheckError::Tls(e),
             })
         };
         let auth = match (&args.user, &args.password_file) {
             (Some(user), Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("--password-file {}: {e}", path.display()))?;
+                let flag = |message: String| CheckError::Flag { flag: "--password-file", message };
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| flag(format!("{}: {e}", path.display())))?;
                 let password = text.trim_end_matches(['\r', '\n']);
                 if password.is_empty() {
-                    return Err(format!("--password-file {}: the file is empty", path.display()));
+                    return Err(flag(format!("{}: the file is empty", path.display())));
                 }
                 Some(Auth {
                     credentials: Credentials {
@@ -155,7 +182,7 @@ impl Plan {
     }
 
     /// The spec that probes `host:port` in `mode`.
-    fn spec(&self, args: &CheckArgs, port: u16, mode: TlsMode) -> Result<ProbeSpec, String> {
+    fn spec(&self, args: &CheckArgs, port: u16, mode: TlsMode) -> Result<ProbeSpec, CheckError> {
         let settings = if mode == TlsMode::Starttls { &self.lenient } else { &self.strict };
         let module = Arc::new(Module {
             transport: Transport::of_mode(mode, || Tls { settings: settings.clone(), name: None }),
@@ -168,7 +195,7 @@ impl Plan {
         });
         module
             .spec(&args.host, &args.host, port, &format!("port_{port}"), Arc::new(Expectations::default()))
-            .map_err(|e| format!("{}: {e}", args.host))
+            .map_err(CheckError::Host)
     }
 }
 
@@ -200,7 +227,7 @@ enum Detected {
 }
 
 /// Probes every port at once and renders the result.
-pub async fn run(args: &CheckArgs) -> Result<CheckOutput, String> {
+pub async fn run(args: &CheckArgs) -> Result<CheckOutput, CheckError> {
     let plan = Plan::new(args)?;
     let ports: Vec<PortArg> = if args.ports.is_empty() {
         WELL_KNOWN.iter().map(|&port| PortArg { port, mode: None }).collect()
@@ -236,7 +263,7 @@ pub async fn run(args: &CheckArgs) -> Result<CheckOutput, String> {
     }
     let mut results = Vec::new();
     for task in tasks {
-        results.push(task.await.map_err(|e| format!("probe task failed: {e}"))?);
+        results.push(task.await.map_err(|e| CheckError::Task(e.to_string()))?);
     }
     let any_success = results.iter().any(|c| c.report.success());
     let advice = recommend(&args.host, &results, plan.auth.is_some());
@@ -628,10 +655,10 @@ mod tests {
         assert!(parse(&["mx", "--port", "0"]).unwrap_err().contains("not a port number"));
         let mut a = args(&[]);
         a.ca_file = Some("/nonexistent/ca.pem".into());
-        let err = Plan::new(&a).err().unwrap();
+        let err = Plan::new(&a).err().unwrap().to_string();
         assert_eq!(err, "--ca-file /nonexistent/ca.pem: No such file or directory (os error 2)");
         let a = parse(&["mx", "--user", "u", "--password-file", "/nonexistent/pw"]).unwrap();
-        let err = Plan::new(&a).err().unwrap();
+        let err = Plan::new(&a).err().unwrap().to_string();
         assert_eq!(err, "--password-file /nonexistent/pw: No such file or directory (os error 2)");
     }
 

@@ -4,24 +4,31 @@
 //! The data flow, one module per stop:
 //!
 //! ```text
-//! config     YAML → validated, immutable Config (Arc; a reload swaps it whole)
-//!   → scheduler   each probe spec on its own stable, spread-out interval; bounded concurrency
-//!     → probe     one SMTP session, phase by phase → ProbeReport (plain data)
-//!       → metrics the latest report per spec; series are built on scrape
-//!         → http  /metrics, /probe, / (status page), /-/healthy, /-/ready, /-/reload
+//! config        YAML → validated, immutable Config (Arc; a reload swaps it whole)
+//!   → scheduler each spec on its own stable, spread-out interval; one concurrency limit
+//!     → probe   one SMTP session, phase by phase → ProbeReport (plain data)
+//!       → store the latest report and the counters of each spec
+//!         → metrics  the exposition, written from the store on scrape
+//!           → http   /metrics, /probe, / (status page), /-/healthy, /-/ready, /-/reload
 //! ```
 //!
-//! `app` wires these together and handles reloads; `logging` sets up tracing; `check` is
-//! the one-shot `smtp_exporter check HOST` command; `main` is the thin command line on top.
+//! `app` wires these together and handles reloads; `tls` (trust settings, handshake,
+//! certificate verdicts) serves `config` and `probe`; `sys` holds what differs between
+//! operating systems; `logging` sets up tracing; `check` is the one-shot
+//! `smtp_exporter check HOST` command; `main` is the thin command line on top.
+//!
+//! What a user of the library needs is public: [`app::run`] (and [`app::prepare`] /
+//! [`app::serve`]), [`config::parse`] and [`config::load`], [`probe::run`] and the types
+//! of its report, and [`check::run`]. The rest is the exporter's own.
 
 pub mod app;
 pub mod check;
 pub mod config;
-pub mod http;
+mod http;
 pub mod logging;
-pub mod metrics;
+mod metrics;
 pub mod probe;
-pub mod scheduler;
+mod scheduler;
 mod store;
 mod sys;
 pub mod tls;

@@ -3,6 +3,11 @@
 //! Beside the data flow: every stage logs through `tracing`, and `main` calls [`init`] once.
 //! logfmt is what the official Prometheus exporters print (`ts=… level=… msg=… key=value`),
 //! so existing log pipelines parse ours the same way.
+//!
+//! Kept by hand, on purpose: the line formatter (one visitor gives logfmt and JSON the
+//! same keys, which no logfmt crate for tracing does), and the date arithmetic below
+//! (`humantime` would format the timestamps in fewer lines, but it panics on dates before
+//! 1970, and certificate dates, which `format_date` also prints, come from servers).
 
 use std::fmt::{self, Write as _};
 

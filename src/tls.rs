@@ -130,6 +130,19 @@ impl CertError {
     }
 }
 
+/// Why trust settings could not be built: the CA file or store that failed, and how. It
+/// names the file, not the setting that named it, for the caller to prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetupError(String);
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
 /// What a completed handshake negotiated, and what the server's certificate says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsInfo {
@@ -210,7 +223,7 @@ fn bundled_roots() -> Arc<RootCertStore> {
 
 /// The trust anchors of `roots`, and the DER of each one that a leaf may match as it is
 /// (none for the bundled roots: no server presents a root of the Mozilla program).
-fn load_roots(roots: &Roots) -> Result<(Arc<RootCertStore>, HashSet<Vec<u8>>), String> {
+fn load_roots(roots: &Roots) -> Result<(Arc<RootCertStore>, HashSet<Vec<u8>>), SetupError> {
     match roots {
         Roots::Bundled => Ok((bundled_roots(), HashSet::new())),
         Roots::System => {
@@ -220,7 +233,7 @@ fn load_roots(roots: &Roots) -> Result<(Arc<RootCertStore>, HashSet<Vec<u8>>), S
             let (added, _ignored) = store.add_parsable_certificates(loaded.certs);
             if added == 0 {
                 let why = loaded.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
-                return Err(format!("no usable certificate in the system store{why}"));
+                return Err(SetupError(format!("no usable certificate in the system store{why}")));
             }
             Ok((Arc::new(store), anchors))
         }
@@ -228,18 +241,19 @@ fn load_roots(roots: &Roots) -> Result<(Arc<RootCertStore>, HashSet<Vec<u8>>), S
     }
 }
 
-fn load_ca_file(path: &Path) -> Result<(RootCertStore, HashSet<Vec<u8>>), String> {
+fn load_ca_file(path: &Path) -> Result<(RootCertStore, HashSet<Vec<u8>>), SetupError> {
     use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let fail = |e: &dyn fmt::Display| SetupError(format!("{}: {e}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| fail(&e))?;
     let mut store = RootCertStore::empty();
     let mut anchors = HashSet::new();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        let cert = cert.map_err(|e| fail(&e))?;
         anchors.insert(cert.to_vec());
-        store.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+        store.add(cert).map_err(|e| fail(&e))?;
     }
     if store.is_empty() {
-        return Err(format!("{}: no PEM certificate found", path.display()));
+        return Err(fail(&"no PEM certificate found"));
     }
     Ok((store, anchors))
 }
@@ -249,14 +263,14 @@ impl TlsSettings {
     /// client configuration. An error names the file or store that failed, not the
     /// setting that named it: the caller knows whether that was `tls_config.ca_file` or
     /// `--ca-file`.
-    pub fn new(roots: &Roots, fail_on_invalid_cert: bool) -> Result<TlsSettings, String> {
+    pub fn new(roots: &Roots, fail_on_invalid_cert: bool) -> Result<TlsSettings, SetupError> {
         let (store, anchors) = load_roots(roots)?;
         let verifier = WebPkiServerVerifier::builder_with_provider(store, provider())
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| SetupError(e.to_string()))?;
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(|e| SetupError(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(SignaturesOnly(verifier.clone())))
             .with_no_client_auth();

@@ -33,6 +33,9 @@ fi
 echo "== cargo test (hermetic; the exporter, testkit and the bench)"
 cargo test --workspace --locked
 
+echo "== portability: Linux-only calls only behind cfg(target_os = \"linux\")"
+tests/portability/check.sh
+
 echo "== the README's commands, as written"
 tests/readme/run.sh
 

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use model::{
-    Auth, AuthMechanism, CredentialSource, Credentials, Expectations, IpProtocol, Module, ProbeSpec,
-    Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport,
+    Auth, AuthMechanism, CredentialSource, Credentials, Expectations, IpProtocol, Module, NameError,
+    ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport,
 };
 
 /// The configuration used when no `--config.file` is given: the local host on the four
@@ -105,11 +105,13 @@ impl Config {
         port: u16,
         module_name: &str,
         timeout: Option<Duration>,
-    ) -> Result<ProbeSpec, String> {
-        let module =
-            self.modules.get(module_name).ok_or_else(|| unknown_module(module_name, &self.modules))?;
+    ) -> Result<ProbeSpec, OnDemandError> {
+        let module = self
+            .modules
+            .get(module_name)
+            .ok_or_else(|| OnDemandError::UnknownModule(unknown_module(module_name, &self.modules)))?;
         if port == 0 {
-            return Err("port must be between 1 and 65535".into());
+            return Err(OnDemandError::Port);
         }
         let module = match timeout {
             Some(t) if t < module.timeout => {
@@ -120,9 +122,32 @@ impl Config {
             }
             _ => module.clone(),
         };
-        module.spec(host, host, port, module_name, Arc::new(Expectations::default()))
+        module
+            .spec(host, host, port, module_name, Arc::new(Expectations::default()))
+            .map_err(OnDemandError::Name)
     }
 }
+
+/// Why an on-demand probe cannot be made as asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OnDemandError {
+    /// The module is not defined; the message lists those that are.
+    UnknownModule(String),
+    Port,
+    Name(NameError),
+}
+
+impl fmt::Display for OnDemandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OnDemandError::UnknownModule(message) => f.write_str(message),
+            OnDemandError::Port => f.write_str("port must be between 1 and 65535"),
+            OnDemandError::Name(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OnDemandError {}
 
 /// The error for a module name that is not defined, listing those that are.
 fn unknown_module(name: &str, modules: &BTreeMap<String, Arc<Module>>) -> String {
@@ -178,6 +203,8 @@ pub fn parse_in(text: &str, origin: &str, base_dir: &Path) -> Result<Config, Con
 }
 
 /// Parses a Prometheus-style duration: one or more `<number><unit>` with units ms, s, m, h.
+/// Our own, because the crates that parse durations (humantime) take another grammar
+/// (`1.5s`, `2 days`, `1month`) than the one Prometheus users write.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {text:?} (use e.g. 500ms, 10s, 1m30s)");
     let mut total = Duration::ZERO;

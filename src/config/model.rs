@@ -176,12 +176,12 @@ impl<Name> Transport<Name> {
 impl Transport {
     /// The transport a probe of `host` uses: the certificate is checked against the
     /// module's `server_name`, else the host. Fails when that is not a valid TLS name.
-    pub fn for_host(&self, host: &str) -> Result<Transport<ServerName<'static>>, String> {
+    pub fn for_host(&self, host: &str) -> Result<Transport<ServerName<'static>>, NameError> {
         let resolve = |tls: &Tls<Option<String>>| {
             let wanted = tls.name.clone().unwrap_or_else(|| host.to_owned());
             ServerName::try_from(wanted.clone())
                 .map(|name| Tls { settings: tls.settings.clone(), name })
-                .map_err(|_| format!("{wanted:?} is not a valid TLS server name"))
+                .map_err(|_| NameError { name: wanted })
         };
         Ok(match self {
             Transport::Plain => Transport::Plain,
@@ -192,6 +192,20 @@ impl Transport {
         })
     }
 }
+
+/// A name that a certificate cannot be checked against (not a DNS name or an IP address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameError {
+    pub name: String,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not a valid TLS server name", self.name)
+    }
+}
+
+impl std::error::Error for NameError {}
 
 /// A named, reusable probe recipe.
 #[derive(Clone, Debug)]
@@ -223,7 +237,7 @@ impl Module {
         port: u16,
         module_name: &str,
         expect: Arc<Expectations>,
-    ) -> Result<ProbeSpec, String> {
+    ) -> Result<ProbeSpec, NameError> {
         Ok(ProbeSpec {
             target: target.to_owned(),
             host: host.to_owned(),

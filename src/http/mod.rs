@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::metrics::{self, Exporter};
 use crate::probe;
 use body::Body;
@@ -34,7 +34,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 256;
 
 /// A reload request: the answer comes back on the oneshot.
-pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+pub type ReloadRequest = oneshot::Sender<Result<(), ConfigError>>;
 
 /// The exposition leaves in chunks of this size, and at most this many wait to be sent:
 /// what a scrape holds in memory, whatever the fleet's size.

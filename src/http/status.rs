@@ -8,6 +8,7 @@
 //! certificate that did not verify is shown as such, and the table fits 800 px.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use strum::VariantArray;
@@ -105,7 +106,7 @@ fn bar(report: &ProbeReport) -> String {
 
 /// Where a row goes: failing specs first, then those not probed yet, then the rest; by
 /// label order within each group.
-fn row_rank(report: &Option<std::sync::Arc<ProbeReport>>) -> u8 {
+fn row_rank(report: &Option<Arc<ProbeReport>>) -> u8 {
     match report {
         Some(r) if !r.success() => 0,
         None => 1,
@@ -114,66 +115,88 @@ fn row_rank(report: &Option<std::sync::Arc<ProbeReport>>) -> u8 {
     }
 }
 
+/// The page's style sheet: compact rows, a sticky header, coloured states, bars on one
+/// scale, and a narrower layout at 800 px.
+const STYLE: &str = r#"body { font: 13px/1.35 system-ui, sans-serif; margin: 0 1rem 2rem; color: #222; }
+h1 { font-size: 1.3rem; margin: .8rem 0 .3rem; }
+nav a { margin-right: 1rem; }
+.summary span { margin-right: 1.2rem; }
+table { border-collapse: collapse; width: 100%; margin-top: .6rem; }
+th, td { padding: 2px 6px; border-bottom: 1px solid #e4e4e4; text-align: left; white-space: nowrap; }
+th { position: sticky; top: 0; background: #f4f4f4; z-index: 1; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.reason { white-space: normal; max-width: 32rem; }
+.state { display: inline-block; min-width: 6.5rem; padding: 0 4px; border-radius: 3px; color: #fff; }
+.state-open { background: #2e7d32; } .state-open.failing { background: #ef6c00; }
+.state-refused, .state-closed_early, .state-silent { background: #c62828; }
+.state-filtered, .state-unreachable, .state-no_route { background: #6a1b9a; }
+.state-unresolved { background: #455a64; } .state-pending { background: #9e9e9e; }
+.bar { display: inline-flex; width: 12rem; height: .8rem; background: repeating-linear-gradient(90deg, #eee 0 calc(100% / 6 - 1px), #d6d6d6 calc(100% / 6 - 1px) calc(100% / 6)); vertical-align: middle; }
+.seg { display: block; height: 100%; }
+.legend span { display: inline-block; margin-right: .8rem; }
+.legend i { display: inline-block; width: .8rem; height: .8rem; margin-right: .2rem; vertical-align: middle; }
+.warn { color: #c62828; font-weight: 600; }
+.scale { color: #666; font-weight: normal; font-size: .85em; }
+/* 800 px and less: narrower bars and badges, and the age of the last probe left out. */
+@media (max-width: 900px) {
+  body { margin: 0 .4rem 1rem; font-size: 12px; }
+  th, td { padding: 2px 3px; }
+  .bar { width: 7rem; }
+  .state { min-width: 0; }
+  td.reason { max-width: 11rem; }
+  .hide-narrow { display: none; }
+}
+"#;
+
 /// Renders the whole page.
 pub fn render(store: &Store) -> String {
     let now = SystemTime::now();
     let mut specs = store.snapshot();
     specs.sort_by_key(|(_, report)| row_rank(report));
-    let probed: Vec<&(SpecKey, Option<std::sync::Arc<ProbeReport>>)> = specs.iter().collect();
-    let ok = probed.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| r.success())).count();
-    let failing = probed.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| !r.success())).count();
-    let pending = probed.len() - ok - failing;
-
     let mut html = String::with_capacity(4096 + specs.len() * 600);
+    head(&mut html);
+    summary(&mut html, &specs);
+    legend(&mut html);
+    html.push_str(
+        "<table id=\"specs\">\n<thead><tr><th>Target</th><th>Port</th><th>Module</th><th>State</th><th class=\"hide-narrow\">Last probe</th>\
+         <th>Duration</th><th title=\"one logarithmic scale for every row: each mark is ten times the last, from 1 ms to 10 s\">Phases <span class=\"scale hide-narrow\">(log scale, 1 ms to 10 s)</span></th><th>Last failure</th><th>Certificate</th></tr></thead>\n<tbody>\n",
+    );
+    for (key, report) in &specs {
+        row(&mut html, key, report.as_deref(), now);
+    }
+    html.push_str("</tbody>\n</table>\n</body>\n</html>\n");
+    html
+}
+
+/// The document head (refresh, style) and the page title with its links.
+fn head(html: &mut String) {
     let _ = write!(
         html,
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>SMTP Exporter</title>
-<style>
-body {{ font: 13px/1.35 system-ui, sans-serif; margin: 0 1rem 2rem; color: #222; }}
-h1 {{ font-size: 1.3rem; margin: .8rem 0 .3rem; }}
-nav a {{ margin-right: 1rem; }}
-.summary span {{ margin-right: 1.2rem; }}
-table {{ border-collapse: collapse; width: 100%; margin-top: .6rem; }}
-th, td {{ padding: 2px 6px; border-bottom: 1px solid #e4e4e4; text-align: left; white-space: nowrap; }}
-th {{ position: sticky; top: 0; background: #f4f4f4; z-index: 1; }}
-td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-td.reason {{ white-space: normal; max-width: 32rem; }}
-.state {{ display: inline-block; min-width: 6.5rem; padding: 0 4px; border-radius: 3px; color: #fff; }}
-.state-open {{ background: #2e7d32; }} .state-open.failing {{ background: #ef6c00; }}
-.state-refused, .state-closed_early, .state-silent {{ background: #c62828; }}
-.state-filtered, .state-unreachable, .state-no_route {{ background: #6a1b9a; }}
-.state-unresolved {{ background: #455a64; }} .state-pending {{ background: #9e9e9e; }}
-.bar {{ display: inline-flex; width: 12rem; height: .8rem; background: repeating-linear-gradient(90deg, #eee 0 calc(100% / 6 - 1px), #d6d6d6 calc(100% / 6 - 1px) calc(100% / 6)); vertical-align: middle; }}
-.seg {{ display: block; height: 100%; }}
-.legend span {{ display: inline-block; margin-right: .8rem; }}
-.legend i {{ display: inline-block; width: .8rem; height: .8rem; margin-right: .2rem; vertical-align: middle; }}
-.warn {{ color: #c62828; font-weight: 600; }}
-.scale {{ color: #666; font-weight: normal; font-size: .85em; }}
-/* 800 px and less: narrower bars and badges, and the age of the last probe left out. */
-@media (max-width: 900px) {{
-  body {{ margin: 0 .4rem 1rem; font-size: 12px; }}
-  th, td {{ padding: 2px 3px; }}
-  .bar {{ width: 7rem; }}
-  .state {{ min-width: 0; }}
-  td.reason {{ max-width: 11rem; }}
-  .hide-narrow {{ display: none; }}
-}}
-</style>
-</head>
-<body>
-<h1>SMTP Exporter</h1>
-<nav><a href="/metrics">Metrics</a><a href="/-/healthy">Health</a><a href="/-/ready">Readiness</a><a href="/probe">/probe?target=HOST:PORT&amp;module=NAME</a></nav>
-<p class="summary"><span id="count-total">{total} specs</span><span id="count-ok">{ok} succeeding</span><span id="count-failing">{failing} failing</span><span id="count-unverified">{unverified} with a certificate that did not verify</span><span id="count-pending">{pending} not yet probed</span><span>reloads every {REFRESH_SECONDS} s</span></p>
-<p class="legend">"#,
-        total = probed.len(),
-        unverified = probed.iter().filter(|(_, r)| cert_unverified(r.as_deref())).count(),
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>SMTP Exporter</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
+         <h1>SMTP Exporter</h1>\n<nav><a href=\"/metrics\">Metrics</a><a href=\"/-/healthy\">Health</a><a href=\"/-/ready\">Readiness</a>\
+         <a href=\"/probe\">/probe?target=HOST:PORT&amp;module=NAME</a></nav>\n"
     );
+}
+
+/// How many specs succeed, fail, have a certificate that did not verify, or wait.
+fn summary(html: &mut String, specs: &[(SpecKey, Option<Arc<ProbeReport>>)]) {
+    let ok = specs.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| r.success())).count();
+    let failing = specs.iter().filter(|(_, r)| r.as_ref().is_some_and(|r| !r.success())).count();
+    let unverified = specs.iter().filter(|(_, r)| cert_unverified(r.as_deref())).count();
+    let _ = writeln!(
+        html,
+        "<p class=\"summary\"><span id=\"count-total\">{total} specs</span><span id=\"count-ok\">{ok} succeeding</span>\
+         <span id=\"count-failing\">{failing} failing</span><span id=\"count-unverified\">{unverified} with a certificate that did not verify</span>\
+         <span id=\"count-pending\">{pending} not yet probed</span><span>reloads every {REFRESH_SECONDS} s</span></p>",
+        total = specs.len(),
+        pending = specs.len() - ok - failing,
+    );
+}
+
+/// The colour of each phase in the bars.
+fn legend(html: &mut String) {
+    html.push_str("<p class=\"legend\">");
     for &phase in Phase::VARIANTS {
         let _ = write!(
             html,
@@ -182,74 +205,77 @@ td.reason {{ white-space: normal; max-width: 32rem; }}
             phase.as_str()
         );
     }
-    html.push_str(
-        "</p>\n<table id=\"specs\">\n<thead><tr><th>Target</th><th>Port</th><th>Module</th><th>State</th><th class=\"hide-narrow\">Last probe</th>\
-         <th>Duration</th><th title=\"one logarithmic scale for every row: each mark is ten times the last, from 1 ms to 10 s\">Phases <span class=\"scale hide-narrow\">(log scale, 1 ms to 10 s)</span></th><th>Last failure</th><th>Certificate</th></tr></thead>\n<tbody>\n",
+    html.push_str("</p>\n");
+}
+
+/// One spec's row: its labels, then its last report, or "pending" before the first.
+fn row(html: &mut String, key: &SpecKey, report: Option<&ProbeReport>, now: SystemTime) {
+    let _ = write!(
+        html,
+        "<tr class=\"spec\" data-target=\"{t}\" data-port=\"{p}\" data-module=\"{m}\"><td>{t}</td><td class=\"num\">{p}</td><td>{m}</td>",
+        t = escape(&key.target),
+        p = key.port,
+        m = escape(&key.module)
     );
-    for (key, report) in &specs {
-        let _ = write!(
-            html,
-            "<tr class=\"spec\" data-target=\"{t}\" data-port=\"{p}\" data-module=\"{m}\"><td>{t}</td><td class=\"num\">{p}</td><td>{m}</td>",
-            t = escape(&key.target),
-            p = key.port,
-            m = escape(&key.module)
-        );
-        let Some(report) = report else {
-            html.push_str("<td><span class=\"state state-pending\" data-state=\"pending\">pending</span></td><td class=\"hide-narrow\"></td><td></td><td></td><td></td><td></td></tr>\n");
-            continue;
-        };
-        let state = report.port_state();
-        let failing = if report.success() { "" } else { " failing" };
-        let _ = write!(
-            html,
-            "<td><span class=\"state state-{s}{failing}\" data-state=\"{s}\" data-success=\"{ok}\">{s}{mark}</span></td>",
-            s = state.as_str(),
-            ok = u8::from(report.success()),
-            mark = if state == PortState::Open && !report.success() { " ✗" } else { "" }
-        );
-        let _ = write!(
-            html,
-            "<td class=\"num hide-narrow\">{}</td><td class=\"num\">{:.1} ms</td><td>{}</td>",
-            age(report, now),
-            report.duration.as_secs_f64() * 1e3,
-            bar(report)
-        );
-        match &report.failure {
-            Some(f) => {
-                let _ = write!(
-                    html,
-                    "<td class=\"reason\" data-reason=\"{r}\" title=\"{d}\">{ph}: {r}</td>",
-                    r = f.reason.as_str(),
-                    ph = f.phase.as_str(),
-                    d = escape(&f.detail)
-                );
-            }
-            None => html.push_str("<td class=\"reason\"></td>"),
+    let Some(report) = report else {
+        html.push_str("<td><span class=\"state state-pending\" data-state=\"pending\">pending</span></td><td class=\"hide-narrow\"></td><td></td><td></td><td></td><td></td></tr>\n");
+        return;
+    };
+    let state = report.port_state();
+    let failing = if report.success() { "" } else { " failing" };
+    let _ = write!(
+        html,
+        "<td><span class=\"state state-{s}{failing}\" data-state=\"{s}\" data-success=\"{ok}\">{s}{mark}</span></td>",
+        s = state.as_str(),
+        ok = u8::from(report.success()),
+        mark = if state == PortState::Open && !report.success() { " ✗" } else { "" }
+    );
+    let _ = write!(
+        html,
+        "<td class=\"num hide-narrow\">{}</td><td class=\"num\">{:.1} ms</td><td>{}</td>",
+        age(report, now),
+        report.duration.as_secs_f64() * 1e3,
+        bar(report)
+    );
+    match &report.failure {
+        Some(f) => {
+            let _ = write!(
+                html,
+                "<td class=\"reason\" data-reason=\"{r}\" title=\"{d}\">{ph}: {r}</td>",
+                r = f.reason.as_str(),
+                ph = f.phase.as_str(),
+                d = escape(&f.detail)
+            );
         }
-        let cert_error =
-            report.tls.as_ref().and_then(|t| t.cert_error.map(|e| (e, t.cert_error_detail.as_deref())));
-        match (cert_days(report, now), cert_error) {
-            (days, Some((error, detail))) => {
-                let days = days.map(|d| format!(", {d} d")).unwrap_or_default();
-                let _ = write!(
-                    html,
-                    "<td class=\"warn\" data-cert-error=\"{e}\" title=\"{t}\">unverified: {e}{days}</td>",
-                    e = error.as_str(),
-                    t = escape(detail.unwrap_or(""))
-                );
-            }
-            (Some(days), None) if days < 14 => {
-                let _ = write!(html, "<td class=\"num warn\" data-cert-days=\"{days}\">{days} d left</td>");
-            }
-            (Some(days), None) => {
-                let _ = write!(html, "<td class=\"num\" data-cert-days=\"{days}\">{days} d left</td>");
-            }
-            (None, None) => html.push_str("<td class=\"num\">–</td>"),
-        }
-        html.push_str("</tr>\n");
+        None => html.push_str("<td class=\"reason\"></td>"),
     }
-    html.push_str("</tbody>\n</table>\n</body>\n</html>\n");
-    html
+    certificate_cell(html, report, now);
+    html.push_str("</tr>\n");
+}
+
+/// The certificate's state: "unverified" with why (in red), or the days left (red under
+/// 14), or a dash without TLS.
+fn certificate_cell(html: &mut String, report: &ProbeReport, now: SystemTime) {
+    let cert_error =
+        report.tls.as_ref().and_then(|t| t.cert_error.map(|e| (e, t.cert_error_detail.as_deref())));
+    match (cert_days(report, now), cert_error) {
+        (days, Some((error, detail))) => {
+            let days = days.map(|d| format!(", {d} d")).unwrap_or_default();
+            let _ = write!(
+                html,
+                "<td class=\"warn\" data-cert-error=\"{e}\" title=\"{t}\">unverified: {e}{days}</td>",
+                e = error.as_str(),
+                t = escape(detail.unwrap_or(""))
+            );
+        }
+        (Some(days), None) if days < 14 => {
+            let _ = write!(html, "<td class=\"num warn\" data-cert-days=\"{days}\">{days} d left</td>");
+        }
+        (Some(days), None) => {
+            let _ = write!(html, "<td class=\"num\" data-cert-days=\"{days}\">{days} d left</td>");
+        }
+        (None, None) => html.push_str("<td class=\"num\">–</td>"),
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::time::UNIX_EPOCH;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Registry, TextEncoder};
 
-pub use families::{Source, AUTH_MECHANISMS, EHLO_EXTENSIONS};
+use families::Source;
 
 use crate::config::ProbeSpec;
 use crate::probe::ProbeReport;
@@ -191,8 +191,9 @@ impl Exporter {
         }
     }
 
-    /// The whole exposition in one buffer (for tests and small fleets).
-    pub fn render(&self) -> Vec<u8> {
+    /// The whole exposition in one buffer.
+    #[cfg(test)]
+    fn render(&self) -> Vec<u8> {
         let mut all = Vec::new();
         self.render_chunks(usize::MAX, &mut |chunk| {
             all.append(chunk);

@@ -7,14 +7,14 @@
 //! its own deadline under the probe's overall deadline; the first phase that fails ends the
 //! walk with a (phase, reason) pair, after a polite QUIT when the conversation allows it.
 
-pub mod auth;
-pub mod ehlo;
-pub mod error;
+mod auth;
+mod ehlo;
+mod error;
 pub mod expect;
 mod quickack;
 pub mod reply;
-pub mod session;
-pub mod state;
+mod session;
+mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
