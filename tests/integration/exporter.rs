@@ -455,8 +455,9 @@ async fn a_reload_neither_repeats_nor_delays_the_probes_of_unchanged_specs() {
     exporter.stop().await;
 }
 
-/// A loopback port that accepts and holds connections without a word, counting how many
-/// are open at once.
+/// A loopback port that accepts connections, holds each for half a second without a word,
+/// then closes it itself, counting how many are open at once. The server closes first, so
+/// its count drops before the probe can see the close and give its slot to the next one.
 async fn silent_counting_port() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -465,14 +466,14 @@ async fn silent_counting_port() -> (u16, std::sync::Arc<std::sync::atomic::Atomi
     let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let most_seen = most.clone();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             let (open, most) = (open.clone(), most.clone());
             tokio::spawn(async move {
                 let now = open.fetch_add(1, Ordering::SeqCst) + 1;
                 most.fetch_max(now, Ordering::SeqCst);
-                let mut sink = [0u8; 64];
-                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 open.fetch_sub(1, Ordering::SeqCst);
+                drop(stream);
             });
         }
     });
@@ -480,8 +481,9 @@ async fn silent_counting_port() -> (u16, std::sync::Arc<std::sync::atomic::Atomi
 }
 
 /// Issue 11 item 5 and issue 12 finding 1: one concurrency limit holds across reloads.
-/// Twenty specs to a port that never greets, two at a time; reloads while the first round
-/// is still running must not let more than two probes open connections at once.
+/// Twenty specs to a port that holds each connection half a second without a greeting, two
+/// at a time; reloads while the first round is still running must not let more than two
+/// probes open connections at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_concurrency_limit_holds_across_reloads() {
     let (port, most) = silent_counting_port().await;
