@@ -666,10 +666,7 @@ mod tests {
     /// skipping AUTH silently on a port with opportunistic STARTTLS.
     #[test]
     fn user_authenticates_on_every_port_but_25() {
-        let dir = std::env::temp_dir().join(format!("smtp-exporter-check-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let pw = dir.join("pw");
-        std::fs::write(&pw, "secret\n").unwrap();
+        let pw = crate::test_support::temp_file("check-pw", "secret\n");
         let a = parse(&["mx.example.test", "--user", "u", "--password-file", pw.to_str().unwrap()]).unwrap();
         for (port, mode, wanted) in [
             (25, TlsMode::Starttls, false),
@@ -681,7 +678,6 @@ mod tests {
             let spec = spec_for(&a, port, mode);
             assert_eq!(spec.module.auth.is_some(), wanted, "port {port} {mode:?}");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn outcome(port: u16, failure: Option<(Phase, Reason)>) -> Checked {

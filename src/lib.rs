@@ -32,3 +32,24 @@ mod scheduler;
 mod store;
 mod sys;
 pub mod tls;
+
+/// What the unit tests of several modules share.
+#[cfg(test)]
+mod test_support {
+    use std::path::PathBuf;
+
+    /// Writes `contents` to a file named `name` in a directory of this test run's own,
+    /// and returns its path.
+    pub fn temp_file(name: &str, contents: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("smtp-exporter-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        let path = dir.join(name);
+        std::fs::write(&path, contents).expect("a temporary file");
+        path
+    }
+
+    /// Owned strings from string literals.
+    pub fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+}

@@ -1,4 +1,5 @@
-//! The raw configuration: exactly what the YAML says, as serde reads it.
+//! The raw configuration: exactly what the YAML says, as serde reads it. A missing
+//! `Option` field is `None` without saying so; other fields name their default.
 //!
 //! First step of `config::parse_in`: unknown keys are rejected, enum values are read by
 //! name in any case (with their extra spellings), and nothing is checked beyond types.
@@ -16,9 +17,7 @@ use super::model::{AuthMechanism, IpProtocol, TlsMode};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
-    #[serde(default)]
     pub(super) interval: Option<String>,
-    #[serde(default)]
     pub(super) max_concurrency: Option<usize>,
     #[serde(default)]
     pub(super) modules: BTreeMap<String, RawModule>,
@@ -53,11 +52,8 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawModule {
     pub(super) tls: TlsMode,
-    #[serde(default)]
     pub(super) timeout: Option<String>,
-    #[serde(default)]
     pub(super) phase_timeout: Option<String>,
-    #[serde(default)]
     pub(super) ehlo_hostname: Option<String>,
     #[serde(default = "yes")]
     pub(super) ehlo_metrics: bool,
@@ -65,22 +61,16 @@ pub(super) struct RawModule {
     pub(super) ip_protocol: IpProtocol,
     #[serde(default)]
     pub(super) tls_config: RawTlsConfig,
-    #[serde(default)]
     pub(super) auth: Option<RawAuth>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub(super) struct RawTlsConfig {
-    #[serde(default)]
     pub(super) ca_file: Option<PathBuf>,
-    #[serde(default)]
     pub(super) system_roots: bool,
-    #[serde(default)]
     pub(super) server_name: Option<String>,
-    #[serde(default)]
     pub(super) insecure_skip_verify: bool,
-    #[serde(default)]
     pub(super) on_invalid_cert: Option<CertPolicy>,
 }
 
@@ -125,15 +115,10 @@ pub(super) enum CertPolicy {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAuth {
     pub(super) username: String,
-    #[serde(default)]
     pub(super) password: Option<String>,
-    #[serde(default)]
     pub(super) password_file: Option<PathBuf>,
-    #[serde(default)]
     pub(super) password_env: Option<String>,
-    #[serde(default)]
     pub(super) token_file: Option<PathBuf>,
-    #[serde(default)]
     pub(super) mechanism: Option<AuthMechanism>,
     #[serde(default)]
     pub(super) allow_plaintext: bool,
@@ -142,22 +127,17 @@ pub(super) struct RawAuth {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTarget {
-    #[serde(default)]
     pub(super) name: Option<String>,
     pub(super) host: String,
-    #[serde(default)]
     pub(super) interval: Option<String>,
     pub(super) ports: Vec<RawPort>,
-    #[serde(default)]
     pub(super) expect: Option<RawExpect>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawExpect {
-    #[serde(default)]
     pub(super) banner_hostname: Option<String>,
-    #[serde(default)]
     pub(super) starttls: Option<bool>,
     #[serde(default)]
     pub(super) cert_names: Vec<String>,

@@ -267,10 +267,7 @@ fn errors_name_the_field() {
 
 #[test]
 fn password_file_trailing_newline_is_dropped_and_secret_is_redacted() {
-    let dir = std::env::temp_dir().join(format!("smtp-exporter-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pw = dir.join("pw");
-    std::fs::write(&pw, "s3cret-value\n").unwrap();
+    let pw = crate::test_support::temp_file("config-pw", "s3cret-value\n");
     let yaml = format!(
         "modules:\n  m:\n    tls: implicit\n    auth: {{ username: u, password_file: {} }}\n{TARGET_M}",
         pw.display()
@@ -281,5 +278,4 @@ fn password_file_trailing_newline_is_dropped_and_secret_is_redacted() {
     let debug = format!("{config:?}");
     assert!(!debug.contains("s3cret"), "secret leaked in Debug: {debug}");
     assert!(debug.contains("<redacted>"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

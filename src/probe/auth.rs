@@ -148,10 +148,7 @@ pub fn classify(reply: &Reply) -> StepError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mechs(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::test_support::strings;
 
     #[test]
     fn cram_md5_matches_the_rfc_2195_example() {
@@ -161,18 +158,18 @@ mod tests {
 
     #[test]
     fn prefers_plain_then_login() {
-        assert_eq!(choose(None, &mechs(&["LOGIN", "PLAIN"])).unwrap(), AuthMechanism::Plain);
-        assert_eq!(choose(None, &mechs(&["CRAM-MD5", "LOGIN"])).unwrap(), AuthMechanism::Login);
-        assert_eq!(choose(None, &mechs(&["CRAM-MD5"])).unwrap(), AuthMechanism::CramMd5);
-        let err = choose(None, &mechs(&["GSSAPI"])).unwrap_err();
+        assert_eq!(choose(None, &strings(&["LOGIN", "PLAIN"])).unwrap(), AuthMechanism::Plain);
+        assert_eq!(choose(None, &strings(&["CRAM-MD5", "LOGIN"])).unwrap(), AuthMechanism::Login);
+        assert_eq!(choose(None, &strings(&["CRAM-MD5"])).unwrap(), AuthMechanism::CramMd5);
+        let err = choose(None, &strings(&["GSSAPI"])).unwrap_err();
         assert_eq!(err.reason, Reason::AuthMechanismUnavailable);
     }
 
     #[test]
     fn forced_mechanism_must_be_advertised() {
         let forced = Some(AuthMechanism::Login);
-        assert_eq!(choose(forced, &mechs(&["PLAIN", "LOGIN"])).unwrap(), AuthMechanism::Login);
-        let err = choose(forced, &mechs(&["PLAIN"])).unwrap_err();
+        assert_eq!(choose(forced, &strings(&["PLAIN", "LOGIN"])).unwrap(), AuthMechanism::Login);
+        let err = choose(forced, &strings(&["PLAIN"])).unwrap_err();
         assert_eq!(err.reason, Reason::AuthMechanismUnavailable);
     }
 

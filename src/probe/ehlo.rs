@@ -70,14 +70,11 @@ impl Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(s: &[&str]) -> Vec<String> {
-        s.iter().map(|l| l.to_string()).collect()
-    }
+    use crate::test_support::strings;
 
     #[test]
     fn postfix_submission_after_tls() {
-        let caps = Capabilities::parse(&lines(&[
+        let caps = Capabilities::parse(&strings(&[
             "mx.example.test",
             "PIPELINING",
             "SIZE 10240000",
@@ -100,7 +97,7 @@ mod tests {
 
     #[test]
     fn lower_case_keywords_and_empty_lines() {
-        let caps = Capabilities::parse(&lines(&["mx greets you", "starttls", "", "auth login"]));
+        let caps = Capabilities::parse(&strings(&["mx greets you", "starttls", "", "auth login"]));
         assert!(caps.starttls());
         assert_eq!(caps.auth_mechanisms, vec!["LOGIN"]);
         assert_eq!(caps.size_limit, None);

@@ -40,6 +40,15 @@ impl Response {
     }
 }
 
+/// One request's parts, as `Client::request` takes them.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+    body: &'a [u8],
+}
+
 /// An exchange error, and whether it is safe to retry (nothing reached the server's handler).
 type ExchangeError = (String, bool);
 
@@ -69,13 +78,14 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, String> {
+        let request = Request { method, path, headers, body };
         let reused = self.conn.is_some();
-        match self.exchange(method, path, headers, body) {
+        match self.exchange(&request) {
             Ok(r) => Ok(r),
             Err((e, retryable)) => {
                 self.conn = None;
                 if reused && retryable {
-                    self.exchange(method, path, headers, body).map_err(|(e, _)| e)
+                    self.exchange(&request).map_err(|(e, _)| e)
                 } else {
                     Err(e)
                 }
@@ -83,13 +93,8 @@ impl Client {
         }
     }
 
-    fn exchange(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> Result<Response, ExchangeError> {
+    fn exchange(&mut self, request: &Request<'_>) -> Result<Response, ExchangeError> {
+        let Request { method, path, headers, body } = *request;
         if self.conn.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, self.timeout)
                 .map_err(|e| (format!("connect {}: {e}", self.addr), false))?;

@@ -107,16 +107,34 @@ fn write_config(
     path
 }
 
+/// The usual set-up: a fake server with STARTTLS and AUTH ("good"), a closed port ("down"),
+/// the exporter running on a config of both and ready.
+struct Fixture {
+    pki: TestPki,
+    server: FakeSmtp,
+    password_file: std::path::PathBuf,
+    refused_port: u16,
+    config: std::path::PathBuf,
+    exporter: Running,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let pki = TestPki::new();
+        let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+        let password_file = pki.ca_file.with_file_name("password");
+        std::fs::write(&password_file, "correct horse\n").unwrap();
+        let refused_port = free_port();
+        let config = write_config(&pki, "config.yml", server.port(), refused_port, &password_file, true);
+        let exporter = Running::start(&config).await;
+        exporter.wait_ready().await;
+        Fixture { pki, server, password_file, refused_port, config, exporter }
+    }
+}
+
 #[tokio::test]
 async fn scrape_shows_every_core_series() {
-    let pki = TestPki::new();
-    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
-    let password_file = pki.ca_file.with_file_name("password");
-    std::fs::write(&password_file, "correct horse\n").unwrap();
-    let refused_port = free_port();
-    let config = write_config(&pki, "config.yml", server.port(), refused_port, &password_file, true);
-    let exporter = Running::start(&config).await;
-    exporter.wait_ready().await;
+    let Fixture { server, exporter, .. } = Fixture::start().await;
     let m = exporter.metrics().await;
 
     let good = [("target", "good"), ("module", "submission")];
@@ -209,13 +227,7 @@ async fn scrape_shows_every_core_series() {
 
 #[tokio::test]
 async fn endpoints_answer_with_the_right_status() {
-    let pki = TestPki::new();
-    let server = FakeSmtp::start(Behaviour { starttls: true, ..Behaviour::default() }, &pki).await;
-    let password_file = pki.ca_file.with_file_name("password");
-    std::fs::write(&password_file, "correct horse").unwrap();
-    let config = write_config(&pki, "config.yml", server.port(), 0, &password_file, false);
-    let exporter = Running::start(&config).await;
-    exporter.wait_ready().await;
+    let Fixture { exporter, .. } = Fixture::start().await;
     let (status, body) = http(exporter.addr, "GET", "/").await;
     assert_eq!(status, 200);
     assert!(body.contains("href=\"/metrics\""));
@@ -238,14 +250,7 @@ async fn endpoints_answer_with_the_right_status() {
 
 #[tokio::test]
 async fn reload_applies_good_configs_and_keeps_the_old_one_on_errors() {
-    let pki = TestPki::new();
-    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
-    let password_file = pki.ca_file.with_file_name("password");
-    std::fs::write(&password_file, "correct horse").unwrap();
-    let refused_port = free_port();
-    let config = write_config(&pki, "config.yml", server.port(), refused_port, &password_file, true);
-    let exporter = Running::start(&config).await;
-    exporter.wait_ready().await;
+    let Fixture { pki, server, password_file, refused_port, config, exporter } = Fixture::start().await;
     assert_eq!(find(&exporter.metrics().await, "smtp_probe_success", &[("target", "down")]).len(), 1);
 
     // A bad config: the reload fails, the old specs keep running.

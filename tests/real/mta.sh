@@ -147,21 +147,22 @@ EOF
 # PKI: test CA, server certificate for localhost, and an unrelated second CA
 # ---------------------------------------------------------------------------------------
 
+# The [req] and [dn] sections an openssl request config starts with.
+req_sections() { # $1 = common name, $2 = extra [req] lines
+    printf '[req]\ndistinguished_name = dn\nprompt = no\n%s[dn]\nCN = %s\nO = smtp_exporter tests\n' "$2" "$1"
+}
+
 make_ca() { # $1 = basename, $2 = common name
     local base=$1 cn=$2
-    cat >"$PKI_DIR/$base.cnf" <<EOF
-[req]
-distinguished_name = dn
-prompt = no
-x509_extensions = v3_ca
-[dn]
-CN = $cn
-O = smtp_exporter tests
+    {
+        req_sections "$cn" $'x509_extensions = v3_ca\n'
+        cat <<EOF
 [v3_ca]
 basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 EOF
+    } >"$PKI_DIR/$base.cnf"
     openssl req -x509 -new -nodes -newkey rsa:2048 -sha256 -days 30 \
         -config "$PKI_DIR/$base.cnf" \
         -keyout "$PKI_DIR/$base.key" -out "$PKI_DIR/$base.pem" 2>/dev/null
@@ -176,13 +177,9 @@ generate_pki() {
         make_ca ca "smtp_exporter test CA"
         make_ca wrong-ca "smtp_exporter unrelated CA"
 
-        cat >"$PKI_DIR/server.cnf" <<EOF
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = $SERVER_NAME
-O = smtp_exporter tests
+        {
+            req_sections "$SERVER_NAME" ""
+            cat <<EOF
 [v3_server]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
@@ -191,6 +188,7 @@ subjectAltName = DNS:$SERVER_NAME, IP:127.0.0.1
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 EOF
+        } >"$PKI_DIR/server.cnf"
         openssl req -new -nodes -newkey rsa:2048 -sha256 -config "$PKI_DIR/server.cnf" \
             -keyout "$PKI_DIR/server.key" -out "$PKI_DIR/server.csr" 2>/dev/null
         openssl x509 -req -sha256 -days 30 -in "$PKI_DIR/server.csr" \
@@ -273,6 +271,17 @@ make_self_signed() {
 # Configuration files
 # ---------------------------------------------------------------------------------------
 
+# One smtpd listener line of master.cf on $LISTEN_ADDR:$1, logging as $2, with the
+# remaining arguments as -o overrides.
+smtpd_listener() {
+    local port=$1 name=$2 option
+    shift 2
+    printf '%s:%s inet n - n - - smtpd\n  -o syslog_name=postfix-smtp-exporter/%s\n' "$LISTEN_ADDR" "$port" "$name"
+    for option in "$@"; do
+        printf '  -o %s\n' "$option"
+    done
+}
+
 write_postfix_config() {
     rm -rf "$PF_CONF"
     mkdir -p "$PF_CONF" "$PF_QUEUE" "$PF_DATA"
@@ -330,49 +339,24 @@ smtpd_sasl_security_options = noanonymous
 EOF
 
     # chroot is "n" everywhere so that paths (auth socket, certificates) stay simple.
-    cat >"$PF_CONF/master.cf" <<EOF
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-# --- smtp_exporter test listeners ---
-$LISTEN_ADDR:$RELAY_PORT inet n - n - - smtpd
-  -o syslog_name=postfix-smtp-exporter/relay
-  -o smtpd_tls_security_level=may
-$LISTEN_ADDR:$NOTLS_PORT inet n - n - - smtpd
-  -o syslog_name=postfix-smtp-exporter/notls
-  -o smtpd_tls_security_level=none
-$LISTEN_ADDR:$SUBMISSION_PORT inet n - n - - smtpd
-  -o syslog_name=postfix-smtp-exporter/submission
-  -o smtpd_tls_security_level=encrypt
-  -o smtpd_sasl_auth_enable=yes
-  -o smtpd_tls_auth_only=yes
-$LISTEN_ADDR:$SUBMISSIONS_PORT inet n - n - - smtpd
-  -o syslog_name=postfix-smtp-exporter/submissions
-  -o smtpd_tls_wrappermode=yes
-  -o smtpd_sasl_auth_enable=yes
-$LISTEN_ADDR:$ALT_PORT inet n - n - - smtpd
-  -o syslog_name=postfix-smtp-exporter/alt
-  -o smtpd_tls_security_level=encrypt
-  -o smtpd_sasl_auth_enable=yes
-  -o smtpd_tls_auth_only=yes
-$LISTEN_ADDR:$EXPIRED_PORT inet n - n - - smtpd
-  -o syslog_name=postfix-smtp-exporter/expired
-  -o smtpd_tls_wrappermode=yes
-  -o smtpd_tls_cert_file=$PKI_DIR/expired.pem
-  -o smtpd_tls_key_file=$PKI_DIR/expired.key
-$LISTEN_ADDR:$WRONGNAME_PORT inet n - n - - smtpd
-  -o syslog_name=postfix-smtp-exporter/wrongname
-  -o smtpd_tls_wrappermode=yes
-  -o smtpd_tls_cert_file=$PKI_DIR/wrongname.pem
-  -o smtpd_tls_key_file=$PKI_DIR/wrongname.key
-$LISTEN_ADDR:$SELFSIGNED_PORT inet n - n - - smtpd
-  -o syslog_name=postfix-smtp-exporter/selfsigned
-  -o smtpd_tls_wrappermode=yes
-  -o smtpd_tls_cert_file=$PKI_DIR/selfsigned.pem
-  -o smtpd_tls_key_file=$PKI_DIR/selfsigned.key
-$LISTEN_ADDR:$SELFSIGNED_LEAF_PORT inet n - n - - smtpd
-  -o syslog_name=postfix-smtp-exporter/selfsigned-leaf
-  -o smtpd_tls_wrappermode=yes
-  -o smtpd_tls_cert_file=$PKI_DIR/selfsigned-leaf.pem
-  -o smtpd_tls_key_file=$PKI_DIR/selfsigned-leaf.key
+    {
+        printf '# service type  private unpriv  chroot  wakeup  maxproc command + args\n'
+        printf '# --- smtp_exporter test listeners ---\n'
+        smtpd_listener "$RELAY_PORT" relay smtpd_tls_security_level=may
+        smtpd_listener "$NOTLS_PORT" notls smtpd_tls_security_level=none
+        smtpd_listener "$SUBMISSION_PORT" submission smtpd_tls_security_level=encrypt \
+            smtpd_sasl_auth_enable=yes smtpd_tls_auth_only=yes
+        smtpd_listener "$SUBMISSIONS_PORT" submissions smtpd_tls_wrappermode=yes smtpd_sasl_auth_enable=yes
+        smtpd_listener "$ALT_PORT" alt smtpd_tls_security_level=encrypt smtpd_sasl_auth_enable=yes \
+            smtpd_tls_auth_only=yes
+        local cert
+        for cert in expired wrongname selfsigned selfsigned-leaf; do
+            local port_var=${cert^^}_PORT
+            port_var=${port_var//-/_}
+            smtpd_listener "${!port_var}" "$cert" smtpd_tls_wrappermode=yes \
+                "smtpd_tls_cert_file=$PKI_DIR/$cert.pem" "smtpd_tls_key_file=$PKI_DIR/$cert.key"
+        done
+        cat <<EOF
 # postscreen as on a typical MX: the client must wait for the whole greeting (pregreet
 # test); the access list is emptied so that loopback is not waved through, and a pass is
 # remembered for one second only, so every probe meets the wait.
@@ -410,6 +394,7 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
+    } >"$PF_CONF/master.cf"
 }
 
 write_dovecot_config() {
