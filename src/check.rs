@@ -46,7 +46,7 @@ pub struct CheckArgs {
     pub password_file: Option<PathBuf>,
 
     /// Deadline for each port's whole probe, e.g. 10s or 1m30s.
-    #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = config::parse_timeout)]
     pub timeout: Duration,
 
     /// Trust only the CA certificates (or the self-signed certificate) in this PEM file.

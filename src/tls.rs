@@ -130,6 +130,9 @@ impl CertError {
     }
 }
 
+/// The largest CA file read (a whole system bundle is about 200 KiB).
+const MAX_CA_FILE_BYTES: u64 = 4 << 20;
+
 /// Why trust settings could not be built: the CA file or store that failed, and how. It
 /// names the file, not the setting that named it, for the caller to prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,7 +247,7 @@ fn load_roots(roots: &Roots) -> Result<(Arc<RootCertStore>, HashSet<Vec<u8>>), S
 fn load_ca_file(path: &Path) -> Result<(RootCertStore, HashSet<Vec<u8>>), SetupError> {
     use rustls::pki_types::pem::PemObject;
     let fail = |e: &dyn fmt::Display| SetupError(format!("{}: {e}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| fail(&e))?;
+    let pem = crate::config::read_bounded(path, MAX_CA_FILE_BYTES).map_err(|e| fail(&e))?;
     let mut store = RootCertStore::empty();
     let mut anchors = HashSet::new();
     for cert in CertificateDer::pem_slice_iter(&pem) {

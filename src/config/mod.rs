@@ -7,9 +7,12 @@
 //! building each module's TLS settings once (`tls`), and `model` holds what comes out. The
 //! scheduler receives the result in an `Arc` and a reload swaps it whole.
 
+mod bounds;
 mod model;
 mod raw;
 mod validate;
+
+pub use bounds::{read_bounded, MAX_CONFIG_BYTES};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -178,8 +181,9 @@ impl std::error::Error for ConfigError {}
 /// Prometheus does.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError { origin: origin.clone(), message: e.to_string() })?;
+    let err = |message: String| ConfigError { origin: origin.clone(), message };
+    let bytes = bounds::read_bounded(path, MAX_CONFIG_BYTES).map_err(err)?;
+    let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
     let base_dir = path.parent().unwrap_or(Path::new(""));
     parse_in(&text, &origin, base_dir)
 }
@@ -198,6 +202,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
 /// Parses and validates configuration text whose relative paths are taken from `base_dir`.
 pub fn parse_in(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
     let err = |message: String| ConfigError { origin: origin.to_owned(), message };
+    bounds::check_text(text).map_err(err)?;
     let raw: raw::RawConfig = yaml_serde::from_str(text).map_err(|e| err(e.to_string()))?;
     validate::validate(raw, base_dir).map_err(err)
 }
@@ -234,6 +239,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration {text:?}: must be greater than zero"));
     }
     Ok(total)
+}
+
+/// Parses a probe timeout (as `check --timeout` takes it): a duration within the range a
+/// module's `timeout` accepts.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    validate::duration_in(Some(text), Duration::ZERO, validate::TIMEOUT_RANGE)
 }
 
 /// Formats a duration the way the config writes it.

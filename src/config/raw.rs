@@ -19,7 +19,7 @@ use super::model::{AuthMechanism, IpProtocol, TlsMode};
 pub(super) struct RawConfig {
     pub(super) interval: Option<String>,
     pub(super) max_concurrency: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     pub(super) modules: BTreeMap<String, RawModule>,
     #[serde(default)]
     pub(super) targets: Vec<RawTarget>,
@@ -72,6 +72,34 @@ pub(super) struct RawTlsConfig {
     pub(super) server_name: Option<String>,
     pub(super) insecure_skip_verify: bool,
     pub(super) on_invalid_cert: Option<CertPolicy>,
+}
+
+/// A map whose keys must be unique: YAML lets a key repeat and a plain map keeps the last,
+/// which would silently drop a module defined twice.
+fn unique_keys<'de, D, V>(deserializer: D) -> Result<BTreeMap<String, V>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: Deserialize<'de>,
+{
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map with unique names")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!("{key:?} is defined twice")));
+                }
+                let value = map.next_value()?;
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Unique(std::marker::PhantomData))
 }
 
 /// Implements `Deserialize` for a config enum through its `FromStr` (strum: any case, and

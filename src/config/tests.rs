@@ -249,7 +249,29 @@ fn errors_name_the_field() {
         ),
         (
             "max_concurrency: 0\n",
-            "test.yml: max_concurrency: must be at least 1",
+            "test.yml: max_concurrency: 0 is out of range (1 to 4096; each probe holds one socket)",
+        ),
+        // Issue 12 finding 2: values that passed the check and then panicked at start.
+        (
+            "max_concurrency: 2305843009213693952\n",
+            "test.yml: max_concurrency: 2305843009213693952 is out of range (1 to 4096; each probe holds one socket)",
+        ),
+        (
+            "interval: 5124095576030431h\n",
+            "test.yml: interval: 18446744073709551600s is out of range (1s to 86400s)",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n    timeout: 5124095576030431h\n",
+            "test.yml: modules.m.timeout: 18446744073709551600s is out of range (100ms to 600s)",
+        ),
+        // Issue 12 finding 7: accepted silently before.
+        (
+            "interval: 1ms\n",
+            "test.yml: interval: 1ms is out of range (1s to 86400s)",
+        ),
+        (
+            "modules:\n  m:\n    tls: implicit\n  m:\n    tls: none\n",
+            "test.yml: modules: \"m\" is defined twice at line 2 column 3",
         ),
         (
             "modules:\n  m:\n    tls: implicit\ntargets:\n  - host: \"bad host!\"\n    ports: [{ port: 465, module: m }]\n",

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 
+use super::bounds::read_bounded;
 use super::model::{
     Auth, AuthMechanism, CredentialSource, Credentials, Expectations, Module, Scheduled, Secret, Tls,
     TlsMode, Transport,
@@ -26,18 +27,52 @@ use super::{
 };
 use crate::tls::{Roots, TlsSettings};
 
+/// The largest password file read.
+const MAX_PASSWORD_FILE_BYTES: u64 = 64 << 10;
+
 /// Below this, a banner deadline on port 25 cuts off an MX behind Postfix's postscreen,
 /// which holds its greeting's last line for 6 s (`postscreen_greet_wait`).
 const POSTSCREEN_GREET_MARGIN: Duration = Duration::from_secs(7);
 
-pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String> {
-    let interval = match &raw.interval {
-        Some(s) => parse_duration(s).map_err(|e| format!("interval: {e}"))?,
-        None => DEFAULT_INTERVAL,
+/// The range of `interval`: below a second, a spec would be probed hundreds of times a
+/// second; above a day, results go stale unnoticed.
+const INTERVAL_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+/// The range of `timeout` and `phase_timeout`.
+pub const TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(600));
+/// The range of `max_concurrency`: each probe holds one socket, so keep it well below the
+/// exporter's open-file limit.
+const MAX_CONCURRENCY_RANGE: (usize, usize) = (1, 4096);
+
+/// A duration from the configuration, or `default`, within `range`.
+pub(super) fn duration_in(
+    text: Option<&str>,
+    default: Duration,
+    range: (Duration, Duration),
+) -> Result<Duration, String> {
+    let value = match text {
+        Some(text) => parse_duration(text)?,
+        None => default,
     };
+    if value < range.0 || value > range.1 {
+        return Err(format!(
+            "{} is out of range ({} to {})",
+            format_duration(value),
+            format_duration(range.0),
+            format_duration(range.1)
+        ));
+    }
+    Ok(value)
+}
+
+pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String> {
+    let interval = duration_in(raw.interval.as_deref(), DEFAULT_INTERVAL, INTERVAL_RANGE)
+        .map_err(|e| format!("interval: {e}"))?;
     let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
-    if max_concurrency == 0 {
-        return Err("max_concurrency: must be at least 1".into());
+    if !(MAX_CONCURRENCY_RANGE.0..=MAX_CONCURRENCY_RANGE.1).contains(&max_concurrency) {
+        return Err(format!(
+            "max_concurrency: {max_concurrency} is out of range ({} to {}; each probe holds one socket)",
+            MAX_CONCURRENCY_RANGE.0, MAX_CONCURRENCY_RANGE.1
+        ));
     }
     let mut modules = BTreeMap::new();
     for (name, raw_module) in raw.modules {
@@ -77,10 +112,8 @@ fn validate_target(
     if name.is_empty() {
         return Err(".name: must not be empty".into());
     }
-    let interval = match &target.interval {
-        Some(s) => parse_duration(s).map_err(|e| format!(".interval: {e}"))?,
-        None => default_interval,
-    };
+    let interval = duration_in(target.interval.as_deref(), default_interval, INTERVAL_RANGE)
+        .map_err(|e| format!(".interval: {e}"))?;
     if target.ports.is_empty() {
         return Err(".ports: must list at least one port".into());
     }
@@ -168,14 +201,10 @@ fn warnings(schedule: &[Scheduled]) -> Vec<String> {
 }
 
 fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
-    let timeout = match &raw.timeout {
-        Some(s) => parse_duration(s).map_err(|e| format!("timeout: {e}"))?,
-        None => DEFAULT_TIMEOUT,
-    };
-    let phase_timeout = match &raw.phase_timeout {
-        Some(s) => parse_duration(s).map_err(|e| format!("phase_timeout: {e}"))?,
-        None => timeout,
-    };
+    let timeout = duration_in(raw.timeout.as_deref(), DEFAULT_TIMEOUT, TIMEOUT_RANGE)
+        .map_err(|e| format!("timeout: {e}"))?;
+    let phase_timeout = duration_in(raw.phase_timeout.as_deref(), timeout, TIMEOUT_RANGE)
+        .map_err(|e| format!("phase_timeout: {e}"))?;
     if phase_timeout > timeout {
         return Err(format!(
             "phase_timeout: {} exceeds the module timeout {}",
@@ -184,7 +213,10 @@ fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
         ));
     }
     let ehlo_hostname = raw.ehlo_hostname.unwrap_or_else(|| DEFAULT_EHLO_HOSTNAME.to_owned());
-    if ehlo_hostname.is_empty() || ehlo_hostname.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if ehlo_hostname.is_empty()
+        || ehlo_hostname.len() > 255
+        || ehlo_hostname.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(format!("ehlo_hostname: {ehlo_hostname:?} is not a valid host name"));
     }
     let transport = validate_transport(raw.tls, raw.tls_config, base_dir)?;
@@ -297,14 +329,17 @@ fn read_password(
     match (inline, file, env) {
         (Some(p), _, _) => Ok(p),
         (_, Some(path), _) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                let hint = match e.kind() {
-                    std::io::ErrorKind::NotFound => "; write the account's password there (one line, mode 0600)",
-                    std::io::ErrorKind::PermissionDenied => "; let the exporter's user read it",
-                    _ => "",
+            let bytes = read_bounded(&path, MAX_PASSWORD_FILE_BYTES).map_err(|e| {
+                let hint = if !path.exists() {
+                    "; write the account's password there (one line, mode 0600)"
+                } else if e.contains("ermission denied") {
+                    "; let the exporter's user read it"
+                } else {
+                    ""
                 };
                 format!("password_file: {}: {e}{hint}", path.display())
             })?;
+            let text = String::from_utf8(bytes).map_err(|_| format!("password_file: {}: not UTF-8", path.display()))?;
             // A trailing newline from `echo secret > file` is not part of the password.
             Ok(text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_owned())
         }

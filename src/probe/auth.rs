@@ -15,6 +15,24 @@ use super::reply::Reply;
 use super::session::Session;
 use crate::config::{AuthMechanism, CredentialSource, Credentials};
 
+/// The largest token file read: OAuth 2.0 access tokens are a few KiB.
+const MAX_TOKEN_BYTES: u64 = 64 << 10;
+
+/// Reads the token file (bounded, regular files only) off the runtime's workers.
+async fn read_token(path: &std::path::Path) -> Result<String, StepError> {
+    let owned = path.to_owned();
+    let read =
+        tokio::task::spawn_blocking(move || crate::config::read_bounded(&owned, MAX_TOKEN_BYTES)).await;
+    let bytes = match read {
+        Ok(result) => result,
+        Err(e) => Err(e.to_string()),
+    }
+    .map_err(|e| StepError::new(Reason::AuthCredentials, format!("token_file {}: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|_| {
+        StepError::new(Reason::AuthCredentials, format!("token_file {}: not UTF-8", path.display()))
+    })
+}
+
 /// Password mechanisms in order of preference when the module does not force one.
 const PREFERENCE: [AuthMechanism; 3] = [AuthMechanism::Plain, AuthMechanism::Login, AuthMechanism::CramMd5];
 
@@ -89,9 +107,7 @@ where
         }
         (CredentialSource::TokenFile(path), AuthMechanism::Xoauth2) => {
             // Read on every probe: another process rotates the token.
-            let token = tokio::fs::read_to_string(path).await.map_err(|e| {
-                StepError::new(Reason::AuthCredentials, format!("token_file {}: {e}", path.display()))
-            })?;
+            let token = read_token(path).await?;
             let payload = B64.encode(format!("user={user}\x01auth=Bearer {}\x01\x01", token.trim()));
             let reply = step(session.command(&format!("AUTH XOAUTH2 {payload}")).await?);
             if reply.code == 334 {

@@ -1,0 +1,231 @@
+//! Bounds on configuration input, checked before the YAML parser sees it.
+//!
+//! Part of `config`, ahead of `raw`: a file is read only if it is a regular file and at
+//! most [`MAX_CONFIG_BYTES`] long, and its text is scanned once for what would make the
+//! parser slow or large: flow collections nested deeper than [`MAX_FLOW_DEPTH`] (the parser
+//! takes quadratic time on them) and aliases that would expand the document beyond
+//! [`MAX_EXPANDED_BYTES`] (a "billion laughs"). The scan is approximate on the safe side:
+//! it reads YAML's quoting and comments, and counts an anchored node as the text from its
+//! anchor to the next line indented no deeper than the anchor's line.
+
+use std::io::Read;
+use std::path::Path;
+
+/// The largest configuration file read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The deepest nesting of `[` and `{` accepted.
+pub const MAX_FLOW_DEPTH: usize = 32;
+/// The largest a document may grow by expanding its aliases.
+pub const MAX_EXPANDED_BYTES: usize = 4 << 20;
+
+/// Reads a file the configuration names, refusing what is not a regular file (a FIFO, a
+/// device such as /dev/zero) and anything longer than `limit` bytes.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err("not a regular file".into());
+    }
+    if metadata.len() > limit {
+        return Err(format!("{} bytes, more than the {limit} accepted", metadata.len()));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("more than the {limit} bytes accepted"));
+    }
+    Ok(bytes)
+}
+
+/// Checks configuration text for deep flow nesting and for aliases that would expand it
+/// beyond bounds.
+pub fn check_text(text: &str) -> Result<(), String> {
+    let scan = scan(text);
+    if scan.max_flow_depth > MAX_FLOW_DEPTH {
+        return Err(format!(
+            "YAML nested {} levels deep in brackets or braces; at most {MAX_FLOW_DEPTH} are accepted",
+            scan.max_flow_depth
+        ));
+    }
+    let expanded = expanded_size(text, &scan);
+    if expanded > MAX_EXPANDED_BYTES {
+        return Err(format!(
+            "YAML aliases would expand the document to about {expanded} bytes; at most {MAX_EXPANDED_BYTES} are accepted"
+        ));
+    }
+    Ok(())
+}
+
+/// What the scan found: the deepest flow nesting, the anchors with the byte range of the
+/// node each names, and the aliases with their position.
+#[derive(Debug, Default)]
+struct Scan<'a> {
+    max_flow_depth: usize,
+    anchors: Vec<(&'a str, std::ops::Range<usize>)>,
+    aliases: Vec<(&'a str, usize)>,
+}
+
+/// One pass over the text: quotes and comments are skipped, brackets counted, `&anchor`
+/// and `*alias` tokens recorded where a token may start.
+fn scan(text: &str) -> Scan<'_> {
+    let bytes = text.as_bytes();
+    let mut result = Scan::default();
+    let (mut depth, mut i) = (0usize, 0usize);
+    let mut quote: Option<u8> = None;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if let Some(q) = quote {
+            match b {
+                b'\\' if q == b'"' => i += 1,
+                b'\'' if q == b'\'' && bytes.get(i + 1) == Some(&b'\'') => i += 1,
+                _ if b == q => quote = None,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        let token_start =
+            i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'\n' | b'[' | b'{' | b',' | b':' | b'-');
+        match b {
+            b'"' | b'\'' if token_start => quote = Some(b),
+            b'#' if token_start => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                result.max_flow_depth = result.max_flow_depth.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'&' | b'*' if token_start => {
+                let name_end = (i + 1..bytes.len())
+                    .find(|&j| matches!(bytes[j], b' ' | b'\t' | b'\n' | b'\r' | b',' | b']' | b'}'))
+                    .unwrap_or(bytes.len());
+                let name = &text[i + 1..name_end];
+                if b == b'&' {
+                    result.anchors.push((name, i..node_end(text, i)));
+                } else {
+                    result.aliases.push((name, i));
+                }
+                i = name_end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    result
+}
+
+/// Where the node anchored at `at` ends: at the start of the first later line that is
+/// indented no deeper than the anchor's own line (blank and comment lines aside).
+fn node_end(text: &str, at: usize) -> usize {
+    let line_start = text[..at].rfind('\n').map_or(0, |n| n + 1);
+    let indent = |line: &str| line.len() - line.trim_start_matches(' ').len();
+    let own = indent(&text[line_start..]);
+    let mut pos = text[at..].find('\n').map_or(text.len(), |n| at + n + 1);
+    while pos < text.len() {
+        let line_end = text[pos..].find('\n').map_or(text.len(), |n| pos + n + 1);
+        let line = &text[pos..line_end];
+        let body = line.trim();
+        if !body.is_empty() && !body.starts_with('#') && indent(line) <= own {
+            break;
+        }
+        pos = line_end;
+    }
+    pos
+}
+
+/// The size of the text once every alias is replaced by the node it names; an anchored
+/// node that holds aliases counts their expansion too. Anchors and aliases are in document
+/// order, and an alias names the latest anchor of its name before it.
+fn expanded_size(text: &str, scan: &Scan<'_>) -> usize {
+    use std::collections::HashMap;
+    // Each anchor's expanded size, in document order; an alias inside an anchored node
+    // names an anchor that starts before the alias, whose size is known by then unless
+    // that anchor encloses it (then it counts as its text alone).
+    let mut sizes: Vec<usize> = Vec::with_capacity(scan.anchors.len());
+    let mut latest: HashMap<&str, usize> = HashMap::new();
+    let size_before = |name: &str, at: usize, latest: &HashMap<&str, usize>, sizes: &[usize]| -> usize {
+        latest
+            .get(name)
+            .filter(|&&k| scan.anchors[k].1.start < at)
+            .and_then(|&k| sizes.get(k))
+            .copied()
+            .unwrap_or(0)
+    };
+    for (k, (name, span)) in scan.anchors.iter().enumerate() {
+        let first = scan.aliases.partition_point(|(_, at)| *at < span.start);
+        let last = scan.aliases.partition_point(|(_, at)| *at < span.end);
+        let inner = scan.aliases[first..last]
+            .iter()
+            .map(|(alias, at)| size_before(alias, *at, &latest, &sizes))
+            .fold(0usize, usize::saturating_add);
+        sizes.push(span.len().saturating_add(inner));
+        latest.insert(name, k);
+    }
+    // Every alias again, against the anchors as they stood where it appears.
+    let mut latest: HashMap<&str, usize> = HashMap::new();
+    let mut next_anchor = 0;
+    let mut total = text.len();
+    for (alias, at) in &scan.aliases {
+        while next_anchor < scan.anchors.len() && scan.anchors[next_anchor].1.start < *at {
+            latest.insert(scan.anchors[next_anchor].0, next_anchor);
+            next_anchor += 1;
+        }
+        total = total.saturating_add(latest.get(alias).map_or(0, |&k| sizes[k]));
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("interval: {}{}", "[".repeat(50_000), "]".repeat(50_000));
+        let err = check_text(&deep).unwrap_err();
+        assert_eq!(err, "YAML nested 50000 levels deep in brackets or braces; at most 32 are accepted");
+        assert!(check_text("targets: [{ host: mx, ports: [{ port: 25, module: m }] }]\n").is_ok());
+        // Brackets in quotes and comments do not count.
+        let quoted = format!("a: \"{}\"\n# {}\nb: '{}'\n", "[".repeat(100), "{".repeat(100), "[".repeat(100));
+        assert!(check_text(&quoted).is_ok());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_and_modest_anchors_are_not() {
+        let big = "x".repeat(100_000);
+        let mut bomb = format!("modules:\n  a: &big \"{big}\"\n");
+        for i in 0..100 {
+            bomb.push_str(&format!("  m{i}: *big\n"));
+        }
+        let err = check_text(&bomb).unwrap_err();
+        assert!(err.starts_with("YAML aliases would expand the document to about 10"), "{err}");
+
+        // Nested: each level doubles; 30 levels of two aliases is 2^30 copies.
+        let mut laughs = String::from("a0: &a0 \"lol\"\n");
+        for i in 1..30 {
+            laughs.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}]\n", p = i - 1));
+        }
+        assert!(check_text(&laughs).is_err());
+
+        let modest = "defaults: &defaults\n  tls: starttls\n  timeout: 10s\nmodules:\n  a: *defaults\n  b: *defaults\n";
+        assert!(check_text(modest).is_ok());
+        let scan = scan(modest);
+        assert_eq!(scan.anchors.len(), 1);
+        assert_eq!(&modest[scan.anchors[0].1.clone()], "&defaults\n  tls: starttls\n  timeout: 10s\n");
+        assert_eq!(scan.aliases.len(), 2);
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        assert_eq!(read_bounded(Path::new("/dev/zero"), 1024).unwrap_err(), "not a regular file");
+        let file = crate::test_support::temp_file("bounded", &"y".repeat(2000));
+        assert_eq!(read_bounded(&file, 1000).unwrap_err(), "2000 bytes, more than the 1000 accepted");
+        assert_eq!(read_bounded(&file, 4000).unwrap().len(), 2000);
+    }
+}
