@@ -378,6 +378,11 @@ fn recommend(host: &str, results: &[Checked], with_user: bool) -> Vec<String> {
     }
     for c in results.iter().filter(|c| !c.report.success()) {
         let p = c.spec.port;
+        if c.report.failure.as_ref().is_some_and(|f| f.reason == Reason::LocalResources) {
+            advice
+                .push(format!("Port {p} was not probed: this machine is out of file descriptors or memory."));
+            continue;
+        }
         let sentence = match c.report.port_state() {
             PortState::Filtered if p == 25 => "Port 25 is filtered on this network: the connection attempt got no answer. Your provider probably blocks outbound port 25.".to_owned(),
             PortState::Filtered => format!("Port {p} is filtered: the connection attempt got no answer (a firewall dropping it)."),

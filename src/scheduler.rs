@@ -65,12 +65,7 @@ struct TaskHandle {
 impl Scheduler {
     pub fn new(store: Arc<Store>, metrics: ScheduleMetrics) -> Scheduler {
         let base = Instant::now();
-        let lateness = Arc::new(Lateness {
-            metrics,
-            base,
-            behind: AtomicBool::new(false),
-            last_late_ms: AtomicU64::new(0),
-        });
+        let lateness = Arc::new(Lateness::new(metrics, base));
         Scheduler {
             store,
             base,
@@ -235,6 +230,14 @@ impl SpecTask {
         };
         metrics.in_flight.dec();
         let Some(report) = report else { return false };
+        if let Some(failure) =
+            report.failure.as_ref().filter(|f| f.reason == crate::probe::Reason::LocalResources)
+        {
+            // The exporter's own trouble says nothing about the target: keep its last result.
+            self.lateness.starved(&failure.detail);
+            return true;
+        }
+        self.lateness.fed();
         log_report(&self.key, &report, self.last_success);
         self.last_success = Some(report.success());
         self.store.record(&self.key, report);
@@ -242,27 +245,64 @@ impl SpecTask {
     }
 }
 
-/// Whether the schedule keeps up: counts late starts and skipped slots, and logs the start
-/// and the end of each episode of lateness once, not once per probe.
+/// Whether the schedule keeps up: counts late starts, skipped slots and probes the exporter
+/// could not run for want of resources, and logs the start and the end of each episode
+/// once, not once per probe.
 struct Lateness {
     metrics: ScheduleMetrics,
-    /// The origin of `last_late_ms`.
+    behind: Episode,
+    starved: Episode,
+}
+
+/// A condition that starts with its first occurrence and ends after `CALM_AFTER` without
+/// one.
+struct Episode {
+    /// The origin of `last_ms`.
     base: Instant,
-    /// True from the first late probe or skipped slot until `CALM_AFTER` without one.
-    behind: AtomicBool,
-    /// When the last late probe or skipped slot happened, in ms since `base`.
-    last_late_ms: AtomicU64,
+    active: AtomicBool,
+    /// When it last occurred, in ms since `base`.
+    last_ms: AtomicU64,
+}
+
+impl Episode {
+    fn new(base: Instant) -> Episode {
+        Episode { base, active: AtomicBool::new(false), last_ms: AtomicU64::new(0) }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// It occurred; true when that starts an episode.
+    fn occurred(&self) -> bool {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        !self.active.swap(true, Ordering::Relaxed)
+    }
+
+    /// It did not occur; true when that ends an episode.
+    fn calm(&self) -> bool {
+        if !self.active.load(Ordering::Relaxed) {
+            return false;
+        }
+        let calm_ms = u64::try_from(CALM_AFTER.as_millis()).unwrap_or(u64::MAX);
+        self.now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)) >= calm_ms
+            && self.active.swap(false, Ordering::Relaxed)
+    }
 }
 
 impl Lateness {
+    fn new(metrics: ScheduleMetrics, base: Instant) -> Lateness {
+        Lateness { metrics, behind: Episode::new(base), starved: Episode::new(base) }
+    }
+
     /// A probe starts `delay` after its slot.
     fn started(&self, delay: Duration) {
         self.metrics.start_delay.observe(delay.as_secs_f64());
         if delay > LATE_AFTER {
             self.metrics.late.inc();
             self.fell_behind(format!("a probe started {:.1} s after its slot", delay.as_secs_f64()));
-        } else {
-            self.maybe_caught_up();
+        } else if self.behind.calm() {
+            tracing::info!("probes keep up with their schedule again");
         }
     }
 
@@ -272,13 +312,8 @@ impl Lateness {
         self.fell_behind(format!("a probe ran past {count} of its spec's slots"));
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     fn fell_behind(&self, what: String) {
-        self.last_late_ms.store(self.now_ms(), Ordering::Relaxed);
-        if !self.behind.swap(true, Ordering::Relaxed) {
+        if self.behind.occurred() {
             tracing::warn!(
                 what = %what,
                 in_flight = self.metrics.in_flight.get(),
@@ -288,15 +323,22 @@ impl Lateness {
         }
     }
 
-    fn maybe_caught_up(&self) {
-        if !self.behind.load(Ordering::Relaxed) {
-            return;
+    /// A probe could not run for want of the exporter's own resources.
+    fn starved(&self, detail: &str) {
+        self.metrics.local_failures.inc();
+        if self.starved.occurred() {
+            tracing::error!(
+                detail = %detail,
+                in_flight = self.metrics.in_flight.get(),
+                "the exporter is out of resources (file descriptors or memory); probes that fail so are not recorded as the targets' results: raise the open-file limit or lower max_concurrency (counted in smtp_exporter_probes_failed_locally_total)"
+            );
         }
-        let calm_ms = u64::try_from(CALM_AFTER.as_millis()).unwrap_or(u64::MAX);
-        if self.now_ms().saturating_sub(self.last_late_ms.load(Ordering::Relaxed)) >= calm_ms
-            && self.behind.swap(false, Ordering::Relaxed)
-        {
-            tracing::info!("probes keep up with their schedule again");
+    }
+
+    /// A probe ran on the exporter's side as it should.
+    fn fed(&self) {
+        if self.starved.calm() {
+            tracing::info!("the exporter has the resources to probe again");
         }
     }
 }

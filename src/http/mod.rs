@@ -179,6 +179,13 @@ async fn on_demand_probe(state: &Shared, req: &Request<Incoming>) -> Response<Bo
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
     };
     let report = probe::run(&spec).await;
+    if let Some(f) = report.failure.as_ref().filter(|f| f.reason == probe::Reason::LocalResources) {
+        tracing::warn!(detail = %f.detail, "on-demand probe could not run: the exporter is out of resources");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The exporter is out of resources (file descriptors or memory) and could not probe; this says nothing about the target.\n",
+        );
+    }
     if let Some(f) = &report.failure {
         tracing::debug!(target = %host, port, module, phase = f.phase.as_str(), reason = f.reason.as_str(), detail = %f.detail, "on-demand probe failed");
     }

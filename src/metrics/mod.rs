@@ -57,6 +57,9 @@ pub struct ScheduleMetrics {
     pub in_flight: IntGauge,
     /// `smtp_exporter_max_concurrency`.
     pub max_concurrency: IntGauge,
+    /// `smtp_exporter_probes_failed_locally_total`: probes the exporter could not run for
+    /// want of its own resources, not recorded as the target's result.
+    pub local_failures: IntCounter,
 }
 
 impl ScheduleMetrics {
@@ -85,6 +88,11 @@ impl ScheduleMetrics {
                 "Scheduled probes running now; at most smtp_exporter_max_concurrency.",
             )
             .expect("in-flight gauge"),
+            local_failures: IntCounter::new(
+                "smtp_exporter_probes_failed_locally_total",
+                "Scheduled probes that failed on the exporter's side (out of file descriptors or memory); they are not recorded as the target's result.",
+            )
+            .expect("local failures counter"),
             max_concurrency: IntGauge::new(
                 "smtp_exporter_max_concurrency",
                 "The configured max_concurrency: scheduled probes that may run at once.",
@@ -96,6 +104,7 @@ impl ScheduleMetrics {
         registry.register(Box::new(metrics.start_delay.clone())).expect("register start delay");
         registry.register(Box::new(metrics.in_flight.clone())).expect("register in-flight gauge");
         registry.register(Box::new(metrics.max_concurrency.clone())).expect("register max concurrency");
+        registry.register(Box::new(metrics.local_failures.clone())).expect("register local failures");
         metrics
     }
 }

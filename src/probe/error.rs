@@ -106,6 +106,10 @@ pub enum Reason {
     AuthPlaintextRefused,
     /// The server's bytes were not valid SMTP (garbage, too long, wrong code).
     Protocol,
+    /// The exporter itself could not open a socket or look a name up: out of file
+    /// descriptors or memory. Not the target's fault: a scheduled probe that ends so is not
+    /// recorded (the previous result stays), and `/probe` answers 503.
+    LocalResources,
 }
 
 impl Reason {
@@ -214,7 +218,8 @@ mod tests {
             (io::ErrorKind::ConnectionReset, Reason::Reset),
             (io::ErrorKind::UnexpectedEof, Reason::Closed),
             (io::ErrorKind::TimedOut, Reason::Timeout),
-            (io::ErrorKind::OutOfMemory, Reason::Io),
+            (io::ErrorKind::OutOfMemory, Reason::LocalResources),
+            (io::ErrorKind::InvalidInput, Reason::Io),
         ];
         for (kind, reason) in cases {
             assert_eq!(Reason::from_io(&kind.into()), reason, "{kind:?}");

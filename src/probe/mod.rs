@@ -452,9 +452,12 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Resolves `host` and picks the first address of the wanted family.
 async fn resolve(host: &str, port: u16, family: IpProtocol) -> Result<SocketAddr, StepError> {
-    let addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| StepError::new(Reason::Dns, format!("resolving {host}: {e}")))?;
+    let addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| {
+        // The resolver opening no socket is the exporter's trouble, not the name's.
+        let reason =
+            if Reason::from_io(&e) == Reason::LocalResources { Reason::LocalResources } else { Reason::Dns };
+        StepError::new(reason, format!("resolving {host}: {e}"))
+    })?;
     let mut addrs = addrs.filter(|a| match family {
         IpProtocol::Auto => true,
         IpProtocol::Ip4 => a.is_ipv4(),

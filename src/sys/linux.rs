@@ -43,6 +43,7 @@ pub(super) fn reason_of_code(code: i32) -> Option<Reason> {
         libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT => Reason::NoRoute,
         libc::ECONNRESET | libc::ECONNABORTED | libc::EPIPE => Reason::Reset,
         libc::ETIMEDOUT => Reason::Timeout,
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => Reason::LocalResources,
         _ => return None,
     })
 }
@@ -72,7 +73,9 @@ mod tests {
             assert_eq!(reason_of_code(code), Some(reason), "errno {code}");
             assert_eq!(crate::sys::reason_of(&io::Error::from_raw_os_error(code)), reason, "errno {code}");
         }
-        assert_eq!(reason_of_code(libc::EMFILE), None);
-        assert_eq!(crate::sys::reason_of(&io::Error::from_raw_os_error(libc::EMFILE)), Reason::Io);
+        assert_eq!(reason_of_code(libc::EMFILE), Some(Reason::LocalResources));
+        assert_eq!(reason_of_code(libc::ENFILE), Some(Reason::LocalResources));
+        assert_eq!(reason_of_code(libc::EINVAL), None);
+        assert_eq!(crate::sys::reason_of(&io::Error::from_raw_os_error(libc::EINVAL)), Reason::Io);
     }
 }

@@ -46,6 +46,7 @@ pub fn reason_of(err: &io::Error) -> Reason {
         K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => Reason::Reset,
         K::UnexpectedEof => Reason::Closed,
         K::TimedOut => Reason::Timeout,
+        K::OutOfMemory => Reason::LocalResources,
         _ => Reason::Io,
     }
 }

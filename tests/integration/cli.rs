@@ -301,3 +301,52 @@ fn probes_with_room_are_not_late() {
     assert_eq!(value(&samples, "smtp_exporter_probe_slots_skipped_total", &[]), 0.0);
     assert!(value(&samples, "smtp_exporter_probe_start_delay_seconds_count", &[]) >= 4.0);
 }
+
+/// Issue 12 finding 1: when the exporter itself runs out of file descriptors, the probes
+/// that fail so are not recorded as the targets' fault (no "unreachable" port, which would
+/// page as SmtpPortBlocked), they are counted, and the log says so once.
+#[test]
+fn running_out_of_file_descriptors_is_not_the_targets_fault() {
+    let (_listener, port) = silent_port();
+    let mut config = String::from(
+        "interval: 5s\nmax_concurrency: 200\nmodules:\n  m: { tls: none, timeout: 2s }\ntargets:\n",
+    );
+    for i in 0..60 {
+        config.push_str(&format!(
+            "  - {{ name: s{i}, host: 127.0.0.1, ports: [{{ port: {port}, module: m }}] }}\n"
+        ));
+    }
+    let path = temp_file("fd-starved.yml", &config);
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // 40 descriptors for the whole process: the runtime, the listener and standard streams
+    // take a dozen, so the 60 probes starting at once cannot all have a socket.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 40 && exec {BIN} --config.file={} --web.listen-address={addr}",
+            path.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the exporter with few file descriptors");
+    let mut exporter = Running { child, addr };
+    let lines = exporter.log_lines_until(Duration::from_secs(4), |_| false);
+    let said = lines.iter().filter(|l| l.contains("the exporter is out of resources")).count();
+    assert_eq!(said, 1, "{lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("reason=local_resources") && l.contains("probe failed")),
+        "{lines:#?}"
+    );
+    // Scraping needs a descriptor too: wait until the first probes' sockets are closed.
+    let samples = scrape(&exporter);
+    assert!(value(&samples, "smtp_exporter_probes_failed_locally_total", &[]) >= 1.0);
+    for state in ["unreachable", "no_route", "refused"] {
+        let blamed = testkit::exposition::find(&samples, "smtp_port_state", &[("state", state)])
+            .iter()
+            .filter(|s| s.value == 1.0)
+            .count();
+        assert_eq!(blamed, 0, "{blamed} targets blamed with state {state}");
+    }
+}
