@@ -174,6 +174,8 @@ impl Plan {
                     },
                     mechanism: None,
                     allow_plaintext: false,
+                    // --insecure says to go on past a certificate that does not verify.
+                    allow_unverified_tls: args.insecure,
                 })
             }
             _ => None,

@@ -74,6 +74,10 @@ pub struct ProbeEndpoint {
     /// Hosts allowed besides the configured targets' hosts; `*.example.com` allows every
     /// name below example.com.
     pub allowed_hosts: Vec<String>,
+    /// (host in lower case, port, module) of every configured spec whose module carries
+    /// credentials: the only places `/probe` may use such a module, so that a listener
+    /// on another port of an allowed host cannot collect them. Kept whole on every shard.
+    pub credentialed: std::collections::BTreeSet<(String, u16, String)>,
 }
 
 impl Config {
@@ -116,6 +120,10 @@ impl Config {
         if port == 0 {
             return Err(OnDemandError::Port);
         }
+        let place = (host.to_ascii_lowercase(), port, module_name.to_owned());
+        if module.auth.is_some() && !self.probe_endpoint.credentialed.contains(&place) {
+            return Err(OnDemandError::Credentials);
+        }
         let module = match timeout {
             Some(t) if t < module.timeout => {
                 let mut shorter = Module::clone(module);
@@ -138,6 +146,9 @@ pub enum OnDemandError {
     UnknownModule(String),
     Port,
     Name(NameError),
+    /// The module carries credentials, and the configuration does not probe this host and
+    /// port with it.
+    Credentials,
 }
 
 impl fmt::Display for OnDemandError {
@@ -146,6 +157,9 @@ impl fmt::Display for OnDemandError {
             OnDemandError::UnknownModule(message) => f.write_str(message),
             OnDemandError::Port => f.write_str("port must be between 1 and 65535"),
             OnDemandError::Name(e) => e.fmt(f),
+            OnDemandError::Credentials => f.write_str(
+                "the module carries credentials: /probe uses it only for a host and port that the configuration probes with it",
+            ),
         }
     }
 }

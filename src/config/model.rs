@@ -120,6 +120,8 @@ pub struct Auth {
     pub mechanism: Option<AuthMechanism>,
     /// Allow sending credentials on an unencrypted session.
     pub allow_plaintext: bool,
+    /// Allow sending credentials over TLS whose certificate did not verify.
+    pub allow_unverified_tls: bool,
 }
 
 /// How a module speaks TLS. The TLS variants carry the TLS settings, so a module without

@@ -150,6 +150,8 @@ pub(super) struct RawAuth {
     pub(super) mechanism: Option<AuthMechanism>,
     #[serde(default)]
     pub(super) allow_plaintext: bool,
+    #[serde(default)]
+    pub(super) allow_unverified_tls: bool,
 }
 
 #[derive(Deserialize)]

@@ -86,7 +86,12 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
         schedule
             .extend(validate_target(target, interval, &modules, &mut seen).map_err(|e| format!("{at}{e}"))?);
     }
-    let probe_endpoint = validate_probe_endpoint(raw.probe_endpoint)?;
+    let mut probe_endpoint = validate_probe_endpoint(raw.probe_endpoint)?;
+    probe_endpoint.credentialed = schedule
+        .iter()
+        .filter(|s| s.spec.module.auth.is_some())
+        .map(|s| (s.spec.host.to_ascii_lowercase(), s.spec.port, s.spec.module_name.clone()))
+        .collect();
     let probe_endpoint_can_probe = probe_endpoint.enabled
         && !modules.is_empty()
         && (probe_endpoint.allow_any_target || !probe_endpoint.allowed_hosts.is_empty());
@@ -176,6 +181,7 @@ fn validate_probe_endpoint(raw: RawProbeEndpoint) -> Result<ProbeEndpoint, Strin
         enabled: raw.enabled,
         allow_any_target: raw.allow_any_target,
         allowed_hosts: raw.allowed_hosts,
+        credentialed: Default::default(),
     })
 }
 
@@ -297,6 +303,7 @@ fn validate_auth(raw: RawAuth, base_dir: &Path) -> Result<Auth, String> {
             credentials: Credentials { username: raw.username, secret: CredentialSource::TokenFile(path) },
             mechanism: Some(AuthMechanism::Xoauth2),
             allow_plaintext: raw.allow_plaintext,
+            allow_unverified_tls: raw.allow_unverified_tls,
         });
     }
     if raw.mechanism == Some(AuthMechanism::Xoauth2) {
@@ -317,6 +324,7 @@ fn validate_auth(raw: RawAuth, base_dir: &Path) -> Result<Auth, String> {
         },
         mechanism: raw.mechanism,
         allow_plaintext: raw.allow_plaintext,
+        allow_unverified_tls: raw.allow_unverified_tls,
     })
 }
 

@@ -176,6 +176,9 @@ async fn on_demand_probe(state: &Shared, req: &Request<Incoming>) -> Response<Bo
         });
     let spec = match config.on_demand_spec(&host, port, module, scrape_timeout) {
         Ok(spec) => spec,
+        Err(e @ crate::config::OnDemandError::Credentials) => {
+            return text(StatusCode::FORBIDDEN, &format!("module {module:?}: {e}\n"))
+        }
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
     };
     let report = probe::run(&spec).await;

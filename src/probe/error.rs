@@ -104,6 +104,10 @@ pub enum Reason {
     /// The module has credentials but the session is not encrypted, and the module does not
     /// allow plaintext AUTH: the password was not sent.
     AuthPlaintextRefused,
+    /// The module has credentials but the server's certificate did not verify, and the
+    /// module does not allow AUTH over such a session: the password was not sent (to whoever
+    /// presented that certificate).
+    AuthTlsUnverified,
     /// The server's bytes were not valid SMTP (garbage, too long, wrong code).
     Protocol,
     /// The exporter itself could not open a socket or look a name up: out of file
@@ -138,6 +142,7 @@ impl Reason {
                 | Reason::AuthMechanismUnavailable
                 | Reason::AuthTemporary
                 | Reason::AuthPlaintextRefused
+                | Reason::AuthTlsUnverified
         )
     }
 }

@@ -336,6 +336,17 @@ impl<'a> Walk<'a> {
             );
             return Err(err.at(Phase::Auth));
         }
+        let unverified = report.tls.as_ref().and_then(|t| t.cert_error);
+        if let (true, Some(error), false) = (encrypted, unverified, auth.allow_unverified_tls) {
+            let err = StepError::new(
+                Reason::AuthTlsUnverified,
+                format!(
+                    "the certificate did not verify ({}) and the module does not allow AUTH over such a session (auth.allow_unverified_tls); credentials not sent",
+                    error.as_str()
+                ),
+            );
+            return Err(err.at(Phase::Auth));
+        }
         let reply_code = &mut report.auth_reply_code;
         clock
             .time(&mut report.phases, Phase::Auth, async {

@@ -337,6 +337,20 @@ async fn probe_endpoint_runs_one_probe_and_answers_with_its_series_only() {
         assert!(body.contains(needle), "{path}: {body}");
         assert_eq!(body.lines().count(), 1, "one-line reason: {body}");
     }
+
+    // Issue 12 finding 5: a module with credentials is only used where the configuration
+    // uses it. A listener on another port of an allowed host gets no connection at all,
+    // so it cannot collect the password; a module without credentials may still go there.
+    let collector = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let path = format!("/probe?target=127.0.0.1:{}&module=submission", collector.port());
+    let (status, body) = http(exporter.addr, "GET", &path).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("the module carries credentials"), "{body}");
+    let path = format!("/probe?target=127.0.0.1:{}&module=relay", collector.port());
+    assert_eq!(http(exporter.addr, "GET", &path).await.0, 200);
+    let seen = collector.wait_for_connections(1).await;
+    assert_eq!(seen.len(), 1, "only the module without credentials connected");
+    assert!(seen[0].lines.iter().all(|l| !l.starts_with("AUTH")), "{:?}", seen[0].lines);
     exporter.stop().await;
 }
 

@@ -636,3 +636,26 @@ async fn an_untrusted_self_signed_certificate_is_named_with_the_fix() {
     let detail = &report.failure.as_ref().unwrap().detail;
     assert!(detail.contains("issued by \"smtp_exporter test CA\"") && !detail.contains("Other("), "{detail}");
 }
+
+/// Issue 12 finding 5: credentials never go over TLS whose certificate did not verify,
+/// unless the module says so (`auth.allow_unverified_tls`); opportunistic STARTTLS reports
+/// the certificate by default, which sent them before.
+#[tokio::test]
+async fn credentials_are_not_sent_over_tls_that_did_not_verify() {
+    let (report, server, _pki) = probe_with(Behaviour::default(), &format!("tls: starttls\n{CREDS}")).await;
+    assert_failed(&report, Phase::Auth, Reason::AuthTlsUnverified);
+    assert_eq!(report.tls.as_ref().unwrap().cert_error, Some(CertError::UnknownIssuer));
+    let seen = server.wait_for_connections(1).await;
+    assert!(seen[0].lines.iter().all(|l| !l.starts_with("AUTH")), "{:?}", seen[0].lines);
+    assert!(
+        seen[0].lines.iter().any(|l| l == "QUIT"),
+        "a polite QUIT still ends the session: {:?}",
+        seen[0].lines
+    );
+
+    let module = "tls: starttls\nauth: { username: probe@example.test, password: correct horse, allow_unverified_tls: true }";
+    let (report, server, _pki) = probe_with(Behaviour::default(), module).await;
+    assert!(report.success(), "{:?}", report.failure);
+    let seen = server.wait_for_connections(1).await;
+    assert!(seen[0].lines.iter().any(|l| l.starts_with("AUTH")), "{:?}", seen[0].lines);
+}
