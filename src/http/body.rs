@@ -4,25 +4,52 @@
 //! Part of `http`, the last stop of the data flow. `/metrics` renders on tokio's blocking
 //! pool and hands each chunk over a small channel; the connection sends it while the next
 //! is written, so a scrape holds a few chunks in memory whatever the fleet's size, and a
-//! client that goes away stops the rendering at the next chunk.
+//! client that goes away stops the rendering at the next chunk. When a body is dropped
+//! (sent, or its connection gone), its connection's slot learns that the answer is out.
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Frame};
 use tokio::sync::mpsc;
 
+use super::conn::Slot;
+
 /// A response body: whole, or streamed from the renderer.
-pub enum Body {
+pub struct Body {
+    kind: Kind,
+    slot: Option<Arc<Slot>>,
+}
+
+enum Kind {
     Whole(Full<Bytes>),
     Chunks(mpsc::Receiver<Bytes>),
 }
 
 impl Body {
     pub fn whole(bytes: impl Into<Bytes>) -> Body {
-        Body::Whole(Full::new(bytes.into()))
+        Body { kind: Kind::Whole(Full::new(bytes.into())), slot: None }
+    }
+
+    pub fn chunks(chunks: mpsc::Receiver<Bytes>) -> Body {
+        Body { kind: Kind::Chunks(chunks), slot: None }
+    }
+
+    /// Tells `slot` when this body is done with.
+    pub fn for_slot(mut self, slot: Arc<Slot>) -> Body {
+        self.slot = Some(slot);
+        self
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let Some(slot) = &self.slot {
+            slot.waiting();
+        }
     }
 }
 
@@ -30,29 +57,24 @@ impl hyper::body::Body for Body {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            Body::Whole(full) => Pin::new(full).poll_frame(cx),
-            Body::Chunks(chunks) => {
-                chunks.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
-            }
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut self.get_mut().kind {
+            Kind::Whole(full) => Pin::new(full).poll_frame(cx),
+            Kind::Chunks(chunks) => chunks.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Body::Whole(full) => full.is_end_stream(),
-            Body::Chunks(_) => false,
+        match &self.kind {
+            Kind::Whole(full) => full.is_end_stream(),
+            Kind::Chunks(_) => false,
         }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            Body::Whole(full) => full.size_hint(),
-            Body::Chunks(_) => hyper::body::SizeHint::default(),
+        match &self.kind {
+            Kind::Whole(full) => full.size_hint(),
+            Kind::Chunks(_) => hyper::body::SizeHint::default(),
         }
     }
 }

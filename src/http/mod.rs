@@ -7,6 +7,7 @@
 //! for its answer. `status` renders the page at `/`; `body` streams `/metrics`.
 
 mod body;
+mod conn;
 pub mod status;
 
 use std::convert::Infallible;
@@ -21,17 +22,16 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::{self, Exporter};
 use crate::probe;
 use body::Body;
+use conn::{Connections, Slot};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 256;
 
 /// A reload request: the answer comes back on the oneshot.
 pub type ReloadRequest = oneshot::Sender<Result<(), ConfigError>>;
@@ -55,13 +55,9 @@ pub struct Shared {
 
 /// Serves until `shutdown` resolves. Connections in progress are not waited for.
 pub async fn serve(listener: TcpListener, state: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Connections::default());
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
-            _ = &mut shutdown => return,
-        };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -74,22 +70,39 @@ pub async fn serve(listener: TcpListener, state: Arc<Shared>, shutdown: impl Fut
             },
             _ = &mut shutdown => return,
         };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+        // Every slot answering a request at its client's pace: this one waits its turn
+        // by going away (its client retries), rather than queueing unseen.
+        let Some(slot) = connections.admit() else {
+            tracing::debug!("all connections busy answering; closing a new one");
+            continue;
+        };
+        tokio::spawn(serve_connection(stream, slot, state.clone()));
+    }
+}
+
+/// Serves one connection until it ends, its slot is taken, or a write stalls.
+async fn serve_connection(stream: tokio::net::TcpStream, slot: Arc<Slot>, state: Arc<Shared>) {
+    let io = TokioIo::new(slot.guard(stream));
+    let service_slot = slot.clone();
+    let service = service_fn(move |req| {
+        let (state, slot) = (state.clone(), service_slot.clone());
+        async move {
+            slot.busy();
+            Ok::<_, Infallible>(route(&state, req).await.map(|body| body.for_slot(slot)))
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service);
+    tokio::select! {
+        result = conn => {
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
-            drop(permit);
-        });
+        }
+        _ = slot.cancel.cancelled() => tracing::debug!("connection closed to make room for another"),
     }
 }
 
@@ -135,7 +148,7 @@ fn metrics_response(state: &Shared) -> Response<Body> {
             chunks.blocking_send(Bytes::from(chunk)).is_ok()
         });
     });
-    respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Body::Chunks(body))
+    respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Body::chunks(body))
 }
 
 /// `/probe?target=HOST:PORT&module=NAME`: one probe now, answered with its series only.
