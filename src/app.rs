@@ -51,7 +51,38 @@ impl ConfigSource {
 pub struct Prepared {
     source: Sharded,
     config: Config,
+    web: Arc<http::web::WebSettings>,
+    enable_lifecycle: bool,
 }
+
+/// How the exporter runs, beside its configuration: the command line's choices.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Probe only this shard's specs (`--shard`).
+    pub shard: Option<Shard>,
+    /// TLS, basic authentication and headers (`--web.config.file`).
+    pub web_config_file: Option<PathBuf>,
+    /// Serve `POST /-/reload` (`--web.enable-lifecycle`).
+    pub enable_lifecycle: bool,
+}
+
+/// Why the exporter cannot start: its configuration or its web configuration.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    Web(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(e) => e.fmt(f),
+            StartError::Web(e) => write!(f, "web configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
 
 impl Prepared {
     /// The loaded configuration.
@@ -60,11 +91,23 @@ impl Prepared {
     }
 }
 
-/// Loads the first configuration. With a `shard`, only the specs that shard owns are kept.
-pub fn prepare(source: ConfigSource, shard: Option<Shard>) -> Result<Prepared, ConfigError> {
-    let source = Sharded { source, shard };
-    let config = source.load()?;
-    Ok(Prepared { source, config })
+/// Loads the first configuration and the web configuration. With a shard, only the specs
+/// that shard owns are kept.
+pub fn prepare(source: ConfigSource, options: &Options) -> Result<Prepared, StartError> {
+    let source = Sharded { source, shard: options.shard };
+    let config = source.load().map_err(StartError::Config)?;
+    let gauge = prometheus::IntGauge::new(
+        "smtp_exporter_web_config_last_reload_successful",
+        "1 if the web configuration (--web.config.file) last read was valid, else 0 (the previous one stays in force).",
+    )
+    .expect("web config gauge");
+    let web = http::web::WebSettings::new(options.web_config_file.clone(), gauge).map_err(StartError::Web)?;
+    Ok(Prepared { source, config, web: Arc::new(web), enable_lifecycle: options.enable_lifecycle })
+}
+
+/// Checks a web configuration file (for `--config.check`).
+pub fn check_web_config(path: &std::path::Path) -> Result<(), String> {
+    http::web::WebConfig::load(path).map(|_| ())
 }
 
 /// Loads the configuration, then serves on `listener` until `shutdown` resolves; the
@@ -73,18 +116,19 @@ pub fn prepare(source: ConfigSource, shard: Option<Shard>) -> Result<Prepared, C
 pub async fn run(
     listener: TcpListener,
     source: ConfigSource,
-    shard: Option<Shard>,
+    options: Options,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ConfigError> {
-    serve(prepare(source, shard)?, listener, shutdown).await;
+) -> Result<(), StartError> {
+    serve(prepare(source, &options)?, listener, shutdown).await;
     Ok(())
 }
 
 /// Runs the exporter on a prepared configuration until `shutdown` resolves.
 pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let Prepared { source, config } = prepared;
+    let Prepared { source, config, web, enable_lifecycle } = prepared;
     let store = Arc::new(Store::new());
     let exporter = Arc::new(Exporter::new(store.clone()));
+    exporter.register(Box::new(web.reload_successful.clone()));
     exporter.config_loaded(true);
     let mut scheduler = Scheduler::new(store, exporter.schedule.clone());
     scheduler.apply(&config);
@@ -101,6 +145,8 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
         exporter: exporter.clone(),
         reload: reload_tx,
         config: std::sync::RwLock::new(Arc::new(config)),
+        web,
+        enable_lifecycle,
     });
     let server = tokio::spawn(http::serve(listener, shared.clone(), async {
         let _ = http_stopped.await;

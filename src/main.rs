@@ -32,6 +32,15 @@ struct Cli {
     #[arg(long = "web.listen-address", value_name = "ADDR", default_value = ":10027", value_parser = ListenAddress::parse)]
     listen_address: ListenAddress,
 
+    /// YAML file with TLS, basic authentication and response headers for every endpoint,
+    /// in the Prometheus exporter-toolkit format; re-read when it changes.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    web_config_file: Option<PathBuf>,
+
+    /// Serve POST /-/reload (SIGHUP reloads in any case).
+    #[arg(long = "web.enable-lifecycle")]
+    enable_lifecycle: bool,
+
     /// Probe only the specs of shard INDEX out of COUNT replicas (stable hash of the spec's
     /// labels). INDEX may be a StatefulSet pod name like smtp-exporter-2.
     #[arg(long = "shard", value_name = "INDEX/COUNT", value_parser = Shard::parse)]
@@ -73,6 +82,12 @@ fn main() -> ExitCode {
                 for warning in &config.warnings {
                     eprintln!("warning: {warning}");
                 }
+                if let Some(web) = &cli.web_config_file {
+                    if let Err(e) = smtp_exporter::app::check_web_config(web) {
+                        eprintln!("web configuration is invalid: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
                 println!(
                     "configuration is valid: {} modules, {} probe specs",
                     config.modules.len(),
@@ -88,7 +103,12 @@ fn main() -> ExitCode {
     }
 
     // The configuration first: a bad one fails the start before anything listens.
-    let prepared = match app::prepare(source, cli.shard) {
+    let options = app::Options {
+        shard: cli.shard,
+        web_config_file: cli.web_config_file.clone(),
+        enable_lifecycle: cli.enable_lifecycle,
+    };
+    let prepared = match app::prepare(source, &options) {
         Ok(prepared) => prepared,
         Err(e) => {
             tracing::error!(error = %e, "cannot load the configuration");

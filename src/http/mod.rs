@@ -9,6 +9,7 @@
 mod body;
 mod conn;
 pub mod status;
+pub mod web;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,12 +46,16 @@ const METRICS_CHUNKS_QUEUED: usize = 2;
 const SCRAPE_TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 
 /// What every handler shares: the exporter, the configuration in force, the way to ask
-/// for a reload.
+/// for a reload, and the web configuration.
 pub struct Shared {
     pub exporter: Arc<Exporter>,
     pub reload: mpsc::Sender<ReloadRequest>,
     /// The configuration in force; `app` swaps it on reload.
     pub config: std::sync::RwLock<Arc<Config>>,
+    /// TLS, basic authentication and headers (`--web.config.file`).
+    pub web: Arc<web::WebSettings>,
+    /// `POST /-/reload` is served (`--web.enable-lifecycle`); SIGHUP always is.
+    pub enable_lifecycle: bool,
 }
 
 /// Serves until `shutdown` resolves. Connections in progress are not waited for.
@@ -80,22 +85,47 @@ pub async fn serve(listener: TcpListener, state: Arc<Shared>, shutdown: impl Fut
     }
 }
 
-/// Serves one connection until it ends, its slot is taken, or a write stalls.
+/// Serves one connection until it ends, its slot is taken, or a write stalls: through TLS
+/// first when the web configuration says so.
 async fn serve_connection(stream: tokio::net::TcpStream, slot: Arc<Slot>, state: Arc<Shared>) {
-    let io = TokioIo::new(slot.guard(stream));
+    let config = state.web.current();
+    let Some(tls) = config.tls.clone() else {
+        return serve_http(slot.guard(stream), slot, state).await;
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    let tls_stream = tokio::select! {
+        accepted = tokio::time::timeout(HEADER_READ_TIMEOUT, accept) => match accepted {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!("TLS handshake took too long"),
+        },
+        _ = slot.cancel.cancelled() => return,
+    };
+    if !config.client_allowed_sans.is_empty()
+        && !web::client_san_allowed(tls_stream.get_ref().1.peer_certificates(), &config.client_allowed_sans)
+    {
+        return tracing::debug!("client certificate names none of client_allowed_sans");
+    }
+    serve_http(slot.guard(tls_stream), slot, state).await
+}
+
+async fn serve_http<S>(io: conn::StallGuard<S>, slot: Arc<Slot>, state: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service_slot = slot.clone();
     let service = service_fn(move |req| {
         let (state, slot) = (state.clone(), service_slot.clone());
         async move {
             slot.busy();
-            Ok::<_, Infallible>(route(&state, req).await.map(|body| body.for_slot(slot)))
+            Ok::<_, Infallible>(handle(&state, req).await.map(|body| body.for_slot(slot)))
         }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(64 * 1024)
-        .serve_connection(io, service);
+        .serve_connection(TokioIo::new(io), service);
     tokio::select! {
         result = conn => {
             if let Err(e) = result {
@@ -104,6 +134,28 @@ async fn serve_connection(stream: tokio::net::TcpStream, slot: Arc<Slot>, state:
         }
         _ = slot.cancel.cancelled() => tracing::debug!("connection closed to make room for another"),
     }
+}
+
+/// Authenticates the request (when the web configuration has users), routes it, and adds
+/// the configured headers.
+async fn handle(state: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let config = state.web.current();
+    let mut response =
+        match state.web.authorize(&config, req.headers().get(hyper::header::AUTHORIZATION)).await {
+            web::Access::Granted => route(state, req).await,
+            web::Access::Denied => {
+                let mut resp = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
+                resp.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"smtp_exporter\""),
+                );
+                resp
+            }
+        };
+    for (name, value) in &config.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
@@ -129,7 +181,7 @@ async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
                 )
             }
         }
-        "/-/reload" if method == Method::POST || method == Method::PUT => reload(state).await,
+        "/-/reload" if method == Method::POST || method == Method::PUT => lifecycle_reload(state, &req).await,
         "/metrics" | "/probe" | "/" | "/-/healthy" | "/-/ready" => method_not_allowed("GET, HEAD"),
         "/-/reload" => method_not_allowed("POST, PUT"),
         _ => text(StatusCode::NOT_FOUND, "Not found. See / for the available pages.\n"),
@@ -235,6 +287,36 @@ fn split_target(target: &str) -> Result<(String, u16), String> {
 /// Decodes `a=b&c=d` (percent-escapes, `+` as space) with `form_urlencoded`.
 fn query_params(query: &str) -> Vec<(String, String)> {
     form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+/// `POST /-/reload`, when the lifecycle API is on and the request does not come from a page
+/// of another site (a form or `fetch` there cannot reload the exporter).
+async fn lifecycle_reload(state: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    if !state.enable_lifecycle {
+        return text(
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled: start with --web.enable-lifecycle, or send SIGHUP.\n",
+        );
+    }
+    if cross_origin(req) {
+        return text(StatusCode::FORBIDDEN, "Cross-origin requests cannot reload the exporter.\n");
+    }
+    reload(state).await
+}
+
+/// Whether a browser says the request comes from another site: `Sec-Fetch-Site`, or an
+/// `Origin` whose host is not the one asked for.
+fn cross_origin(req: &Request<Incoming>) -> bool {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site != "same-origin" && site != "none" {
+            return true;
+        }
+    }
+    let Some(origin) = headers.get(hyper::header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    let host = headers.get(hyper::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin == "null" || !origin_host.eq_ignore_ascii_case(host)
 }
 
 async fn reload(state: &Shared) -> Response<Body> {

@@ -174,6 +174,11 @@ impl Exporter {
         Exporter { registry, store, reload_successful, reload_success_timestamp, schedule }
     }
 
+    /// Adds a collector of the exporter's own (the web configuration's gauge).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry.register(collector).expect("a collector registered once");
+    }
+
     /// Marks a configuration (re)load as succeeded or failed.
     pub fn config_loaded(&self, ok: bool) {
         self.reload_successful.set(i64::from(ok));

@@ -43,13 +43,19 @@ struct Running {
 }
 
 impl Running {
+    /// Starts the exporter with the lifecycle API on (the tests reload through it).
     async fn start(config_file: &Path) -> Running {
+        Running::start_with(config_file, app::Options { enable_lifecycle: true, ..app::Options::default() })
+            .await
+    }
+
+    async fn start_with(config_file: &Path, options: app::Options) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let source = ConfigSource::File(config_file.to_owned());
         let task = tokio::spawn(async move {
-            app::run(listener, source, None, async {
+            app::run(listener, source, options, async {
                 let _ = stopped.await;
             })
             .await
@@ -533,4 +539,29 @@ async fn one_concurrency_limit_holds_across_reloads() {
     assert_eq!(value(&m, "smtp_exporter_max_concurrency", &[]), 2.0);
     exporter.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issue 12 finding 6: `POST /-/reload` only with --web.enable-lifecycle, and never from a
+/// page of another site (a cross-origin `text/plain` form post reloaded it before).
+#[tokio::test]
+async fn reload_over_http_needs_the_lifecycle_flag_and_the_same_origin() {
+    let Fixture { exporter, config, pki: _pki, server: _server, .. } = Fixture::start().await;
+    for (headers, status, needle) in [
+        (vec![("Origin", "http://evil.example"), ("Content-Type", "text/plain")], 403, "Cross-origin"),
+        (vec![("Sec-Fetch-Site", "cross-site")], 403, "Cross-origin"),
+        (vec![("Origin", "null")], 403, "Cross-origin"),
+        (vec![], 200, "reloaded"),
+    ] {
+        let (got, body) = http_with(exporter.addr, "POST", "/-/reload", &headers).await;
+        assert_eq!(got, status, "{headers:?}: {body}");
+        assert!(body.contains(needle), "{headers:?}: {body}");
+    }
+    exporter.stop().await;
+
+    let closed = Running::start_with(&config, app::Options::default()).await;
+    closed.wait_ready().await;
+    let (got, body) = http(closed.addr, "POST", "/-/reload").await;
+    assert_eq!(got, 403, "{body}");
+    assert!(body.contains("--web.enable-lifecycle"), "{body}");
+    closed.stop().await;
 }

@@ -1,0 +1,593 @@
+//! The web configuration (`--web.config.file`): TLS, basic authentication and response
+//! headers for every endpoint, in the YAML format of the Prometheus exporter-toolkit, so
+//! that a file written for another exporter works here.
+//!
+//! Part of `http`, in front of the routes. The file is read at start (a bad one fails the
+//! start), then looked at again at most once a second as connections arrive: when it has
+//! changed it is read again, and a bad version keeps the previous one in force (logged,
+//! and `smtp_exporter_web_config_last_reload_successful` says so). Passwords are bcrypt
+//! hashes, checked off the runtime's workers, two at a time, and the same for known and
+//! unknown users; a pair that matched once is remembered, so a scrape every few seconds
+//! costs one hash check, not one each.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use hyper::header::{HeaderName, HeaderValue};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DistinguishedName, RootCertStore, ServerConfig};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+/// The largest web configuration file, certificate or key read.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+/// How often the file is looked at for changes, at most.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// The headers the exporter-toolkit format lets a file set.
+const ALLOWED_HEADERS: [&str; 5] = [
+    "Content-Security-Policy",
+    "X-Frame-Options",
+    "X-Content-Type-Options",
+    "X-XSS-Protection",
+    "Strict-Transport-Security",
+];
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawWebConfig {
+    tls_server_config: Option<RawTlsServer>,
+    http_server_config: Option<RawHttpServer>,
+    basic_auth_users: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawTlsServer {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    cert: Option<String>,
+    key: Option<String>,
+    client_auth_type: Option<String>,
+    client_ca_file: Option<PathBuf>,
+    client_allowed_sans: Vec<String>,
+    min_version: Option<String>,
+    max_version: Option<String>,
+    cipher_suites: Vec<String>,
+    curve_preferences: Vec<String>,
+    /// rustls always picks in its own order of preference; accepted for compatibility.
+    prefer_server_cipher_suites: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttpServer {
+    /// The exporter speaks HTTP/1.1 only; accepted for compatibility.
+    http2: Option<bool>,
+    headers: BTreeMap<String, String>,
+}
+
+/// A loaded web configuration.
+pub struct WebConfig {
+    /// TLS for every connection, when configured.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Subject alternative names of which a client certificate must hold one (if any).
+    pub client_allowed_sans: Vec<String>,
+    /// User name → bcrypt hash; empty: no authentication.
+    users: BTreeMap<String, String>,
+    /// Headers added to every response.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl WebConfig {
+    /// No TLS, no authentication, no headers: what runs without `--web.config.file`.
+    pub fn open() -> WebConfig {
+        WebConfig { tls: None, client_allowed_sans: Vec::new(), users: BTreeMap::new(), headers: Vec::new() }
+    }
+
+    /// Reads and checks the file; relative paths in it are taken from its directory.
+    pub fn load(path: &Path) -> Result<WebConfig, String> {
+        let bytes = crate::config::read_bounded(path, MAX_FILE_BYTES)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
+        let raw: RawWebConfig =
+            yaml_serde::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        WebConfig::build(raw, base).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn build(raw: RawWebConfig, base: &Path) -> Result<WebConfig, String> {
+        for (user, hash) in &raw.basic_auth_users {
+            if user.is_empty() || user.contains(':') {
+                return Err(format!("basic_auth_users: {user:?} is not a valid user name"));
+            }
+            if !(hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$"))
+                || hash.len() != 60
+            {
+                return Err(format!(
+                    "basic_auth_users.{user}: not a bcrypt hash (make one with htpasswd -nBC 10 {user})"
+                ));
+            }
+        }
+        let http = raw.http_server_config.unwrap_or_default();
+        let _ = http.http2;
+        let headers = http
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                if !ALLOWED_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                    return Err(format!(
+                        "http_server_config.headers: {name:?} cannot be set (one of {})",
+                        ALLOWED_HEADERS.join(", ")
+                    ));
+                }
+                let name = HeaderName::try_from(name.as_str())
+                    .map_err(|e| format!("http_server_config.headers: {e}"))?;
+                let value = HeaderValue::try_from(value.as_str())
+                    .map_err(|e| format!("http_server_config.headers.{name}: {e}"))?;
+                Ok((name, value))
+            })
+            .collect::<Result<_, String>>()?;
+        let (tls, client_allowed_sans) = match raw.tls_server_config {
+            None => (None, Vec::new()),
+            Some(tls) => {
+                let sans = tls.client_allowed_sans.clone();
+                (Some(Arc::new(tls_server(tls, base).map_err(|e| format!("tls_server_config: {e}"))?)), sans)
+            }
+        };
+        Ok(WebConfig { tls, client_allowed_sans, users: raw.basic_auth_users, headers })
+    }
+
+    /// Whether requests must authenticate.
+    pub fn wants_auth(&self) -> bool {
+        !self.users.is_empty()
+    }
+}
+
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
+}
+
+/// The PEM text of a certificate or key, from the file or inline.
+fn pem(file: &Option<PathBuf>, inline: &Option<String>, what: &str, base: &Path) -> Result<Vec<u8>, String> {
+    match (file, inline) {
+        (Some(_), Some(_)) => Err(format!("{what}_file and {what} are mutually exclusive")),
+        (Some(path), None) => {
+            let path = resolve(base, path);
+            crate::config::read_bounded(&path, MAX_FILE_BYTES)
+                .map_err(|e| format!("{what}_file {}: {e}", path.display()))
+        }
+        (None, Some(text)) => Ok(text.as_bytes().to_vec()),
+        (None, None) => Err(format!("{what}_file is required")),
+    }
+}
+
+/// The server side of TLS from the exporter-toolkit settings.
+fn tls_server(raw: RawTlsServer, base: &Path) -> Result<ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&pem(&raw.cert_file, &raw.cert, "cert", base)?)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("cert_file: {e}"))?;
+    if chain.is_empty() {
+        return Err("cert_file: no PEM certificate found".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(&pem(&raw.key_file, &raw.key, "key", base)?)
+        .map_err(|e| format!("key_file: {e}"))?;
+    let versions = versions(raw.min_version.as_deref(), raw.max_version.as_deref())?;
+    let mut provider = (*provider).clone();
+    if !raw.cipher_suites.is_empty() {
+        provider.cipher_suites = raw
+            .cipher_suites
+            .iter()
+            .map(|name| {
+                cipher_suite(name).ok_or_else(|| format!("cipher_suites: {name:?} is not one rustls offers"))
+            })
+            .collect::<Result<_, _>>()?;
+        // TLS 1.3 suites are not configurable in the toolkit's format: keep them.
+        provider
+            .cipher_suites
+            .extend(rustls::crypto::ring::DEFAULT_CIPHER_SUITES.iter().filter(|s| s.tls13().is_some()));
+    }
+    if !raw.curve_preferences.is_empty() {
+        provider.kx_groups = raw
+            .curve_preferences
+            .iter()
+            .map(|name| {
+                kx_group(name).ok_or_else(|| format!("curve_preferences: {name:?} is not one rustls offers"))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    let _ = raw.prefer_server_cipher_suites;
+    let verifier =
+        client_verifier(raw.client_auth_type.as_deref(), raw.client_ca_file.as_deref(), base, &provider)?;
+    if !raw.client_allowed_sans.is_empty() && !verifier.offer_client_auth() {
+        return Err("client_allowed_sans needs a client_auth_type that asks for a certificate".into());
+    }
+    ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("cert_file and key_file: {e}"))
+}
+
+fn versions(
+    min: Option<&str>,
+    max: Option<&str>,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+    let rank = |name: &str, field: &str| match name {
+        "TLS12" => Ok(2),
+        "TLS13" => Ok(3),
+        "TLS10" | "TLS11" => Err(format!("{field}: {name} is not supported (TLS12 or TLS13)")),
+        other => Err(format!("{field}: unknown version {other:?} (TLS12 or TLS13)")),
+    };
+    let min = min.map(|m| rank(m, "min_version")).transpose()?.unwrap_or(2);
+    let max = max.map(|m| rank(m, "max_version")).transpose()?.unwrap_or(3);
+    if min > max {
+        return Err("min_version is above max_version".into());
+    }
+    Ok([(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)]
+        .into_iter()
+        .filter(|(rank, _)| (min..=max).contains(rank))
+        .map(|(_, v)| v)
+        .collect())
+}
+
+fn cipher_suite(name: &str) -> Option<rustls::SupportedCipherSuite> {
+    rustls::crypto::ring::ALL_CIPHER_SUITES
+        .iter()
+        .find(|s| s.suite().as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .copied()
+}
+
+fn kx_group(name: &str) -> Option<&'static dyn rustls::crypto::SupportedKxGroup> {
+    use rustls::crypto::ring::kx_group;
+    match name {
+        "X25519" => Some(kx_group::X25519),
+        "CurveP256" => Some(kx_group::SECP256R1),
+        "CurveP384" => Some(kx_group::SECP384R1),
+        _ => None,
+    }
+}
+
+/// The client certificate policy of `client_auth_type`.
+fn client_verifier(
+    kind: Option<&str>,
+    ca_file: Option<&Path>,
+    base: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let kind = kind.unwrap_or("NoClientCert");
+    let roots = || -> Result<Arc<RootCertStore>, String> {
+        let path = ca_file
+            .map(|p| resolve(base, p))
+            .ok_or(format!("client_auth_type {kind} needs a client_ca_file"))?;
+        let pem = crate::config::read_bounded(&path, MAX_FILE_BYTES)
+            .map_err(|e| format!("client_ca_file {}: {e}", path.display()))?;
+        let mut store = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            store
+                .add(cert.map_err(|e| format!("client_ca_file: {e}"))?)
+                .map_err(|e| format!("client_ca_file: {e}"))?;
+        }
+        if store.is_empty() {
+            return Err("client_ca_file: no PEM certificate found".into());
+        }
+        Ok(Arc::new(store))
+    };
+    let verifying = |optional: bool| -> Result<Arc<dyn ClientCertVerifier>, String> {
+        let builder = WebPkiClientVerifier::builder_with_provider(roots()?, Arc::new(provider.clone()));
+        let builder = if optional { builder.allow_unauthenticated() } else { builder };
+        builder.build().map_err(|e| e.to_string())
+    };
+    match kind {
+        "NoClientCert" => {
+            if ca_file.is_some() {
+                return Err("client_ca_file is set but client_auth_type is NoClientCert".into());
+            }
+            Ok(WebPkiClientVerifier::no_client_auth())
+        }
+        "RequestClientCert" => Ok(Arc::new(AnyClientCert { mandatory: false, provider: provider.clone() })),
+        "RequireAnyClientCert" => Ok(Arc::new(AnyClientCert { mandatory: true, provider: provider.clone() })),
+        "VerifyClientCertIfGiven" => verifying(true),
+        "RequireAndVerifyClientCert" => verifying(false),
+        other => Err(format!(
+            "client_auth_type: unknown value {other:?} (NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert)"
+        )),
+    }
+}
+
+/// Asks for a client certificate without verifying its chain (the toolkit's
+/// `RequestClientCert` and `RequireAnyClientCert`); the handshake still proves that the
+/// client holds its key.
+#[derive(Debug)]
+struct AnyClientCert {
+    mandatory: bool,
+    provider: rustls::crypto::CryptoProvider,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Whether a client certificate names one of `allowed` (DNS names, IP addresses, email
+/// addresses or URIs in its subject alternative names).
+pub fn client_san_allowed(chain: Option<&[CertificateDer<'_>]>, allowed: &[String]) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Some(leaf) = chain.and_then(|c| c.first()) else { return false };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else { return false };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return false };
+    san.value.general_names.iter().any(|name| {
+        let text = match name {
+            GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => (*s).to_owned(),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .map(|b| std::net::IpAddr::from(b).to_string())
+                    .unwrap_or_default(),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .map(|b| std::net::IpAddr::from(b).to_string())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        allowed.iter().any(|a| a == &text)
+    })
+}
+
+/// The web configuration in force, and the file it comes from.
+pub struct WebSettings {
+    file: Option<PathBuf>,
+    current: RwLock<Arc<WebConfig>>,
+    /// When the file was last looked at, and its (modified, length) then.
+    seen: Mutex<(std::time::Instant, Option<(SystemTime, u64)>)>,
+    /// Password checks that passed: (user, password, hash) digests, bounded.
+    passed: Mutex<HashSet<[u8; 32]>>,
+    /// bcrypt checks running at once.
+    hashing: Semaphore,
+    /// `smtp_exporter_web_config_last_reload_successful`.
+    pub reload_successful: prometheus::IntGauge,
+}
+
+/// How many passed checks are remembered before the memory starts over.
+const PASSED_MAX: usize = 1024;
+
+/// What a request's credentials come to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Access {
+    Granted,
+    Denied,
+}
+
+impl WebSettings {
+    /// Loads `file` (none: no TLS, no authentication).
+    pub fn new(
+        file: Option<PathBuf>,
+        reload_successful: prometheus::IntGauge,
+    ) -> Result<WebSettings, String> {
+        let config = match &file {
+            Some(path) => WebConfig::load(path)?,
+            None => WebConfig::open(),
+        };
+        let stamp = file.as_deref().and_then(stamp);
+        reload_successful.set(1);
+        Ok(WebSettings {
+            file,
+            current: RwLock::new(Arc::new(config)),
+            seen: Mutex::new((std::time::Instant::now(), stamp)),
+            passed: Mutex::default(),
+            hashing: Semaphore::new(2),
+            reload_successful,
+        })
+    }
+
+    /// The configuration in force, read again first when the file has changed (at most
+    /// one look a second).
+    pub fn current(&self) -> Arc<WebConfig> {
+        if let Some(path) = &self.file {
+            let mut seen = self.seen.lock().expect("web config lock");
+            if seen.0.elapsed() >= RECHECK_EVERY {
+                seen.0 = std::time::Instant::now();
+                let now = stamp(path);
+                if now != seen.1 {
+                    seen.1 = now;
+                    match WebConfig::load(path) {
+                        Ok(config) => {
+                            *self.current.write().expect("web config lock") = Arc::new(config);
+                            self.passed.lock().expect("passed lock").clear();
+                            self.reload_successful.set(1);
+                            tracing::info!(file = %path.display(), "web configuration reloaded");
+                        }
+                        Err(e) => {
+                            self.reload_successful.set(0);
+                            tracing::error!(error = %e, "web configuration reload failed; keeping the previous one");
+                        }
+                    }
+                }
+            }
+        }
+        self.current.read().expect("web config lock").clone()
+    }
+
+    /// Checks a request's `Authorization` header against `config`'s users.
+    pub async fn authorize(&self, config: &WebConfig, header: Option<&HeaderValue>) -> Access {
+        if !config.wants_auth() {
+            return Access::Granted;
+        }
+        let Some((user, password)) = header.and_then(basic_credentials) else { return Access::Denied };
+        // An unknown user is checked against a real hash all the same, so that the time an
+        // answer takes does not tell which user names exist.
+        let (known, hash) = match config.users.get(&user) {
+            Some(hash) => (true, hash.clone()),
+            None => (false, config.users.values().next().cloned().unwrap_or_default()),
+        };
+        let digest =
+            ring::digest::digest(&ring::digest::SHA256, format!("{user}\0{password}\0{hash}").as_bytes());
+        let key: [u8; 32] = digest.as_ref().try_into().expect("SHA-256 is 32 bytes");
+        if known && self.passed.lock().expect("passed lock").contains(&key) {
+            return Access::Granted;
+        }
+        let Ok(_permit) = self.hashing.acquire().await else { return Access::Denied };
+        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if known && matches {
+            let mut passed = self.passed.lock().expect("passed lock");
+            if passed.len() >= PASSED_MAX {
+                passed.clear();
+            }
+            passed.insert(key);
+            Access::Granted
+        } else {
+            Access::Denied
+        }
+    }
+}
+
+/// The file's (modified time, length), to tell a change.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+/// The user and password of a `Basic` authorization header.
+fn basic_credentials(header: &HeaderValue) -> Option<(String, String)> {
+    let value = header.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(yaml: &str) -> Result<WebConfig, String> {
+        let raw: RawWebConfig = yaml_serde::from_str(yaml).map_err(|e| e.to_string())?;
+        WebConfig::build(raw, Path::new(""))
+    }
+
+    #[test]
+    fn the_toolkit_format_is_read_and_checked() {
+        let ok = build("basic_auth_users:\n  prometheus: $2y$10$Kj2NOcqXgqK0Nq7sM8Bx0e6GEq4K7yUVMvB6u7S2uT7d9Lx6C.0aO\nhttp_server_config:\n  http2: false\n  headers:\n    X-Frame-Options: deny\n").unwrap();
+        assert!(ok.wants_auth());
+        assert_eq!(ok.headers.len(), 1);
+        for (yaml, want) in [
+            (
+                "basic_auth_users:\n  u: plaintext\n",
+                "basic_auth_users.u: not a bcrypt hash (make one with htpasswd -nBC 10 u)",
+            ),
+            (
+                "http_server_config:\n  headers:\n    Set-Cookie: x\n",
+                "http_server_config.headers: \"Set-Cookie\" cannot be set",
+            ),
+            (
+                "tls_server_config:\n  cert_file: /nonexistent.pem\n  key_file: /nonexistent.key\n",
+                "tls_server_config: cert_file /nonexistent.pem: No such file",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS11\n",
+                "tls_server_config: cert_file a",
+            ),
+            ("bogus: 1\n", "unknown field `bogus`"),
+        ] {
+            let err = build(yaml).err().unwrap_or_default();
+            assert!(err.contains(want), "{yaml}: {err}");
+        }
+        assert_eq!(
+            versions(Some("TLS11"), None).unwrap_err(),
+            "min_version: TLS11 is not supported (TLS12 or TLS13)"
+        );
+        assert_eq!(versions(Some("TLS13"), None).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn basic_credentials_are_read() {
+        let header = HeaderValue::from_static("Basic dXNlcjpwYTpzcw==");
+        assert_eq!(basic_credentials(&header), Some(("user".into(), "pa:ss".into())));
+        assert_eq!(basic_credentials(&HeaderValue::from_static("Bearer x")), None);
+    }
+
+    #[tokio::test]
+    async fn passwords_are_checked_with_bcrypt_for_known_and_unknown_users() {
+        let hash = bcrypt::hash("right", 4).unwrap();
+        let raw =
+            RawWebConfig { basic_auth_users: [("alice".to_owned(), hash)].into(), ..RawWebConfig::default() };
+        let config = WebConfig::build(raw, Path::new("")).unwrap();
+        let settings = WebSettings::new(None, prometheus::IntGauge::new("t", "t").unwrap()).unwrap();
+        let header = |user: &str, pw: &str| {
+            HeaderValue::try_from(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+            ))
+            .unwrap()
+        };
+        assert_eq!(settings.authorize(&config, Some(&header("alice", "right"))).await, Access::Granted);
+        assert_eq!(settings.authorize(&config, Some(&header("alice", "right"))).await, Access::Granted);
+        assert_eq!(settings.authorize(&config, Some(&header("alice", "wrong"))).await, Access::Denied);
+        assert_eq!(settings.authorize(&config, Some(&header("mallory", "right"))).await, Access::Denied);
+        assert_eq!(settings.authorize(&config, None).await, Access::Denied);
+    }
+}
