@@ -147,6 +147,7 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
         config: std::sync::RwLock::new(Arc::new(config)),
         web,
         enable_lifecycle,
+        renders: Arc::default(),
     });
     let server = tokio::spawn(http::serve(listener, shared.clone(), async {
         let _ = http_stopped.await;

@@ -4,11 +4,14 @@
 //! Part of `http`, the last stop of the data flow. `/metrics` renders on tokio's blocking
 //! pool and hands each chunk over a small channel; the connection sends it while the next
 //! is written, so a scrape holds a few chunks in memory whatever the fleet's size, and a
-//! client that goes away stops the rendering at the next chunk. When a body is dropped
-//! (sent, or its connection gone), its connection's slot learns that the answer is out.
+//! client that goes away stops the rendering at the next chunk. A render given up (see
+//! `render`) ends its body with an error, so that hyper breaks the response off rather
+//! than end it as if it were whole. When a body is dropped (sent, or its connection gone),
+//! its connection's slot learns that the answer is out.
 
-use std::convert::Infallible;
+use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -26,7 +29,7 @@ pub struct Body {
 
 enum Kind {
     Whole(Full<Bytes>),
-    Chunks(mpsc::Receiver<Bytes>),
+    Chunks { chunks: mpsc::Receiver<Bytes>, aborted: Arc<AtomicBool> },
 }
 
 impl Body {
@@ -34,8 +37,10 @@ impl Body {
         Body { kind: Kind::Whole(Full::new(bytes.into())), slot: None }
     }
 
-    pub fn chunks(chunks: mpsc::Receiver<Bytes>) -> Body {
-        Body { kind: Kind::Chunks(chunks), slot: None }
+    /// A body of the chunks that arrive on `chunks`; once they stop, it ends, or fails if
+    /// `aborted` is set by then.
+    pub fn chunks(chunks: mpsc::Receiver<Bytes>, aborted: Arc<AtomicBool>) -> Body {
+        Body { kind: Kind::Chunks { chunks, aborted }, slot: None }
     }
 
     /// Tells `slot` when this body is done with.
@@ -55,31 +60,36 @@ impl Drop for Body {
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match &mut self.get_mut().kind {
-            Kind::Whole(full) => Pin::new(full).poll_frame(cx),
-            Kind::Chunks(chunks) => {
-                chunks.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
-            }
+            Kind::Whole(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
+            Kind::Chunks { chunks, aborted } => chunks.poll_recv(cx).map(|chunk| match chunk {
+                Some(bytes) => Some(Ok(Frame::data(bytes))),
+                None if aborted.load(Ordering::Relaxed) => Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client read nothing; render given up",
+                ))),
+                None => None,
+            }),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Whole(full) => full.is_end_stream(),
-            Kind::Chunks(_) => false,
+            Kind::Chunks { .. } => false,
         }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         match &self.kind {
             Kind::Whole(full) => full.size_hint(),
-            Kind::Chunks(_) => hyper::body::SizeHint::default(),
+            Kind::Chunks { .. } => hyper::body::SizeHint::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod body;
 mod conn;
+mod render;
 pub mod status;
 pub mod web;
 
@@ -16,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -37,11 +38,6 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reload request: the answer comes back on the oneshot.
 pub type ReloadRequest = oneshot::Sender<Result<(), ConfigError>>;
 
-/// The exposition leaves in chunks of this size, and at most this many wait to be sent:
-/// what a scrape holds in memory, whatever the fleet's size.
-const METRICS_CHUNK: usize = 256 << 10;
-const METRICS_CHUNKS_QUEUED: usize = 2;
-
 /// Time kept back from Prometheus' scrape timeout for encoding and transfer.
 const SCRAPE_TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 
@@ -56,6 +52,8 @@ pub struct Shared {
     pub web: Arc<web::WebSettings>,
     /// `POST /-/reload` is served (`--web.enable-lifecycle`); SIGHUP always is.
     pub enable_lifecycle: bool,
+    /// The `/metrics` renders under way.
+    pub renders: Arc<render::Renders>,
 }
 
 /// Serves until `shutdown` resolves. Connections in progress are not waited for.
@@ -189,18 +187,11 @@ async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `/metrics`: rendered off the runtime's workers (a large exposition takes long enough to
-/// delay the probes running beside it, and their timings with them) and streamed in
-/// chunks as it is written.
+/// delay the probes running beside it, and their timings with them), a few at a time, and
+/// streamed in chunks as it is written.
 fn metrics_response(state: &Shared) -> Response<Body> {
-    let (chunks, body) = mpsc::channel::<Bytes>(METRICS_CHUNKS_QUEUED);
-    let exporter = state.exporter.clone();
-    tokio::task::spawn_blocking(move || {
-        exporter.render_chunks(METRICS_CHUNK, &mut |out| {
-            let chunk = std::mem::replace(out, Vec::with_capacity(METRICS_CHUNK + METRICS_CHUNK / 4));
-            chunks.blocking_send(Bytes::from(chunk)).is_ok()
-        });
-    });
-    respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", Body::chunks(body))
+    let body = state.renders.metrics_body(state.exporter.clone());
+    respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
 }
 
 /// `/probe?target=HOST:PORT&module=NAME`: one probe now, answered with its series only.

@@ -3,6 +3,7 @@
 #   - promtool check config on the Prometheus scrape configs (which load the alert rules);
 #   - smtp_exporter --config.check on config/example.yml and on the Kubernetes ConfigMap;
 #   - promtool check config on the hashmod sharding snippet of config/kubernetes/README.md;
+#   - systemd-analyze verify on the systemd unit (the binary path pointed at the build);
 #   - README "Deploy" step 4 applied to Debian's /etc/prometheus/prometheus.yml, checked
 #     by promtool, with the rules at the path alerts.yml's header names.
 # Needs promtool, python3 with PyYAML (Debian: python3-yaml) and a built binary
@@ -81,6 +82,14 @@ open(f"{out}/prometheus.yml", "w").write(yaml.safe_dump(base))
 open(f"{out}/alerts.yml", "w").write(open("config/alerts.yml").read())
 PY
 }
+# The systemd unit as shipped, with the binary where this build put it.
+unit_verifies() {
+    sed "s|/usr/local/bin/smtp_exporter|$(realpath "$bin")|" config/smtp_exporter.service >"$tmp/smtp_exporter.service"
+    local out
+    out=$(systemd-analyze verify "$tmp/smtp_exporter.service" 2>&1) || { printf '%s\n' "$out"; return 1; }
+    [[ -z $out ]] || { printf '%s\n' "$out"; return 1; }
+}
+check "the systemd unit passes systemd-analyze verify" unit_verifies
 check "Kubernetes manifests parse (ConfigMap, Service, StatefulSet)" k8s
 check "Kubernetes StatefulSet shard argument matches replicas" shard_matches_replicas
 check "README Deploy step 4 puts the rules where alerts.yml says and merges into Debian's prometheus.yml" readme_prometheus_merge

@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 
 use testkit::exposition::{find, parse_exposition, Sample};
 
+/// Attacks on the exporter, bounded in count and time (issue 12).
+mod attack;
+/// TLS, basic authentication and the lifecycle API with real clients (issue 12).
+mod security;
+
 type Check = Result<(), String>;
 
 /// A named check of the suite.
@@ -118,21 +123,46 @@ impl Exporter {
 
     /// Starts the exporter and waits up to `ready_within` for every spec's first probe.
     fn start_within(config_path: &Path, ready_within: Duration) -> Result<Exporter, String> {
+        let exporter = Exporter::spawn(config_path, &[], None)?;
+        exporter.wait_ready(config_path, ready_within)?;
+        Ok(exporter)
+    }
+
+    /// Starts the exporter with `extra` arguments, under `ulimit -n` when `open_files` is
+    /// given, without waiting for it.
+    fn spawn(config_path: &Path, extra: &[String], open_files: Option<u32>) -> Result<Exporter, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(config_path.with_extension("log")).map_err(|e| e.to_string())?;
-        let child = Command::new(env!("CARGO_BIN_EXE_smtp_exporter"))
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=debug")
+        let mut args = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--web.listen-address={addr}"),
+            "--log.level=debug".to_owned(),
+        ];
+        args.extend_from_slice(extra);
+        let bin = env!("CARGO_BIN_EXE_smtp_exporter");
+        let mut command = match open_files {
+            None => Command::new(bin),
+            Some(limit) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), bin]);
+                c
+            }
+        };
+        let child = command
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start the exporter: {e}"))?;
-        let exporter = Exporter { child, addr };
+        Ok(Exporter { child, addr })
+    }
+
+    fn wait_ready(&self, config_path: &Path, ready_within: Duration) -> Result<(), String> {
+        let addr = self.addr;
         let deadline = Instant::now() + ready_within;
         while Instant::now() < deadline {
             if http_get(addr, "/-/ready").map(|(s, _)| s == 200).unwrap_or(false) {
-                return Ok(exporter);
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -507,33 +537,39 @@ fn prometheus_scrapes_the_exporter(mta: &Mta) -> Check {
     );
     let exporter = Exporter::start(&write_config(mta, "prometheus-target.yml", &targets))?;
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/alerts.yml");
-    let prom_dir = mta.state_dir.join("prometheus");
-    let _ = std::fs::remove_dir_all(&prom_dir);
-    std::fs::create_dir_all(prom_dir.join("data")).map_err(|e| e.to_string())?;
-    let prom_config = prom_dir.join("prometheus.yml");
-    std::fs::write(
-        &prom_config,
-        format!(
+    let (prometheus, prom_addr, prom_dir) = start_prometheus(
+        mta,
+        "prometheus",
+        &format!(
             "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: ['{}']\nscrape_configs:\n  - job_name: smtp\n    static_configs: [{{ targets: ['{}'] }}]\n",
             rules.display(),
             exporter.addr
         ),
-    )
-    .map_err(|e| e.to_string())?;
-    let prom_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let log = std::fs::File::create(prom_dir.join("prometheus.log")).map_err(|e| e.to_string())?;
-    let mut prometheus = Command::new("prometheus")
-        .arg(format!("--config.file={}", prom_config.display()))
-        .arg(format!("--storage.tsdb.path={}", prom_dir.join("data").display()))
-        .arg(format!("--web.listen-address={prom_addr}"))
+    )?;
+    let result = query_until_ready(prom_addr, relay, subs).and_then(|()| server_down_goes_pending(prom_addr));
+    drop(prometheus);
+    result.map_err(|e| format!("{e} (prometheus log: {})", prom_dir.join("prometheus.log").display()))
+}
+
+/// A real Prometheus on a free loopback port with `config` (YAML), its data and log in
+/// `$REAL_STATE_DIR/<name>`; killed when the returned handle is dropped.
+fn start_prometheus(mta: &Mta, name: &str, config: &str) -> Result<(Killed, SocketAddr, PathBuf), String> {
+    let dir = mta.state_dir.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let log = std::fs::File::create(dir.join("prometheus.log")).map_err(|e| e.to_string())?;
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={addr}"))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .map_err(|e| format!("cannot start prometheus: {e}"))?;
-    let result = query_until_ready(prom_addr, relay, subs).and_then(|()| server_down_goes_pending(prom_addr));
-    let _ = prometheus.kill();
-    let _ = prometheus.wait();
-    result.map_err(|e| format!("{e} (prometheus log: {})", prom_dir.join("prometheus.log").display()))
+    Ok((Killed(child), addr, dir))
 }
 
 /// Polls /api/v1/alerts until SmtpServerDown is pending for the "down" target; no other
@@ -954,6 +990,11 @@ struct Browser {
 impl Browser {
     /// Starts Chromium with a window of `width` x `height` and opens a blank page.
     fn start(width: u32, height: u32) -> Result<Browser, String> {
+        Browser::start_with(width, height, &[])
+    }
+
+    /// The same, with `extra` command-line flags.
+    fn start_with(width: u32, height: u32, extra: &[&str]) -> Result<Browser, String> {
         let profile = std::env::temp_dir().join(format!("smtpx-cdp-{}-{width}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         let mut child = Command::new("chromium")
@@ -963,8 +1004,9 @@ impl Browser {
                 "--remote-debugging-port=0",
                 &format!("--window-size={width},{height}"),
                 &format!("--user-data-dir={}", profile.display()),
-                "about:blank",
             ])
+            .args(extra)
+            .arg("about:blank")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -1224,7 +1266,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 14] = [
+    let checks: [NamedCheck; 20] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1238,6 +1280,19 @@ fn main() {
         ("check_command_on_postfix", check_command_on_postfix),
         ("status_page_in_chromium", status_page_in_chromium),
         ("status_page_layout_in_chromium", status_page_layout_in_chromium),
+        (
+            "web_config_tls_and_basic_auth_with_prometheus",
+            security::web_config_tls_and_basic_auth_with_prometheus,
+        ),
+        (
+            "status_page_in_chromium_over_https_with_basic_auth",
+            security::status_page_in_chromium_over_https_with_basic_auth,
+        ),
+        ("attack_reloads_keep_one_concurrency_limit", attack::reloads_keep_one_concurrency_limit),
+        ("attack_bad_reloads_keep_the_old_configuration", attack::bad_reloads_keep_the_old_configuration),
+        ("attack_clients_that_never_read", attack::clients_that_never_read),
+        ("attack_slowloris", attack::slowloris),
+        // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];
     let (mut passed, mut failed) = (0, 0);
