@@ -82,12 +82,21 @@ pub struct WebConfig {
     users: BTreeMap<String, String>,
     /// Headers added to every response.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The certificate, key and client CA files it was built from, watched for changes
+    /// like the file itself (a renewed certificate is taken up without a restart).
+    files: Vec<PathBuf>,
 }
 
 impl WebConfig {
     /// No TLS, no authentication, no headers: what runs without `--web.config.file`.
     pub fn open() -> WebConfig {
-        WebConfig { tls: None, client_allowed_sans: Vec::new(), users: BTreeMap::new(), headers: Vec::new() }
+        WebConfig {
+            tls: None,
+            client_allowed_sans: Vec::new(),
+            users: BTreeMap::new(),
+            headers: Vec::new(),
+            files: Vec::new(),
+        }
     }
 
     /// Reads and checks the file; relative paths in it are taken from its directory.
@@ -133,14 +142,20 @@ impl WebConfig {
                 Ok((name, value))
             })
             .collect::<Result<_, String>>()?;
-        let (tls, client_allowed_sans) = match raw.tls_server_config {
-            None => (None, Vec::new()),
+        let (tls, client_allowed_sans, files) = match raw.tls_server_config {
+            None => (None, Vec::new(), Vec::new()),
             Some(tls) => {
                 let sans = tls.client_allowed_sans.clone();
-                (Some(Arc::new(tls_server(tls, base).map_err(|e| format!("tls_server_config: {e}"))?)), sans)
+                let files = [&tls.cert_file, &tls.key_file, &tls.client_ca_file]
+                    .into_iter()
+                    .flatten()
+                    .map(|path| resolve(base, path))
+                    .collect();
+                let server = tls_server(tls, base).map_err(|e| format!("tls_server_config: {e}"))?;
+                (Some(Arc::new(server)), sans, files)
             }
         };
-        Ok(WebConfig { tls, client_allowed_sans, users: raw.basic_auth_users, headers })
+        Ok(WebConfig { tls, client_allowed_sans, users: raw.basic_auth_users, headers, files })
     }
 
     /// Whether requests must authenticate.
@@ -396,8 +411,9 @@ pub fn client_san_allowed(chain: Option<&[CertificateDer<'_>]>, allowed: &[Strin
 pub struct WebSettings {
     file: Option<PathBuf>,
     current: RwLock<Arc<WebConfig>>,
-    /// When the file was last looked at, and its (modified, length) then.
-    seen: Mutex<(std::time::Instant, Option<(SystemTime, u64)>)>,
+    /// When the files were last looked at, and their (modified, length) then: the file
+    /// itself, then the ones it names.
+    seen: Mutex<(std::time::Instant, Stamps)>,
     /// Password checks that passed: (user, password, hash) digests, bounded.
     passed: Mutex<HashSet<[u8; 32]>>,
     /// bcrypt checks running at once.
@@ -426,30 +442,33 @@ impl WebSettings {
             Some(path) => WebConfig::load(path)?,
             None => WebConfig::open(),
         };
-        let stamp = file.as_deref().and_then(stamp);
+        let stamps = file.as_deref().map(|path| stamps(path, &config)).unwrap_or_default();
         reload_successful.set(1);
         Ok(WebSettings {
             file,
             current: RwLock::new(Arc::new(config)),
-            seen: Mutex::new((std::time::Instant::now(), stamp)),
+            seen: Mutex::new((std::time::Instant::now(), stamps)),
             passed: Mutex::default(),
             hashing: Semaphore::new(2),
             reload_successful,
         })
     }
 
-    /// The configuration in force, read again first when the file has changed (at most
-    /// one look a second).
+    /// The configuration in force, read again first when the file or one it names has
+    /// changed (at most one look a second).
     pub fn current(&self) -> Arc<WebConfig> {
         if let Some(path) = &self.file {
             let mut seen = self.seen.lock().expect("web config lock");
             if seen.0.elapsed() >= RECHECK_EVERY {
                 seen.0 = std::time::Instant::now();
-                let now = stamp(path);
+                let in_force = self.current.read().expect("web config lock").clone();
+                let now = stamps(path, &in_force);
                 if now != seen.1 {
                     seen.1 = now;
                     match WebConfig::load(path) {
                         Ok(config) => {
+                            // Watch what the new version names from now on.
+                            seen.1 = stamps(path, &config);
                             *self.current.write().expect("web config lock") = Arc::new(config);
                             self.passed.lock().expect("passed lock").clear();
                             self.reload_successful.set(1);
@@ -501,10 +520,19 @@ impl WebSettings {
     }
 }
 
-/// The file's (modified time, length), to tell a change.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
+/// (modified time, length) of each file, `None` for one that cannot be read: what tells
+/// a change.
+type Stamps = Vec<Option<(SystemTime, u64)>>;
+
+/// The stamps of the web configuration file and of the files `config` names.
+fn stamps(path: &Path, config: &WebConfig) -> Stamps {
+    std::iter::once(path)
+        .chain(config.files.iter().map(PathBuf::as_path))
+        .map(|path| {
+            let metadata = std::fs::metadata(path).ok()?;
+            Some((metadata.modified().ok()?, metadata.len()))
+        })
+        .collect()
 }
 
 /// The user and password of a `Basic` authorization header.
@@ -589,5 +617,36 @@ mod tests {
         assert_eq!(settings.authorize(&config, Some(&header("alice", "wrong"))).await, Access::Denied);
         assert_eq!(settings.authorize(&config, Some(&header("mallory", "right"))).await, Access::Denied);
         assert_eq!(settings.authorize(&config, None).await, Access::Denied);
+    }
+
+    /// A renewed certificate is taken up without a restart, as a changed file is.
+    #[test]
+    fn a_renewed_certificate_is_taken_up() {
+        let dir = std::env::temp_dir().join(format!("smtp-exporter-web-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write_cert = |name: &str| {
+            let made = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+            std::fs::write(dir.join("web.pem"), made.cert.pem()).unwrap();
+            std::fs::write(dir.join("web.key"), made.signing_key.serialize_pem()).unwrap();
+        };
+        write_cert("localhost");
+        let file = dir.join("web.yml");
+        std::fs::write(&file, "tls_server_config:\n  cert_file: web.pem\n  key_file: web.key\n").unwrap();
+        let gauge = prometheus::IntGauge::new("t", "t").unwrap();
+        let settings = WebSettings::new(Some(file), gauge.clone()).unwrap();
+        let first = settings.current();
+        std::thread::sleep(RECHECK_EVERY + Duration::from_millis(100));
+        assert!(Arc::ptr_eq(&first, &settings.current()), "nothing changed, nothing reloaded");
+        write_cert("renewed.localhost");
+        std::thread::sleep(RECHECK_EVERY + Duration::from_millis(100));
+        assert!(!Arc::ptr_eq(&first, &settings.current()), "the renewed certificate is in force");
+        assert_eq!(gauge.get(), 1);
+        // A broken key keeps the certificate in force.
+        let second = settings.current();
+        std::fs::write(dir.join("web.key"), "not a key").unwrap();
+        std::thread::sleep(RECHECK_EVERY + Duration::from_millis(100));
+        assert!(Arc::ptr_eq(&second, &settings.current()));
+        assert_eq!(gauge.get(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

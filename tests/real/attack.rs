@@ -1,6 +1,7 @@
 //! Attacks on the release binary (issue 12), each bounded in count and time and stopping by
 //! itself: reload storms against one concurrency limit, hostile configurations, clients
-//! that never read, and slowloris. Each reports the scrape time under attack against the
+//! that never read, slowloris, a listener after a module's credentials, and forged reloads.
+//! The HTTP attacks report the scrape time under attack against the
 //! time without it, and the exporter's RSS and open descriptors before, during and after.
 
 use std::collections::VecDeque;
@@ -370,6 +371,138 @@ pub fn slowloris(mta: &Mta) -> Check {
     let worst = times.iter().max().copied().unwrap_or_default();
     if worst > Duration::from_secs(1) {
         return Err(format!("worst scrape {worst:?} under slowloris"));
+    }
+    Ok(())
+}
+
+/// Finding 5: a hostile listener on an allowed host gets no connection from `/probe` with
+/// a module that carries credentials, and a hostile server the configuration does pair with
+/// such a module, but whose certificate does not verify, gets no AUTH; the real Postfix
+/// the module is meant for still authenticates it.
+pub fn credentials_go_only_where_configured(mta: &Mta) -> Check {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // Certificates from a CA the exporter does not trust.
+    let pki = testkit::pki::TestPki::new();
+    let (collector, paired) = runtime.block_on(async {
+        (
+            testkit::smtp::FakeSmtp::start(testkit::smtp::Behaviour::default(), &pki).await,
+            testkit::smtp::FakeSmtp::start(testkit::smtp::Behaviour::default(), &pki).await,
+        )
+    });
+    let auth =
+        format!("{{ username: {}, password_file: {} }}", mta.get("AUTH_USER"), mta.get("AUTH_PASSWORD_FILE"));
+    let yaml = format!(
+        "interval: 1h\nmodules:\n  submission: {{ tls: starttls_required, tls_config: {{ ca_file: {ca} }}, auth: {auth} }}\n  \
+         opportunistic: {{ tls: starttls, auth: {auth} }}\n  plain: {{ tls: none }}\ntargets:\n  \
+         - {{ name: postfix, host: localhost, ports: [{{ port: {sub}, module: submission }}] }}\n  \
+         - {{ name: paired, host: 127.0.0.1, ports: [{{ port: {paired}, module: opportunistic }}] }}\n",
+        ca = mta.get("CA_FILE"),
+        sub = mta.get("SUBMISSION_PORT"),
+        paired = paired.port(),
+    );
+    let path = mta.state_dir.join("attack-credentials.yml");
+    std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
+    let exporter = Exporter::spawn(&path, &[], None)?;
+    exporter.wait_ready(&path, Duration::from_secs(10))?;
+    let probe = |target: &str, module: &str| {
+        http_get(exporter.addr, &format!("/probe?target={target}&module={module}"))
+    };
+
+    let (status, body) = probe(&format!("localhost:{}", mta.get("SUBMISSION_PORT")), "submission")?;
+    let samples = parse_exposition(&body);
+    if status != 200 || one(&samples, "smtp_probe_success", &[])?.value != 1.0 {
+        return Err(format!("the configured pair on Postfix: {status}\n{body}"));
+    }
+    for host in ["127.0.0.1", "localhost"] {
+        let (status, body) = probe(&format!("{host}:{}", collector.port()), "submission")?;
+        if status != 403 || !body.contains("the module carries credentials") {
+            return Err(format!("{host}:collector with the credentialed module: {status} {body}"));
+        }
+    }
+    let (status, body) = probe(&format!("127.0.0.1:{}", paired.port()), "opportunistic")?;
+    let samples = parse_exposition(&body);
+    if status != 200
+        || find(&samples, "smtp_probe_failure_info", &[("reason", "auth_tls_unverified")]).len() != 1
+    {
+        return Err(format!("the paired server with an untrusted certificate: {status}\n{body}"));
+    }
+    // The one plain module may still go to the collector: the 403s were about credentials.
+    let (status, _) = probe(&format!("127.0.0.1:{}", collector.port()), "plain")?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (to_collector, to_paired) = (collector.observed(), paired.observed());
+    let auth_lines = |seen: &[testkit::smtp::Observed]| {
+        seen.iter().flat_map(|o| o.lines.iter()).filter(|l| l.starts_with("AUTH")).count()
+    };
+    println!(
+        "    Postfix authenticated the configured pair; collector: 2 refused with 403, {} connection(s) by the plain module; \
+         paired server with an untrusted certificate: {} session(s), {} AUTH line(s)",
+        to_collector.len(),
+        to_paired.len(),
+        auth_lines(&to_paired)
+    );
+    if status != 200 || to_collector.len() != 1 || auth_lines(&to_collector) != 0 {
+        return Err(format!("the collector saw {} sessions: {to_collector:?}", to_collector.len()));
+    }
+    if to_paired.is_empty() || auth_lines(&to_paired) != 0 {
+        return Err(format!("the paired server saw: {to_paired:?}"));
+    }
+    Ok(())
+}
+
+/// Finding 6: without `--web.enable-lifecycle`, `POST /-/reload` is refused and SIGHUP
+/// still reloads; with it, a cross-origin form post is refused and a same-origin one works.
+pub fn reload_endpoint_closed_by_default(mta: &Mta) -> Check {
+    let targets = format!(
+        "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {}, module: relay }}\n",
+        mta.get("RELAY_PORT")
+    );
+    let path = write_config(mta, "attack-lifecycle.yml", &targets);
+    let reload_time = |exporter: &Exporter| -> Result<f64, String> {
+        Ok(one(
+            &parse_exposition(&exporter.exposition()?),
+            "smtp_exporter_config_last_reload_success_timestamp_seconds",
+            &[],
+        )?
+        .value)
+    };
+    let closed = Exporter::spawn(&path, &[], None)?;
+    closed.wait_ready(&path, Duration::from_secs(10))?;
+    let (status, body, _) = post_reload(closed.addr)?;
+    if status != 403 || !body.contains("--web.enable-lifecycle") {
+        return Err(format!("POST /-/reload without the flag: {status} {body}"));
+    }
+    let before = reload_time(&closed)?;
+    std::thread::sleep(Duration::from_millis(1100));
+    run("kill", &["-HUP", &closed.child.id().to_string()])?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while reload_time(&closed)? <= before {
+        if Instant::now() > deadline {
+            return Err("SIGHUP did not reload within 5 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(closed);
+
+    let open = Exporter::spawn(&path, &["--web.enable-lifecycle".into()], None)?;
+    open.wait_ready(&path, Duration::from_secs(10))?;
+    let mut client = testkit::http::Client::new(open.addr, Duration::from_secs(10));
+    let forged = client.request(
+        "POST",
+        "/-/reload",
+        &[("Origin", "http://evil.example"), ("Content-Type", "text/plain")],
+        b"x=1",
+    )?;
+    let same = client.request("POST", "/-/reload", &[("Origin", &format!("http://{}", open.addr))], b"")?;
+    println!(
+        "    without the flag: 403, SIGHUP reloads; with it: cross-origin {}, same-origin {}",
+        forged.status, same.status
+    );
+    if forged.status != 403 || same.status != 200 {
+        return Err(format!("with the flag: cross-origin {}, same-origin {}", forged.status, same.status));
     }
     Ok(())
 }

@@ -1266,7 +1266,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 20] = [
+    let checks: [NamedCheck; 22] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1292,6 +1292,8 @@ fn main() {
         ("attack_bad_reloads_keep_the_old_configuration", attack::bad_reloads_keep_the_old_configuration),
         ("attack_clients_that_never_read", attack::clients_that_never_read),
         ("attack_slowloris", attack::slowloris),
+        ("attack_credentials_go_only_where_configured", attack::credentials_go_only_where_configured),
+        ("attack_reload_endpoint_closed_by_default", attack::reload_endpoint_closed_by_default),
         // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];
