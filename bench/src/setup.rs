@@ -79,6 +79,8 @@ pub fn prepare(opts: &Opts) -> Res<(Ctx, TempDir)> {
     Ok((ctx, tmp))
 }
 
+/// The exporter binary: `--exporter`, or `smtp_exporter` next to the bench, built first
+/// unless `--no-build`.
 fn locate_exporter(opts: &Opts, exe: &Path) -> Res<PathBuf> {
     if let Some(p) = &opts.exporter {
         return if p.exists() { Ok(p.clone()) } else { Err(format!("{} does not exist", p.display())) };
@@ -90,23 +92,7 @@ fn locate_exporter(opts: &Opts, exe: &Path) -> Res<PathBuf> {
         progress("warning: smtp-bench is not a release build; use cargo run --release");
     }
     if !opts.no_build {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        // The exporter is the workspace's root package, one directory above the bench.
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        progress("building the exporter (cargo build -p smtp_exporter) so it matches the source");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "smtp_exporter", "--bin", "smtp_exporter", "--manifest-path"])
-            .arg(&manifest);
-        if release {
-            cmd.arg("--release");
-        }
-        if let Some(target_dir) = dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target_dir);
-        }
-        let status = cmd.stdin(Stdio::null()).status().ctx("cargo build")?;
-        if !status.success() {
-            return Err(format!("cargo build --bin smtp_exporter failed ({status})"));
-        }
+        build_exporter(dir, release)?;
     }
     if !bin.exists() {
         return Err(format!(
@@ -117,6 +103,41 @@ fn locate_exporter(opts: &Opts, exe: &Path) -> Res<PathBuf> {
     Ok(bin)
 }
 
+/// `cargo build -p smtp_exporter` into the bench's own target directory and profile.
+fn build_exporter(bin_dir: &Path, release: bool) -> Res<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // The exporter is the workspace's root package, one directory above the bench.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    progress("building the exporter (cargo build -p smtp_exporter) so it matches the source");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "smtp_exporter", "--bin", "smtp_exporter", "--manifest-path"])
+        .arg(&manifest);
+    if release {
+        cmd.arg("--release");
+    }
+    if let Some(target_dir) = bin_dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target_dir);
+    }
+    // `cargo run` gives the bench the variables of its own package. Passed on, they reach
+    // build scripts that watch them (ring's watches CARGO_MANIFEST_DIR), which then rebuild
+    // ring and all above it here, and again at the next `cargo run`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&name.as_ref())
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
+    let status = cmd.stdin(Stdio::null()).status().ctx("cargo build")?;
+    if !status.success() {
+        return Err(format!("cargo build --bin smtp_exporter failed ({status})"));
+    }
+    Ok(())
+}
+
+/// blackbox_exporter: `--blackbox`, or the Debian or upstream name on PATH.
 fn find_blackbox(opts: &Opts) -> Option<PathBuf> {
     if let Some(p) = &opts.blackbox {
         return p.exists().then(|| p.clone());
