@@ -1,7 +1,9 @@
 //! testkit: what the tests and the bench share, so that each exists once.
 //!
-//! - [`pki`]: a private CA and server certificates made at test time (rcgen);
-//! - [`smtp`]: a scriptable fake SMTP server on 127.0.0.1:0 or over any stream;
+//! - [`pki`]: a private CA and server certificates made at test time (rcgen), and TLS
+//!   acceptors for certificates made elsewhere;
+//! - [`smtp`]: the scriptable fake SMTP server, on 127.0.0.1:0, on listeners the caller
+//!   bound (the bench's responder), or over any stream;
 //! - [`exposition`]: the Prometheus text format parsed into samples, with lookups;
 //! - [`http`]: the one HTTP/1.1 client.
 //!

@@ -1,11 +1,13 @@
 //! Certificates generated at test time: a CA, a server certificate for localhost and
-//! 127.0.0.1 signed by it, and the CA's PEM file for a module's `ca_file`.
+//! 127.0.0.1 signed by it, and the CA's PEM file for a module's `ca_file`; and a TLS
+//! acceptor for certificates made elsewhere, from their PEM files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
 
@@ -89,19 +91,37 @@ impl TestPki {
 
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server_config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("server config");
+        let server_config = server_config(chain, key).expect("server config");
         TestPki { ca_file, other_ca_file, server_config: Arc::new(server_config), dir }
     }
 
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.server_config.clone())
     }
+}
+
+/// A TLS acceptor that serves the certificate chain and the private key of two PEM files:
+/// for a server whose certificates were made elsewhere (the bench makes them with openssl,
+/// RSA 2048 by default, as most mail servers present).
+pub fn acceptor_from_pem_files(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("private key {}: {e}", key.display()))?;
+    let config = server_config(chain, key).map_err(|e| format!("server certificate: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A server configuration (ring, TLS 1.2 and 1.3, no client certificates) for one chain.
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
 }
 
 impl Default for TestPki {
