@@ -201,26 +201,14 @@ fn tls_server(raw: RawTlsServer, base: &Path) -> Result<ServerConfig, String> {
     let versions = versions(raw.min_version.as_deref(), raw.max_version.as_deref())?;
     let mut provider = (*provider).clone();
     if !raw.cipher_suites.is_empty() {
-        provider.cipher_suites = raw
-            .cipher_suites
-            .iter()
-            .map(|name| {
-                cipher_suite(name).ok_or_else(|| format!("cipher_suites: {name:?} is not one rustls offers"))
-            })
-            .collect::<Result<_, _>>()?;
+        provider.cipher_suites = each_offered(&raw.cipher_suites, "cipher_suites", cipher_suite)?;
         // TLS 1.3 suites are not configurable in the toolkit's format: keep them.
         provider
             .cipher_suites
             .extend(rustls::crypto::ring::DEFAULT_CIPHER_SUITES.iter().filter(|s| s.tls13().is_some()));
     }
     if !raw.curve_preferences.is_empty() {
-        provider.kx_groups = raw
-            .curve_preferences
-            .iter()
-            .map(|name| {
-                kx_group(name).ok_or_else(|| format!("curve_preferences: {name:?} is not one rustls offers"))
-            })
-            .collect::<Result<_, _>>()?;
+        provider.kx_groups = each_offered(&raw.curve_preferences, "curve_preferences", kx_group)?;
     }
     let _ = raw.prefer_server_cipher_suites;
     let verifier =
@@ -256,6 +244,18 @@ fn versions(
         .filter(|(rank, _)| (min..=max).contains(rank))
         .map(|(_, v)| v)
         .collect())
+}
+
+/// What each of `names` stands for, or which one rustls does not offer.
+fn each_offered<T>(
+    names: &[String],
+    field: &str,
+    find: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, String> {
+    names
+        .iter()
+        .map(|name| find(name).ok_or_else(|| format!("{field}: {name:?} is not one rustls offers")))
+        .collect()
 }
 
 fn cipher_suite(name: &str) -> Option<rustls::SupportedCipherSuite> {
@@ -312,8 +312,8 @@ fn client_verifier(
             }
             Ok(WebPkiClientVerifier::no_client_auth())
         }
-        "RequestClientCert" => Ok(Arc::new(AnyClientCert { mandatory: false, provider: provider.clone() })),
-        "RequireAnyClientCert" => Ok(Arc::new(AnyClientCert { mandatory: true, provider: provider.clone() })),
+        "RequestClientCert" => Ok(Arc::new(AnyClientCert { mandatory: false, algorithms: provider.signature_verification_algorithms })),
+        "RequireAnyClientCert" => Ok(Arc::new(AnyClientCert { mandatory: true, algorithms: provider.signature_verification_algorithms })),
         "VerifyClientCertIfGiven" => verifying(true),
         "RequireAndVerifyClientCert" => verifying(false),
         other => Err(format!(
@@ -322,13 +322,18 @@ fn client_verifier(
     }
 }
 
+/// Short names for the signature checks' types, which rustls' traits spell out.
+type Der<'a> = CertificateDer<'a>;
+type Dss = rustls::DigitallySignedStruct;
+type Signature = Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>;
+
 /// Asks for a client certificate without verifying its chain (the toolkit's
 /// `RequestClientCert` and `RequireAnyClientCert`); the handshake still proves that the
 /// client holds its key.
 #[derive(Debug)]
 struct AnyClientCert {
     mandatory: bool,
-    provider: rustls::crypto::CryptoProvider,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
 impl ClientCertVerifier for AnyClientCert {
@@ -349,36 +354,16 @@ impl ClientCertVerifier for AnyClientCert {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+    fn verify_tls12_signature(&self, msg: &[u8], cert: &Der<'_>, dss: &Dss) -> Signature {
+        rustls::crypto::verify_tls12_signature(msg, cert, dss, &self.algorithms)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+    fn verify_tls13_signature(&self, msg: &[u8], cert: &Der<'_>, dss: &Dss) -> Signature {
+        rustls::crypto::verify_tls13_signature(msg, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 

@@ -646,25 +646,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_command_line_longer_than_the_bound_ends_the_session_as_a_failure() {
-        let behaviour = Behaviour { max_line_bytes: 16, ..Behaviour::default() };
-        let (mut client, session, _pki) = serve_in_memory(behaviour, Start::Accepted(Instant::now()));
-        read_reply(&mut client).await;
-        client.write_all(b"EHLO a-rather-long-name.example.test\r\n").await.unwrap();
-        let seen = session.await.unwrap();
-        assert_eq!(seen.failure.as_deref(), Some("command line longer than 16 bytes"));
-        assert!(seen.lines.is_empty());
-    }
-
-    #[tokio::test]
-    async fn more_commands_than_the_bound_end_the_session_as_a_failure() {
-        let behaviour = Behaviour { max_commands: 2, ..Behaviour::default() };
-        let (mut client, session, _pki) = serve_in_memory(behaviour, Start::Accepted(Instant::now()));
-        read_reply(&mut client).await;
-        client.write_all(b"NOOP\r\nNOOP\r\nNOOP\r\n").await.unwrap();
-        let seen = session.await.unwrap();
-        assert_eq!(seen.failure.as_deref(), Some("more than 2 commands"));
-        assert_eq!(seen.lines, ["NOOP", "NOOP"]);
+    async fn a_session_past_its_line_or_command_bound_ends_as_a_failure() {
+        let long_line = Behaviour { max_line_bytes: 16, ..Behaviour::default() };
+        let many_commands = Behaviour { max_commands: 2, ..Behaviour::default() };
+        for (behaviour, sent, failure, lines) in [
+            (
+                long_line,
+                "EHLO a-rather-long-name.example.test\r\n",
+                "command line longer than 16 bytes",
+                vec![],
+            ),
+            (many_commands, "NOOP\r\nNOOP\r\nNOOP\r\n", "more than 2 commands", vec!["NOOP", "NOOP"]),
+        ] {
+            let (mut client, session, _pki) = serve_in_memory(behaviour, Start::Accepted(Instant::now()));
+            read_reply(&mut client).await;
+            client.write_all(sent.as_bytes()).await.unwrap();
+            let seen = session.await.unwrap();
+            assert_eq!(seen.failure.as_deref(), Some(failure));
+            assert_eq!(seen.lines, lines);
+        }
     }
 
     #[tokio::test]
