@@ -74,19 +74,60 @@ pub struct ProbeEndpoint {
     /// Hosts allowed besides the configured targets' hosts; `*.example.com` allows every
     /// name below example.com.
     pub allowed_hosts: Vec<String>,
-    /// (host in lower case, port, module) of every configured spec whose module carries
-    /// credentials: the only places `/probe` may use such a module, so that a listener
-    /// on another port of an allowed host cannot collect them. Kept whole on every shard.
-    pub credentialed: std::collections::BTreeSet<(String, u16, String)>,
+    /// The configured targets' hosts, and where their modules carry credentials; kept
+    /// whole on every shard.
+    pub places: Places,
+}
+
+/// Where the configuration probes, for `/probe` to look up in constant time: every
+/// configured host (allowed on every shard), and every (host, port, module) whose module
+/// carries credentials, the only places `/probe` may use such a module, so that a
+/// listener on another port of an allowed host cannot collect them.
+///
+/// Held as 64-bit digests under a key drawn at random when the process starts, not as
+/// text: 10,000 specs take a few hundred KiB instead of several MiB, and a request
+/// matches a place it is not with a chance of one in 2^64 per configured place, which
+/// nobody can aim for without the key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Places {
+    hosts: std::collections::HashSet<u64>,
+    credentialed: std::collections::HashSet<u64>,
+}
+
+impl Places {
+    fn digest(value: impl std::hash::Hash) -> u64 {
+        use std::hash::BuildHasher;
+        static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+        KEY.get_or_init(Default::default).hash_one(value)
+    }
+
+    /// The places of `schedule` (hosts compared without regard to case).
+    pub(crate) fn of(schedule: &[Scheduled]) -> Places {
+        let mut places = Places::default();
+        for spec in schedule.iter().map(|s| &s.spec) {
+            let host = spec.host.to_ascii_lowercase();
+            if spec.module.auth.is_some() {
+                places.credentialed.insert(Places::digest((&host, spec.port, &spec.module_name)));
+            }
+            places.hosts.insert(Places::digest(host));
+        }
+        places
+    }
+
+    fn has_host(&self, host: &str) -> bool {
+        self.hosts.contains(&Places::digest(host.to_ascii_lowercase()))
+    }
+
+    fn credentialed(&self, host: &str, port: u16, module: &str) -> bool {
+        self.credentialed.contains(&Places::digest((&host.to_ascii_lowercase(), port, module)))
+    }
 }
 
 impl Config {
     /// Keeps only the specs this shard owns. `/probe` is not affected: the configured
     /// hosts stay allowed on every shard.
     pub fn keep_shard(&mut self, shard: Shard) {
-        let hosts: Vec<String> = self.schedule.iter().map(|s| s.spec.host.clone()).collect();
         self.schedule.retain(|s| shard.owns(&s.spec.key()));
-        self.probe_endpoint.allowed_hosts.extend(hosts);
     }
 
     /// Whether `/probe` may probe `host`.
@@ -94,7 +135,7 @@ impl Config {
         let host = host.to_ascii_lowercase();
         let endpoint = &self.probe_endpoint;
         endpoint.allow_any_target
-            || self.schedule.iter().any(|s| s.spec.host.eq_ignore_ascii_case(&host))
+            || endpoint.places.has_host(&host)
             || endpoint.allowed_hosts.iter().any(|pattern| {
                 let pattern = pattern.to_ascii_lowercase();
                 match pattern.strip_prefix("*.") {
@@ -120,8 +161,7 @@ impl Config {
         if port == 0 {
             return Err(OnDemandError::Port);
         }
-        let place = (host.to_ascii_lowercase(), port, module_name.to_owned());
-        if module.auth.is_some() && !self.probe_endpoint.credentialed.contains(&place) {
+        if module.auth.is_some() && !self.probe_endpoint.places.credentialed(host, port, module_name) {
             return Err(OnDemandError::Credentials);
         }
         let module = match timeout {

@@ -301,3 +301,34 @@ fn password_file_trailing_newline_is_dropped_and_secret_is_redacted() {
     assert!(!debug.contains("s3cret"), "secret leaked in Debug: {debug}");
     assert!(debug.contains("<redacted>"));
 }
+
+/// Every shard lets `/probe` reach every configured host, and use a module with
+/// credentials exactly where the whole configuration does, whichever shard probes it.
+#[test]
+fn probe_places_hold_on_every_shard() {
+    let mut yaml = String::from(
+        "modules:\n  relay: { tls: starttls }\n  sub: { tls: starttls_required, auth: { username: u, password: p } }\ntargets:\n",
+    );
+    for i in 0..40 {
+        yaml.push_str(&format!(
+            "  - {{ host: MX{i}.example.test, ports: [{{ port: 25, module: relay }}, {{ port: 587, module: sub }}] }}\n"
+        ));
+    }
+    for index in 0..4 {
+        let mut config = parse(&yaml, "t").unwrap();
+        config.keep_shard(Shard { index, count: 4 });
+        assert!(config.schedule.len() < 80, "the shard keeps a part of the specs");
+        for i in 0..40 {
+            let host = format!("mx{i}.example.test");
+            assert!(config.probe_allowed(&host) && config.probe_allowed(&host.to_uppercase()), "{host}");
+            assert!(config.on_demand_spec(&host, 587, "sub", None).is_ok(), "{host}:587");
+            for (port, module) in [(25, "sub"), (2525, "sub")] {
+                let refused = config.on_demand_spec(&host, port, module, None);
+                assert!(matches!(refused, Err(OnDemandError::Credentials)), "{host}:{port} {module}");
+            }
+            assert!(config.on_demand_spec(&host, 2525, "relay", None).is_ok());
+        }
+        assert!(!config.probe_allowed("mx40.example.test"));
+        assert!(!config.probe_allowed("example.test"));
+    }
+}

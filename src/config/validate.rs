@@ -87,11 +87,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
             .extend(validate_target(target, interval, &modules, &mut seen).map_err(|e| format!("{at}{e}"))?);
     }
     let mut probe_endpoint = validate_probe_endpoint(raw.probe_endpoint)?;
-    probe_endpoint.credentialed = schedule
-        .iter()
-        .filter(|s| s.spec.module.auth.is_some())
-        .map(|s| (s.spec.host.to_ascii_lowercase(), s.spec.port, s.spec.module_name.clone()))
-        .collect();
+    probe_endpoint.places = super::Places::of(&schedule);
     let probe_endpoint_can_probe = probe_endpoint.enabled
         && !modules.is_empty()
         && (probe_endpoint.allow_any_target || !probe_endpoint.allowed_hosts.is_empty());
@@ -181,7 +177,7 @@ fn validate_probe_endpoint(raw: RawProbeEndpoint) -> Result<ProbeEndpoint, Strin
         enabled: raw.enabled,
         allow_any_target: raw.allow_any_target,
         allowed_hosts: raw.allowed_hosts,
-        credentialed: Default::default(),
+        places: Default::default(),
     })
 }
 

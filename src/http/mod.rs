@@ -73,6 +73,9 @@ pub async fn serve(listener: TcpListener, state: Arc<Shared>, shutdown: impl Fut
             },
             _ = &mut shutdown => return,
         };
+        // Responses leave as they are written: the last, partial segment of a streamed
+        // exposition would otherwise wait for the client's delayed ACK (40 ms on Linux).
+        let _ = stream.set_nodelay(true);
         // Every slot answering a request at its client's pace: this one waits its turn
         // by going away (its client retries), rather than queueing unseen.
         let Some(slot) = connections.admit() else {

@@ -188,7 +188,7 @@ pub fn bad_reloads_keep_the_old_configuration(mta: &Mta) -> Check {
         ("comments only", "# nothing\n".into()),
         ("a module defined twice", good.replace("modules:\n", "modules:\n  m: { tls: implicit }\n")),
         ("interval 1ms", format!("interval: 1ms\n{good}")),
-        ("2 MB of YAML", format!("{good}# {}\n", "y".repeat(2_000_000))),
+        ("17 MB of YAML", format!("{good}# {}\n", "y".repeat(17_000_000))),
     ];
     let mut most_rss: f64 = 0.0;
     for (what, text) in &hostile {
