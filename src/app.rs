@@ -126,6 +126,8 @@ pub async fn run(
 /// Runs the exporter on a prepared configuration until `shutdown` resolves.
 pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let Prepared { source, config, web, enable_lifecycle } = prepared;
+    // Before the first probes, so that a failure to listen for SIGHUP is logged at start.
+    let mut hangups = hangup_signals();
     let store = Arc::new(Store::new());
     let exporter = Arc::new(Exporter::new(store.clone()));
     exporter.register(Box::new(web.reload_successful.clone()));
@@ -153,7 +155,6 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
         let _ = http_stopped.await;
     }));
 
-    let mut hangups = hangup_signals();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

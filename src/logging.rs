@@ -44,11 +44,15 @@ impl LogLevel {
     }
 }
 
-/// Installs the global subscriber, writing to standard error.
+/// Installs the global subscriber, writing to standard error. A line that cannot be
+/// written (standard error closed, its pipe's reader gone) is dropped: tracing-subscriber
+/// would otherwise report it with `eprintln!`, which panics when standard error is gone,
+/// killing whichever task logged (the HTTP server, a spec's probes).
 pub fn init(level: LogLevel, format: LogFormat) {
     tracing_subscriber::fmt()
         .with_max_level(level.to_tracing())
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .event_format(Lines(format))
         .init();
 }

@@ -130,10 +130,19 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Registered before anything runs, so that a failure is an error at start: the
+        // fallback used to resolve at once, ending the exporter as if it had been asked to.
+        let terminate = match terminate() {
+            Ok(terminate) => terminate,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM and SIGINT");
+                return ExitCode::FAILURE;
+            }
+        };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(address = %addr, version = env!("CARGO_PKG_VERSION"), "listening");
         }
-        app::serve(prepared, listener, terminate()).await;
+        app::serve(prepared, listener, terminate).await;
         ExitCode::SUCCESS
     })
 }
@@ -212,18 +221,23 @@ async fn bind(address: &ListenAddress) -> std::io::Result<tokio::net::TcpListene
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn terminate() {
+/// A future that resolves on SIGINT or SIGTERM, registered now.
+fn terminate() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+        Ok(async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            return;
-        }
+        })
     }
-    let _ = tokio::signal::ctrl_c().await;
+    #[cfg(not(unix))]
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
 }

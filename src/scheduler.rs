@@ -13,10 +13,15 @@
 //! counts it (`ScheduleMetrics`) and logs it once per episode, so that "the exporter cannot
 //! keep up" is visible rather than silently making every result older. Tasks are tracked,
 //! so that shutdown waits for them to end.
+//!
+//! A task costs little while it sleeps, since a fleet is mostly sleeping tasks: it shares
+//! its spec with the configuration (an `Arc`), finds its current settings in a small cell
+//! the scheduler writes, and learns of a reload from one channel that every task listens
+//! to, rather than from a channel and a cancellation token of its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
@@ -48,18 +53,28 @@ pub struct Scheduler {
     /// The concurrency limit shared by every task, across reloads.
     limit: Limit,
     lateness: Arc<Lateness>,
-    tasks: HashMap<SpecKey, TaskHandle>,
+    tasks: HashMap<SpecKey, Arc<Settings>>,
+    /// Bumped after a reload has written the tasks' settings: every task looks at its own.
+    reloaded: watch::Sender<()>,
     tracker: TaskTracker,
-    /// Cancelled on shutdown; every task's token is a child of it.
+    /// Cancelled on shutdown; every task holds a clone.
     shutdown: CancellationToken,
 }
 
-/// How the scheduler reaches one running task.
-struct TaskHandle {
-    /// The spec's current settings; a reload sends new ones.
-    spec: watch::Sender<Arc<Scheduled>>,
-    /// Stops the task (and the probe it is running).
-    cancel: CancellationToken,
+/// One task's current settings, written by the scheduler on reload.
+struct Settings {
+    /// `None` once the spec is removed: the task ends (and the probe it is running).
+    spec: Mutex<Option<Arc<Scheduled>>>,
+}
+
+impl Settings {
+    fn current(&self) -> Option<Arc<Scheduled>> {
+        self.spec.lock().expect("task settings lock").clone()
+    }
+
+    fn set(&self, spec: Option<Arc<Scheduled>>) {
+        *self.spec.lock().expect("task settings lock") = spec;
+    }
 }
 
 impl Scheduler {
@@ -72,6 +87,7 @@ impl Scheduler {
             limit: Limit::new(),
             lateness,
             tasks: HashMap::new(),
+            reloaded: watch::Sender::new(()),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         }
@@ -85,33 +101,31 @@ impl Scheduler {
         self.limit.resize(config.max_concurrency, &self.tracker);
         self.lateness.metrics.max_concurrency.set(i64::try_from(config.max_concurrency).unwrap_or(i64::MAX));
         let mut wanted: HashMap<SpecKey, Arc<Scheduled>> =
-            config.schedule.iter().map(|s| (s.spec.key(), Arc::new(s.clone()))).collect();
-        self.tasks.retain(|key, task| match wanted.remove(key) {
-            Some(scheduled) => {
-                task.spec.send_replace(scheduled);
-                true
-            }
-            None => {
-                task.cancel.cancel();
-                false
-            }
+            config.schedule.iter().map(|s| (s.spec.key(), s.clone())).collect();
+        self.tasks.retain(|key, settings| {
+            let spec = wanted.remove(key);
+            let kept = spec.is_some();
+            settings.set(spec);
+            kept
         });
         for (key, scheduled) in wanted {
-            let (spec_tx, spec_rx) = watch::channel(scheduled);
-            let cancel = self.shutdown.child_token();
+            let settings = Arc::new(Settings { spec: Mutex::new(Some(scheduled.clone())) });
             let task = SpecTask {
                 key: key.clone(),
-                spec: spec_rx,
+                spec: scheduled,
+                settings: settings.clone(),
+                reloaded: self.reloaded.subscribe(),
                 store: self.store.clone(),
                 limit: self.limit.semaphore.clone(),
-                cancel: cancel.clone(),
+                shutdown: self.shutdown.clone(),
                 base: self.base,
                 lateness: self.lateness.clone(),
                 last_success: None,
             };
             self.tracker.spawn(task.run());
-            self.tasks.insert(key, TaskHandle { spec: spec_tx, cancel });
+            self.tasks.insert(key, settings);
         }
+        self.reloaded.send_replace(());
     }
 
     /// Stops every task and waits (bounded) until they have ended.
@@ -165,13 +179,17 @@ impl Limit {
     }
 }
 
-/// One spec's task: sleeps until its slot, probes, records, and so on until cancelled.
+/// One spec's task: sleeps until its slot, probes, records, and so on until its spec is
+/// removed or the exporter stops.
 struct SpecTask {
     key: SpecKey,
-    spec: watch::Receiver<Arc<Scheduled>>,
+    /// The settings in use; taken from `settings` after each reload.
+    spec: Arc<Scheduled>,
+    settings: Arc<Settings>,
+    reloaded: watch::Receiver<()>,
     store: Arc<Store>,
     limit: Arc<Semaphore>,
-    cancel: CancellationToken,
+    shutdown: CancellationToken,
     base: Instant,
     lateness: Arc<Lateness>,
     /// Whether this task's last probe succeeded, for logging transitions.
@@ -183,13 +201,13 @@ impl SpecTask {
         // A new spec is probed at once, then on its slots.
         let mut slot = Instant::now();
         loop {
-            if !self.probe_and_record(slot).await {
+            // A reload during the probe may have brought new settings, or removed the spec.
+            if !self.probe_and_record(slot).await || !self.take_settings() {
                 return;
             }
             let probed = slot;
-            let interval = self.spec.borrow().interval;
-            slot = next_slot(self.base, offset_for(&self.key, interval), interval, Instant::now());
-            let skipped = slots_between(probed, slot, interval);
+            slot = self.next_slot();
+            let skipped = slots_between(probed, slot, self.spec.interval);
             if skipped > 0 {
                 self.lateness.skipped(skipped);
             }
@@ -197,14 +215,45 @@ impl SpecTask {
                 tokio::select! {
                     _ = tokio::time::sleep_until(slot) => break,
                     // New settings: the interval may have changed, so reckon the slot again.
-                    changed = self.spec.changed() => {
-                        if changed.is_err() {
+                    changed = self.reloaded.changed() => {
+                        if changed.is_err() || !self.take_settings() {
                             return;
                         }
-                        let interval = self.spec.borrow().interval;
-                        slot = next_slot(self.base, offset_for(&self.key, interval), interval, Instant::now());
+                        slot = self.next_slot();
                     }
-                    _ = self.cancel.cancelled() => return,
+                    _ = self.shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    fn next_slot(&self) -> Instant {
+        let interval = self.spec.interval;
+        next_slot(self.base, offset_for(&self.key, interval), interval, Instant::now())
+    }
+
+    /// Takes the settings a reload wrote; false when the spec was removed (or the
+    /// scheduler is gone).
+    fn take_settings(&mut self) -> bool {
+        match self.settings.current() {
+            Some(spec) => {
+                self.spec = spec;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Resolves when this task should stop: the exporter stops, or a reload removed the
+    /// spec. A reload that keeps it is noted and waited past.
+    async fn stopped(shutdown: &CancellationToken, reloaded: &mut watch::Receiver<()>, settings: &Settings) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = reloaded.changed() => {
+                    if changed.is_err() || settings.current().is_none() {
+                        return;
+                    }
                 }
             }
         }
@@ -215,18 +264,22 @@ impl SpecTask {
     async fn probe_and_record(&mut self, slot: Instant) -> bool {
         let permit = tokio::select! {
             permit = self.limit.clone().acquire_owned() => permit,
-            _ = self.cancel.cancelled() => return false,
+            _ = Self::stopped(&self.shutdown, &mut self.reloaded, &self.settings) => return false,
         };
         let Ok(_permit) = permit else { return false };
         self.lateness.started(Instant::now().saturating_duration_since(slot));
-        let scheduled = self.spec.borrow_and_update().clone();
+        // A reload while waiting for the permit may have brought new settings.
+        if !self.take_settings() {
+            return false;
+        }
+        let scheduled = self.spec.clone();
         let metrics = &self.lateness.metrics;
         metrics.in_flight.inc();
         // Boxed: the probe future is several KiB, and an idle task should not carry room
         // for it between probes (10,000 idle specs would hold ~46 MiB for nothing).
         let report = tokio::select! {
             report = Box::pin(probe::run(&scheduled.spec)) => Some(report),
-            _ = self.cancel.cancelled() => None,
+            _ = Self::stopped(&self.shutdown, &mut self.reloaded, &self.settings) => None,
         };
         metrics.in_flight.dec();
         let Some(report) = report else { return false };

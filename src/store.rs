@@ -46,7 +46,7 @@ impl Store {
 
     /// Keeps exactly the configured specs: new ones start empty, removed ones lose their
     /// record and series, kept ones keep their counters and take the new settings.
-    pub fn reconcile(&self, configured: &[Scheduled]) {
+    pub fn reconcile(&self, configured: &[Arc<Scheduled>]) {
         let wanted: BTreeMap<SpecKey, bool> =
             configured.iter().map(|s| (s.spec.key(), s.spec.module.ehlo_metrics)).collect();
         let mut specs = self.specs.write().expect("store lock");

@@ -57,7 +57,8 @@ pub struct Config {
     pub max_concurrency: usize,
     pub modules: BTreeMap<String, Arc<Module>>,
     /// Every spec with its interval, in the order the file lists them.
-    pub schedule: Vec<Scheduled>,
+    /// Shared with the scheduler's tasks, which hold the spec they run.
+    pub schedule: Vec<Arc<Scheduled>>,
     pub probe_endpoint: ProbeEndpoint,
     /// Settings that load but will probably not do what was meant, in words; logged at
     /// load and printed by `--config.check`.
@@ -102,7 +103,7 @@ impl Places {
     }
 
     /// The places of `schedule` (hosts compared without regard to case).
-    pub(crate) fn of(schedule: &[Scheduled]) -> Places {
+    pub(crate) fn of(schedule: &[Arc<Scheduled>]) -> Places {
         let mut places = Places::default();
         for spec in schedule.iter().map(|s| &s.spec) {
             let host = spec.host.to_ascii_lowercase();

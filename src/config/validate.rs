@@ -83,8 +83,9 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
     let mut seen = HashSet::new();
     for (i, target) in raw.targets.into_iter().enumerate() {
         let at = format!("targets[{i}]");
-        schedule
-            .extend(validate_target(target, interval, &modules, &mut seen).map_err(|e| format!("{at}{e}"))?);
+        let scheduled =
+            validate_target(target, interval, &modules, &mut seen).map_err(|e| format!("{at}{e}"))?;
+        schedule.extend(scheduled.into_iter().map(Arc::new));
     }
     let mut probe_endpoint = validate_probe_endpoint(raw.probe_endpoint)?;
     probe_endpoint.places = super::Places::of(&schedule);
@@ -183,9 +184,9 @@ fn validate_probe_endpoint(raw: RawProbeEndpoint) -> Result<ProbeEndpoint, Strin
 
 /// What loads but will probably not do what was meant: a banner deadline on port 25 too
 /// short for a postscreen MX. One warning per module.
-fn warnings(schedule: &[Scheduled]) -> Vec<String> {
+fn warnings(schedule: &[Arc<Scheduled>]) -> Vec<String> {
     let mut warnings = Vec::new();
-    for Scheduled { spec, .. } in schedule {
+    for spec in schedule.iter().map(|s| &s.spec) {
         let banner_deadline = spec.module.phase_timeout.min(spec.module.timeout);
         if spec.port != 25 || banner_deadline >= POSTSCREEN_GREET_MARGIN {
             continue;

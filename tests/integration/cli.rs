@@ -339,6 +339,15 @@ fn running_out_of_file_descriptors_is_not_the_targets_fault() {
         !lines.iter().any(|l| l.contains("reason=local_resources") && l.contains("probe failed")),
         "{lines:#?}"
     );
+    // Signals are registered before the first probes take every descriptor: a failed
+    // registration used to end the exporter as if SIGTERM had come (now and then).
+    assert!(!lines.iter().any(|l| l.contains("shutting down")), "{lines:#?}");
+    assert!(
+        matches!(exporter.child.try_wait(), Ok(None)),
+        "the exporter ended: {:?}",
+        exporter.child.try_wait()
+    );
+    eprintln!("DIAG lines: {lines:#?}");
     // Scraping needs a descriptor too: wait until the first probes' sockets are closed.
     let samples = scrape(&exporter);
     assert!(value(&samples, "smtp_exporter_probes_failed_locally_total", &[]) >= 1.0);
@@ -349,4 +358,27 @@ fn running_out_of_file_descriptors_is_not_the_targets_fault() {
             .count();
         assert_eq!(blamed, 0, "{blamed} targets blamed with state {state}");
     }
+}
+
+/// An exporter whose standard error is closed keeps probing and serving: tracing-subscriber
+/// reported a failed log write with `eprintln!`, which panics when standard error is gone,
+/// so each task that logged died (the HTTP server with the first "accept failed", a
+/// spec's task with its first "probe failed").
+#[test]
+fn a_closed_standard_error_stops_nothing() {
+    let config = format!(
+        "interval: 1s\nmodules:\n  m: {{ tls: none, timeout: 500ms }}\ntargets:\n  - {{ name: refused, host: 127.0.0.1, ports: [{{ port: {}, module: m }}] }}\n",
+        free_port()
+    );
+    // At debug level every probe logs a line.
+    let mut exporter = Running::start(&config, &["--log.level=debug"]);
+    let lines = exporter.log_lines_until(Duration::from_secs(5), |l| l.contains("probe failed"));
+    assert!(lines.iter().any(|l| l.contains("probe failed")), "{lines:#?}");
+    // log_lines_until's reader ends at the next line, closing the pipe: the exporter
+    // writes to a closed pipe from then on.
+    let before = value(&scrape(&exporter), "smtp_probes_total", &[("target", "refused")]);
+    std::thread::sleep(Duration::from_millis(4500));
+    assert!(matches!(exporter.child.try_wait(), Ok(None)), "the exporter ended");
+    let after = value(&scrape(&exporter), "smtp_probes_total", &[("target", "refused")]);
+    assert!(after >= before + 3.0, "probes stopped after standard error closed: {before} then {after}");
 }

@@ -16,5 +16,5 @@ pub fn spec_expecting(module_yaml: &str, port: u16, expect: &str) -> ProbeSpec {
         "modules:\n  m:\n{module}targets:\n  - name: fake\n    host: 127.0.0.1\n    ports: [{{ port: {port}, module: m }}]\n    expect: {expect}\n"
     );
     let config = config::parse(&yaml, "test config").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    config.schedule.into_iter().next().expect("one spec").spec
+    config.schedule.first().expect("one spec").spec.clone()
 }
