@@ -1144,15 +1144,35 @@ fn status_page_layout_in_chromium(mta: &Mta) -> Check {
     if order != serde_json::json!(["0", "1", "1", "1", "1"]) {
         return Err(format!("failures are not first: {order}"));
     }
-    // One scale: rendered bar lengths in pixels, by module.
+    // One scale: each rendered bar's length in pixels, by module, is where its probe's own
+    // total time falls on the page's logarithmic scale (0.1 ms to 100 s over the bar's width).
+    // The totals come from the segments' titles, so that a slow name lookup on a loaded
+    // machine moves the expectation with it.
     let lengths = browser.eval(
-        "Object.fromEntries([...document.querySelectorAll('tr.spec')].map(r => [r.dataset.port + '/' + r.dataset.module, [...r.querySelectorAll('.seg')].reduce((w, s) => w + s.getBoundingClientRect().width, 0)]))",
+        "Object.fromEntries([...document.querySelectorAll('tr.spec')].map(r => [r.dataset.port + '/' + r.dataset.module, [[...r.querySelectorAll('.seg')].reduce((w, s) => w + s.getBoundingClientRect().width, 0), [...r.querySelectorAll('.seg')].reduce((t, s) => t + parseFloat(s.title.split(': ')[1]), 0), r.querySelector('.bar').getBoundingClientRect().width]]))",
     )?;
-    let px = |key: String| lengths[&key].as_f64().ok_or(format!("no bar for {key}: {lengths}"));
-    let (refused, plain, slow) =
-        (px(format!("{closed}/relay"))?, px(format!("{relay}/plain"))?, px(format!("{postscreen}/relay"))?);
-    if !(refused < plain && plain < slow && slow > 4.0 * refused.max(1.0)) {
-        return Err(format!("bars are not on one scale: refused {refused:.1} px, plain {plain:.1} px, postscreen {slow:.1} px"));
+    let bar = |key: String| -> Result<(f64, f64, f64), String> {
+        let row = &lengths[&key];
+        match (row[0].as_f64(), row[1].as_f64(), row[2].as_f64()) {
+            (Some(px), Some(ms), Some(width)) => Ok((px, ms, width)),
+            _ => Err(format!("no bar for {key}: {lengths}")),
+        }
+    };
+    let rows = [format!("{closed}/relay"), format!("{relay}/plain"), format!("{postscreen}/relay")];
+    let mut seen = Vec::new();
+    for key in rows {
+        let (px, ms, width) = bar(key.clone())?;
+        let expected = ((ms / 0.1).log10() / 6.0).clamp(0.0, 1.0) * width;
+        if (px - expected).abs() > 1.5 {
+            return Err(format!(
+                "{key}: bar of {px:.1} px for {ms:.3} ms, want {expected:.1} px of {width:.0}"
+            ));
+        }
+        seen.push((px, ms));
+    }
+    let (refused, slow) = (seen[0], seen[2]);
+    if !(slow.1 > 5_000.0 && slow.0 > 4.0 * refused.0.max(1.0)) {
+        return Err(format!("bars are not on one scale: refused {refused:?}, postscreen {slow:?} (px, ms)"));
     }
     // A probe that succeeds with a certificate that did not verify is not shown as healthy,
     // and comes right after the failures.
