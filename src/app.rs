@@ -12,7 +12,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{self, Config, ConfigError, Shard};
+use std::collections::HashMap;
+
+use crate::config::{self, Config, ConfigError, Scheduled, Shard};
+use crate::domains::{Derived, Resolutions, Walkers};
 use crate::http::{self, ReloadRequest};
 use crate::metrics::Exporter;
 use crate::scheduler::Scheduler;
@@ -129,14 +132,21 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
     // Before the first probes, so that a failure to listen for SIGHUP is logged at start.
     let mut hangups = hangup_signals();
     let store = Arc::new(Store::new());
-    let exporter = Arc::new(Exporter::new(store.clone()));
+    let resolutions = Arc::new(Resolutions::default());
+    let exporter = Arc::new(Exporter::new(store.clone(), resolutions.clone()));
     exporter.register(Box::new(web.reload_successful.clone()));
     exporter.config_loaded(true);
-    let mut scheduler = Scheduler::new(store, exporter.schedule.clone());
-    scheduler.apply(&config);
+    let (derived_tx, mut derived_rx) = mpsc::unbounded_channel::<Derived>();
+    let mut fleet = Fleet {
+        scheduler: Scheduler::new(store, exporter.schedule.clone()),
+        walkers: Walkers::new(derived_tx, resolutions),
+        derived: HashMap::new(),
+    };
+    fleet.configure(&config);
     log_warnings(&config);
     tracing::info!(
         specs = config.schedule.len(),
+        expansions = config.expansions.len(),
         max_concurrency = config.max_concurrency,
         "configuration loaded"
     );
@@ -160,15 +170,27 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
         tokio::select! {
             _ = &mut shutdown => break,
             Some(answer) = reload_rx.recv() => {
-                let _ = answer.send(reload(&source, &mut scheduler, &shared));
+                let _ = answer.send(reload(&source, &mut fleet, &shared));
             }
             Some(()) = hangups.recv() => {
-                let _ = reload(&source, &mut scheduler, &shared);
+                let _ = reload(&source, &mut fleet, &shared);
+            }
+            Some(first) = derived_rx.recv() => {
+                // A burst of walks (a fleet of domains starting) is applied once.
+                let mut changed = fleet.take(first);
+                while let Ok(more) = derived_rx.try_recv() {
+                    changed |= fleet.take(more);
+                }
+                if changed {
+                    let config = shared.config.read().expect("config lock").clone();
+                    fleet.schedule(&config);
+                }
             }
         }
     }
     tracing::info!("shutting down");
-    scheduler.stop().await;
+    fleet.walkers.stop().await;
+    fleet.scheduler.stop().await;
     let _ = stop_http.send(());
     let _ = server.await;
 }
@@ -204,12 +226,49 @@ impl Sharded {
     }
 }
 
+/// The scheduler, the domain walks, and the specs the walks made: what a configuration
+/// and DNS together say to probe.
+struct Fleet {
+    scheduler: Scheduler,
+    walkers: Walkers,
+    /// The latest specs of each expansion, by name.
+    derived: HashMap<String, Vec<Arc<Scheduled>>>,
+}
+
+impl Fleet {
+    /// Takes on `config`: the walks start again (expansions kept keep their specs until
+    /// their first walk replaces them), and the scheduler gets the new set.
+    fn configure(&mut self, config: &Config) {
+        let names: std::collections::HashSet<&str> =
+            config.expansions.iter().map(|e| e.name.as_str()).collect();
+        self.derived.retain(|name, _| names.contains(name.as_str()));
+        self.walkers.apply(config, &self.derived);
+        self.schedule(config);
+    }
+
+    /// Records a walk's specs; false when it belongs to an older configuration.
+    fn take(&mut self, derived: Derived) -> bool {
+        if derived.generation != self.walkers.generation() {
+            return false;
+        }
+        self.derived.insert(derived.name, derived.specs);
+        true
+    }
+
+    /// Hands the scheduler the configured specs and every walk's specs.
+    fn schedule(&mut self, config: &Config) {
+        let all: Vec<Arc<Scheduled>> =
+            config.schedule.iter().chain(self.derived.values().flatten()).cloned().collect();
+        self.scheduler.apply(&all, config.max_concurrency);
+    }
+}
+
 /// Loads the configuration again and applies it, or keeps the old one.
-fn reload(source: &Sharded, scheduler: &mut Scheduler, shared: &http::Shared) -> Result<(), ConfigError> {
+fn reload(source: &Sharded, fleet: &mut Fleet, shared: &http::Shared) -> Result<(), ConfigError> {
     let exporter = &shared.exporter;
     match source.load() {
         Ok(config) => {
-            scheduler.apply(&config);
+            fleet.configure(&config);
             exporter.config_loaded(true);
             log_warnings(&config);
             let specs = config.schedule.len();

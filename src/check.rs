@@ -20,6 +20,7 @@ use crate::config::{
     self, Auth, CredentialSource, Credentials, Expectations, IpProtocol, Module, ProbeSpec, Secret, Tls,
     TlsMode, Transport,
 };
+use crate::dns::{DnsSettings, Resolver};
 use crate::logging::format_date;
 use crate::probe::{self, Phase, PortState, ProbeReport, Reason};
 use crate::tls::{self, CertError, Roots, TlsSettings};
@@ -60,6 +61,23 @@ pub struct CheckArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Treat the argument as a mail domain and walk its MX set like a sender, even when it
+    /// has no MX record (its own addresses are then the implicit MX). Without the flag, an
+    /// argument with MX records is walked that way too.
+    #[arg(long)]
+    pub mx: bool,
+
+    /// Ask this name server (ADDRESS or ADDRESS:PORT) instead of the system's.
+    #[arg(long = "dns-server", value_name = "ADDRESS[:PORT]", value_parser = parse_dns_server)]
+    pub dns_server: Option<std::net::SocketAddr>,
+}
+
+/// `--dns-server`: an address, with port 53 unless one is given.
+fn parse_dns_server(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.parse::<std::net::SocketAddr>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{text:?} is not an IP address or ADDRESS:PORT ([v6]:PORT for IPv6)"))
 }
 
 /// One `--port PORT[:MODE]`.
@@ -144,6 +162,7 @@ struct Plan {
     strict: Arc<TlsSettings>,
     lenient: Arc<TlsSettings>,
     auth: Option<Auth>,
+    resolver: Arc<Resolver>,
 }
 
 impl Plan {
@@ -180,7 +199,14 @@ impl Plan {
             }
             _ => None,
         };
-        Ok(Plan { strict: settings(!args.insecure)?, lenient: settings(false)?, auth })
+        let dns =
+            DnsSettings { nameservers: args.dns_server.into_iter().collect(), ..DnsSettings::default() };
+        Ok(Plan {
+            strict: settings(!args.insecure)?,
+            lenient: settings(false)?,
+            auth,
+            resolver: Resolver::new(&dns),
+        })
     }
 
     /// The spec that probes `host:port` in `mode`.
@@ -196,7 +222,14 @@ impl Plan {
             auth: self.auth.clone().filter(|_| authenticates(port, mode)),
         });
         module
-            .spec(&args.host, &args.host, port, &format!("port_{port}"), Arc::new(Expectations::default()))
+            .spec(
+                &args.host,
+                &args.host,
+                port,
+                &format!("port_{port}"),
+                Arc::new(Expectations::default()),
+                &self.resolver,
+            )
             .map_err(CheckError::Host)
     }
 }

@@ -24,6 +24,8 @@
 pub mod app;
 pub mod check;
 pub mod config;
+pub mod dns;
+pub mod domains;
 mod http;
 pub mod logging;
 mod metrics;

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Scheduled, SpecKey};
+use crate::config::{Scheduled, SpecKey};
 use crate::metrics::ScheduleMetrics;
 use crate::probe;
 use crate::store::Store;
@@ -93,15 +93,16 @@ impl Scheduler {
         }
     }
 
-    /// Makes the running tasks match `config`: removed specs stop (a probe in flight with
-    /// them), new specs start with an immediate probe, and kept specs take the new
-    /// settings on their unchanged schedule.
-    pub fn apply(&mut self, config: &Config) {
-        self.store.reconcile(&config.schedule);
-        self.limit.resize(config.max_concurrency, &self.tracker);
-        self.lateness.metrics.max_concurrency.set(i64::try_from(config.max_concurrency).unwrap_or(i64::MAX));
+    /// Makes the running tasks match `schedule` (the configured specs and those the
+    /// domain walks made): removed specs stop (a probe in flight with them), new specs
+    /// start with an immediate probe, and kept specs take the new settings on their
+    /// unchanged schedule.
+    pub fn apply(&mut self, schedule: &[Arc<Scheduled>], max_concurrency: usize) {
+        self.store.reconcile(schedule);
+        self.limit.resize(max_concurrency, &self.tracker);
+        self.lateness.metrics.max_concurrency.set(i64::try_from(max_concurrency).unwrap_or(i64::MAX));
         let mut wanted: HashMap<SpecKey, Arc<Scheduled>> =
-            config.schedule.iter().map(|s| (s.spec.key(), s.clone())).collect();
+            schedule.iter().map(|s| (s.spec.key(), s.clone())).collect();
         self.tasks.retain(|key, settings| {
             let spec = wanted.remove(key);
             let kept = spec.is_some();
@@ -464,7 +465,7 @@ mod tests {
     use super::*;
 
     fn key(target: &str, port: u16) -> SpecKey {
-        SpecKey { target: target.into(), port, module: "m".into() }
+        SpecKey { target: target.into(), port, module: "m".into(), via: None }
     }
 
     #[test]

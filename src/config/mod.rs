@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use model::{
-    Auth, AuthMechanism, CredentialSource, Credentials, Expectations, IpProtocol, Module, NameError,
-    ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport,
+    Auth, AuthMechanism, CredentialSource, Credentials, ExpandedPort, Expansion, ExpansionKind, Expectations,
+    IpProtocol, Module, NameError, ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport,
+    Via,
 };
 
 /// The configuration used when no `--config.file` is given: the local host on the four
@@ -59,6 +60,12 @@ pub struct Config {
     /// Every spec with its interval, in the order the file lists them.
     /// Shared with the scheduler's tasks, which hold the spec they run.
     pub schedule: Vec<Arc<Scheduled>>,
+    /// The sources whose specs DNS decides (domains, and hosts probed on every address);
+    /// `domains` walks them and hands the specs to the scheduler beside `schedule`.
+    pub expansions: Vec<Arc<Expansion>>,
+    /// The `dns:` section, and the resolver built from it for this configuration.
+    pub dns: crate::dns::DnsSettings,
+    pub resolver: Arc<crate::dns::Resolver>,
     pub probe_endpoint: ProbeEndpoint,
     /// Settings that load but will probably not do what was meant, in words; logged at
     /// load and printed by `--config.check`.
@@ -129,6 +136,7 @@ impl Config {
     /// hosts stay allowed on every shard.
     pub fn keep_shard(&mut self, shard: Shard) {
         self.schedule.retain(|s| shard.owns(&s.spec.key()));
+        self.expansions.retain(|e| shard.owns_expansion(&e.name));
     }
 
     /// Whether `/probe` may probe `host`.
@@ -175,7 +183,7 @@ impl Config {
             _ => module.clone(),
         };
         module
-            .spec(host, host, port, module_name, Arc::new(Expectations::default()))
+            .spec(host, host, port, module_name, Arc::new(Expectations::default()), &self.resolver)
             .map_err(OnDemandError::Name)
     }
 }

@@ -5,12 +5,14 @@
 //! `/probe` and `check`. Plain data once built: nothing here does I/O.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 
+use crate::dns::{Family, Resolver};
 use crate::tls::TlsSettings;
 
 /// How a port speaks TLS. Set per port through its module, never guessed from the number.
@@ -35,17 +37,41 @@ impl TlsMode {
     }
 }
 
-/// Which address family to connect with.
+/// Which addresses of a host to probe.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
 #[strum(serialize_all = "snake_case", ascii_case_insensitive)]
 pub enum IpProtocol {
-    /// The first address the resolver returns.
+    /// One address: the host's first IPv4 address, else its first IPv6 address. One set of
+    /// series per port, whatever the host's DNS holds.
     #[default]
     Auto,
-    /// IPv4 only.
+    /// The first IPv4 address only.
     Ip4,
-    /// IPv6 only.
+    /// The first IPv6 address only.
     Ip6,
+    /// Every IPv4 and IPv6 address, each its own spec with `family` and `address` labels,
+    /// following DNS as it changes (see `Expansion`).
+    Both,
+}
+
+impl IpProtocol {
+    /// The one family a single-address probe is limited to, if any.
+    pub fn family(self) -> Option<Family> {
+        match self {
+            IpProtocol::Ip4 => Some(Family::Ip4),
+            IpProtocol::Ip6 => Some(Family::Ip6),
+            IpProtocol::Auto | IpProtocol::Both => None,
+        }
+    }
+
+    /// The families an expanded source walks.
+    pub fn families(self) -> &'static [Family] {
+        match self {
+            IpProtocol::Ip4 => &[Family::Ip4],
+            IpProtocol::Ip6 => &[Family::Ip6],
+            IpProtocol::Auto | IpProtocol::Both => &[Family::Ip4, Family::Ip6],
+        }
+    }
 }
 
 /// A SASL mechanism the probe can run. The configuration takes the snake_case name or the
@@ -231,7 +257,8 @@ impl Module {
         self.transport.mode()
     }
 
-    /// The spec that probes `host:port` with this module, named `target` and `module_name`.
+    /// The spec that probes `host:port` with this module, named `target` and `module_name`,
+    /// resolving `host` with `resolver`.
     pub fn spec(
         self: &Arc<Module>,
         target: &str,
@@ -239,6 +266,7 @@ impl Module {
         port: u16,
         module_name: &str,
         expect: Arc<Expectations>,
+        resolver: &Arc<Resolver>,
     ) -> Result<ProbeSpec, NameError> {
         Ok(ProbeSpec {
             target: target.to_owned(),
@@ -248,6 +276,8 @@ impl Module {
             transport: self.transport.for_host(host)?,
             module: self.clone(),
             expect,
+            resolver: resolver.clone(),
+            via: None,
         })
     }
 }
@@ -286,13 +316,64 @@ pub struct ProbeSpec {
     pub transport: Transport<ServerName<'static>>,
     /// The target's expectations (shared by its ports).
     pub expect: Arc<Expectations>,
+    /// Looks `host` up when the spec has no fixed address.
+    pub resolver: Arc<Resolver>,
+    /// Set on a spec that DNS made (a domain's MX, or a host under `ip_protocol: both`):
+    /// the address to connect to, so the probe does not resolve.
+    pub via: Option<Via>,
+}
+
+/// Where a spec made from DNS connects: which MX (for a domain) and which address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Via {
+    /// The MX host, for a domain's specs; empty for a host's addresses.
+    pub mx: String,
+    pub address: IpAddr,
 }
 
 impl ProbeSpec {
     /// A stable identity: reloads keep the state of specs whose key did not change.
     pub fn key(&self) -> SpecKey {
-        SpecKey { target: self.target.clone(), port: self.port, module: self.module_name.clone() }
+        SpecKey {
+            target: self.target.clone(),
+            port: self.port,
+            module: self.module_name.clone(),
+            via: self.via.clone(),
+        }
     }
+}
+
+/// A source of specs that DNS decides, walked by `domains` at the pace of its records'
+/// TTLs: a mail domain's MX set, or the addresses of a target's host whose module probes
+/// every address (`ip_protocol: both`).
+#[derive(Clone, Debug)]
+pub struct Expansion {
+    /// The `target` label of its specs: the domain, or the target's name.
+    pub name: String,
+    pub kind: ExpansionKind,
+    pub families: &'static [Family],
+    /// The ports and modules probed on every address. For a domain, the first is the one
+    /// that decides whether the domain is deliverable.
+    pub ports: Vec<ExpandedPort>,
+    pub interval: Duration,
+    pub expect: Arc<Expectations>,
+}
+
+/// What an expansion walks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpansionKind {
+    /// A mail domain: its MX set, or its own addresses as the implicit MX.
+    Domain,
+    /// One host name's addresses.
+    Host(String),
+}
+
+/// One port of an expansion, with the module that probes it.
+#[derive(Clone, Debug)]
+pub struct ExpandedPort {
+    pub port: u16,
+    pub module_name: String,
+    pub module: Arc<Module>,
 }
 
 /// A spec on the schedule: what to probe, and how often.
@@ -308,6 +389,8 @@ pub struct SpecKey {
     pub target: String,
     pub port: u16,
     pub module: String,
+    /// The MX and address of a spec made from DNS.
+    pub via: Option<Via>,
 }
 
 impl SpecKey {
@@ -327,6 +410,16 @@ impl SpecKey {
         eat(&self.port.to_be_bytes());
         eat(&[0xff]);
         eat(self.module.as_bytes());
+        // Specs without an address keep the hash they always had.
+        if let Some(via) = &self.via {
+            eat(&[0xff]);
+            eat(via.mx.as_bytes());
+            eat(&[0xff]);
+            match via.address {
+                IpAddr::V4(a) => eat(&a.octets()),
+                IpAddr::V6(a) => eat(&a.octets()),
+            }
+        }
         hash
     }
 }
@@ -367,5 +460,11 @@ impl Shard {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
         z % self.count == self.index
+    }
+
+    /// Whether this shard walks the expansion `name`: a domain's specs all live on one
+    /// shard, so that it can tell whether any MX accepts.
+    pub fn owns_expansion(&self, name: &str) -> bool {
+        self.owns(&SpecKey { target: name.to_owned(), port: 0, module: String::new(), via: None })
     }
 }

@@ -24,7 +24,32 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) targets: Vec<RawTarget>,
     #[serde(default)]
+    pub(super) domains: Vec<RawDomain>,
+    #[serde(default)]
+    pub(super) dns: RawDns,
+    #[serde(default)]
     pub(super) probe_endpoint: RawProbeEndpoint,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDns {
+    pub(super) nameservers: Vec<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) attempts: Option<usize>,
+    pub(super) min_ttl: Option<String>,
+    pub(super) max_ttl: Option<String>,
+    pub(super) hosts_file: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDomain {
+    pub(super) name: String,
+    pub(super) interval: Option<String>,
+    pub(super) ports: Vec<RawPort>,
+    pub(super) ip_protocol: Option<IpProtocol>,
+    pub(super) expect: Option<RawExpect>,
 }
 
 #[derive(Deserialize)]

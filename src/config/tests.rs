@@ -76,7 +76,7 @@ fn relative_paths_are_taken_from_the_config_files_directory() {
 /// exporter; modules with allowed hosts for /probe are something to probe.
 #[test]
 fn a_config_with_nothing_to_probe_is_rejected() {
-    let nothing = "test.yml: nothing to probe: list servers under targets (see config/example.yml), or modules and probe_endpoint.allowed_hosts for /probe";
+    let nothing = "test.yml: nothing to probe: list servers under targets or mail domains under domains (see config/example.yml), or modules and probe_endpoint.allowed_hosts for /probe";
     for yaml in ["", "# only a comment\n", "modules:\n  m:\n    tls: implicit\n", "interval: 30s\n"] {
         assert_eq!(error_of(yaml), nothing, "for {yaml:?}");
     }
@@ -133,6 +133,7 @@ fn four_shards_split_ten_thousand_specs_evenly() {
                 target: format!("mx{i}.example.test"),
                 port,
                 module: if port == 465 { "submissions".into() } else { "relay".into() },
+                via: None,
             })
         })
         .collect();
@@ -173,7 +174,7 @@ fn errors_name_the_field() {
     let cases: &[(&str, &str)] = &[
         (
             "targets: []\nbogus: 1\n",
-            "test.yml: unknown field `bogus`, expected one of `interval`, `max_concurrency`, `modules`, `targets`, `probe_endpoint` at line 2 column 1",
+            "test.yml: unknown field `bogus`, expected one of `interval`, `max_concurrency`, `modules`, `targets`, `domains`, `dns`, `probe_endpoint` at line 2 column 1",
         ),
         (
             &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 25, module: relay }}]\n    expect: {{ cert_names: [\"not a name\"] }}\n"),
@@ -193,7 +194,7 @@ fn errors_name_the_field() {
         ),
         (
             &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 25, module: relay }}, {{ port: 25, module: relay }}]\n"),
-            "test.yml: targets[0].ports[1]: target \"mx\" already probes port 25 with module \"relay\"",
+            "test.yml: targets[0].ports[1]: \"mx\" already probes port 25 with module \"relay\"",
         ),
         (
             &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 0, module: relay }}]\n"),

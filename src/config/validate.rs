@@ -15,16 +15,18 @@ use rustls::pki_types::ServerName;
 
 use super::bounds::read_bounded;
 use super::model::{
-    Auth, AuthMechanism, CredentialSource, Credentials, Expectations, Module, Scheduled, Secret, Tls,
-    TlsMode, Transport,
+    Auth, AuthMechanism, CredentialSource, Credentials, ExpandedPort, Expansion, ExpansionKind, Expectations,
+    IpProtocol, Module, Scheduled, Secret, Tls, TlsMode, Transport,
 };
 use super::raw::{
-    CertPolicy, RawAuth, RawConfig, RawExpect, RawModule, RawProbeEndpoint, RawTarget, RawTlsConfig,
+    CertPolicy, RawAuth, RawConfig, RawDns, RawDomain, RawExpect, RawModule, RawPort, RawProbeEndpoint,
+    RawTarget, RawTlsConfig,
 };
 use super::{
     format_duration, parse_duration, unknown_module, Config, ProbeEndpoint, DEFAULT_EHLO_HOSTNAME,
     DEFAULT_INTERVAL, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT,
 };
+use crate::dns::{DnsSettings, Resolver};
 use crate::tls::{Roots, TlsSettings};
 
 /// The largest password file read.
@@ -79,34 +81,189 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
         let module = validate_module(raw_module, base_dir).map_err(|e| format!("modules.{name}.{e}"))?;
         modules.insert(name, Arc::new(module));
     }
+    let dns = validate_dns(raw.dns).map_err(|e| format!("dns.{e}"))?;
+    let resolver = Resolver::new(&dns);
     let mut schedule = Vec::new();
+    let mut expansions = Vec::new();
     let mut seen = HashSet::new();
     for (i, target) in raw.targets.into_iter().enumerate() {
         let at = format!("targets[{i}]");
-        let scheduled =
-            validate_target(target, interval, &modules, &mut seen).map_err(|e| format!("{at}{e}"))?;
+        let (scheduled, expansion) = validate_target(target, interval, &modules, &resolver, &mut seen)
+            .map_err(|e| format!("{at}{e}"))?;
         schedule.extend(scheduled.into_iter().map(Arc::new));
+        expansions.extend(expansion.map(Arc::new));
+    }
+    let mut domain_names = HashSet::new();
+    for (i, domain) in raw.domains.into_iter().enumerate() {
+        let expansion = validate_domain(domain, interval, &modules, &mut seen, &mut domain_names)
+            .map_err(|e| format!("domains[{i}]{e}"))?;
+        expansions.push(Arc::new(expansion));
     }
     let mut probe_endpoint = validate_probe_endpoint(raw.probe_endpoint)?;
     probe_endpoint.places = super::Places::of(&schedule);
     let probe_endpoint_can_probe = probe_endpoint.enabled
         && !modules.is_empty()
         && (probe_endpoint.allow_any_target || !probe_endpoint.allowed_hosts.is_empty());
-    if schedule.is_empty() && !probe_endpoint_can_probe {
-        return Err("nothing to probe: list servers under targets (see config/example.yml), or modules and probe_endpoint.allowed_hosts for /probe".into());
+    if schedule.is_empty() && expansions.is_empty() && !probe_endpoint_can_probe {
+        return Err("nothing to probe: list servers under targets or mail domains under domains (see config/example.yml), or modules and probe_endpoint.allowed_hosts for /probe".into());
     }
-    let warnings = warnings(&schedule);
-    Ok(Config { max_concurrency, modules, schedule, probe_endpoint, warnings })
+    let warnings = warnings(&schedule, &expansions);
+    Ok(Config { max_concurrency, modules, schedule, expansions, dns, resolver, probe_endpoint, warnings })
 }
 
-/// One target: its ports become scheduled specs. Errors start with the field below the
-/// target (`.ports[1].module: ...`); `seen` catches a (name, port, module) given twice.
+/// The range of `dns.timeout`.
+const DNS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
+/// The range of `dns.min_ttl` and `dns.max_ttl`.
+const DNS_TTL_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
+
+fn validate_dns(raw: RawDns) -> Result<DnsSettings, String> {
+    let defaults = DnsSettings::default();
+    let mut nameservers = Vec::with_capacity(raw.nameservers.len());
+    for text in &raw.nameservers {
+        let addr = text
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
+            .map_err(|_| {
+                format!("nameservers: {text:?} is not an IP address or ADDRESS:PORT ([v6]:PORT for IPv6); a name server is given by address")
+            })?;
+        nameservers.push(addr);
+    }
+    let timeout = duration_in(raw.timeout.as_deref(), defaults.timeout, DNS_TIMEOUT_RANGE)
+        .map_err(|e| format!("timeout: {e}"))?;
+    let attempts = raw.attempts.unwrap_or(defaults.attempts);
+    if !(1..=5).contains(&attempts) {
+        return Err(format!("attempts: {attempts} is out of range (1 to 5)"));
+    }
+    let min_ttl = duration_in(raw.min_ttl.as_deref(), defaults.min_ttl, DNS_TTL_RANGE)
+        .map_err(|e| format!("min_ttl: {e}"))?;
+    let max_ttl = duration_in(raw.max_ttl.as_deref(), defaults.max_ttl, DNS_TTL_RANGE)
+        .map_err(|e| format!("max_ttl: {e}"))?;
+    if min_ttl > max_ttl {
+        return Err(format!(
+            "min_ttl: {} exceeds max_ttl {}",
+            format_duration(min_ttl),
+            format_duration(max_ttl)
+        ));
+    }
+    Ok(DnsSettings {
+        nameservers,
+        timeout,
+        attempts,
+        min_ttl,
+        max_ttl,
+        hosts_file: raw.hosts_file.unwrap_or(defaults.hosts_file),
+    })
+}
+
+/// The most domains one configuration may list.
+const MAX_DOMAINS: usize = 100_000;
+
+/// One mail domain: an expansion over its MX set. Errors start with the field below it.
+fn validate_domain(
+    domain: RawDomain,
+    default_interval: Duration,
+    modules: &BTreeMap<String, Arc<Module>>,
+    seen: &mut HashSet<(String, u16, String)>,
+    names: &mut HashSet<String>,
+) -> Result<Expansion, String> {
+    let name = domain.name.trim().trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty()
+        || ServerName::try_from(name.as_str()).is_err()
+        || name.parse::<std::net::IpAddr>().is_ok()
+    {
+        return Err(format!(".name: {:?} is not a domain name", domain.name));
+    }
+    if names.len() >= MAX_DOMAINS {
+        return Err(format!(": more than {MAX_DOMAINS} domains"));
+    }
+    if !names.insert(name.clone()) {
+        return Err(format!(".name: domain {name:?} is listed twice"));
+    }
+    let interval = duration_in(domain.interval.as_deref(), default_interval, INTERVAL_RANGE)
+        .map_err(|e| format!(".interval: {e}"))?;
+    let ip_protocol = domain.ip_protocol.unwrap_or(IpProtocol::Both);
+    if ip_protocol == IpProtocol::Auto {
+        return Err(".ip_protocol: a domain walks every address; use both, ip4 or ip6".into());
+    }
+    let expect = Arc::new(match domain.expect {
+        None => Expectations::default(),
+        Some(e) => validate_expect(e).map_err(|e| format!(".expect.{e}"))?,
+    });
+    let ports = expanded_ports(&name, domain.ports, interval, modules, seen)?;
+    Ok(Expansion {
+        name,
+        kind: ExpansionKind::Domain,
+        families: ip_protocol.families(),
+        ports,
+        interval,
+        expect,
+    })
+}
+
+/// The ports of a domain or of a target's `both` modules, checked as a target's are.
+fn expanded_ports(
+    name: &str,
+    ports: Vec<RawPort>,
+    interval: Duration,
+    modules: &BTreeMap<String, Arc<Module>>,
+    seen: &mut HashSet<(String, u16, String)>,
+) -> Result<Vec<ExpandedPort>, String> {
+    if ports.is_empty() {
+        return Err(".ports: must list at least one port".into());
+    }
+    let mut out = Vec::with_capacity(ports.len());
+    for (j, port) in ports.into_iter().enumerate() {
+        let at = format!(".ports[{j}]");
+        let module = checked_port(&at, name, &port, interval, modules, seen)?;
+        out.push(ExpandedPort { port: port.port, module_name: port.module, module: module.clone() });
+    }
+    Ok(out)
+}
+
+/// A port entry's module, after the checks every port entry gets: a port number, a known
+/// module, a timeout within the interval, and no (name, port, module) twice.
+fn checked_port<'m>(
+    at: &str,
+    name: &str,
+    port: &RawPort,
+    interval: Duration,
+    modules: &'m BTreeMap<String, Arc<Module>>,
+    seen: &mut HashSet<(String, u16, String)>,
+) -> Result<&'m Arc<Module>, String> {
+    if port.port == 0 {
+        return Err(format!("{at}.port: must be between 1 and 65535"));
+    }
+    let module = modules
+        .get(&port.module)
+        .ok_or_else(|| format!("{at}.module: {}", unknown_module(&port.module, modules)))?;
+    if module.timeout > interval {
+        return Err(format!(
+            "{at}: module {:?} timeout {} exceeds the probe interval {}",
+            port.module,
+            format_duration(module.timeout),
+            format_duration(interval)
+        ));
+    }
+    if !seen.insert((name.to_owned(), port.port, port.module.clone())) {
+        return Err(format!(
+            "{at}: {name:?} already probes port {} with module {:?}",
+            port.port, port.module
+        ));
+    }
+    Ok(module)
+}
+
+/// One target: its ports become scheduled specs, except those whose module probes every
+/// address (`ip_protocol: both`), which become one expansion of the target's host. Errors
+/// start with the field below the target (`.ports[1].module: ...`); `seen` catches a
+/// (name, port, module) given twice.
 fn validate_target(
     target: RawTarget,
     default_interval: Duration,
     modules: &BTreeMap<String, Arc<Module>>,
+    resolver: &Arc<Resolver>,
     seen: &mut HashSet<(String, u16, String)>,
-) -> Result<Vec<Scheduled>, String> {
+) -> Result<(Vec<Scheduled>, Option<Expansion>), String> {
     if target.host.trim().is_empty() {
         return Err(".host: must not be empty".into());
     }
@@ -124,34 +281,33 @@ fn validate_target(
         Some(e) => validate_expect(e).map_err(|e| format!(".expect.{e}"))?,
     });
     let mut scheduled = Vec::with_capacity(target.ports.len());
+    let mut every_address = Vec::new();
     for (j, port) in target.ports.into_iter().enumerate() {
         let at = format!(".ports[{j}]");
-        if port.port == 0 {
-            return Err(format!("{at}.port: must be between 1 and 65535"));
-        }
-        let module = modules
-            .get(&port.module)
-            .ok_or_else(|| format!("{at}.module: {}", unknown_module(&port.module, modules)))?;
-        if module.timeout > interval {
-            return Err(format!(
-                "{at}: module {:?} timeout {} exceeds the probe interval {}",
-                port.module,
-                format_duration(module.timeout),
-                format_duration(interval)
-            ));
-        }
-        if !seen.insert((name.clone(), port.port, port.module.clone())) {
-            return Err(format!(
-                "{at}: target {name:?} already probes port {} with module {:?}",
-                port.port, port.module
-            ));
-        }
+        let module = checked_port(&at, &name, &port, interval, modules, seen)?;
+        // The name is checked now even when DNS decides the addresses later.
         let spec = module
-            .spec(&name, &target.host, port.port, &port.module, expect.clone())
+            .spec(&name, &target.host, port.port, &port.module, expect.clone(), resolver)
             .map_err(|e| format!("{at}: {e}; set tls_config.server_name in module {:?}", port.module))?;
-        scheduled.push(Scheduled { spec, interval });
+        if module.ip_protocol == IpProtocol::Both {
+            every_address.push(ExpandedPort {
+                port: port.port,
+                module_name: port.module,
+                module: module.clone(),
+            });
+        } else {
+            scheduled.push(Scheduled { spec, interval });
+        }
     }
-    Ok(scheduled)
+    let expansion = (!every_address.is_empty()).then(|| Expansion {
+        name,
+        kind: ExpansionKind::Host(target.host.clone()),
+        families: IpProtocol::Both.families(),
+        ports: every_address,
+        interval,
+        expect,
+    });
+    Ok((scheduled, expansion))
 }
 
 fn validate_expect(raw: RawExpect) -> Result<Expectations, String> {
@@ -184,16 +340,19 @@ fn validate_probe_endpoint(raw: RawProbeEndpoint) -> Result<ProbeEndpoint, Strin
 
 /// What loads but will probably not do what was meant: a banner deadline on port 25 too
 /// short for a postscreen MX. One warning per module.
-fn warnings(schedule: &[Arc<Scheduled>]) -> Vec<String> {
+fn warnings(schedule: &[Arc<Scheduled>], expansions: &[Arc<Expansion>]) -> Vec<String> {
     let mut warnings = Vec::new();
-    for spec in schedule.iter().map(|s| &s.spec) {
-        let banner_deadline = spec.module.phase_timeout.min(spec.module.timeout);
-        if spec.port != 25 || banner_deadline >= POSTSCREEN_GREET_MARGIN {
+    let statics = schedule.iter().map(|s| (s.spec.port, s.spec.module_name.as_str(), &s.spec.module));
+    let expanded =
+        expansions.iter().flat_map(|e| e.ports.iter().map(|p| (p.port, p.module_name.as_str(), &p.module)));
+    for (port, module_name, module) in statics.chain(expanded) {
+        let banner_deadline = module.phase_timeout.min(module.timeout);
+        if port != 25 || banner_deadline >= POSTSCREEN_GREET_MARGIN {
             continue;
         }
         let warning = format!(
             "modules.{}: a banner deadline of {} is shorter than the 6 s a Postfix postscreen MX waits before the last line of its greeting; such a server on port 25 will look silent (raise phase_timeout and timeout)",
-            spec.module_name,
+            module_name,
             format_duration(banner_deadline)
         );
         if !warnings.contains(&warning) {

@@ -358,7 +358,8 @@ fn write_ehlo(x: &mut Exposition<'_>) {
     });
 }
 
-/// Each row's `target="…",port="…",module="…"`, escaped once per scrape, in one buffer.
+/// Each row's `target="…",port="…",module="…"` (and `mx`, `family`, `address` for a spec
+/// made from DNS), escaped once per scrape, in one buffer.
 struct BaseLabels {
     bytes: Vec<u8>,
     /// Where each row's labels end in `bytes`.
@@ -375,6 +376,16 @@ impl BaseLabels {
             let _ = write!(bytes, "\",port=\"{}\",module=\"", row.key.port);
             push_escaped(&mut bytes, &row.key.module);
             bytes.push(b'"');
+            // A spec made from DNS: which MX (an empty label is no label) and address.
+            if let Some(via) = &row.key.via {
+                if !via.mx.is_empty() {
+                    bytes.extend_from_slice(b",mx=\"");
+                    push_escaped(&mut bytes, &via.mx);
+                    bytes.push(b'"');
+                }
+                let family = crate::dns::Family::of(via.address).as_str();
+                let _ = write!(bytes, ",family=\"{family}\",address=\"{}\"", via.address);
+            }
             ends.push(bytes.len());
         }
         BaseLabels { bytes, ends }
@@ -472,7 +483,7 @@ impl<const N: usize> Samples<'_, N> {
 }
 
 /// Appends a label value escaped for the text format (backslash, quote, newline).
-fn push_escaped(out: &mut Vec<u8>, value: &str) {
+pub(super) fn push_escaped(out: &mut Vec<u8>, value: &str) {
     for b in value.bytes() {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -485,7 +496,7 @@ fn push_escaped(out: &mut Vec<u8>, value: &str) {
 
 /// Appends a sample value. Most values are 0, 1 or whole numbers (codes, counters,
 /// timestamps in seconds); those skip the float formatter.
-fn push_value(out: &mut Vec<u8>, value: f64) {
+pub(super) fn push_value(out: &mut Vec<u8>, value: f64) {
     if value == 0.0 {
         out.push(b'0');
     } else if value == 1.0 {

@@ -16,6 +16,7 @@
 //! the fleet's size (before, the whole 77 MB of 10,000 specs, twice, and `malloc_trim` to
 //! give it back).
 
+mod domains;
 mod families;
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ use crate::store::{Row, Store};
 pub struct Exporter {
     registry: Registry,
     pub store: Arc<Store>,
+    /// What the domain walks found, for the domain series.
+    pub resolutions: Arc<crate::domains::Resolutions>,
     /// `smtp_exporter_config_last_reload_successful`.
     pub reload_successful: IntGauge,
     /// `smtp_exporter_config_last_reload_success_timestamp_seconds`.
@@ -136,7 +139,7 @@ impl prometheus::core::Collector for ProcessMetrics {
 }
 
 impl Exporter {
-    pub fn new(store: Arc<Store>) -> Exporter {
+    pub fn new(store: Arc<Store>, resolutions: Arc<crate::domains::Resolutions>) -> Exporter {
         let registry = Registry::new();
 
         let build_info = prometheus::IntGaugeVec::new(
@@ -171,7 +174,7 @@ impl Exporter {
             .expect("register process collector");
 
         let schedule = ScheduleMetrics::new(&registry);
-        Exporter { registry, store, reload_successful, reload_success_timestamp, schedule }
+        Exporter { registry, store, resolutions, reload_successful, reload_success_timestamp, schedule }
     }
 
     /// Adds a collector of the exporter's own (the web configuration's gauge).
@@ -200,8 +203,11 @@ impl Exporter {
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
-        if families::write(&mut out, &rows, Source::Scheduled, chunk, flush) && !out.is_empty() {
-            flush(&mut out);
+        if families::write(&mut out, &rows, Source::Scheduled, chunk, flush) {
+            domains::write(&mut out, &self.resolutions.snapshot(), &rows);
+            if !out.is_empty() {
+                flush(&mut out);
+            }
         }
     }
 
@@ -255,7 +261,7 @@ mod tests {
             }
             store.record(&scheduled.spec.key(), report);
         }
-        Exporter::new(store)
+        Exporter::new(store, Default::default())
     }
 
     fn probe_part(text: &[u8]) -> String {

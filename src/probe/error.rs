@@ -68,7 +68,21 @@ pub enum Reason {
     Reset,
     /// The peer closed the connection before a complete reply.
     Closed,
-    /// The host name did not resolve (to an address of the wanted family).
+    /// The host name does not exist (NXDOMAIN).
+    DnsNxdomain,
+    /// The host has no address of the wanted family (NODATA).
+    DnsNoRecords,
+    /// The name server failed (SERVFAIL).
+    DnsServfail,
+    /// The name server refused the query (REFUSED).
+    DnsRefused,
+    /// No answer from the name server, after every attempt.
+    DnsTimeout,
+    /// The answer was truncated and could not be had over TCP.
+    DnsTruncated,
+    /// DNSSEC validation failed.
+    DnsBogus,
+    /// Any other resolver failure (a malformed answer, no name server configured).
     Dns,
     /// Any other socket error.
     Io,
@@ -120,6 +134,21 @@ impl Reason {
     /// The label value used in metrics and logs.
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    /// The reason of a failed name lookup.
+    pub fn from_dns(failure: crate::dns::DnsFailure) -> Reason {
+        use crate::dns::DnsFailure as F;
+        match failure {
+            F::Nxdomain => Reason::DnsNxdomain,
+            F::NoRecords => Reason::DnsNoRecords,
+            F::Servfail => Reason::DnsServfail,
+            F::Refused => Reason::DnsRefused,
+            F::Timeout => Reason::DnsTimeout,
+            F::Truncated => Reason::DnsTruncated,
+            F::Bogus => Reason::DnsBogus,
+            F::Other => Reason::Dns,
+        }
     }
 
     /// Classifies a socket error by its OS error code (not its text); see `sys::reason_of`.

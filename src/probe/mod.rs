@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use rustls::pki_types::ServerName;
 
-use crate::config::{IpProtocol, ProbeSpec, Tls, Transport};
+use crate::config::{ProbeSpec, Tls, Transport};
 use crate::tls;
 pub use crate::tls::TlsInfo;
 pub use ehlo::Capabilities;
@@ -168,9 +168,11 @@ impl<'a> Walk<'a> {
     }
 
     async fn resolve_and_connect(&mut self) -> Result<Box<dyn Stream>, Failure> {
-        let (host, port, family) = (self.spec.host.as_str(), self.spec.port, self.spec.module.ip_protocol);
-        let addr =
-            self.clock.time(&mut self.report.phases, Phase::Resolve, resolve(host, port, family)).await?;
+        // A spec made from DNS has its address; its lookups are timed by the domain walk.
+        let addr = match &self.spec.via {
+            Some(via) => SocketAddr::new(via.address, self.spec.port),
+            None => self.clock.time(&mut self.report.phases, Phase::Resolve, resolve(self.spec)).await?,
+        };
         self.report.peer = Some(addr);
         let tcp = self
             .clock
@@ -461,20 +463,11 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
     Err(StepError::unexpected_reply("EHLO", &reply))
 }
 
-/// Resolves `host` and picks the first address of the wanted family.
-async fn resolve(host: &str, port: u16, family: IpProtocol) -> Result<SocketAddr, StepError> {
-    let addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| {
-        // The resolver opening no socket is the exporter's trouble, not the name's.
-        let reason =
-            if Reason::from_io(&e) == Reason::LocalResources { Reason::LocalResources } else { Reason::Dns };
-        StepError::new(reason, format!("resolving {host}: {e}"))
-    })?;
-    let mut addrs = addrs.filter(|a| match family {
-        IpProtocol::Auto => true,
-        IpProtocol::Ip4 => a.is_ipv4(),
-        IpProtocol::Ip6 => a.is_ipv6(),
-    });
-    addrs
-        .next()
-        .ok_or_else(|| StepError::new(Reason::Dns, format!("{host} has no address of family {family:?}")))
+/// `host` looked up with the configuration's resolver (an IP literal is its own answer).
+async fn resolve(spec: &ProbeSpec) -> Result<SocketAddr, StepError> {
+    let family = spec.module.ip_protocol.family();
+    match spec.resolver.first_address(&spec.host, family).await {
+        Ok(ip) => Ok(SocketAddr::new(ip, spec.port)),
+        Err(e) => Err(StepError::new(Reason::from_dns(e.failure), format!("resolving {}", e.detail))),
+    }
 }

@@ -80,7 +80,7 @@ mod tests {
     fn states_from_outcomes() {
         use PortState as S;
         let cases = [
-            (Phase::Resolve, Reason::Dns, None, S::Unresolved),
+            (Phase::Resolve, Reason::DnsNxdomain, None, S::Unresolved),
             (Phase::Connect, Reason::Refused, None, S::Refused),
             (Phase::Connect, Reason::Timeout, None, S::Filtered),
             (Phase::Connect, Reason::Unreachable, None, S::Unreachable),

@@ -5,10 +5,13 @@
 //! - [`smtp`]: the scriptable fake SMTP server, on 127.0.0.1:0, on listeners the caller
 //!   bound (the bench's responder), or over any stream;
 //! - [`exposition`]: the Prometheus text format parsed into samples, with lookups;
-//! - [`http`]: the one HTTP/1.1 client.
+//! - [`http`]: the one HTTP/1.1 client;
+//! - [`dns`]: a fake authoritative name server on 127.0.0.1:0, with a zone the test can
+//!   change and answers it can break (SERVFAIL, silence).
 //!
 //! It does not depend on the exporter, so that the exporter's tests can depend on it.
 
+pub mod dns;
 pub mod exposition;
 pub mod http;
 pub mod pki;

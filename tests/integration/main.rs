@@ -10,5 +10,8 @@ mod probe;
 /// The exporter in-process: scheduler, /metrics and the other HTTP endpoints.
 mod exporter;
 
+/// Mail domains and every-address hosts against the fake name server.
+mod domains;
+
 /// The binary as a user starts it: exit codes, `--config.check`, log lines.
 mod cli;

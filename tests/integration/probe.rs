@@ -315,12 +315,43 @@ async fn nothing_listening_is_refused_in_connect() {
     assert!(report.duration < Duration::from_secs(1));
 }
 
+/// Names are looked up by the exporter's own resolver, at the name server the
+/// configuration names; each way a lookup fails has its own reason in the resolve phase.
 #[tokio::test]
-async fn unresolvable_host_is_dns_in_resolve() {
-    let yaml = "modules: { m: { tls: starttls } }\ntargets:\n  - host: no-such-host.invalid\n    ports: [{ port: 25, module: m }]\n";
-    let config = smtp_exporter::config::parse(yaml, "t").unwrap();
+async fn lookups_fail_with_their_own_reasons() {
+    use testkit::dns::{Behaviour, FakeDns, Rr};
+    let dns = FakeDns::start(60).await;
+    dns.add("v4only.example.test", Rr::Addr("127.0.0.1".parse().unwrap()));
+    dns.add("broken.example.test", Rr::Addr("127.0.0.1".parse().unwrap()));
+    dns.set_behaviour("broken.example.test", Behaviour::Servfail);
+    dns.add("silent.example.test", Rr::Addr("127.0.0.1".parse().unwrap()));
+    dns.set_behaviour("silent.example.test", Behaviour::Silent);
+    let cases = [
+        ("no-such-host.example.test", "auto", Reason::DnsNxdomain),
+        ("v4only.example.test", "ip6", Reason::DnsNoRecords),
+        ("broken.example.test", "auto", Reason::DnsServfail),
+        ("silent.example.test", "auto", Reason::DnsTimeout),
+    ];
+    for (host, family, want) in cases {
+        let yaml = format!(
+            "dns: {{ nameservers: [\"{}\"], timeout: 300ms, attempts: 1 }}\nmodules: {{ m: {{ tls: starttls, ip_protocol: {family} }} }}\ntargets:\n  - host: {host}\n    ports: [{{ port: 25, module: m }}]\n",
+            dns.addr
+        );
+        let config = smtp_exporter::config::parse(&yaml, "t").unwrap();
+        let report = probe::run(&config.schedule[0].spec).await;
+        assert_failed(&report, Phase::Resolve, want);
+        assert_eq!(report.port_state(), PortState::Unresolved);
+        assert!(report.duration < Duration::from_secs(3), "{host}: {:?}", report.duration);
+    }
+    // An address of the family asked is connected to: the probe gets as far as connect.
+    let yaml = format!(
+        "dns: {{ nameservers: [\"{}\"] }}\nmodules: {{ m: {{ tls: starttls, ip_protocol: ip4 }} }}\ntargets:\n  - host: v4only.example.test\n    ports: [{{ port: 1, module: m }}]\n",
+        dns.addr
+    );
+    let config = smtp_exporter::config::parse(&yaml, "t").unwrap();
     let report = probe::run(&config.schedule[0].spec).await;
-    assert_failed(&report, Phase::Resolve, Reason::Dns);
+    assert_eq!(report.peer, Some("127.0.0.1:1".parse().unwrap()));
+    assert_failed(&report, Phase::Connect, Reason::Refused);
 }
 
 /// The session runs over any stream: here an in-memory pipe, no socket at all.

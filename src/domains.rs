@@ -1,0 +1,393 @@
+//! The domain walk: turns each expansion (a mail domain, or a host probed on every
+//! address) into probe specs, one per (MX, address, port), and keeps them in step with DNS.
+//!
+//! Between `config` and the scheduler. For a domain it looks up the MX set (RFC 5321 §5.1:
+//! no MX means the domain's own addresses are the implicit MX; a null MX, RFC 7505, means
+//! no mail), then every A and AAAA of each MX, as a sender would; for a host, its A and
+//! AAAA. [`Walkers`] runs one task per expansion, which walks again when the shortest TTL
+//! of what it found runs out (held between `dns.min_ttl` and `dns.max_ttl`), and hands
+//! the app a new set of specs only when the set changed; the app gives the scheduler the
+//! configured specs and every walk's specs together. What each walk found is kept in
+//! [`Resolutions`] for the domain series and the status page.
+//!
+//! A definitive answer (NXDOMAIN, no record, a null MX) replaces the specs; a transient
+//! failure (SERVFAIL, timeout, REFUSED) keeps the specs of the last good answer for the
+//! part it hit, so that one lost packet does not reset a domain's series, while the
+//! domain's own series say that its DNS fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Expansion, ExpansionKind, ProbeSpec, Scheduled, Via};
+use crate::dns::{DnsFailure, DnsSettings, Family, MxSet, Resolver};
+
+/// How many walks run at once: a fleet of domains starting together queues here rather
+/// than in the resolver.
+const CONCURRENT_WALKS: usize = 32;
+
+/// One query of a walk, for `smtp_domain_dns_lookup_seconds`.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    /// The name asked.
+    pub name: String,
+    /// `mx`, `a` or `aaaa`.
+    pub kind: &'static str,
+    pub elapsed: Duration,
+    pub failure: Option<DnsFailure>,
+}
+
+/// One MX host (or, for a host expansion, the host) and what its addresses are.
+#[derive(Clone, Debug)]
+pub struct MxFound {
+    pub preference: u16,
+    pub host: String,
+    pub addresses: Vec<IpAddr>,
+    /// A failed address lookup other than "no such record", per family.
+    pub failures: Vec<(Family, DnsFailure)>,
+}
+
+/// What the last walk of an expansion found.
+#[derive(Clone, Debug)]
+pub struct Resolution {
+    pub name: String,
+    pub kind: ExpansionKind,
+    /// When the walk ended.
+    pub at: SystemTime,
+    /// Why the walk could not find where mail goes: the MX lookup failed (a domain), or
+    /// every address lookup did (a host). Absent for a null MX.
+    pub failure: Option<(DnsFailure, String)>,
+    pub null_mx: bool,
+    /// The domain has no MX record and its own addresses serve.
+    pub implicit_mx: bool,
+    /// In preference order.
+    pub mx: Vec<MxFound>,
+    pub lookups: Vec<Lookup>,
+    /// The port whose sessions decide whether the domain is deliverable (its first port).
+    pub delivery_port: u16,
+    pub delivery_module: String,
+}
+
+impl Resolution {
+    /// The lowest preference among the MX hosts, if any.
+    pub fn primary_preference(&self) -> Option<u16> {
+        self.mx.iter().map(|m| m.preference).min()
+    }
+}
+
+/// The result of one walk: the specs, what was found, and when to walk again.
+pub struct Walked {
+    pub specs: Vec<Arc<Scheduled>>,
+    pub resolution: Resolution,
+    pub next: Duration,
+}
+
+/// Walks `expansion` once. `previous` holds the specs of the last walk, kept where a
+/// transient failure hides the answer.
+pub async fn walk(
+    expansion: &Expansion,
+    resolver: &Arc<Resolver>,
+    dns: &DnsSettings,
+    previous: &[Arc<Scheduled>],
+) -> Walked {
+    let mut resolution = Resolution {
+        name: expansion.name.clone(),
+        kind: expansion.kind.clone(),
+        at: SystemTime::now(),
+        failure: None,
+        null_mx: false,
+        implicit_mx: false,
+        mx: Vec::new(),
+        lookups: Vec::new(),
+        delivery_port: expansion.ports[0].port,
+        delivery_module: expansion.ports[0].module_name.clone(),
+    };
+    let mut ttl = dns.max_ttl;
+    let mut specs = Vec::new();
+    // The hosts to resolve: (preference, host name, MX label).
+    let hosts: Vec<(u16, String, String)> = match &expansion.kind {
+        ExpansionKind::Host(host) => vec![(0, host.clone(), String::new())],
+        ExpansionKind::Domain => match resolver.mx(&expansion.name).await {
+            Ok(answer) => {
+                resolution.lookups.push(Lookup {
+                    name: expansion.name.clone(),
+                    kind: "mx",
+                    elapsed: answer.elapsed,
+                    failure: None,
+                });
+                ttl = ttl.min(answer.ttl);
+                match answer.value {
+                    MxSet::Null => {
+                        resolution.null_mx = true;
+                        vec![]
+                    }
+                    MxSet::Implicit => {
+                        resolution.implicit_mx = true;
+                        vec![(0, expansion.name.clone(), expansion.name.clone())]
+                    }
+                    MxSet::Hosts(hosts) => {
+                        hosts.into_iter().map(|mx| (mx.preference, mx.host.clone(), mx.host)).collect()
+                    }
+                }
+            }
+            Err(e) => {
+                resolution.lookups.push(Lookup {
+                    name: expansion.name.clone(),
+                    kind: "mx",
+                    elapsed: e.elapsed,
+                    failure: Some(e.failure),
+                });
+                let definitive = e.failure == DnsFailure::Nxdomain;
+                if !definitive {
+                    specs.extend(previous.iter().cloned());
+                }
+                resolution.failure = Some((e.failure, e.detail));
+                resolution.at = SystemTime::now();
+                let next = if definitive { e.ttl.max(dns.min_ttl) } else { dns.min_ttl };
+                return Walked { specs, resolution, next: next.min(dns.max_ttl) };
+            }
+        },
+    };
+    let mut failures = Vec::new();
+    for (preference, host, mx_label) in hosts {
+        let mut found =
+            MxFound { preference, host: host.clone(), addresses: Vec::new(), failures: Vec::new() };
+        for &family in expansion.families {
+            let kind = if family == Family::Ip4 { "a" } else { "aaaa" };
+            match resolver.addresses(&host, family).await {
+                Ok(answer) => {
+                    resolution.lookups.push(Lookup {
+                        name: host.clone(),
+                        kind,
+                        elapsed: answer.elapsed,
+                        failure: None,
+                    });
+                    ttl = ttl.min(answer.ttl);
+                    for address in answer.value {
+                        found.addresses.push(address);
+                        let via = Via { mx: mx_label.clone(), address };
+                        specs.extend(specs_for(expansion, &host, via, resolver));
+                    }
+                }
+                Err(e) => {
+                    resolution.lookups.push(Lookup {
+                        name: host.clone(),
+                        kind,
+                        elapsed: e.elapsed,
+                        failure: Some(e.failure),
+                    });
+                    if e.failure == DnsFailure::NoRecords || e.failure == DnsFailure::Nxdomain {
+                        if e.ttl > Duration::ZERO {
+                            ttl = ttl.min(e.ttl);
+                        }
+                    } else {
+                        // Transient: keep probing what the last good answer gave.
+                        ttl = ttl.min(dns.min_ttl);
+                        found.failures.push((family, e.failure));
+                        specs.extend(
+                            previous
+                                .iter()
+                                .filter(|s| {
+                                    s.spec
+                                        .via
+                                        .as_ref()
+                                        .is_some_and(|v| v.mx == mx_label && Family::of(v.address) == family)
+                                        && s.spec.host == host
+                                })
+                                .cloned(),
+                        );
+                    }
+                    failures.push((e.failure, e.detail));
+                }
+            }
+        }
+        resolution.mx.push(found);
+    }
+    // A host with no address at all, or a domain none of whose MX has one, cannot be
+    // reached: that is the walk's failure, with the first reason met.
+    if resolution.mx.iter().all(|m| m.addresses.is_empty()) && !resolution.null_mx {
+        resolution.failure = failures.into_iter().next();
+    }
+    resolution.at = SystemTime::now();
+    Walked { specs, resolution, next: ttl.clamp(dns.min_ttl, dns.max_ttl) }
+}
+
+/// The specs of one address: one per port of the expansion, checked against `host`'s name.
+fn specs_for(expansion: &Expansion, host: &str, via: Via, resolver: &Arc<Resolver>) -> Vec<Arc<Scheduled>> {
+    expansion
+        .ports
+        .iter()
+        .filter_map(|port| {
+            let spec = port.module.spec(
+                &expansion.name,
+                host,
+                port.port,
+                &port.module_name,
+                expansion.expect.clone(),
+                resolver,
+            );
+            match spec {
+                Ok(spec) => Some(Arc::new(Scheduled {
+                    spec: ProbeSpec { via: Some(via.clone()), ..spec },
+                    interval: expansion.interval,
+                })),
+                Err(e) => {
+                    tracing::warn!(expansion = %expansion.name, host, error = %e, "an MX name cannot be checked against a certificate; not probed");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// What every expansion's last walk found, by name.
+#[derive(Default)]
+pub struct Resolutions {
+    walks: RwLock<BTreeMap<String, Arc<Resolution>>>,
+}
+
+impl Resolutions {
+    pub fn snapshot(&self) -> Vec<Arc<Resolution>> {
+        self.walks.read().expect("resolutions lock").values().cloned().collect()
+    }
+
+    fn set(&self, resolution: Resolution) {
+        self.walks.write().expect("resolutions lock").insert(resolution.name.clone(), Arc::new(resolution));
+    }
+
+    /// Forgets the expansions no longer configured.
+    fn keep(&self, names: &[&str]) {
+        self.walks.write().expect("resolutions lock").retain(|name, _| names.contains(&name.as_str()));
+    }
+}
+
+/// A walk's new set of specs, for the app to hand the scheduler.
+pub struct Derived {
+    /// Which configuration the walk belongs to: messages of an older one are dropped.
+    pub generation: u64,
+    pub name: String,
+    pub specs: Vec<Arc<Scheduled>>,
+}
+
+/// The walk tasks of the current configuration.
+pub struct Walkers {
+    generation: u64,
+    current: Option<CancellationToken>,
+    tracker: TaskTracker,
+    tx: mpsc::UnboundedSender<Derived>,
+    pub resolutions: Arc<Resolutions>,
+    limit: Arc<Semaphore>,
+}
+
+impl Walkers {
+    pub fn new(tx: mpsc::UnboundedSender<Derived>, resolutions: Arc<Resolutions>) -> Walkers {
+        Walkers {
+            generation: 0,
+            current: None,
+            tracker: TaskTracker::new(),
+            tx,
+            resolutions,
+            limit: Arc::new(Semaphore::new(CONCURRENT_WALKS)),
+        }
+    }
+
+    /// The generation of the configuration last applied.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Stops the walks of the previous configuration and starts those of `config`, each
+    /// with the specs it had (`previous`), walking at once.
+    pub fn apply(&mut self, config: &Config, previous: &HashMap<String, Vec<Arc<Scheduled>>>) {
+        if let Some(token) = self.current.take() {
+            token.cancel();
+        }
+        self.generation += 1;
+        let names: Vec<&str> = config.expansions.iter().map(|e| e.name.as_str()).collect();
+        self.resolutions.keep(&names);
+        let token = CancellationToken::new();
+        for expansion in &config.expansions {
+            let task = WalkTask {
+                generation: self.generation,
+                expansion: expansion.clone(),
+                resolver: config.resolver.clone(),
+                dns: config.dns.clone(),
+                last: previous.get(&expansion.name).cloned(),
+                tx: self.tx.clone(),
+                resolutions: self.resolutions.clone(),
+                limit: self.limit.clone(),
+            };
+            let stop = token.clone();
+            self.tracker.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = task.run() => {}
+                }
+            });
+        }
+        self.current = Some(token);
+    }
+
+    /// Stops every walk.
+    pub async fn stop(&mut self) {
+        if let Some(token) = self.current.take() {
+            token.cancel();
+        }
+        self.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.tracker.wait()).await;
+    }
+}
+
+struct WalkTask {
+    generation: u64,
+    expansion: Arc<Expansion>,
+    resolver: Arc<Resolver>,
+    dns: DnsSettings,
+    /// The specs last handed on; `None` before the first hand-over.
+    last: Option<Vec<Arc<Scheduled>>>,
+    tx: mpsc::UnboundedSender<Derived>,
+    resolutions: Arc<Resolutions>,
+    limit: Arc<Semaphore>,
+}
+
+impl WalkTask {
+    async fn run(mut self) {
+        // After a reload the same specs are handed on again, with the new settings.
+        let mut handed_on = false;
+        loop {
+            let walked = {
+                let _permit = self.limit.acquire().await;
+                let previous = self.last.as_deref().unwrap_or(&[]);
+                walk(&self.expansion, &self.resolver, &self.dns, previous).await
+            };
+            self.resolutions.set(walked.resolution);
+            let keys = |specs: &[Arc<Scheduled>]| {
+                let mut keys: Vec<_> = specs.iter().map(|s| s.spec.key()).collect();
+                keys.sort();
+                keys
+            };
+            let changed = match &self.last {
+                Some(last) => keys(last) != keys(&walked.specs),
+                None => true,
+            };
+            if changed || !handed_on {
+                let derived = Derived {
+                    generation: self.generation,
+                    name: self.expansion.name.clone(),
+                    specs: walked.specs.clone(),
+                };
+                if self.tx.send(derived).is_err() {
+                    return;
+                }
+                handed_on = true;
+            }
+            self.last = Some(walked.specs);
+            tokio::time::sleep(walked.next).await;
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The domain series: what each domain walk found (its MX set, addresses and DNS timings)
+//! and whether, from here, mail to the domain is delivered; the same for a host probed on
+//! every address (`smtp_target_*`).
+//!
+//! Part of `metrics`, written after the probe families on every scrape from
+//! `domains::Resolutions` and the probe rows already copied out of the store: a domain is
+//! deliverable when a spec of its first port, on one of its MX addresses, succeeded in its
+//! last scheduled probe.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::time::UNIX_EPOCH;
+
+use super::families::{push_escaped, push_value};
+use crate::config::ExpansionKind;
+use crate::dns::Family;
+use crate::domains::Resolution;
+use crate::store::Row;
+
+/// One family: name, HELP, and the labels after the domain (or target) label.
+struct DomainFamily {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+}
+
+const fn family(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> DomainFamily {
+    DomainFamily { name, help, labels }
+}
+
+const DNS_SUCCESS: DomainFamily = family(
+    "smtp_domain_dns_success",
+    "1 if the last walk of the domain's DNS (from the cached, scheduled walk) found where its mail goes, or a null MX; else 0.",
+    &[],
+);
+const DNS_FAILURE: DomainFamily = family(
+    "smtp_domain_dns_failure_info",
+    "1 with why the domain's last DNS walk failed (nxdomain, servfail, refused, timeout, no_records, truncated, bogus, other); present only while it fails.",
+    &["reason"],
+);
+const DNS_LOOKUP: DomainFamily = family(
+    "smtp_domain_dns_lookup_seconds",
+    "Duration of each query of the domain's last DNS walk (near 0 when answered from the exporter's cache).",
+    &["name", "type"],
+);
+const MX_HOSTS: DomainFamily = family(
+    "smtp_domain_mx_hosts",
+    "Number of MX hosts the domain lists (its last DNS walk); 0 for a null MX or no MX.",
+    &[],
+);
+const MX_INFO: DomainFamily = family(
+    "smtp_domain_mx_info",
+    "1 for each MX host of the domain, with its preference.",
+    &["mx", "preference"],
+);
+const MX_ADDRESSES: DomainFamily = family(
+    "smtp_domain_mx_addresses",
+    "Number of addresses of each family an MX host of the domain has (at most 8 are probed).",
+    &["mx", "family"],
+);
+const NULL_MX: DomainFamily =
+    family("smtp_domain_null_mx", "1 if the domain publishes a null MX (RFC 7505): it accepts no mail.", &[]);
+const IMPLICIT_MX: DomainFamily = family(
+    "smtp_domain_implicit_mx",
+    "1 if the domain has no MX record, so that its own addresses receive its mail (RFC 5321 5.1).",
+    &[],
+);
+const DELIVERABLE: DomainFamily = family(
+    "smtp_domain_deliverable",
+    "1 if at least one address of one MX accepted a session on the domain's first port (25 by default) in its last scheduled probe, as a sender would find; else 0.",
+    &[],
+);
+const PRIMARY_DELIVERABLE: DomainFamily = family(
+    "smtp_domain_primary_deliverable",
+    "1 if an MX of the lowest preference accepted a session in its last scheduled probe; 0 when only a backup MX (or none) does.",
+    &[],
+);
+const MX_DELIVERABLE: DomainFamily = family(
+    "smtp_domain_mx_deliverable",
+    "1 if at least one address of this MX accepted a session on the domain's first port in its last scheduled probe.",
+    &["mx"],
+);
+const LAST_WALK: DomainFamily = family(
+    "smtp_domain_last_walk_timestamp_seconds",
+    "Unix time at which the domain's last DNS walk ended.",
+    &[],
+);
+const TARGET_DNS_SUCCESS: DomainFamily = family(
+    "smtp_target_dns_success",
+    "1 if the last lookup of a target probed on every address (ip_protocol: both) found an address; else 0.",
+    &[],
+);
+const TARGET_DNS_FAILURE: DomainFamily = family(
+    "smtp_target_dns_failure_info",
+    "1 with why the last lookup of a target probed on every address failed; present only while it fails.",
+    &["reason"],
+);
+const TARGET_ADDRESSES: DomainFamily = family(
+    "smtp_target_addresses",
+    "Number of addresses of each family of a target probed on every address (at most 8 are probed).",
+    &["family"],
+);
+
+/// Writes every domain and target family.
+pub(super) fn write(out: &mut Vec<u8>, walks: &[std::sync::Arc<Resolution>], rows: &[Row]) {
+    if walks.is_empty() {
+        return;
+    }
+    // Which (target, MX) pairs accepted a session on the delivery port, from the rows.
+    let mut accepted: HashMap<(&str, &str), bool> = HashMap::new();
+    let delivery: HashMap<&str, (u16, &str)> =
+        walks.iter().map(|w| (w.name.as_str(), (w.delivery_port, w.delivery_module.as_str()))).collect();
+    for row in rows {
+        let Some(via) = &row.key.via else { continue };
+        if delivery.get(row.key.target.as_str()) != Some(&(row.key.port, row.key.module.as_str())) {
+            continue;
+        }
+        let ok = accepted.entry((row.key.target.as_str(), via.mx.as_str())).or_default();
+        *ok |= row.report.success();
+    }
+    let domains: Vec<&Resolution> =
+        walks.iter().map(|w| &**w).filter(|w| w.kind == ExpansionKind::Domain).collect();
+    let hosts: Vec<&Resolution> =
+        walks.iter().map(|w| &**w).filter(|w| w.kind != ExpansionKind::Domain).collect();
+    let mx_ok = |w: &Resolution, mx: &str| accepted.get(&(w.name.as_str(), mx)).copied().unwrap_or(false);
+    let usable = |w: &Resolution| w.failure.is_none() && !w.null_mx;
+
+    let mut f = Writer { out, label: "domain" };
+    f.each(&DNS_SUCCESS, &domains, |w, s| s(&[], if w.failure.is_none() { 1.0 } else { 0.0 }));
+    f.each(&DNS_FAILURE, &domains, |w, s| {
+        if let Some((failure, _)) = &w.failure {
+            s(&[failure.as_str()], 1.0);
+        }
+    });
+    f.each(&DNS_LOOKUP, &domains, |w, s| {
+        for lookup in &w.lookups {
+            s(&[&lookup.name, lookup.kind], lookup.elapsed.as_secs_f64());
+        }
+    });
+    f.each(&MX_HOSTS, &domains, |w, s| {
+        s(&[], if w.implicit_mx { 0.0 } else { w.mx.len() as f64 });
+    });
+    f.each(&MX_INFO, &domains, |w, s| {
+        for mx in w.mx.iter().filter(|_| !w.implicit_mx) {
+            s(&[&mx.host, &mx.preference.to_string()], 1.0);
+        }
+    });
+    f.each(&MX_ADDRESSES, &domains, |w, s| {
+        for mx in &w.mx {
+            for family in [Family::Ip4, Family::Ip6] {
+                let n = mx.addresses.iter().filter(|a| Family::of(**a) == family).count();
+                s(&[&mx.host, family.as_str()], n as f64);
+            }
+        }
+    });
+    f.each(&NULL_MX, &domains, |w, s| s(&[], if w.null_mx { 1.0 } else { 0.0 }));
+    f.each(&IMPLICIT_MX, &domains, |w, s| s(&[], if w.implicit_mx { 1.0 } else { 0.0 }));
+    f.each(&DELIVERABLE, &domains, |w, s| {
+        let ok = usable(w) && w.mx.iter().any(|mx| mx_ok(w, &mx.host));
+        s(&[], if ok { 1.0 } else { 0.0 });
+    });
+    f.each(&PRIMARY_DELIVERABLE, &domains, |w, s| {
+        let primary = w.primary_preference();
+        let ok =
+            usable(w) && w.mx.iter().filter(|mx| Some(mx.preference) == primary).any(|mx| mx_ok(w, &mx.host));
+        s(&[], if ok { 1.0 } else { 0.0 });
+    });
+    f.each(&MX_DELIVERABLE, &domains, |w, s| {
+        for mx in &w.mx {
+            s(&[&mx.host], if mx_ok(w, &mx.host) { 1.0 } else { 0.0 });
+        }
+    });
+    f.each(&LAST_WALK, &domains, |w, s| {
+        s(&[], w.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as f64).unwrap_or(0.0));
+    });
+
+    f.label = "target";
+    f.each(&TARGET_DNS_SUCCESS, &hosts, |w, s| s(&[], if w.failure.is_none() { 1.0 } else { 0.0 }));
+    f.each(&TARGET_DNS_FAILURE, &hosts, |w, s| {
+        if let Some((failure, _)) = &w.failure {
+            s(&[failure.as_str()], 1.0);
+        }
+    });
+    f.each(&TARGET_ADDRESSES, &hosts, |w, s| {
+        for family in [Family::Ip4, Family::Ip6] {
+            let n = w.mx.iter().flat_map(|m| &m.addresses).filter(|a| Family::of(**a) == family).count();
+            s(&[family.as_str()], n as f64);
+        }
+    });
+}
+
+/// Writes families whose first label is `label` (the domain, or the target).
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    label: &'static str,
+}
+
+impl Writer<'_> {
+    /// The header of `family`, then what `each` writes for every walk through its sample
+    /// function (label values after the first, and the value).
+    fn each(
+        &mut self,
+        family: &DomainFamily,
+        walks: &[&Resolution],
+        mut each: impl FnMut(&Resolution, &mut dyn FnMut(&[&str], f64)),
+    ) {
+        if walks.is_empty() {
+            return;
+        }
+        let header_at = self.out.len();
+        let _ = write!(self.out, "# HELP {0} {1}\n# TYPE {0} gauge\n", family.name, family.help);
+        let body_at = self.out.len();
+        let (out, label) = (&mut *self.out, self.label);
+        for walk in walks {
+            each(walk, &mut |values, value| {
+                out.extend_from_slice(family.name.as_bytes());
+                out.push(b'{');
+                out.extend_from_slice(label.as_bytes());
+                out.extend_from_slice(b"=\"");
+                push_escaped(out, &walk.name);
+                out.push(b'"');
+                for (name, v) in family.labels.iter().zip(values) {
+                    out.push(b',');
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b"=\"");
+                    push_escaped(out, v);
+                    out.push(b'"');
+                }
+                out.extend_from_slice(b"} ");
+                push_value(out, value);
+                out.push(b'\n');
+            });
+        }
+        if self.out.len() == body_at {
+            self.out.truncate(header_at);
+        }
+    }
+}

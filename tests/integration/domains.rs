@@ -1,0 +1,172 @@
+//! Mail domains and hosts probed on every address, end to end against the fake name server:
+//! MX walk, implicit and null MX, both families, classified DNS failures, and specs that
+//! follow the zone as it changes.
+
+use std::time::{Duration, Instant};
+
+use smtp_exporter::app::{self, ConfigSource};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use testkit::dns::{Behaviour as Dns, FakeDns, Rr};
+use testkit::exposition::{find, parse_exposition, value, Sample};
+use testkit::pki::TestPki;
+use testkit::smtp::{Behaviour, FakeSmtp};
+
+async fn scrape(addr: std::net::SocketAddr) -> Vec<Sample> {
+    let body = tokio::task::spawn_blocking(move || {
+        let response = testkit::http::Client::new(addr, Duration::from_secs(10))
+            .request("GET", "/metrics", &[], b"")
+            .expect("scrape");
+        assert_eq!(response.status, 200);
+        response.text().to_owned()
+    })
+    .await
+    .unwrap();
+    parse_exposition(&body)
+}
+
+/// Scrapes until `ready` holds (at most `within`), and returns that scrape.
+async fn scrape_until(
+    addr: std::net::SocketAddr,
+    within: Duration,
+    what: &str,
+    ready: impl Fn(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    let start = Instant::now();
+    loop {
+        let samples = scrape(addr).await;
+        if ready(&samples) {
+            return samples;
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ip(text: &str) -> std::net::IpAddr {
+    text.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domains_are_walked_like_a_sender_and_follow_the_zone() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let port = server.port();
+    let dns = FakeDns::start(1).await;
+    dns.add("two.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("two.example.test", Rr::Mx(20, "mx2.example.test".into()))
+        .add("mx1.example.test", Rr::Addr(ip("127.0.0.1")))
+        .add("mx1.example.test", Rr::Addr(ip("::1")))
+        .add("mx2.example.test", Rr::Cname("mx2-real.example.test".into()))
+        .add("mx2-real.example.test", Rr::Addr(ip("127.0.0.2")))
+        .add("null.example.test", Rr::Mx(0, ".".into()))
+        .add("implicit.example.test", Rr::Addr(ip("127.0.0.1")))
+        .add("noaddr.example.test", Rr::Mx(10, "empty.example.test".into()))
+        .add("empty.example.test", Rr::Mx(10, "elsewhere.example.test".into()))
+        .add("broken.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("dual.example.test", Rr::Addr(ip("127.0.0.1")))
+        .add("dual.example.test", Rr::Addr(ip("::1")));
+    dns.set_behaviour("broken.example.test", Dns::Servfail);
+    let domains: String = ["two", "null", "implicit", "nx", "noaddr", "broken"]
+        .iter()
+        .map(|d| format!("  - name: {d}.example.test\n    ports: [{{ port: {port}, module: relay }}]\n"))
+        .collect();
+    let yaml = format!(
+        "interval: 2s\ndns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\n  every: {{ tls: starttls, timeout: 1s, ip_protocol: both }}\ntargets:\n  - name: dual\n    host: dual.example.test\n    ports: [{{ port: {port}, module: every }}]\ndomains:\n{domains}",
+        dns.addr
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let source = ConfigSource::Text { text: yaml, origin: "domains.yml".into() };
+    let task = tokio::spawn(async move {
+        app::run(listener, source, app::Options::default(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("exporter runs");
+    });
+
+    let two = [("target", "two.example.test")];
+    let samples = scrape_until(addr, Duration::from_secs(10), "every address probed", |s| {
+        find(s, "smtp_probe_success", &two).len() == 3
+            && find(s, "smtp_probe_success", &[("target", "implicit.example.test")]).len() == 1
+            && find(s, "smtp_probe_success", &[("target", "dual")]).len() == 2
+            && find(s, "smtp_domain_deliverable", &[]).len() == 6
+    })
+    .await;
+    let success = |target: &str, mx: &str, address: &str| {
+        let mut labels = vec![("target", target), ("address", address)];
+        if !mx.is_empty() {
+            labels.push(("mx", mx));
+        }
+        value(&samples, "smtp_probe_success", &labels)
+    };
+    // The MX set in preference order: mx1 works over IPv4, its IPv6 address and the
+    // CNAME'd mx2 have nothing listening.
+    assert_eq!(success("two.example.test", "mx1.example.test", "127.0.0.1"), 1.0);
+    assert_eq!(success("two.example.test", "mx1.example.test", "::1"), 0.0);
+    assert_eq!(success("two.example.test", "mx2.example.test", "127.0.0.2"), 0.0);
+    let ip6 = [("target", "two.example.test"), ("family", "ip6"), ("state", "refused")];
+    assert_eq!(value(&samples, "smtp_port_state", &ip6), 1.0);
+    let domain = |name: &str, family: &str| value(&samples, family, &[("domain", name)]);
+    assert_eq!(domain("two.example.test", "smtp_domain_mx_hosts"), 2.0);
+    let mx2 = [("domain", "two.example.test"), ("mx", "mx2.example.test"), ("preference", "20")];
+    assert_eq!(value(&samples, "smtp_domain_mx_info", &mx2), 1.0);
+    assert_eq!(domain("two.example.test", "smtp_domain_deliverable"), 1.0);
+    assert_eq!(domain("two.example.test", "smtp_domain_primary_deliverable"), 1.0);
+    let mx2_ok = [("domain", "two.example.test"), ("mx", "mx2.example.test")];
+    assert_eq!(value(&samples, "smtp_domain_mx_deliverable", &mx2_ok), 0.0);
+    // A null MX accepts no mail, and that is not a DNS failure.
+    assert_eq!(domain("null.example.test", "smtp_domain_null_mx"), 1.0);
+    assert_eq!(domain("null.example.test", "smtp_domain_dns_success"), 1.0);
+    assert_eq!(domain("null.example.test", "smtp_domain_deliverable"), 0.0);
+    // No MX: the domain's own address is its MX.
+    assert_eq!(domain("implicit.example.test", "smtp_domain_implicit_mx"), 1.0);
+    assert_eq!(domain("implicit.example.test", "smtp_domain_deliverable"), 1.0);
+    assert_eq!(success("implicit.example.test", "implicit.example.test", "127.0.0.1"), 1.0);
+    // Failures, each with its reason.
+    for (name, reason) in [("nx", "nxdomain"), ("noaddr", "no_records"), ("broken", "servfail")] {
+        let name = format!("{name}.example.test");
+        let labels = [("domain", name.as_str()), ("reason", reason)];
+        assert_eq!(value(&samples, "smtp_domain_dns_failure_info", &labels), 1.0, "{name}");
+        assert_eq!(domain(&name, "smtp_domain_deliverable"), 0.0, "{name}");
+        assert_eq!(domain(&name, "smtp_domain_dns_success"), 0.0, "{name}");
+    }
+    let empty = [("domain", "noaddr.example.test"), ("mx", "empty.example.test"), ("family", "ip4")];
+    assert_eq!(value(&samples, "smtp_domain_mx_addresses", &empty), 0.0);
+    // A host under ip_protocol: both: each family its own spec.
+    assert_eq!(success("dual", "", "127.0.0.1"), 1.0);
+    assert_eq!(success("dual", "", "::1"), 0.0);
+    assert_eq!(value(&samples, "smtp_target_addresses", &[("target", "dual"), ("family", "ip6")]), 1.0);
+    assert!(find(&samples, "smtp_probe_phase_duration_seconds", &[("target", "dual"), ("phase", "resolve")])
+        .is_empty());
+
+    // The zone changes: mx2 leaves, mx1 loses its IPv6 address. Within the TTL floor
+    // (1 s) and a probe, their series vanish.
+    dns.retain("two.example.test", |rr| rr != &Rr::Mx(20, "mx2.example.test".into()));
+    dns.retain("mx1.example.test", |rr| rr != &Rr::Addr(ip("::1")));
+    let samples = scrape_until(addr, Duration::from_secs(6), "the old MX and address dropped", |s| {
+        find(s, "smtp_probe_success", &two).len() == 1
+            && find(s, "smtp_domain_mx_info", &[("domain", "two.example.test")]).len() == 1
+    })
+    .await;
+    assert_eq!(value(&samples, "smtp_domain_mx_hosts", &[("domain", "two.example.test")]), 1.0);
+    assert!(find(&samples, "smtp_port_state", &[("mx", "mx2.example.test")]).is_empty());
+
+    // A name server that stops answering: classified as a timeout; the specs found before
+    // are kept, and the rest of the fleet goes on.
+    dns.set_behaviour("two.example.test", Dns::Silent);
+    let samples = scrape_until(addr, Duration::from_secs(6), "a timeout reported", |s| {
+        !find(s, "smtp_domain_dns_failure_info", &[("domain", "two.example.test"), ("reason", "timeout")])
+            .is_empty()
+    })
+    .await;
+    assert_eq!(find(&samples, "smtp_probe_success", &two).len(), 1);
+    assert_eq!(value(&samples, "smtp_domain_deliverable", &[("domain", "two.example.test")]), 0.0);
+    assert_eq!(value(&samples, "smtp_domain_deliverable", &[("domain", "implicit.example.test")]), 1.0);
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("clean shutdown").unwrap();
+}
