@@ -170,3 +170,60 @@ async fn domains_are_walked_like_a_sender_and_follow_the_zone() {
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("clean shutdown").unwrap();
 }
+
+fn check_args(domain: &str, dns: &FakeDns, port: u16, json: bool) -> smtp_exporter::check::CheckArgs {
+    smtp_exporter::check::CheckArgs {
+        host: domain.into(),
+        ports: vec![smtp_exporter::check::PortArg {
+            port,
+            mode: Some(smtp_exporter::config::TlsMode::Starttls),
+        }],
+        user: None,
+        password_file: None,
+        timeout: Duration::from_secs(2),
+        ca_file: None,
+        insecure: false,
+        json,
+        mx: false,
+        dns_server: Some(dns.addr),
+    }
+}
+
+/// `check DOMAIN` walks the MX set like a sender when the name has MX records, and says
+/// in words where mail goes and what is broken.
+#[tokio::test]
+async fn check_walks_a_domain_and_gives_a_verdict() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let dns = FakeDns::start(60).await;
+    dns.add("two.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("two.example.test", Rr::Mx(20, "mx2.example.test".into()))
+        .add("mx1.example.test", Rr::Addr(ip("127.0.0.2")))
+        .add("mx2.example.test", Rr::Addr(ip("127.0.0.1")))
+        .add("mx2.example.test", Rr::Addr(ip("::1")))
+        .add("null.example.test", Rr::Mx(0, ".".into()));
+    let output =
+        smtp_exporter::check::run(&check_args("two.example.test", &dns, server.port(), false)).await.unwrap();
+    assert!(output.any_success, "{}", output.text);
+    assert!(
+        output.text.contains(
+            "mail to two.example.test is delivered via mx2.example.test (IPv4 only): mx1.example.test refuses, IPv6 of mx2.example.test refuses."
+        ),
+        "{}",
+        output.text
+    );
+    assert!(output.text.contains("MX: 10 mx1.example.test, 20 mx2.example.test"), "{}", output.text);
+
+    let output =
+        smtp_exporter::check::run(&check_args("null.example.test", &dns, server.port(), true)).await.unwrap();
+    assert!(!output.any_success);
+    let json: serde_json::Value = serde_json::from_str(&output.text).unwrap();
+    assert_eq!(json["null_mx"], true);
+    assert_eq!(json["verdict"], "null.example.test accepts no mail: it publishes a null MX (RFC 7505).");
+
+    let mut args = check_args("nx.example.test", &dns, server.port(), true);
+    args.mx = true;
+    let output = smtp_exporter::check::run(&args).await.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&output.text).unwrap();
+    assert_eq!(json["dns_failure"], "nxdomain", "{}", output.text);
+}

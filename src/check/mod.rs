@@ -20,6 +20,8 @@ use crate::config::{
     self, Auth, CredentialSource, Credentials, Expectations, IpProtocol, Module, ProbeSpec, Secret, Tls,
     TlsMode, Transport,
 };
+mod domain;
+
 use crate::dns::{DnsSettings, Resolver};
 use crate::logging::format_date;
 use crate::probe::{self, Phase, PortState, ProbeReport, Reason};
@@ -211,17 +213,7 @@ impl Plan {
 
     /// The spec that probes `host:port` in `mode`.
     fn spec(&self, args: &CheckArgs, port: u16, mode: TlsMode) -> Result<ProbeSpec, CheckError> {
-        let settings = if mode == TlsMode::Starttls { &self.lenient } else { &self.strict };
-        let module = Arc::new(Module {
-            transport: Transport::of_mode(mode, || Tls { settings: settings.clone(), name: None }),
-            timeout: args.timeout,
-            phase_timeout: args.timeout,
-            ehlo_hostname: config::DEFAULT_EHLO_HOSTNAME.to_owned(),
-            ehlo_metrics: true,
-            ip_protocol: IpProtocol::Auto,
-            auth: self.auth.clone().filter(|_| authenticates(port, mode)),
-        });
-        module
+        self.module(args, port, mode)
             .spec(
                 &args.host,
                 &args.host,
@@ -231,6 +223,20 @@ impl Plan {
                 &self.resolver,
             )
             .map_err(CheckError::Host)
+    }
+
+    /// The module that probes `port` in `mode`.
+    fn module(&self, args: &CheckArgs, port: u16, mode: TlsMode) -> Arc<Module> {
+        let settings = if mode == TlsMode::Starttls { &self.lenient } else { &self.strict };
+        Arc::new(Module {
+            transport: Transport::of_mode(mode, || Tls { settings: settings.clone(), name: None }),
+            timeout: args.timeout,
+            phase_timeout: args.timeout,
+            ehlo_hostname: config::DEFAULT_EHLO_HOSTNAME.to_owned(),
+            ehlo_metrics: true,
+            ip_protocol: IpProtocol::Auto,
+            auth: self.auth.clone().filter(|_| authenticates(port, mode)),
+        })
     }
 }
 
@@ -261,17 +267,24 @@ enum Detected {
     Nothing,
 }
 
-/// Probes every port at once and renders the result.
+/// Probes every port at once and renders the result; a mail domain (`--mx`, or an
+/// argument with MX records) is walked like a sender instead (`domain`).
 pub async fn run(args: &CheckArgs) -> Result<CheckOutput, CheckError> {
     let plan = Plan::new(args)?;
+    if domain::mx_walk_wanted(args, &plan.resolver).await {
+        return domain::run(args, &plan).await;
+    }
     let ports: Vec<PortArg> = if args.ports.is_empty() {
         WELL_KNOWN.iter().map(|&port| PortArg { port, mode: None }).collect()
     } else {
         args.ports.clone()
     };
+    // Sniffing connects on its own; it uses the address the probes will use.
+    let address = plan.resolver.first_address(&args.host, None).await.ok();
     let mut tasks = Vec::new();
     for port in ports {
         let (host, lenient, args) = (args.host.clone(), plan.lenient.clone(), args.clone());
+        let target = address.map(|ip| std::net::SocketAddr::new(ip, port.port));
         let given = port.mode.or(known_mode(port.port));
         let plan_spec = |mode| plan.spec(&args, port.port, mode);
         // Specs are built before the tasks start, so that a bad host fails the whole command.
@@ -284,7 +297,7 @@ pub async fn run(args: &CheckArgs) -> Result<CheckOutput, CheckError> {
             let (spec, detected) = match fixed {
                 Some(spec) => (spec, None),
                 None => {
-                    let found = sniff(&host, port.port, &lenient).await;
+                    let found = sniff(&host, target, &lenient).await;
                     let spec = if found == Detected::Tls { sniffed_tls } else { sniffed_plain };
                     (spec.expect("both sniffed specs are built"), Some(found))
                 }
@@ -292,7 +305,7 @@ pub async fn run(args: &CheckArgs) -> Result<CheckOutput, CheckError> {
             let report = probe::run(&spec).await;
             let speaks_tls = report.port_state() == PortState::Silent
                 && spec.module.tls_mode() != TlsMode::Implicit
-                && answers_tls(&host, port.port, &lenient).await;
+                && answers_tls(&host, target, &lenient).await;
             Checked { spec, report, detected, speaks_tls }
         }));
     }
@@ -312,10 +325,11 @@ pub async fn run(args: &CheckArgs) -> Result<CheckOutput, CheckError> {
 
 /// Classifies a port of unknown role: a greeting within `SNIFF_TIMEOUT` is SMTP; silence,
 /// then a TLS answer to a ClientHello on a second connection, is implicit TLS.
-async fn sniff(host: &str, port: u16, tls: &TlsSettings) -> Detected {
+async fn sniff(host: &str, target: Option<std::net::SocketAddr>, tls: &TlsSettings) -> Detected {
     use tokio::io::AsyncReadExt;
+    let Some(target) = target else { return Detected::Nothing };
     let Ok(Ok(mut stream)) =
-        tokio::time::timeout(SNIFF_TIMEOUT, tokio::net::TcpStream::connect((host, port))).await
+        tokio::time::timeout(SNIFF_TIMEOUT, tokio::net::TcpStream::connect(target)).await
     else {
         // Refused, filtered or unresolved: the probe itself will say which.
         return Detected::Nothing;
@@ -325,7 +339,7 @@ async fn sniff(host: &str, port: u16, tls: &TlsSettings) -> Detected {
         return Detected::Greeting;
     }
     drop(stream);
-    if answers_tls(host, port, tls).await {
+    if answers_tls(host, Some(target), tls).await {
         Detected::Tls
     } else {
         Detected::Nothing
@@ -333,9 +347,9 @@ async fn sniff(host: &str, port: u16, tls: &TlsSettings) -> Detected {
 }
 
 /// Whether `host:port` answers a TLS ClientHello with TLS (a handshake, or a TLS alert).
-async fn answers_tls(host: &str, port: u16, tls: &TlsSettings) -> bool {
+async fn answers_tls(host: &str, target: Option<std::net::SocketAddr>, tls: &TlsSettings) -> bool {
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        let stream = tokio::net::TcpStream::connect(target?).await.ok()?;
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())
             .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("invalid").expect("a valid name"));
         Some(match tls::handshake(tls, name, stream).await {
