@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 #
-# tests/real/mta.sh - start/stop a real, throw-away Postfix + Dovecot SASL setup on
-# loopback for smtp_exporter's "real server" tests.
+# tests/real/mta.sh - start/stop a real, throw-away Postfix + Dovecot SASL setup, and an
+# authoritative name server (knot) for the test zone mail.test, on loopback for
+# smtp_exporter's "real server" tests.
 #
 # Usage (as root, Debian 12 or similar):
 #   tests/real/mta.sh start   # install packages if missing, generate PKI, configure, start
@@ -21,12 +22,15 @@
 # debconf is preseeded with "No configuration", so the package does not set up or start
 # the system instance on port 25.
 #
-# Everything listens on 127.0.0.1 only; all mail accepted is discarded (no delivery, no
-# outbound SMTP, no DNS lookups by smtpd).
+# Everything listens on 127.0.0.1 only, but the relay port also on ::1 (the test zone's
+# mx1 has an AAAA there); all mail accepted is discarded (no delivery, no outbound SMTP, no
+# DNS lookups by smtpd). knot serves mail.test on 127.0.0.1:$DNS_PORT (UDP and TCP), run
+# as `knotd -c $STATE/knot/knot.conf` with its own rundir; see write_zone for the names.
 #
 # Tunables (environment variables, all optional):
 #   REAL_STATE_DIR     state directory              (default /tmp/smtp-exporter-real)
-#   RELAY_PORT         plain SMTP, STARTTLS offered (default 10025)
+#   RELAY_PORT         plain SMTP, STARTTLS offered (default 10025; also on ::1)
+#   DNS_PORT           knot, zone mail.test         (default 10053)
 #   NOTLS_PORT         plain SMTP, no STARTTLS      (default 10026)
 #   SUBMISSION_PORT    STARTTLS required + AUTH     (default 10587)
 #   SUBMISSIONS_PORT   implicit TLS + AUTH          (default 10465)
@@ -60,6 +64,7 @@ SELFSIGNED_PORT=${SELFSIGNED_PORT:-10468}
 SELFSIGNED_LEAF_PORT=${SELFSIGNED_LEAF_PORT:-10469}
 POSTSCREEN_PORT=${POSTSCREEN_PORT:-10024}
 POSTSCREEN_GREET_WAIT=${POSTSCREEN_GREET_WAIT:-6s}
+DNS_PORT=${DNS_PORT:-10053}
 AUTH_USER=${AUTH_USER:-probe@example.test}
 AUTH_PASSWORD=${AUTH_PASSWORD:-probe-secret}
 MTA_HOSTNAME=${MTA_HOSTNAME:-mx.example.test}
@@ -83,10 +88,17 @@ DC_STATE=$DC_DIR/state   # state_dir
 PF_LOG=$LOG_DIR/postfix.log
 DC_LOG=$LOG_DIR/dovecot.log
 ENV_FILE=$STATE_DIR/env
+# knot: an authoritative name server for the zone mail.test, on 127.0.0.1:$DNS_PORT.
+KNOT_DIR=$STATE_DIR/knot
+KNOT_CONF=$KNOT_DIR/knot.conf
+KNOT_ZONE=$KNOT_DIR/mail.test.zone
+KNOT_SOCKET=$KNOT_DIR/knot.sock
+KNOT_PID=$KNOT_DIR/knot.pid
+KNOT_LOG=$LOG_DIR/knot.log
 PASSWORD_FILE=$STATE_DIR/auth-password
 
 # libnet-ssleay-perl: only a Recommends of swaks, but needed for its TLS options.
-PACKAGES=(postfix dovecot-core swaks libnet-ssleay-perl openssl)
+PACKAGES=(postfix dovecot-core swaks libnet-ssleay-perl openssl knot knot-dnsutils)
 
 log() { printf 'mta.sh: %s\n' "$*" >&2; }
 die() { printf 'mta.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -302,7 +314,7 @@ maillog_file = $PF_LOG
 maillog_file_prefixes = $LOG_DIR
 
 inet_interfaces = $LISTEN_ADDR
-inet_protocols = ipv4
+inet_protocols = all
 myhostname = $MTA_HOSTNAME
 mydomain = example.test
 myorigin = \$mydomain
@@ -343,6 +355,8 @@ EOF
         printf '# service type  private unpriv  chroot  wakeup  maxproc command + args\n'
         printf '# --- smtp_exporter test listeners ---\n'
         smtpd_listener "$RELAY_PORT" relay smtpd_tls_security_level=may
+        # The relay also on ::1, where the test zone's mx1 has its AAAA.
+        LISTEN_ADDR='[::1]' smtpd_listener "$RELAY_PORT" relay6 smtpd_tls_security_level=may
         smtpd_listener "$NOTLS_PORT" notls smtpd_tls_security_level=none
         smtpd_listener "$SUBMISSION_PORT" submission smtpd_tls_security_level=encrypt \
             smtpd_sasl_auth_enable=yes smtpd_tls_auth_only=yes
@@ -484,7 +498,10 @@ write_env_file() {
             SERVER_NAME "$SERVER_NAME" \
             BANNER_HOSTNAME "$MTA_HOSTNAME" \
             POSTFIX_LOG "$PF_LOG" \
-            DOVECOT_LOG "$DC_LOG"
+            DOVECOT_LOG "$DC_LOG" \
+            DNS_PORT "$DNS_PORT" \
+            DNS_ZONE_FILE "$KNOT_ZONE" \
+            KNOT_CONF "$KNOT_CONF"
     } >"$ENV_FILE.tmp"
     mv "$ENV_FILE.tmp" "$ENV_FILE"
 }
@@ -554,6 +571,77 @@ stop_postfix() {
     local pid
     pid=$(live_pid "$PF_QUEUE/pid/master.pid" master) || return 0
     stop_session Postfix "$pid" postfix -c "$PF_CONF" stop
+}
+
+# The test zone mail.test, written with serial $1 (tests rewrite it and reload knot):
+#   two       two MX at different preferences; mx1 has both families (Postfix listens on
+#             127.0.0.1 and ::1), mx2 is a CNAME to an address where nothing listens
+#   implicit  no MX: its own address is its implicit MX
+#   null      a null MX (RFC 7505)
+#   noaddr    an MX host with no address
+#   (any other name under mail.test does not exist)
+write_zone() { # $1 = serial
+    cat >"$KNOT_ZONE" <<EOF
+\$ORIGIN mail.test.
+\$TTL 2
+@         SOA  ns hostmaster $1 60 60 600 1
+@         NS   ns
+ns        A    127.0.0.1
+two       MX   10 mx1
+two       MX   20 mx2
+mx1       A    127.0.0.1
+mx1       AAAA ::1
+mx2       CNAME mx2-real
+mx2-real  A    127.0.0.2
+implicit  A    127.0.0.1
+null      MX   0 .
+noaddr    MX   10 empty
+empty     TXT  "no address here"
+EOF
+}
+
+write_knot_config() {
+    mkdir -p "$KNOT_DIR"
+    write_zone 1
+    cat >"$KNOT_CONF" <<EOF
+server:
+    user: root:root
+    rundir: "$KNOT_DIR"
+    pidfile: "$KNOT_PID"
+    listen: 127.0.0.1@$DNS_PORT
+log:
+  - target: "$KNOT_LOG"
+    any: info
+database:
+    storage: "$KNOT_DIR"
+control:
+    listen: "$KNOT_SOCKET"
+zone:
+  - domain: mail.test
+    file: "$KNOT_ZONE"
+    zonefile-load: whole
+    journal-content: none
+    zonefile-sync: -1
+EOF
+}
+
+stop_knot() {
+    local pid
+    pid=$(live_pid "$KNOT_PID" knotd) || return 0
+    stop_session knot "$pid" kill -TERM "$pid"
+}
+
+start_knot() {
+    : >"$KNOT_LOG"
+    knotd -c "$KNOT_CONF" -d </dev/null >>"$KNOT_LOG" 2>&1 9>&- || fail_start "knotd failed to start"
+    local i
+    for i in $(seq 50); do
+        if kdig -p "$DNS_PORT" @127.0.0.1 +short +timeout=1 +retry=0 mx1.mail.test A 2>/dev/null | grep -q 127.0.0.1; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    fail_start "knotd does not answer on 127.0.0.1:$DNS_PORT"
 }
 
 stop_dovecot() {
@@ -640,6 +728,7 @@ cmd_stop() {
     require_root
     stop_postfix
     stop_dovecot
+    stop_knot
     rm -f "$ENV_FILE"
 }
 
@@ -673,6 +762,9 @@ cmd_start() {
         fail_start "dovecot failed to start"
     postfix -c "$PF_CONF" start </dev/null >>"$PF_LOG" 2>&1 9>&- ||
         fail_start "postfix failed to start"
+
+    write_knot_config
+    start_knot
 
     wait_ready
     write_env_file

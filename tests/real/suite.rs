@@ -19,6 +19,8 @@ use testkit::exposition::{find, parse_exposition, Sample};
 
 /// Attacks on the exporter, bounded in count and time (issue 12).
 mod attack;
+/// Mail domains against knot and Postfix.
+mod domains;
 /// TLS, basic authentication and the lifecycle API with real clients (issue 12).
 mod security;
 
@@ -508,7 +510,11 @@ fn promtool_check_metrics_is_clean(mta: &Mta) -> Check {
         "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {relay}, module: relay }}\n      - {{ port: {sub}, module: wrong_password }}\n"
     );
     let exporter = Exporter::start(&write_config(mta, "promtool.yml", &targets))?;
-    let exposition = exporter.exposition()?;
+    promtool_check_metrics(&exporter.exposition()?)
+}
+
+/// `promtool check metrics` on `exposition`: it must find nothing to complain about.
+fn promtool_check_metrics(exposition: &str) -> Check {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -1286,7 +1292,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 22] = [
+    let checks: [NamedCheck; 23] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1314,6 +1320,7 @@ fn main() {
         ("attack_slowloris", attack::slowloris),
         ("attack_credentials_go_only_where_configured", attack::credentials_go_only_where_configured),
         ("attack_reload_endpoint_closed_by_default", attack::reload_endpoint_closed_by_default),
+        ("domains_with_a_real_name_server", domains::domains_with_a_real_name_server),
         // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];

@@ -1,0 +1,141 @@
+//! Mail domains against a real authoritative name server (knot, started by mta.sh with the
+//! zone mail.test) and the real Postfix, which listens on 127.0.0.1 and ::1: the MX walk,
+//! both families, CNAME'd and address-less MX hosts, implicit and null MX, NXDOMAIN, a
+//! zone change followed within its TTL, `check DOMAIN`, and a name server that does not
+//! answer.
+
+use super::*;
+
+/// The exporter's configuration for the test zone's domains.
+fn domains_config(mta: &Mta) -> String {
+    let (relay, dns) = (mta.get("RELAY_PORT"), mta.get("DNS_PORT"));
+    let domains: String = ["two", "implicit", "null", "noaddr", "nx"]
+        .iter()
+        .map(|d| format!("  - name: {d}.mail.test\n    ports: [{{ port: {relay}, module: relay }}]\n"))
+        .collect();
+    format!(
+        "interval: 2s\ndns:\n  nameservers: [\"127.0.0.1:{dns}\"]\n  timeout: 500ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 2s }}\ndomains:\n{domains}"
+    )
+}
+
+/// Scrapes until `ready` holds, at most `within`.
+fn scrape_until(
+    exporter: &Exporter,
+    within: Duration,
+    what: &str,
+    ready: impl Fn(&[Sample]) -> bool,
+) -> Result<Vec<Sample>, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        // Until it listens, a scrape fails; that is "not yet" too.
+        let last = exporter.exposition().map(|text| parse_exposition(&text));
+        if let Ok(samples) = &last {
+            if ready(samples) {
+                return last;
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what}: not within {within:?} (last scrape: {:?})", last.err()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Rewrites the zone file with `edit` applied and a higher serial, and has knot reload it.
+fn change_zone(mta: &Mta, serial: u32, edit: impl Fn(&str) -> String) -> Check {
+    let path = mta.get("DNS_ZONE_FILE");
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let text = edit(&text);
+    let soa = text.lines().find(|l| l.contains(" SOA ")).ok_or("no SOA line")?.to_owned();
+    let fields: Vec<&str> = soa.split_whitespace().collect();
+    let new_soa = soa.replacen(&format!(" {} ", fields[4]), &format!(" {serial} "), 1);
+    std::fs::write(path, text.replace(&soa, &new_soa)).map_err(|e| e.to_string())?;
+    run("knotc", &["-c", mta.get("KNOT_CONF"), "zone-reload", "mail.test"]).map(|_| ())
+}
+
+pub(super) fn domains_with_a_real_name_server(mta: &Mta) -> Check {
+    let path = mta.state_dir.join("domains.yml");
+    std::fs::write(&path, domains_config(mta)).map_err(|e| e.to_string())?;
+    let exporter = Exporter::spawn(&path, &[], None)?;
+    let two = [("target", "two.mail.test")];
+    let samples = scrape_until(&exporter, Duration::from_secs(20), "every MX address probed", |s| {
+        find(s, "smtp_probe_success", &two).len() == 3
+            && find(s, "smtp_domain_deliverable", &[]).len() == 5
+            && !find(s, "smtp_probe_success", &[("target", "implicit.mail.test")]).is_empty()
+    })?;
+    let success = |mx: &str, address: &str| {
+        one(&samples, "smtp_probe_success", &[("target", "two.mail.test"), ("mx", mx), ("address", address)])
+            .map(|s| s.value)
+    };
+    // mx1 over both families reaches the real Postfix; the CNAME'd mx2 has nothing listening.
+    let got = (
+        success("mx1.mail.test", "127.0.0.1")?,
+        success("mx1.mail.test", "::1")?,
+        success("mx2.mail.test", "127.0.0.2")?,
+    );
+    if got != (1.0, 1.0, 0.0) {
+        return Err(format!("mx1 ip4, mx1 ip6, mx2: {got:?}"));
+    }
+    let domain = |name: &str, family: &str| one(&samples, family, &[("domain", name)]).map(|s| s.value);
+    let expect = [
+        ("two.mail.test", "smtp_domain_mx_hosts", 2.0),
+        ("two.mail.test", "smtp_domain_deliverable", 1.0),
+        ("two.mail.test", "smtp_domain_primary_deliverable", 1.0),
+        ("implicit.mail.test", "smtp_domain_implicit_mx", 1.0),
+        ("implicit.mail.test", "smtp_domain_deliverable", 1.0),
+        ("null.mail.test", "smtp_domain_null_mx", 1.0),
+        ("null.mail.test", "smtp_domain_dns_success", 1.0),
+        ("null.mail.test", "smtp_domain_deliverable", 0.0),
+        ("noaddr.mail.test", "smtp_domain_deliverable", 0.0),
+        ("nx.mail.test", "smtp_domain_deliverable", 0.0),
+    ];
+    for (name, family, want) in expect {
+        let got = domain(name, family)?;
+        if got != want {
+            return Err(format!("{family}{{domain={name}}} is {got}, want {want}"));
+        }
+    }
+    for (name, reason) in [("nx.mail.test", "nxdomain"), ("noaddr.mail.test", "no_records")] {
+        one(&samples, "smtp_domain_dns_failure_info", &[("domain", name), ("reason", reason)])?;
+    }
+    let lookups = find(&samples, "smtp_domain_dns_lookup_seconds", &[("domain", "two.mail.test")]).len();
+    // The exporter's own check of the metric names.
+    promtool_check_metrics(&exporter.exposition()?)?;
+
+    // The zone changes: mx2 leaves. Within its 2 s TTL (and a probe), its series vanish.
+    let changed = Instant::now();
+    change_zone(mta, 2, |zone| zone.replace("two       MX   20 mx2\n", ""))?;
+    let result = scrape_until(&exporter, Duration::from_secs(10), "mx2 dropped after the zone change", |s| {
+        find(s, "smtp_probe_success", &two).len() == 2
+            && find(s, "smtp_domain_mx_info", &[("domain", "two.mail.test")]).len() == 1
+    });
+    let followed_in = changed.elapsed();
+    change_zone(mta, 3, |zone| {
+        zone.replace("two       MX   10 mx1\n", "two       MX   10 mx1\ntwo       MX   20 mx2\n")
+    })?;
+    result?;
+
+    // check DOMAIN against the same name server, and against one that never answers.
+    let bin = env!("CARGO_BIN_EXE_smtp_exporter");
+    let dns = format!("127.0.0.1:{}", mta.get("DNS_PORT"));
+    let port = format!("{}:starttls", mta.get("RELAY_PORT"));
+    let table = run(bin, &["check", "two.mail.test", "--dns-server", &dns, "--port", &port])?;
+    if !table.contains("mail to two.mail.test is delivered via mx1.mail.test: mx2.mail.test refuses.") {
+        return Err(format!("check's verdict:\n{table}"));
+    }
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let silent = silent.local_addr().map_err(|e| e.to_string())?.to_string();
+    let out = Command::new(bin)
+        .args(["check", "two.mail.test", "--mx", "--dns-server", &silent, "--port", &port, "--json"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {out:?}"))?;
+    if json["dns_failure"] != "timeout" || out.status.code() != Some(1) {
+        return Err(format!("a silent name server: {json} (exit {:?})", out.status.code()));
+    }
+    println!(
+        "    knot zone mail.test: 5 domains, {lookups} DNS queries in two.mail.test's walk; a removed MX gone from /metrics in {:.1} s (TTL 2 s); a silent name server is a timeout",
+        followed_in.as_secs_f64()
+    );
+    Ok(())
+}
