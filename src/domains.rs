@@ -80,6 +80,49 @@ impl Resolution {
     }
 }
 
+/// Which MX hosts of the walked domains accepted a session on their delivery port, from
+/// the latest reports: what `smtp_domain_deliverable` and the status page say.
+pub struct Accepted<'a> {
+    by_mx: HashMap<(&'a str, &'a str), bool>,
+}
+
+impl<'a> Accepted<'a> {
+    /// From each spec's key and whether its last probe succeeded.
+    pub fn new(
+        walks: &'a [Arc<Resolution>],
+        results: impl Iterator<Item = (&'a crate::config::SpecKey, bool)>,
+    ) -> Accepted<'a> {
+        let delivery: HashMap<&str, (u16, &str)> =
+            walks.iter().map(|w| (w.name.as_str(), (w.delivery_port, w.delivery_module.as_str()))).collect();
+        let mut by_mx: HashMap<(&str, &str), bool> = HashMap::new();
+        for (key, success) in results {
+            let Some(via) = &key.via else { continue };
+            if delivery.get(key.target.as_str()) == Some(&(key.port, key.module.as_str())) {
+                *by_mx.entry((key.target.as_str(), via.mx.as_str())).or_default() |= success;
+            }
+        }
+        Accepted { by_mx }
+    }
+
+    /// Whether some address of `mx` accepted.
+    pub fn mx(&self, walk: &Resolution, mx: &str) -> bool {
+        self.by_mx.get(&(walk.name.as_str(), mx)).copied().unwrap_or(false)
+    }
+
+    /// Whether some MX accepted, and the walk found where mail goes.
+    pub fn deliverable(&self, walk: &Resolution) -> bool {
+        walk.failure.is_none() && !walk.null_mx && walk.mx.iter().any(|m| self.mx(walk, &m.host))
+    }
+
+    /// Whether an MX of the lowest preference accepted.
+    pub fn primary(&self, walk: &Resolution) -> bool {
+        let primary = walk.primary_preference();
+        walk.failure.is_none()
+            && !walk.null_mx
+            && walk.mx.iter().filter(|m| Some(m.preference) == primary).any(|m| self.mx(walk, &m.host))
+    }
+}
+
 /// The result of one walk: the specs, what was found, and when to walk again.
 pub struct Walked {
     pub specs: Vec<Arc<Scheduled>>,

@@ -28,6 +28,7 @@ pub fn section(ctx: &Ctx, report: &mut Report) -> Res<()> {
         .acc_delays
         .iter()
         .map(|&d| responder::Group {
+            port: 0,
             addrs: vec!["127.0.0.1".into()],
             per_addr: 1,
             banner_delay_us: d * 1000,

@@ -34,7 +34,7 @@ pub struct Opts {
     #[arg(long)]
     pub skip_blackbox: bool,
     /// Parts to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu,scale,accuracy")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "cpu,scale,accuracy,domains")]
     pub sections: Vec<Section>,
     /// Key type of the test CA and the responder's certificate.
     #[arg(long, value_enum, default_value = "rsa")]
@@ -90,6 +90,12 @@ pub struct Opts {
     /// Probes per injected delay [full: 300, quick: 100].
     #[arg(long)]
     pub accuracy_samples: Option<usize>,
+    /// Mail domains of the domain fleet, each 2 MX x 2 families [full: 2000, quick: 500].
+    #[arg(long)]
+    pub domains: Option<usize>,
+    /// Probe interval of the domain fleet, and the TTL of its zone, seconds [full: 60, quick: 20].
+    #[arg(long)]
+    pub domain_interval: Option<u64>,
     /// Keep the temporary directory (configurations, certificates, logs).
     #[arg(long)]
     pub keep_temp: bool,
@@ -100,6 +106,8 @@ pub enum Section {
     Cpu,
     Scale,
     Accuracy,
+    /// Mail domains walked through a real name server (needs knotd).
+    Domains,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +139,8 @@ pub struct Plan {
     pub scrapes: usize,
     pub acc_delays: Vec<u64>,
     pub acc_samples: usize,
+    pub domains: usize,
+    pub domain_interval: u64,
 }
 
 impl Plan {
@@ -157,8 +167,10 @@ impl Plan {
             scrapes: o.scrapes.unwrap_or(if q { 5 } else { 7 }).clamp(1, 100),
             acc_delays: o.accuracy_delays.iter().map(|&d| d.min(10_000)).collect(),
             acc_samples: o.accuracy_samples.unwrap_or(if q { 100 } else { 300 }).clamp(5, 100_000),
+            domains: o.domains.unwrap_or(if q { 500 } else { 2000 }).clamp(1, 20_000),
+            domain_interval: o.domain_interval.unwrap_or(if q { 20 } else { 60 }).clamp(5, 3600),
         };
-        let listeners = (plan.fleet_addrs * plan.fleet_ports) as u64;
+        let listeners = (plan.fleet_addrs * plan.fleet_ports).max(2 * plan.domains + 1) as u64;
         if listeners + 1024 > nofile {
             return Err(format!(
                 "{listeners} fleet listeners do not fit the open-file limit {nofile}; lower --fleet-addrs or --fleet-ports"

@@ -65,6 +65,7 @@ pub fn section(ctx: &Ctx, report: &mut Report) -> Res<()> {
     ));
     progress("CPU: starting the responder");
     let group = responder::Group {
+        port: 0,
         addrs: vec!["127.0.0.1".into()],
         per_addr: 1,
         banner_delay_us: 0,

@@ -12,7 +12,9 @@
 //!    tokio + tokio-rustls client, and blackbox_exporter (when installed, without AUTH);
 //! 2. scale: a simulated fleet (many loopback listeners with configurable delays and TLS)
 //!    probed on a schedule: CPU, RSS, the spread of probe starts, `/metrics` latency by size;
-//! 3. accuracy: the reported `banner` phase against delays injected by the responder.
+//! 3. accuracy: the reported `banner` phase against delays injected by the responder;
+//! 4. domains: a fleet of mail domains walked through a real name server (knot), against
+//!    the same addresses probed as static targets: CPU per probe, RSS, DNS queries.
 //!
 //! The SMTP responder and the baseline client are this same binary re-executed with
 //! `--responder` / `--baseline-client`, so that each subject's CPU is read from its own
@@ -34,7 +36,7 @@
 //! - [`responder`]: the SMTP responder child process (testkit's fake server on many
 //!   loopback listeners) and the handle the bench controls it with;
 //! - [`baseline`]: the hand-written client child process, the CPU baseline;
-//! - [`cpu`], [`scale`], [`accuracy`]: the three sections;
+//! - [`cpu`], [`scale`], [`accuracy`], [`domains`]: the four sections;
 //! - [`report`]: console lines, verdicts, the summary, statistics;
 //! - [`sys`], [`child`]: Linux calls, and child processes that die with the bench.
 
@@ -46,6 +48,7 @@ mod baseline;
 mod child;
 mod cli;
 mod cpu;
+mod domains;
 mod report;
 mod responder;
 mod scale;
@@ -149,10 +152,11 @@ fn print_header(ctx: &Ctx, report: &mut Report) {
 /// Runs each section asked for; a section that fails is reported, and the others still run.
 fn run_sections(ctx: &Ctx, sections: &[Section], report: &mut Report) {
     type SectionFn = fn(&Ctx, &mut Report) -> Res<()>;
-    let all: [(Section, &str, &str, SectionFn); 3] = [
+    let all: [(Section, &str, &str, SectionFn); 4] = [
         (Section::Cpu, "CPU", "cpu_error", cpu::section),
         (Section::Scale, "scale", "scale_error", scale::section),
         (Section::Accuracy, "accuracy", "accuracy_error", accuracy::section),
+        (Section::Domains, "domains", "domains_error", domains::section),
     ];
     for (section, name, json_key, run) in all {
         if !sections.contains(&section) {

@@ -38,9 +38,14 @@ use crate::{sys, Context, Res};
 /// Listeners that behave alike.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct Group {
-    /// Loopback addresses to listen on; each gets `per_addr` listeners on free ports.
+    /// Loopback addresses to listen on; each gets `per_addr` listeners on free ports, or
+    /// one listener on `port` when it is not 0.
     pub addrs: Vec<String>,
     pub per_addr: usize,
+    /// A fixed port on every address (the domain fleet: every MX of a domain answers on
+    /// the domain's one port); 0 for free ports.
+    #[serde(default)]
+    pub port: u16,
     /// Delay between accepting and sending the greeting.
     pub banner_delay_us: u64,
     /// Delay before every later reply.
@@ -139,8 +144,9 @@ fn bind_listeners(groups: &[Group]) -> Res<Vec<(TcpListener, usize)>> {
             if !ip.is_loopback() {
                 return Err(format!("{addr} is not a loopback address"));
             }
-            for _ in 0..group.per_addr {
-                let listener = TcpListener::bind((ip, 0)).ctx(&format!("bind {addr}"))?;
+            let count = if group.port == 0 { group.per_addr } else { 1 };
+            for _ in 0..count {
+                let listener = TcpListener::bind((ip, group.port)).ctx(&format!("bind {addr}"))?;
                 listeners.push((listener, group_index));
             }
         }
@@ -414,7 +420,7 @@ mod tests {
     use testkit::pki::TestPki;
 
     fn group(tls: bool, banner_delay_us: u64, reply_delay_us: u64) -> Group {
-        Group { addrs: vec!["127.0.0.1".into()], per_addr: 1, banner_delay_us, reply_delay_us, tls }
+        Group { addrs: vec!["127.0.0.1".into()], per_addr: 1, port: 0, banner_delay_us, reply_delay_us, tls }
     }
 
     /// Waits (bounded) until the responder has counted `n` finished sessions.

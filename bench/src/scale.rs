@@ -101,6 +101,7 @@ fn start_fleet_responder(plan: &Plan, ctx: &Ctx) -> Res<Responder> {
         plan.fleet_addrs * plan.fleet_ports
     ));
     let group = responder::Group {
+        port: 0,
         addrs: (0..plan.fleet_addrs).map(fleet_addr).collect(),
         per_addr: plan.fleet_ports,
         banner_delay_us: plan.fleet_banner_ms * 1000,

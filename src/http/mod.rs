@@ -169,7 +169,7 @@ async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
         "/" if read_only => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            Body::whole(status::render(&state.exporter.store)),
+            Body::whole(status::render(&state.exporter.store, &state.exporter.resolutions.snapshot())),
         ),
         "/-/healthy" if read_only => text(StatusCode::OK, "Healthy.\n"),
         "/-/ready" if read_only => {

@@ -5,7 +5,9 @@
 //! refresh). Everything that comes from configuration or from a server is escaped.
 //! Rows are compact and the header sticks, so the page stays usable with 1,000 specs;
 //! failing specs come first, every phase bar is drawn on one logarithmic time scale, a
-//! certificate that did not verify is shown as such, and the table fits 800 px.
+//! certificate that did not verify is shown as such, and the table fits 800 px. Mail
+//! domains come first, one line each: delivered or not, through which MX and family, and
+//! their DNS; a spec made from DNS names its MX and address under its target.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -13,7 +15,9 @@ use std::time::SystemTime;
 
 use strum::VariantArray;
 
-use crate::config::SpecKey;
+use crate::config::{ExpansionKind, SpecKey};
+use crate::dns::Family;
+use crate::domains::{Accepted, Resolution};
 use crate::probe::{Phase, PortState, ProbeReport};
 use crate::store::Store;
 
@@ -148,14 +152,15 @@ td.reason { white-space: normal; max-width: 32rem; }
 }
 "#;
 
-/// Renders the whole page.
-pub fn render(store: &Store) -> String {
+/// Renders the whole page: the mail domains (`walks`), then every spec.
+pub fn render(store: &Store, walks: &[Arc<Resolution>]) -> String {
     let now = SystemTime::now();
     let mut specs = store.snapshot();
-    specs.sort_by_key(|(_, report)| row_rank(report));
-    let mut html = String::with_capacity(4096 + specs.len() * 600);
+    let mut html = String::with_capacity(4096 + specs.len() * 600 + walks.len() * 300);
     head(&mut html);
     summary(&mut html, &specs);
+    domains(&mut html, walks, &specs);
+    specs.sort_by_key(|(_, report)| row_rank(report));
     legend(&mut html);
     html.push_str(
         "<table id=\"specs\">\n<thead><tr><th>Target</th><th>Port</th><th>Module</th><th>State</th><th class=\"hide-narrow\">Last probe</th>\
@@ -194,6 +199,76 @@ fn summary(html: &mut String, specs: &[(SpecKey, Option<Arc<ProbeReport>>)]) {
     );
 }
 
+/// One line per mail domain, undeliverable first: where its mail goes, as a sender would
+/// find, and what its DNS said.
+fn domains(html: &mut String, walks: &[Arc<Resolution>], specs: &[(SpecKey, Option<Arc<ProbeReport>>)]) {
+    let domains: Vec<&Resolution> =
+        walks.iter().map(|w| &**w).filter(|w| w.kind == ExpansionKind::Domain).collect();
+    if domains.is_empty() {
+        return;
+    }
+    let accepted =
+        Accepted::new(walks, specs.iter().map(|(k, r)| (k, r.as_ref().is_some_and(|r| r.success()))));
+    let mut rows: Vec<(&Resolution, bool)> = domains.iter().map(|w| (*w, accepted.deliverable(w))).collect();
+    rows.sort_by_key(|(w, ok)| (*ok || w.null_mx, w.name.clone()));
+    html.push_str("<h2>Mail domains</h2>\n<table id=\"domains\">\n<thead><tr><th>Domain</th><th>Mail</th><th>MX (preference: host, families that accept)</th><th>DNS</th></tr></thead>\n<tbody>\n");
+    for (walk, ok) in rows {
+        let (class, mail) = if walk.null_mx {
+            ("state-unresolved", "accepts no mail (null MX)")
+        } else if ok && accepted.primary(walk) {
+            ("state-open", "delivered")
+        } else if ok {
+            ("state-open failing", "delivered via a backup MX only")
+        } else {
+            ("state-refused", "NOT delivered")
+        };
+        let _ = write!(
+            html,
+            "<tr class=\"domain\" data-domain=\"{d}\" data-deliverable=\"{ok}\"><td>{d}</td><td><span class=\"state {class}\">{mail}</span></td><td>",
+            d = escape(&walk.name),
+            ok = u8::from(ok),
+        );
+        if walk.implicit_mx {
+            html.push_str("implicit MX (no MX record): ");
+        }
+        for (i, mx) in walk.mx.iter().enumerate() {
+            let accepts = |family: Family| {
+                specs.iter().any(|(k, r)| {
+                    k.target == walk.name
+                        && k.port == walk.delivery_port
+                        && k.via.as_ref().is_some_and(|v| v.mx == mx.host && Family::of(v.address) == family)
+                        && r.as_ref().is_some_and(|r| r.success())
+                })
+            };
+            let families: Vec<&str> =
+                [Family::Ip4, Family::Ip6].into_iter().filter(|f| accepts(*f)).map(Family::as_str).collect();
+            let verdict = match (mx.addresses.is_empty(), families.is_empty()) {
+                (true, _) => "no address".to_owned(),
+                (false, true) => "fails".to_owned(),
+                (false, false) => families.join(" "),
+            };
+            let _ = write!(
+                html,
+                "{sep}<span data-mx=\"{h}\">{p}: {h} ({verdict})</span>",
+                sep = if i == 0 { "" } else { "; " },
+                p = mx.preference,
+                h = escape(&mx.host),
+            );
+        }
+        let dns = match &walk.failure {
+            Some((failure, detail)) => {
+                format!("<span class=\"warn\" title=\"{}\">{}</span>", escape(detail), failure.as_str())
+            }
+            None => {
+                let ms: f64 = walk.lookups.iter().map(|l| l.elapsed.as_secs_f64() * 1e3).sum();
+                format!("{} queries, {ms:.1} ms", walk.lookups.len())
+            }
+        };
+        let _ = writeln!(html, "</td><td>{dns}</td></tr>");
+    }
+    html.push_str("</tbody>\n</table>\n");
+}
+
 /// The colour of each phase in the bars.
 fn legend(html: &mut String) {
     html.push_str("<p class=\"legend\">");
@@ -212,10 +287,18 @@ fn legend(html: &mut String) {
 fn row(html: &mut String, key: &SpecKey, report: Option<&ProbeReport>, now: SystemTime) {
     let _ = write!(
         html,
-        "<tr class=\"spec\" data-target=\"{t}\" data-port=\"{p}\" data-module=\"{m}\"><td>{t}</td><td class=\"num\">{p}</td><td>{m}</td>",
+        "<tr class=\"spec\" data-target=\"{t}\" data-port=\"{p}\" data-module=\"{m}\"><td>{t}{via}</td><td class=\"num\">{p}</td><td>{m}</td>",
         t = escape(&key.target),
         p = key.port,
-        m = escape(&key.module)
+        m = escape(&key.module),
+        via = key
+            .via
+            .as_ref()
+            .map(|v| {
+                let mx = if v.mx.is_empty() { String::new() } else { format!("{} ", escape(&v.mx)) };
+                format!("<br><small class=\"via\" data-address=\"{a}\">{mx}{a}</small>", a = v.address)
+            })
+            .unwrap_or_default()
     );
     let Some(report) = report else {
         html.push_str("<td><span class=\"state state-pending\" data-state=\"pending\">pending</span></td><td class=\"hide-narrow\"></td><td></td><td></td><td></td><td></td></tr>\n");

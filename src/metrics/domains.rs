@@ -7,14 +7,13 @@
 //! deliverable when a spec of its first port, on one of its MX addresses, succeeded in its
 //! last scheduled probe.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::time::UNIX_EPOCH;
 
 use super::families::{push_escaped, push_value};
 use crate::config::ExpansionKind;
 use crate::dns::Family;
-use crate::domains::Resolution;
+use crate::domains::{Accepted, Resolution};
 use crate::store::Row;
 
 /// One family: name, HELP, and the labels after the domain (or target) label.
@@ -106,24 +105,11 @@ pub(super) fn write(out: &mut Vec<u8>, walks: &[std::sync::Arc<Resolution>], row
     if walks.is_empty() {
         return;
     }
-    // Which (target, MX) pairs accepted a session on the delivery port, from the rows.
-    let mut accepted: HashMap<(&str, &str), bool> = HashMap::new();
-    let delivery: HashMap<&str, (u16, &str)> =
-        walks.iter().map(|w| (w.name.as_str(), (w.delivery_port, w.delivery_module.as_str()))).collect();
-    for row in rows {
-        let Some(via) = &row.key.via else { continue };
-        if delivery.get(row.key.target.as_str()) != Some(&(row.key.port, row.key.module.as_str())) {
-            continue;
-        }
-        let ok = accepted.entry((row.key.target.as_str(), via.mx.as_str())).or_default();
-        *ok |= row.report.success();
-    }
+    let accepted = Accepted::new(walks, rows.iter().map(|r| (&r.key, r.report.success())));
     let domains: Vec<&Resolution> =
         walks.iter().map(|w| &**w).filter(|w| w.kind == ExpansionKind::Domain).collect();
     let hosts: Vec<&Resolution> =
         walks.iter().map(|w| &**w).filter(|w| w.kind != ExpansionKind::Domain).collect();
-    let mx_ok = |w: &Resolution, mx: &str| accepted.get(&(w.name.as_str(), mx)).copied().unwrap_or(false);
-    let usable = |w: &Resolution| w.failure.is_none() && !w.null_mx;
 
     let mut f = Writer { out, label: "domain" };
     f.each(&DNS_SUCCESS, &domains, |w, s| s(&[], if w.failure.is_none() { 1.0 } else { 0.0 }));
@@ -155,19 +141,11 @@ pub(super) fn write(out: &mut Vec<u8>, walks: &[std::sync::Arc<Resolution>], row
     });
     f.each(&NULL_MX, &domains, |w, s| s(&[], if w.null_mx { 1.0 } else { 0.0 }));
     f.each(&IMPLICIT_MX, &domains, |w, s| s(&[], if w.implicit_mx { 1.0 } else { 0.0 }));
-    f.each(&DELIVERABLE, &domains, |w, s| {
-        let ok = usable(w) && w.mx.iter().any(|mx| mx_ok(w, &mx.host));
-        s(&[], if ok { 1.0 } else { 0.0 });
-    });
-    f.each(&PRIMARY_DELIVERABLE, &domains, |w, s| {
-        let primary = w.primary_preference();
-        let ok =
-            usable(w) && w.mx.iter().filter(|mx| Some(mx.preference) == primary).any(|mx| mx_ok(w, &mx.host));
-        s(&[], if ok { 1.0 } else { 0.0 });
-    });
+    f.each(&DELIVERABLE, &domains, |w, s| s(&[], if accepted.deliverable(w) { 1.0 } else { 0.0 }));
+    f.each(&PRIMARY_DELIVERABLE, &domains, |w, s| s(&[], if accepted.primary(w) { 1.0 } else { 0.0 }));
     f.each(&MX_DELIVERABLE, &domains, |w, s| {
         for mx in &w.mx {
-            s(&[&mx.host], if mx_ok(w, &mx.host) { 1.0 } else { 0.0 });
+            s(&[&mx.host], if accepted.mx(w, &mx.host) { 1.0 } else { 0.0 });
         }
     });
     f.each(&LAST_WALK, &domains, |w, s| {

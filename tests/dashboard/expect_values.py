@@ -65,14 +65,15 @@ def main():
         grid.setdefault(s["metric"]["target"], set()).add(s["value"][1])
     expect("status grid codes per target", grid,
            {"mx": {"0"}, "mx-wrong-ca": {"0"}, "mx-bad-password": {"1"}, "mx-notls": {"1"},
-            "closed": {"2"}})
+            "closed": {"2"}, "two.mail.test": {"2"}})
 
     failures = {(s["metric"]["target"], s["metric"]["phase"], s["metric"]["reason"])
                 for s in series("Current failures", "A")}
     expect("current failures (target, phase, reason)", failures,
            {("mx-bad-password", "auth", "auth_failed"),
             ("mx-notls", "starttls", "starttls_unavailable"),
-            ("closed", "connect", "refused")})
+            ("closed", "connect", "refused"),
+            ("two.mail.test", "connect", "refused")})
 
     codes = {}
     for s in series("AUTH (last probe)", "B"):
@@ -86,7 +87,24 @@ def main():
     for s in series("Certificate verified", "A"):
         verified.setdefault(s["metric"]["target"], set()).add(s["value"][1])
     expect("certificate verified per target", verified,
-           {"mx": {"1"}, "mx-bad-password": {"1"}, "mx-wrong-ca": {"0"}})
+           {"mx": {"1"}, "mx-bad-password": {"1"}, "mx-wrong-ca": {"0"}, "two.mail.test": {"1"}})
+
+    # The test zone's domain: mx1 answers on both families, mx2 (a CNAME to 127.0.0.2)
+    # has nothing listening; mail is delivered through the primary.
+    deliverable = {s["metric"]["domain"]: s["value"][1]
+                   for s in series("Domain deliverable", "A")}
+    primary = {s["metric"]["domain"]: s["value"][1] for s in series("Domain deliverable", "B")}
+    expect("domain deliverable, and through the primary MX", (deliverable, primary),
+           ({"two.mail.test": "1"}, {"two.mail.test": "1"}))
+    addresses = {(s["metric"]["mx"], s["metric"]["family"], s["metric"]["address"], s["value"][1])
+                 for s in series("MX addresses (last probe)", "A")}
+    expect("MX addresses and their results", addresses,
+           {("mx1.mail.test", "ip4", "127.0.0.1", "1"), ("mx1.mail.test", "ip6", "::1", "1"),
+            ("mx2.mail.test", "ip4", "127.0.0.2", "0")})
+    lookups = {(s["metric"]["type"], s["metric"]["name"]) for s in series("DNS lookups of the domain walks", "A")}
+    expect("DNS lookups of the walk", lookups,
+           {("mx", "two.mail.test"), ("a", "mx1.mail.test"), ("aaaa", "mx1.mail.test"),
+            ("a", "mx2.mail.test"), ("aaaa", "mx2.mail.test")})
 
     before = {s["metric"]["mechanism"] for s in series("AUTH mechanisms advertised before TLS", "A")
               if s["value"][1] == "1"}

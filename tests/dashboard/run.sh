@@ -6,7 +6,8 @@
 #   * a private Postfix + Dovecot (tests/real/mta.sh, in a state directory and on ports of
 #     its own, so it neither disturbs nor depends on the real-server suite's instance),
 #   * smtp_exporter probing it with specs chosen so that every panel has data, the failure,
-#     certificate-error and expectation panels included (see write_exporter_config),
+#     certificate-error, expectation and mail-domain panels included (see
+#     write_exporter_config; the domain comes from the test zone of mta.sh's knot),
 #   * a Prometheus scraping the exporter every second,
 # then runs tests/dashboard/check.py until every query of the dashboard returns data (at
 # most $WAIT seconds), spot-checks what some panels show (expect_values.py), and finally
@@ -182,6 +183,13 @@ targets:
     host: 127.0.0.1
     ports:
       - { port: $CLOSED_PORT, module: relay }
+# The test zone of mta.sh's knot: two MX, mx1 on both families, mx2 with nothing listening.
+dns:
+  nameservers: ["127.0.0.1:$DNS_PORT"]
+domains:
+  - name: two.mail.test
+    ports:
+      - { port: $RELAY_PORT, module: relay }
 EOF
 }
 write_exporter_config

@@ -143,6 +143,20 @@ async fn domains_are_walked_like_a_sender_and_follow_the_zone() {
     assert!(find(&samples, "smtp_probe_phase_duration_seconds", &[("target", "dual"), ("phase", "resolve")])
         .is_empty());
 
+    // The status page puts the domains first, undeliverable ones on top, and names each
+    // spec's MX and address.
+    let page = tokio::task::spawn_blocking(move || testkit::http::get(addr, "/").unwrap()).await.unwrap().1;
+    let first = |needle: &str| page.find(needle).unwrap_or_else(|| panic!("{needle} not on the page"));
+    assert!(
+        first("data-domain=\"broken.example.test\" data-deliverable=\"0\"")
+            < first("data-domain=\"two.example.test\" data-deliverable=\"1\"")
+    );
+    assert!(page.contains("<span data-mx=\"mx1.example.test\">10: mx1.example.test (ip4)</span>"), "{page}");
+    assert!(page.contains("<span data-mx=\"mx2.example.test\">20: mx2.example.test (fails)</span>"));
+    assert!(page.contains("accepts no mail (null MX)"));
+    assert!(page.contains("<small class=\"via\" data-address=\"::1\">mx1.example.test ::1</small>"));
+    assert!(first("id=\"domains\"") < first("id=\"specs\""));
+
     // The zone changes: mx2 leaves, mx1 loses its IPv6 address. Within the TTL floor
     // (1 s) and a probe, their series vanish.
     dns.retain("two.example.test", |rr| rr != &Rr::Mx(20, "mx2.example.test".into()));

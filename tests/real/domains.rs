@@ -102,6 +102,28 @@ pub(super) fn domains_with_a_real_name_server(mta: &Mta) -> Check {
     // The exporter's own check of the metric names.
     promtool_check_metrics(&exporter.exposition()?)?;
 
+    // The status page in a real browser: the domains first, the undeliverable ones on top.
+    let mut browser = Browser::start(1200, 900)?;
+    browser.open(&format!("http://{}/", exporter.addr))?;
+    let rows = browser.eval(
+        "[...document.querySelectorAll('tr.domain')].map(r => [r.dataset.domain, r.dataset.deliverable])",
+    )?;
+    let want = serde_json::json!([
+        ["noaddr.mail.test", "0"],
+        ["nx.mail.test", "0"],
+        ["implicit.mail.test", "1"],
+        ["null.mail.test", "0"],
+        ["two.mail.test", "1"]
+    ]);
+    if rows != want {
+        return Err(format!("domain rows in Chromium: {rows}"));
+    }
+    let mx = browser.eval("document.querySelector('tr.domain[data-domain=\"two.mail.test\"]').innerText")?;
+    if !mx.as_str().is_some_and(|t| t.contains("10: mx1.mail.test (ip4 ip6); 20: mx2.mail.test (fails)")) {
+        return Err(format!("two.mail.test's row: {mx}"));
+    }
+    drop(browser);
+
     // The zone changes: mx2 leaves. Within its 2 s TTL (and a probe), its series vanish.
     let changed = Instant::now();
     change_zone(mta, 2, |zone| zone.replace("two       MX   20 mx2\n", ""))?;
