@@ -213,7 +213,7 @@ pub async fn walk(
                     ttl = ttl.min(answer.ttl);
                     for address in answer.value {
                         found.addresses.push(address);
-                        let via = Via { mx: mx_label.clone(), address };
+                        let via = Arc::new(Via { mx: mx_label.clone(), address });
                         specs.extend(specs_for(expansion, &host, via, resolver));
                     }
                 }
@@ -261,7 +261,12 @@ pub async fn walk(
 }
 
 /// The specs of one address: one per port of the expansion, checked against `host`'s name.
-fn specs_for(expansion: &Expansion, host: &str, via: Via, resolver: &Arc<Resolver>) -> Vec<Arc<Scheduled>> {
+fn specs_for(
+    expansion: &Expansion,
+    host: &str,
+    via: Arc<Via>,
+    resolver: &Arc<Resolver>,
+) -> Vec<Arc<Scheduled>> {
     expansion
         .ports
         .iter()
@@ -406,7 +411,8 @@ impl WalkTask {
             let walked = {
                 let _permit = self.limit.acquire().await;
                 let previous = self.last.as_deref().unwrap_or(&[]);
-                walk(&self.expansion, &self.resolver, &self.dns, previous).await
+                // Boxed: a sleeping task then keeps no room for the walk's lookups.
+                Box::pin(walk(&self.expansion, &self.resolver, &self.dns, previous)).await
             };
             self.resolutions.set(walked.resolution);
             let keys = |specs: &[Arc<Scheduled>]| {

@@ -85,7 +85,7 @@ pub(super) async fn run(args: &CheckArgs, plan: &Plan) -> Result<CheckOutput, Ch
         let via = spec.via.clone().expect("a domain's specs have an address");
         probed.push(Probed {
             preference: preference_of(&via.mx),
-            mx: via.mx,
+            mx: via.mx.clone(),
             address: via.address,
             port: spec.port,
             mode: spec.module.tls_mode(),

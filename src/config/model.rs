@@ -320,7 +320,7 @@ pub struct ProbeSpec {
     pub resolver: Arc<Resolver>,
     /// Set on a spec that DNS made (a domain's MX, or a host under `ip_protocol: both`):
     /// the address to connect to, so the probe does not resolve.
-    pub via: Option<Via>,
+    pub via: Option<Arc<Via>>,
 }
 
 /// Where a spec made from DNS connects: which MX (for a domain) and which address.
@@ -390,7 +390,7 @@ pub struct SpecKey {
     pub port: u16,
     pub module: String,
     /// The MX and address of a spec made from DNS.
-    pub via: Option<Via>,
+    pub via: Option<Arc<Via>>,
 }
 
 impl SpecKey {

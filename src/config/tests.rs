@@ -333,3 +333,63 @@ fn probe_places_hold_on_every_shard() {
         assert!(!config.probe_allowed("example.test"));
     }
 }
+
+/// Each domain, and each host probed on every address, is walked by exactly one shard:
+/// a domain's specs stay together, so that one replica can tell whether any MX accepts.
+#[test]
+fn every_domain_belongs_to_exactly_one_shard() {
+    let mut yaml = String::from(
+        "modules:\n  relay: { tls: starttls }\n  every: { tls: starttls, ip_protocol: both }\ntargets:\n  - { name: dual, host: dual.example.test, ports: [{ port: 25, module: every }] }\ndomains:\n",
+    );
+    for i in 0..200 {
+        yaml.push_str(&format!(
+            "  - {{ name: d{i}.example.test, ports: [{{ port: 25, module: relay }}] }}\n"
+        ));
+    }
+    let all = parse(&yaml, "t").unwrap();
+    assert_eq!(all.expansions.len(), 201);
+    assert!(all.schedule.is_empty(), "a target whose only module is `both` has no static spec");
+    let mut owners = std::collections::HashMap::new();
+    for index in 0..3 {
+        let mut config = parse(&yaml, "t").unwrap();
+        config.keep_shard(Shard { index, count: 3 });
+        assert!((30..=110).contains(&config.expansions.len()), "shard {index}: {}", config.expansions.len());
+        for e in &config.expansions {
+            assert!(owners.insert(e.name.clone(), index).is_none(), "{} on two shards", e.name);
+        }
+    }
+    assert_eq!(owners.len(), 201);
+}
+
+/// Domain entries are checked like targets, with errors that name the field.
+#[test]
+fn domain_errors_name_the_field() {
+    let base = "modules:\n  relay: { tls: starttls }\ndomains:\n";
+    let cases = [
+        ("  - { name: 'not a domain', ports: [{ port: 25, module: relay }] }\n", "domains[0].name: \"not a domain\" is not a domain name"),
+        ("  - { name: 192.0.2.1, ports: [{ port: 25, module: relay }] }\n", "domains[0].name: \"192.0.2.1\" is not a domain name"),
+        ("  - { name: a.test, ports: [] }\n", "domains[0].ports: must list at least one port"),
+        ("  - { name: a.test, ports: [{ port: 25, module: nope }] }\n", "domains[0].ports[0].module: unknown module \"nope\" (defined: relay)"),
+        ("  - { name: a.test, ip_protocol: auto, ports: [{ port: 25, module: relay }] }\n", "domains[0].ip_protocol: a domain walks every address; use both, ip4 or ip6"),
+        ("  - { name: A.test., ports: [{ port: 25, module: relay }] }\n  - { name: a.test, ports: [{ port: 25, module: relay }] }\n", "domains[1].name: domain \"a.test\" is listed twice"),
+    ];
+    for (domains, want) in cases {
+        let err = parse(&format!("{base}{domains}"), "test.yml").unwrap_err().to_string();
+        assert_eq!(err, format!("test.yml: {want}"), "for {domains}");
+    }
+    let dns = [
+        ("dns: { nameservers: [resolver.example] }\n", "dns.nameservers: \"resolver.example\" is not an IP address or ADDRESS:PORT ([v6]:PORT for IPv6); a name server is given by address"),
+        ("dns: { attempts: 0 }\n", "dns.attempts: 0 is out of range (1 to 5)"),
+        ("dns: { min_ttl: 2h, max_ttl: 1h }\n", "dns.min_ttl: 7200s exceeds max_ttl 3600s"),
+    ];
+    for (section, want) in dns {
+        let yaml = format!("{section}{base}  - {{ name: a.test, ports: [{{ port: 25, module: relay }}] }}\n");
+        let err = parse(&yaml, "test.yml").unwrap_err().to_string();
+        assert_eq!(err, format!("test.yml: {want}"), "for {section}");
+    }
+    let ok = parse(&format!("dns: {{ nameservers: [\"192.0.2.53\", \"[2001:db8::53]:5353\"] }}\n{base}  - {{ name: a.test, ports: [{{ port: 25, module: relay }}] }}\n"), "t").unwrap();
+    assert_eq!(
+        ok.dns.nameservers,
+        vec!["192.0.2.53:53".parse().unwrap(), "[2001:db8::53]:5353".parse().unwrap()]
+    );
+}
