@@ -10,7 +10,7 @@
 use std::io::Write as _;
 use std::time::UNIX_EPOCH;
 
-use super::families::{push_escaped, push_value};
+use super::families::{push_escaped, push_labels_and_value};
 use crate::config::ExpansionKind;
 use crate::dns::Family;
 use crate::domains::{Accepted, Resolution};
@@ -197,16 +197,7 @@ impl Writer<'_> {
                 out.extend_from_slice(b"=\"");
                 push_escaped(out, &walk.name);
                 out.push(b'"');
-                for (name, v) in family.labels.iter().zip(values) {
-                    out.push(b',');
-                    out.extend_from_slice(name.as_bytes());
-                    out.extend_from_slice(b"=\"");
-                    push_escaped(out, v);
-                    out.push(b'"');
-                }
-                out.extend_from_slice(b"} ");
-                push_value(out, value);
-                out.push(b'\n');
+                push_labels_and_value(out, family.labels.iter().copied().zip(values.iter().copied()), value);
             });
         }
         if self.out.len() == body_at {

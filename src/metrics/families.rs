@@ -469,17 +469,27 @@ impl<const N: usize> Samples<'_, N> {
         out.extend_from_slice(self.family.name.as_bytes());
         out.push(b'{');
         out.extend_from_slice(self.base);
-        for (name, v) in self.family.labels.iter().zip(values) {
-            out.push(b',');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"=\"");
-            push_escaped(out, v);
-            out.push(b'"');
-        }
-        out.extend_from_slice(b"} ");
-        push_value(out, value);
-        out.push(b'\n');
+        push_labels_and_value(out, self.family.labels.iter().copied().zip(values), value);
     }
+}
+
+/// Ends a sample line after its first labels: `,label="value"` for each pair, then
+/// `} value` and the newline.
+pub(super) fn push_labels_and_value<'a>(
+    out: &mut Vec<u8>,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    value: f64,
+) {
+    for (name, v) in labels {
+        out.push(b',');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"=\"");
+        push_escaped(out, v);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"} ");
+    push_value(out, value);
+    out.push(b'\n');
 }
 
 /// Appends a label value escaped for the text format (backslash, quote, newline).
