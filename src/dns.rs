@@ -341,6 +341,29 @@ impl Resolver {
         Ok(Answer { value, elapsed: started.elapsed(), ttl })
     }
 
+    /// The TXT records of `name`, each with its strings joined (as RFC 8461 and 8460 read
+    /// them). No record is `no_records`.
+    pub async fn txt(&self, name: &str) -> Result<Answer<Vec<String>>, LookupError> {
+        let started = Instant::now();
+        let (records, ttl) = self.query(name, RecordType::TXT).await.map_err(|mut e| {
+            e.elapsed = started.elapsed();
+            e
+        })?;
+        let value = records
+            .into_iter()
+            .filter_map(|r| match r {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .map(|part| String::from_utf8_lossy(part).into_owned())
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .collect();
+        Ok(Answer { value, elapsed: started.elapsed(), ttl })
+    }
+
     /// The first address of `host` for a probe: IPv4 first, else IPv6 (`auto`), or only
     /// the family asked.
     pub async fn first_address(&self, host: &str, family: Option<Family>) -> Result<IpAddr, LookupError> {

@@ -71,6 +71,8 @@ pub struct Resolution {
     /// The port whose sessions decide whether the domain is deliverable (its first port).
     pub delivery_port: u16,
     pub delivery_module: String,
+    /// The last MTA-STS and TLS-RPT check, for a domain that has them on.
+    pub policy: Option<Arc<crate::policy::PolicyReport>>,
 }
 
 impl Resolution {
@@ -84,29 +86,41 @@ impl Resolution {
 /// the latest reports: what `smtp_domain_deliverable` and the status page say.
 pub struct Accepted<'a> {
     by_mx: HashMap<(&'a str, &'a str), bool>,
+    /// Whether some address of the MX presented a certificate valid for the MX's name.
+    cert_valid: HashMap<(&'a str, &'a str), bool>,
 }
 
 impl<'a> Accepted<'a> {
-    /// From each spec's key and whether its last probe succeeded.
+    /// From each spec's key and its last report, if any.
     pub fn new(
         walks: &'a [Arc<Resolution>],
-        results: impl Iterator<Item = (&'a crate::config::SpecKey, bool)>,
+        results: impl Iterator<Item = (&'a crate::config::SpecKey, Option<&'a crate::probe::ProbeReport>)>,
     ) -> Accepted<'a> {
         let delivery: HashMap<&str, (u16, &str)> =
             walks.iter().map(|w| (w.name.as_str(), (w.delivery_port, w.delivery_module.as_str()))).collect();
         let mut by_mx: HashMap<(&str, &str), bool> = HashMap::new();
-        for (key, success) in results {
+        let mut cert_valid: HashMap<(&str, &str), bool> = HashMap::new();
+        for (key, report) in results {
             let Some(via) = &key.via else { continue };
             if delivery.get(key.target.as_str()) == Some(&(key.port, key.module.as_str())) {
-                *by_mx.entry((key.target.as_str(), via.mx.as_str())).or_default() |= success;
+                let at = (key.target.as_str(), via.mx.as_str());
+                *by_mx.entry(at).or_default() |= report.is_some_and(|r| r.success());
+                let valid = report.and_then(|r| r.tls.as_ref()).is_some_and(|t| t.cert_error.is_none());
+                *cert_valid.entry(at).or_default() |= valid;
             }
         }
-        Accepted { by_mx }
+        Accepted { by_mx, cert_valid }
     }
 
     /// Whether some address of `mx` accepted.
     pub fn mx(&self, walk: &Resolution, mx: &str) -> bool {
         self.by_mx.get(&(walk.name.as_str(), mx)).copied().unwrap_or(false)
+    }
+
+    /// Whether some address of `mx` completed a TLS handshake with a certificate valid for
+    /// the MX's name (what MTA-STS asks of it).
+    pub fn cert_valid(&self, walk: &Resolution, mx: &str) -> bool {
+        self.cert_valid.get(&(walk.name.as_str(), mx)).copied().unwrap_or(false)
     }
 
     /// Whether some MX accepted, and the walk found where mail goes.
@@ -149,6 +163,7 @@ pub async fn walk(
         lookups: Vec::new(),
         delivery_port: expansion.ports[0].port,
         delivery_module: expansion.ports[0].module_name.clone(),
+        policy: None,
     };
     let mut ttl = dns.max_ttl;
     let mut specs = Vec::new();
@@ -304,6 +319,11 @@ impl Resolutions {
         self.walks.read().expect("resolutions lock").values().cloned().collect()
     }
 
+    /// The last policy check of `name`, kept across a reload.
+    fn policy_of(&self, name: &str) -> Option<Arc<crate::policy::PolicyReport>> {
+        self.walks.read().expect("resolutions lock").get(name).and_then(|w| w.policy.clone())
+    }
+
     fn set(&self, resolution: Resolution) {
         self.walks.write().expect("resolutions lock").insert(resolution.name.clone(), Arc::new(resolution));
     }
@@ -369,6 +389,8 @@ impl Walkers {
                 tx: self.tx.clone(),
                 resolutions: self.resolutions.clone(),
                 limit: self.limit.clone(),
+                policy: self.resolutions.policy_of(&expansion.name),
+                policy_due: tokio::time::Instant::now(),
             };
             let stop = token.clone();
             self.tracker.spawn(async move {
@@ -401,6 +423,9 @@ struct WalkTask {
     tx: mpsc::UnboundedSender<Derived>,
     resolutions: Arc<Resolutions>,
     limit: Arc<Semaphore>,
+    /// The last policy check, and when the next is due.
+    policy: Option<Arc<crate::policy::PolicyReport>>,
+    policy_due: tokio::time::Instant,
 }
 
 impl WalkTask {
@@ -408,12 +433,28 @@ impl WalkTask {
         // After a reload the same specs are handed on again, with the new settings.
         let mut handed_on = false;
         loop {
-            let walked = {
+            let mut walked = {
                 let _permit = self.limit.acquire().await;
                 let previous = self.last.as_deref().unwrap_or(&[]);
                 // Boxed: a sleeping task then keeps no room for the walk's lookups.
                 Box::pin(walk(&self.expansion, &self.resolver, &self.dns, previous)).await
             };
+            if let Some(policy) = &self.expansion.policy {
+                if tokio::time::Instant::now() >= self.policy_due {
+                    let _permit = self.limit.acquire().await;
+                    let previous = self.policy.as_deref();
+                    let checked = Box::pin(crate::policy::check(
+                        &self.expansion.name,
+                        &self.resolver,
+                        &policy.settings,
+                        previous,
+                    ))
+                    .await;
+                    self.policy = Some(Arc::new(checked));
+                    self.policy_due = tokio::time::Instant::now() + policy.interval;
+                }
+                walked.resolution.policy = self.policy.clone();
+            }
             self.resolutions.set(walked.resolution);
             let keys = |specs: &[Arc<Scheduled>]| {
                 let mut keys: Vec<_> = specs.iter().map(|s| s.spec.key()).collect();

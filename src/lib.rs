@@ -29,6 +29,7 @@ pub mod domains;
 mod http;
 pub mod logging;
 mod metrics;
+pub mod policy;
 pub mod probe;
 mod scheduler;
 mod store;

@@ -67,6 +67,7 @@ pub(super) async fn run(args: &CheckArgs, plan: &Plan) -> Result<CheckOutput, Ch
             .collect(),
         interval: Duration::from_secs(3600),
         expect: Arc::new(Expectations::default()),
+        policy: None,
     };
     let walked = domains::walk(&expansion, &plan.resolver, &DnsSettings::default(), &[]).await;
     let preference_of =

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 pub use model::{
     Auth, AuthMechanism, CredentialSource, Credentials, ExpandedPort, Expansion, ExpansionKind, Expectations,
-    IpProtocol, Module, NameError, ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport,
-    Via,
+    IpProtocol, Module, NameError, PolicyCheck, ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode,
+    Transport, Via,
 };
 
 /// The configuration used when no `--config.file` is given: the local host on the four

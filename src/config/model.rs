@@ -357,6 +357,15 @@ pub struct Expansion {
     pub ports: Vec<ExpandedPort>,
     pub interval: Duration,
     pub expect: Arc<Expectations>,
+    /// For a domain with its policy checks on: MTA-STS and TLS-RPT, how and how often.
+    pub policy: Option<PolicyCheck>,
+}
+
+/// How often, and how, a domain's MTA-STS and TLS-RPT are checked.
+#[derive(Clone, Debug)]
+pub struct PolicyCheck {
+    pub interval: Duration,
+    pub settings: crate::policy::PolicySettings,
 }
 
 /// What an expansion walks.

@@ -50,6 +50,17 @@ pub(super) struct RawDomain {
     pub(super) ports: Vec<RawPort>,
     pub(super) ip_protocol: Option<IpProtocol>,
     pub(super) expect: Option<RawExpect>,
+    pub(super) policy: Option<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
+    pub(super) interval: Option<String>,
+    pub(super) timeout: Option<String>,
+    pub(super) https_port: Option<u16>,
 }
 
 #[derive(Deserialize)]

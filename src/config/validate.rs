@@ -16,11 +16,11 @@ use rustls::pki_types::ServerName;
 use super::bounds::read_bounded;
 use super::model::{
     Auth, AuthMechanism, CredentialSource, Credentials, ExpandedPort, Expansion, ExpansionKind, Expectations,
-    IpProtocol, Module, Scheduled, Secret, Tls, TlsMode, Transport,
+    IpProtocol, Module, PolicyCheck, Scheduled, Secret, Tls, TlsMode, Transport,
 };
 use super::raw::{
-    CertPolicy, RawAuth, RawConfig, RawDns, RawDomain, RawExpect, RawModule, RawPort, RawProbeEndpoint,
-    RawTarget, RawTlsConfig,
+    CertPolicy, RawAuth, RawConfig, RawDns, RawDomain, RawExpect, RawModule, RawPolicy, RawPort,
+    RawProbeEndpoint, RawTarget, RawTlsConfig,
 };
 use super::{
     format_duration, parse_duration, unknown_module, Config, ProbeEndpoint, DEFAULT_EHLO_HOSTNAME,
@@ -190,6 +190,7 @@ fn validate_domain(
         Some(e) => validate_expect(e).map_err(|e| format!(".expect.{e}"))?,
     });
     let ports = expanded_ports(&name, domain.ports, interval, modules, seen)?;
+    let policy = validate_policy(domain.policy, &ports).map_err(|e| format!(".policy.{e}"))?;
     Ok(Expansion {
         name,
         kind: ExpansionKind::Domain,
@@ -197,7 +198,46 @@ fn validate_domain(
         ports,
         interval,
         expect,
+        policy,
     })
+}
+
+/// The default and the range of `policy.interval`: senders cache a policy for its max_age
+/// (usually days), so an hourly check sees a change long before they act on it.
+const POLICY_INTERVAL: (Duration, (Duration, Duration)) =
+    (Duration::from_secs(3600), (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600)));
+
+/// A domain's MTA-STS and TLS-RPT checks: on unless `enabled: false`. The HTTPS fetch
+/// trusts what the domain's first module trusts (its `ca_file`), else the bundled roots.
+fn validate_policy(raw: Option<RawPolicy>, ports: &[ExpandedPort]) -> Result<Option<PolicyCheck>, String> {
+    let raw = raw.unwrap_or(RawPolicy { enabled: true, interval: None, timeout: None, https_port: None });
+    if !raw.enabled {
+        return Ok(None);
+    }
+    let interval = duration_in(raw.interval.as_deref(), POLICY_INTERVAL.0, POLICY_INTERVAL.1)
+        .map_err(|e| format!("interval: {e}"))?;
+    let timeout = duration_in(raw.timeout.as_deref(), DEFAULT_TIMEOUT, TIMEOUT_RANGE)
+        .map_err(|e| format!("timeout: {e}"))?;
+    let port = raw.https_port.unwrap_or(443);
+    if port == 0 {
+        return Err("https_port: must be between 1 and 65535".into());
+    }
+    let tls = match ports.iter().find_map(|p| p.module.transport.tls()) {
+        Some(tls) => tls.settings.clone(),
+        None => bundled_roots()?,
+    };
+    Ok(Some(PolicyCheck { interval, settings: crate::policy::PolicySettings { tls, port, timeout } }))
+}
+
+/// The bundled WebPKI roots, built once.
+fn bundled_roots() -> Result<Arc<TlsSettings>, String> {
+    static BUNDLED: std::sync::OnceLock<Arc<TlsSettings>> = std::sync::OnceLock::new();
+    if let Some(settings) = BUNDLED.get() {
+        return Ok(settings.clone());
+    }
+    let settings =
+        Arc::new(TlsSettings::new(&Roots::Bundled, true).map_err(|e| format!("bundled roots: {e}"))?);
+    Ok(BUNDLED.get_or_init(|| settings).clone())
 }
 
 /// The ports of a domain or of a target's `both` modules, checked as a target's are.
@@ -306,6 +346,7 @@ fn validate_target(
         ports: every_address,
         interval,
         expect,
+        policy: None,
     });
     Ok((scheduled, expansion))
 }

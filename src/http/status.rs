@@ -207,8 +207,7 @@ fn domains(html: &mut String, walks: &[Arc<Resolution>], specs: &[(SpecKey, Opti
     if domains.is_empty() {
         return;
     }
-    let accepted =
-        Accepted::new(walks, specs.iter().map(|(k, r)| (k, r.as_ref().is_some_and(|r| r.success()))));
+    let accepted = Accepted::new(walks, specs.iter().map(|(k, r)| (k, r.as_deref())));
     let mut rows: Vec<(&Resolution, bool)> = domains.iter().map(|w| (*w, accepted.deliverable(w))).collect();
     rows.sort_by_key(|(w, ok)| (*ok || w.null_mx, w.name.clone()));
     html.push_str("<h2>Mail domains</h2>\n<table id=\"domains\">\n<thead><tr><th>Domain</th><th>Mail</th><th>MX (preference: host, families that accept)</th><th>DNS</th></tr></thead>\n<tbody>\n");

@@ -84,6 +84,63 @@ const LAST_WALK: DomainFamily = family(
     "Unix time at which the domain's last DNS walk ended.",
     &[],
 );
+const STS_SUCCESS: DomainFamily = family(
+    "smtp_domain_mta_sts_success",
+    "1 if the domain's MTA-STS TXT record and policy were found, fetched and valid at the last policy check, else 0 (no policy is 0 with reason no_txt).",
+    &[],
+);
+const STS_FAILURE: DomainFamily = family(
+    "smtp_domain_mta_sts_failure_info",
+    "1 with why the last MTA-STS check failed (no_txt, txt_malformed, dns, https_connect, https_tls, https_cert_invalid, https_timeout, https_redirect, https_status, https_content_type, https_too_large, https_protocol, policy_malformed); present only while it fails.",
+    &["reason"],
+);
+const STS_MODE: DomainFamily = family(
+    "smtp_domain_mta_sts_mode_info",
+    "1 with the mode of the domain's MTA-STS policy (enforce, testing, none), from the last successful fetch.",
+    &["mode"],
+);
+const STS_MAX_AGE: DomainFamily = family(
+    "smtp_domain_mta_sts_max_age_seconds",
+    "The max_age of the domain's MTA-STS policy: how long senders keep it.",
+    &[],
+);
+const STS_ID: DomainFamily =
+    family("smtp_domain_mta_sts_id_info", "1 with the id of the domain's _mta-sts TXT record.", &["id"]);
+const STS_LAST_SUCCESS: DomainFamily = family(
+    "smtp_domain_mta_sts_last_success_timestamp_seconds",
+    "Unix time of the last successful fetch of the domain's MTA-STS policy (senders keep a policy for max_age).",
+    &[],
+);
+const STS_ID_ONLY: DomainFamily = family(
+    "smtp_domain_mta_sts_id_changed_without_policy_change",
+    "1 if the TXT id changed at the last check while the policy text did not.",
+    &[],
+);
+const STS_POLICY_ONLY: DomainFamily = family(
+    "smtp_domain_mta_sts_policy_changed_without_id_change",
+    "1 if the policy text changed at the last check while the TXT id did not: senders with a cached policy will not fetch it.",
+    &[],
+);
+const STS_MX_COVERED: DomainFamily = family(
+    "smtp_domain_mta_sts_mx_covered",
+    "1 if an mx pattern of the domain's MTA-STS policy covers this MX host, else 0.",
+    &["mx"],
+);
+const STS_MX_COMPLIANT: DomainFamily = family(
+    "smtp_domain_mta_sts_mx_compliant",
+    "1 if the MX is covered by the policy and an address of it presented a certificate valid for its name on the domain's first port in the last scheduled probe; under mode enforce, senders do not deliver to an MX at 0.",
+    &["mx"],
+);
+const RPT_VALID: DomainFamily = family(
+    "smtp_domain_tlsrpt_valid",
+    "1 if the domain publishes a well-formed TLS-RPT record (_smtp._tls, v=TLSRPTv1 with a mailto: or https: rua), else 0.",
+    &[],
+);
+const RPT_FAILURE: DomainFamily = family(
+    "smtp_domain_tlsrpt_failure_info",
+    "1 with why the TLS-RPT record is missing or wrong (no_txt, malformed, dns); present only while it is.",
+    &["reason"],
+);
 const TARGET_DNS_SUCCESS: DomainFamily = family(
     "smtp_target_dns_success",
     "1 if the last lookup of a target probed on every address (ip_protocol: both) found an address; else 0.",
@@ -105,7 +162,7 @@ pub(super) fn write(out: &mut Vec<u8>, walks: &[std::sync::Arc<Resolution>], row
     if walks.is_empty() {
         return;
     }
-    let accepted = Accepted::new(walks, rows.iter().map(|r| (&r.key, r.report.success())));
+    let accepted = Accepted::new(walks, rows.iter().map(|r| (&r.key, Some(&*r.report))));
     let domains: Vec<&Resolution> =
         walks.iter().map(|w| &**w).filter(|w| w.kind == ExpansionKind::Domain).collect();
     let hosts: Vec<&Resolution> =
@@ -152,6 +209,8 @@ pub(super) fn write(out: &mut Vec<u8>, walks: &[std::sync::Arc<Resolution>], row
         s(&[], w.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as f64).unwrap_or(0.0));
     });
 
+    write_policy(&mut f, &domains, &accepted);
+
     f.label = "target";
     f.each(&TARGET_DNS_SUCCESS, &hosts, |w, s| s(&[], if w.failure.is_none() { 1.0 } else { 0.0 }));
     f.each(&TARGET_DNS_FAILURE, &hosts, |w, s| {
@@ -163,6 +222,68 @@ pub(super) fn write(out: &mut Vec<u8>, walks: &[std::sync::Arc<Resolution>], row
         for family in [Family::Ip4, Family::Ip6] {
             let n = w.mx.iter().flat_map(|m| &m.addresses).filter(|a| Family::of(**a) == family).count();
             s(&[family.as_str()], n as f64);
+        }
+    });
+}
+
+/// The MTA-STS and TLS-RPT families of the domains that have a policy check.
+fn write_policy(f: &mut Writer<'_>, domains: &[&Resolution], accepted: &Accepted<'_>) {
+    let checked: Vec<&Resolution> = domains.iter().copied().filter(|w| w.policy.is_some()).collect();
+    let policy = |w: &Resolution| w.policy.clone().expect("only domains with a policy check");
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    f.each(&STS_SUCCESS, &checked, |w, s| s(&[], flag(policy(w).sts.failure.is_none())));
+    f.each(&STS_FAILURE, &checked, |w, s| {
+        if let Some((failure, _)) = &policy(w).sts.failure {
+            s(&[failure.as_str()], 1.0);
+        }
+    });
+    f.each(&STS_MODE, &checked, |w, s| {
+        if let Some(p) = &policy(w).sts.policy {
+            s(&[p.mode.as_str()], 1.0);
+        }
+    });
+    f.each(&STS_MAX_AGE, &checked, |w, s| {
+        if let Some(p) = &policy(w).sts.policy {
+            s(&[], p.max_age as f64);
+        }
+    });
+    f.each(&STS_ID, &checked, |w, s| {
+        if let Some(id) = &policy(w).sts.id {
+            s(&[id], 1.0);
+        }
+    });
+    f.each(&STS_LAST_SUCCESS, &checked, |w, s| {
+        if let Some(at) = policy(w).sts.last_success {
+            s(&[], at.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as f64).unwrap_or(0.0));
+        }
+    });
+    f.each(&STS_ID_ONLY, &checked, |w, s| s(&[], flag(policy(w).sts.id_changed_without_policy_change)));
+    f.each(&STS_POLICY_ONLY, &checked, |w, s| s(&[], flag(policy(w).sts.policy_changed_without_id_change)));
+    let covered = |w: &Resolution, mx: &str| {
+        policy(w)
+            .sts
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.mx.iter().any(|pattern| crate::policy::mx_matches(pattern, mx)))
+    };
+    f.each(&STS_MX_COVERED, &checked, |w, s| {
+        if policy(w).sts.policy.is_some() {
+            for mx in &w.mx {
+                s(&[&mx.host], flag(covered(w, &mx.host)));
+            }
+        }
+    });
+    f.each(&STS_MX_COMPLIANT, &checked, |w, s| {
+        if policy(w).sts.policy.is_some() {
+            for mx in &w.mx {
+                s(&[&mx.host], flag(covered(w, &mx.host) && accepted.cert_valid(w, &mx.host)));
+            }
+        }
+    });
+    f.each(&RPT_VALID, &checked, |w, s| s(&[], flag(policy(w).rpt.failure.is_none())));
+    f.each(&RPT_FAILURE, &checked, |w, s| {
+        if let Some((failure, _)) = &policy(w).rpt.failure {
+            s(&[failure.as_str()], 1.0);
         }
     });
 }

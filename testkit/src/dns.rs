@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
@@ -18,6 +18,7 @@ pub enum Rr {
     Addr(IpAddr),
     Mx(u16, String),
     Cname(String),
+    Txt(String),
 }
 
 /// What a name does besides holding records.
@@ -145,6 +146,7 @@ fn answer(query: &Message, zone: &Zone) -> Option<Message> {
                     let exchange = if host == "." { Name::root() } else { owner(&key(host)) };
                     RData::MX(MX::new(*preference, exchange))
                 }
+                (Rr::Txt(text), RecordType::TXT) => RData::TXT(TXT::new(vec![text.clone()])),
                 _ => continue,
             };
             reply.add_answer(Record::from_rdata(owner(&name), zone.ttl, data));

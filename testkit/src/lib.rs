@@ -6,6 +6,7 @@
 //!   bound (the bench's responder), or over any stream;
 //! - [`exposition`]: the Prometheus text format parsed into samples, with lookups;
 //! - [`http`]: the one HTTP/1.1 client;
+//! - [`https`]: an HTTPS server with one canned answer per Host (MTA-STS policies);
 //! - [`dns`]: a fake authoritative name server on 127.0.0.1:0, with a zone the test can
 //!   change and answers it can break (SERVFAIL, silence).
 //!
@@ -14,5 +15,6 @@
 pub mod dns;
 pub mod exposition;
 pub mod http;
+pub mod https;
 pub mod pki;
 pub mod smtp;

@@ -52,6 +52,15 @@ impl TestPki {
     }
 
     pub fn with_leaf(kind: Leaf) -> TestPki {
+        TestPki::build(kind, &["localhost", "127.0.0.1"])
+    }
+
+    /// A good leaf for `names` (the first is its common name), signed by the CA.
+    pub fn with_names(names: &[&str]) -> TestPki {
+        TestPki::build(Leaf::Good, names)
+    }
+
+    fn build(kind: Leaf, names: &[&str]) -> TestPki {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "smtp-exporter-test-{}-{}",
@@ -64,9 +73,9 @@ impl TestPki {
         let (_, _, other_pem) = new_ca("some other CA");
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().expect("leaf key");
-        let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        let mut leaf_params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .expect("leaf params");
-        leaf_params.distinguished_name.push(DnType::CommonName, "localhost");
+        leaf_params.distinguished_name.push(DnType::CommonName, names[0]);
         if matches!(kind, Leaf::Expired | Leaf::SelfSignedExpired) {
             leaf_params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             leaf_params.not_after = rcgen::date_time_ymd(2021, 1, 1);

@@ -13,5 +13,8 @@ mod exporter;
 /// Mail domains and every-address hosts against the fake name server.
 mod domains;
 
+/// MTA-STS and TLS-RPT against the fake name server and an HTTPS server.
+mod policy;
+
 /// The binary as a user starts it: exit codes, `--config.check`, log lines.
 mod cli;

@@ -1,0 +1,205 @@
+//! MTA-STS and TLS-RPT of mail domains, end to end against the fake name server and a
+//! small HTTPS server: each way a policy can be missing, unreachable or wrong gives its
+//! reason, and each MX is compliant only when a pattern covers it and its certificate is
+//! valid for its name.
+
+use std::time::{Duration, Instant};
+
+use smtp_exporter::app::{self, ConfigSource};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use testkit::dns::{FakeDns, Rr};
+use testkit::exposition::{find, parse_exposition, value, Sample};
+use testkit::https::{Answer, HttpsServer};
+use testkit::pki::TestPki;
+use testkit::smtp::{Behaviour, FakeSmtp};
+
+const DOMAINS: [&str; 9] =
+    ["good", "missing", "testing", "nf", "redirect", "big", "ctype", "notxt", "badtxt"];
+
+async fn scrape(addr: std::net::SocketAddr) -> Vec<Sample> {
+    let body = tokio::task::spawn_blocking(move || testkit::http::get(addr, "/metrics").expect("scrape").1)
+        .await
+        .unwrap();
+    parse_exposition(&body)
+}
+
+async fn scrape_until(
+    addr: std::net::SocketAddr,
+    what: &str,
+    ready: impl Fn(&[Sample]) -> bool,
+) -> Vec<Sample> {
+    let start = Instant::now();
+    loop {
+        let samples = scrape(addr).await;
+        if ready(&samples) {
+            return samples;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn policy(mode: &str, mx: &[&str]) -> String {
+    let mut text = format!("version: STSv1\r\nmode: {mode}\r\n");
+    for m in mx {
+        text.push_str(&format!("mx: {m}\r\n"));
+    }
+    text.push_str("max_age: 604800\r\n");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mta_sts_and_tls_rpt_are_checked_like_a_sender_would() {
+    let mut names = vec!["mx1.example.test".to_owned()];
+    names.extend(DOMAINS.iter().map(|d| format!("mta-sts.{d}.example.test")));
+    let pki = TestPki::with_names(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    let smtp = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let https = HttpsServer::start(pki.acceptor()).await;
+    // TTL 1 s: a changed TXT record is seen at the next check.
+    let dns = FakeDns::start(1).await;
+    let ip = |t: &str| Rr::Addr(t.parse().unwrap());
+    dns.add("mx1.example.test", ip("127.0.0.1")).add("mx2.example.test", ip("127.0.0.1"));
+    for d in DOMAINS {
+        let domain = format!("{d}.example.test");
+        dns.add(&domain, Rr::Mx(10, "mx1.example.test".into()))
+            .add(&format!("mta-sts.{domain}"), ip("127.0.0.1"));
+        if d != "notxt" {
+            let id = if d == "badtxt" { "v=STSv1; id=" } else { "v=STSv1; id=1" };
+            dns.add(&format!("_mta-sts.{domain}"), Rr::Txt(id.into()));
+        }
+    }
+    dns.add("good.example.test", Rr::Mx(20, "mx2.example.test".into()));
+    dns.add("missing.example.test", Rr::Mx(20, "mx2.example.test".into()));
+    dns.add("_smtp._tls.good.example.test", Rr::Txt("v=TLSRPTv1; rua=mailto:tls@good.example.test".into()));
+    dns.add("_smtp._tls.testing.example.test", Rr::Txt("v=TLSRPTv1; rua=http://report.example.test".into()));
+    https.set(
+        "mta-sts.good.example.test",
+        Answer::policy(&policy("enforce", &["mx1.example.test", "*.example.test"])),
+    );
+    https.set("mta-sts.missing.example.test", Answer::policy(&policy("enforce", &["mx1.example.test"])));
+    https.set("mta-sts.testing.example.test", Answer::policy(&policy("testing", &["mx1.example.test"])));
+    https.set(
+        "mta-sts.redirect.example.test",
+        Answer {
+            status: 301,
+            location: Some("https://elsewhere.example.test/".into()),
+            ..Answer::policy("")
+        },
+    );
+    https.set("mta-sts.big.example.test", Answer::policy(&"mx: mx1.example.test\r\n".repeat(4000)));
+    https.set(
+        "mta-sts.ctype.example.test",
+        Answer {
+            content_type: "text/html".into(),
+            ..Answer::policy(&policy("enforce", &["mx1.example.test"]))
+        },
+    );
+    https.set("mta-sts.badtxt.example.test", Answer::policy(&policy("enforce", &["mx1.example.test"])));
+    https.set("mta-sts.notxt.example.test", Answer::policy(&policy("enforce", &["mx1.example.test"])));
+
+    let domains: String = DOMAINS
+        .iter()
+        .map(|d| {
+            format!(
+                "  - name: {d}.example.test\n    ports: [{{ port: {}, module: relay }}]\n    policy: {{ interval: 1s, timeout: 2s, https_port: {} }}\n",
+                smtp.port(),
+                https.addr.port()
+            )
+        })
+        .collect();
+    let yaml = format!(
+        "interval: 2s\ndns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s, tls_config: {{ ca_file: \"{}\" }} }}\ndomains:\n{domains}",
+        dns.addr,
+        pki.ca_file.display()
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let source = ConfigSource::Text { text: yaml, origin: "policy.yml".into() };
+    let task = tokio::spawn(async move {
+        app::run(listener, source, app::Options::default(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("exporter runs");
+    });
+
+    let samples = scrape_until(addr, "every domain checked and probed", |s| {
+        find(s, "smtp_domain_mta_sts_success", &[]).len() == DOMAINS.len()
+            && find(s, "smtp_domain_mta_sts_mx_compliant", &[("domain", "good.example.test")]).len() == 2
+            && find(s, "smtp_probe_success", &[("mx", "mx2.example.test")]).len() == 2
+            && value(
+                s,
+                "smtp_domain_mta_sts_mx_compliant",
+                &[("domain", "good.example.test"), ("mx", "mx1.example.test")],
+            ) == 1.0
+    })
+    .await;
+    let domain = |d: &str| format!("{d}.example.test");
+    let get = |family: &str, d: &str, extra: &[(&str, &str)]| {
+        let d = domain(d);
+        let mut labels = vec![("domain", d.as_str())];
+        labels.extend_from_slice(extra);
+        value(&samples, family, &labels)
+    };
+    // Enforce and compliant for mx1; mx2 is covered by *.example.test, but its certificate
+    // is not valid for its name, so an MTA-STS sender will not deliver to it.
+    assert_eq!(get("smtp_domain_mta_sts_success", "good", &[]), 1.0);
+    assert_eq!(get("smtp_domain_mta_sts_mode_info", "good", &[("mode", "enforce")]), 1.0);
+    assert_eq!(get("smtp_domain_mta_sts_max_age_seconds", "good", &[]), 604800.0);
+    assert_eq!(get("smtp_domain_mta_sts_id_info", "good", &[("id", "1")]), 1.0);
+    assert_eq!(get("smtp_domain_mta_sts_mx_covered", "good", &[("mx", "mx2.example.test")]), 1.0);
+    assert_eq!(get("smtp_domain_mta_sts_mx_compliant", "good", &[("mx", "mx2.example.test")]), 0.0);
+    assert_eq!(get("smtp_domain_tlsrpt_valid", "good", &[]), 1.0);
+    // Enforce with an MX missing from the policy.
+    assert_eq!(get("smtp_domain_mta_sts_mx_covered", "missing", &[("mx", "mx2.example.test")]), 0.0);
+    assert_eq!(get("smtp_domain_mta_sts_mx_compliant", "missing", &[("mx", "mx1.example.test")]), 1.0);
+    assert_eq!(get("smtp_domain_mta_sts_mode_info", "testing", &[("mode", "testing")]), 1.0);
+    assert_eq!(get("smtp_domain_tlsrpt_failure_info", "testing", &[("reason", "malformed")]), 1.0);
+    assert_eq!(get("smtp_domain_tlsrpt_failure_info", "missing", &[("reason", "no_txt")]), 1.0);
+    for (d, reason) in [
+        ("nf", "https_status"),
+        ("redirect", "https_redirect"),
+        ("big", "https_too_large"),
+        ("ctype", "https_content_type"),
+        ("notxt", "no_txt"),
+        ("badtxt", "txt_malformed"),
+    ] {
+        assert_eq!(get("smtp_domain_mta_sts_failure_info", d, &[("reason", reason)]), 1.0, "{d}");
+        assert_eq!(get("smtp_domain_mta_sts_success", d, &[]), 0.0, "{d}");
+    }
+
+    // The TXT id changes while the policy does not; then the policy while the id does not.
+    dns.retain("_mta-sts.good.example.test", |_| false);
+    dns.add("_mta-sts.good.example.test", Rr::Txt("v=STSv1; id=2".into()));
+    let good = [("domain", "good.example.test")];
+    scrape_until(addr, "id changed alone", |s| {
+        find(s, "smtp_domain_mta_sts_id_changed_without_policy_change", &good)
+            .first()
+            .is_some_and(|x| x.value == 1.0)
+    })
+    .await;
+    https.set(
+        "mta-sts.good.example.test",
+        Answer::policy(&policy("testing", &["mx1.example.test", "*.example.test"])),
+    );
+    let samples = scrape_until(addr, "policy changed alone", |s| {
+        find(s, "smtp_domain_mta_sts_policy_changed_without_id_change", &good)
+            .first()
+            .is_some_and(|x| x.value == 1.0)
+    })
+    .await;
+    assert_eq!(
+        value(
+            &samples,
+            "smtp_domain_mta_sts_mode_info",
+            &[("domain", "good.example.test"), ("mode", "testing")]
+        ),
+        1.0
+    );
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("clean shutdown").unwrap();
+}
