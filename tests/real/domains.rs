@@ -167,3 +167,68 @@ pub(super) fn domains_with_a_real_name_server(mta: &Mta) -> Check {
     );
     Ok(())
 }
+
+/// MTA-STS and TLS-RPT against the real thing: knot serves the records, nginx the policies
+/// (with a certificate from the test CA), Postfix presents a certificate for mx1.mail.test.
+pub(super) fn mta_sts_with_nginx_and_knot(mta: &Mta) -> Check {
+    let (relay, dns, https) = (mta.get("RELAY_PORT"), mta.get("DNS_PORT"), mta.get("MTA_STS_PORT"));
+    let cases =
+        ["two", "sts-missing", "sts-testing", "sts-404", "sts-redirect", "sts-big", "sts-ctype", "implicit"];
+    let domains: String = cases
+        .iter()
+        .map(|d| {
+            format!("  - name: {d}.mail.test\n    ports: [{{ port: {relay}, module: relay }}]\n    policy: {{ interval: 2s, timeout: 3s, https_port: {https} }}\n")
+        })
+        .collect();
+    let yaml = format!(
+        "interval: 2s\ndns:\n  nameservers: [\"127.0.0.1:{dns}\"]\n  timeout: 500ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 2s, tls_config: {{ ca_file: \"{}\" }} }}\ndomains:\n{domains}",
+        mta.get("CA_FILE")
+    );
+    let path = mta.state_dir.join("mta-sts.yml");
+    std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
+    let exporter = Exporter::spawn(&path, &[], None)?;
+    let samples = scrape_until(&exporter, Duration::from_secs(20), "every policy checked", |s| {
+        find(s, "smtp_domain_mta_sts_success", &[]).len() == cases.len()
+            && find(
+                s,
+                "smtp_domain_mta_sts_mx_compliant",
+                &[("domain", "two.mail.test"), ("mx", "mx1.mail.test")],
+            )
+            .first()
+            .is_some_and(|x| x.value == 1.0)
+            && find(s, "smtp_domain_mta_sts_mx_compliant", &[("domain", "sts-testing.mail.test")])
+                .first()
+                .is_some_and(|x| x.value == 1.0)
+    })?;
+    let get = |family: &str, domain: &str, extra: &[(&str, &str)]| {
+        let domain = format!("{domain}.mail.test");
+        let mut labels = vec![("domain", domain.as_str())];
+        labels.extend_from_slice(extra);
+        one(&samples, family, &labels).map(|s| s.value)
+    };
+    let expect = [
+        ("smtp_domain_mta_sts_success", "two", vec![], 1.0),
+        ("smtp_domain_mta_sts_mode_info", "two", vec![("mode", "enforce")], 1.0),
+        ("smtp_domain_mta_sts_mx_compliant", "two", vec![("mx", "mx2.mail.test")], 0.0),
+        ("smtp_domain_mta_sts_mx_covered", "two", vec![("mx", "mx2.mail.test")], 1.0),
+        ("smtp_domain_tlsrpt_valid", "two", vec![], 1.0),
+        ("smtp_domain_mta_sts_mx_covered", "sts-missing", vec![("mx", "mx1.mail.test")], 0.0),
+        ("smtp_domain_mta_sts_mx_compliant", "sts-missing", vec![("mx", "mx1.mail.test")], 0.0),
+        ("smtp_domain_mta_sts_mode_info", "sts-testing", vec![("mode", "testing")], 1.0),
+        ("smtp_domain_tlsrpt_failure_info", "sts-testing", vec![("reason", "malformed")], 1.0),
+        ("smtp_domain_mta_sts_failure_info", "sts-404", vec![("reason", "https_status")], 1.0),
+        ("smtp_domain_mta_sts_failure_info", "sts-redirect", vec![("reason", "https_redirect")], 1.0),
+        ("smtp_domain_mta_sts_failure_info", "sts-big", vec![("reason", "https_too_large")], 1.0),
+        ("smtp_domain_mta_sts_failure_info", "sts-ctype", vec![("reason", "https_content_type")], 1.0),
+        ("smtp_domain_mta_sts_failure_info", "implicit", vec![("reason", "no_txt")], 1.0),
+    ];
+    for (family, domain, extra, want) in expect {
+        let got = get(family, domain, &extra)?;
+        if got != want {
+            return Err(format!("{family}{{domain={domain}.mail.test,{extra:?}}} is {got}, want {want}"));
+        }
+    }
+    promtool_check_metrics(&exporter.exposition()?)?;
+    println!("    nginx + knot: enforce/compliant, a covered MX with nothing listening, an MX missing from the policy, testing, 404, redirect, 70 KB, text/html, no TXT; TLS-RPT valid and malformed");
+    Ok(())
+}

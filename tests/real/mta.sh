@@ -31,6 +31,7 @@
 #   REAL_STATE_DIR     state directory              (default /tmp/smtp-exporter-real)
 #   RELAY_PORT         plain SMTP, STARTTLS offered (default 10025; also on ::1)
 #   DNS_PORT           knot, zone mail.test         (default 10053)
+#   MTA_STS_PORT       nginx, the zone's MTA-STS policies (default 443, as RFC 8461 says)
 #   NOTLS_PORT         plain SMTP, no STARTTLS      (default 10026)
 #   SUBMISSION_PORT    STARTTLS required + AUTH     (default 10587)
 #   SUBMISSIONS_PORT   implicit TLS + AUTH          (default 10465)
@@ -65,6 +66,7 @@ SELFSIGNED_LEAF_PORT=${SELFSIGNED_LEAF_PORT:-10469}
 POSTSCREEN_PORT=${POSTSCREEN_PORT:-10024}
 POSTSCREEN_GREET_WAIT=${POSTSCREEN_GREET_WAIT:-6s}
 DNS_PORT=${DNS_PORT:-10053}
+MTA_STS_PORT=${MTA_STS_PORT:-443}
 AUTH_USER=${AUTH_USER:-probe@example.test}
 AUTH_PASSWORD=${AUTH_PASSWORD:-probe-secret}
 MTA_HOSTNAME=${MTA_HOSTNAME:-mx.example.test}
@@ -95,10 +97,13 @@ KNOT_ZONE=$KNOT_DIR/mail.test.zone
 KNOT_SOCKET=$KNOT_DIR/knot.sock
 KNOT_PID=$KNOT_DIR/knot.pid
 KNOT_LOG=$LOG_DIR/knot.log
+# nginx: the MTA-STS policies of the test zone, on 127.0.0.1:$MTA_STS_PORT.
+NGINX_DIR=$STATE_DIR/nginx
+NGINX_CONF=$NGINX_DIR/nginx.conf
 PASSWORD_FILE=$STATE_DIR/auth-password
 
 # libnet-ssleay-perl: only a Recommends of swaks, but needed for its TLS options.
-PACKAGES=(postfix dovecot-core swaks libnet-ssleay-perl openssl knot knot-dnsutils)
+PACKAGES=(postfix dovecot-core swaks libnet-ssleay-perl openssl knot knot-dnsutils nginx-light)
 
 log() { printf 'mta.sh: %s\n' "$*" >&2; }
 die() { printf 'mta.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -196,7 +201,7 @@ generate_pki() {
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:$SERVER_NAME, IP:127.0.0.1
+subjectAltName = DNS:$SERVER_NAME, IP:127.0.0.1, DNS:mx1.mail.test, $(printf 'DNS:mta-sts.%s.mail.test, ' two sts-missing sts-testing sts-404 sts-redirect sts-big sts-ctype | sed 's/, $//')
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 EOF
@@ -501,7 +506,8 @@ write_env_file() {
             DOVECOT_LOG "$DC_LOG" \
             DNS_PORT "$DNS_PORT" \
             DNS_ZONE_FILE "$KNOT_ZONE" \
-            KNOT_CONF "$KNOT_CONF"
+            KNOT_CONF "$KNOT_CONF" \
+            MTA_STS_PORT "$MTA_STS_PORT"
     } >"$ENV_FILE.tmp"
     mv "$ENV_FILE.tmp" "$ENV_FILE"
 }
@@ -579,6 +585,10 @@ stop_postfix() {
 #   implicit  no MX: its own address is its implicit MX
 #   null      a null MX (RFC 7505)
 #   noaddr    an MX host with no address
+#   two also has an MTA-STS policy (enforce: mx1, mx2) and a TLS-RPT record; sts-missing
+#   (enforce, mx1 missing), sts-testing (testing; a TLS-RPT record with an ftp: rua),
+#   sts-404, sts-redirect, sts-big (70 KB), sts-ctype (text/html) are the broken cases,
+#   served by nginx (write_nginx_config)
 #   (any other name under mail.test does not exist)
 write_zone() { # $1 = serial
     cat >"$KNOT_ZONE" <<EOF
@@ -597,7 +607,15 @@ implicit  A    127.0.0.1
 null      MX   0 .
 noaddr    MX   10 empty
 empty     TXT  "no address here"
+_mta-sts.two     TXT "v=STSv1; id=1"
+mta-sts.two      A   127.0.0.1
+_smtp._tls.two   TXT "v=TLSRPTv1; rua=mailto:tls-reports@mail.test"
 EOF
+    local case
+    for case in sts-missing sts-testing sts-404 sts-redirect sts-big sts-ctype; do
+        printf '%s MX 10 mx1\n_mta-sts.%s TXT "v=STSv1; id=1"\nmta-sts.%s A 127.0.0.1\n' "$case" "$case" "$case" >>"$KNOT_ZONE"
+    done
+    printf '_smtp._tls.sts-testing TXT "v=TLSRPTv1; rua=ftp://reports.mail.test"\n' >>"$KNOT_ZONE"
 }
 
 write_knot_config() {
@@ -642,6 +660,47 @@ start_knot() {
         sleep 0.2
     done
     fail_start "knotd does not answer on 127.0.0.1:$DNS_PORT"
+}
+
+# nginx serves the MTA-STS policies of the test zone on 127.0.0.1:$MTA_STS_PORT with the
+# server certificate (whose names include every mta-sts.*.mail.test), one server block per
+# policy case (see write_zone).
+write_nginx_config() {
+    mkdir -p "$NGINX_DIR"
+    printf 'version: STSv1\r\nmode: enforce\r\nmx: mx1.mail.test\r\nmax_age: 604800\r\n%s' \
+        "$(head -c 70000 /dev/zero | tr '\0' '#')" >"$NGINX_DIR/big.txt"
+    local block
+    {
+        printf 'pid %s/nginx.pid;\nerror_log %s/nginx-error.log;\nworker_processes 1;\nevents { worker_connections 64; }\nhttp {\n' \
+            "$NGINX_DIR" "$LOG_DIR"
+        printf '  access_log %s/nginx-access.log;\n  client_body_temp_path %s/tmp;\n  proxy_temp_path %s/tmp;\n  fastcgi_temp_path %s/tmp;\n  uwsgi_temp_path %s/tmp;\n  scgi_temp_path %s/tmp;\n' \
+            "$LOG_DIR" "$NGINX_DIR" "$NGINX_DIR" "$NGINX_DIR" "$NGINX_DIR" "$NGINX_DIR"
+        printf '  ssl_certificate %s/server.pem;\n  ssl_certificate_key %s/server.key;\n' "$PKI_DIR" "$PKI_DIR"
+        for block in \
+            'two|default_type text/plain; return 200 "version: STSv1\r\nmode: enforce\r\nmx: mx1.mail.test\r\nmx: mx2.mail.test\r\nmax_age: 604800\r\n";' \
+            'sts-missing|default_type text/plain; return 200 "version: STSv1\r\nmode: enforce\r\nmx: other.mail.test\r\nmax_age: 604800\r\n";' \
+            'sts-testing|default_type text/plain; return 200 "version: STSv1\r\nmode: testing\r\nmx: *.mail.test\r\nmax_age: 86400\r\n";' \
+            'sts-404|return 404;' \
+            'sts-redirect|return 301 https://mta-sts.two.mail.test/.well-known/mta-sts.txt;' \
+            "sts-big|default_type text/plain; alias $NGINX_DIR/big.txt;" \
+            'sts-ctype|default_type text/html; return 200 "version: STSv1\r\nmode: enforce\r\nmx: mx1.mail.test\r\nmax_age: 604800\r\n";'; do
+            printf '  server {\n    listen 127.0.0.1:%s ssl;\n    server_name mta-sts.%s.mail.test;\n    location = /.well-known/mta-sts.txt { %s }\n  }\n' \
+                "$MTA_STS_PORT" "${block%%|*}" "${block#*|}"
+        done
+        printf '}\n'
+    } >"$NGINX_CONF"
+    mkdir -p "$NGINX_DIR/tmp"
+}
+
+stop_nginx() {
+    local pid
+    pid=$(live_pid "$NGINX_DIR/nginx.pid" nginx) || return 0
+    stop_session nginx "$pid" kill -TERM "$pid"
+}
+
+start_nginx() {
+    nginx -c "$NGINX_CONF" -t >>"$LOG_DIR/nginx-error.log" 2>&1 || fail_start "nginx -t failed"
+    nginx -c "$NGINX_CONF" </dev/null >>"$LOG_DIR/nginx-error.log" 2>&1 9>&- || fail_start "nginx failed to start"
 }
 
 stop_dovecot() {
@@ -729,6 +788,7 @@ cmd_stop() {
     stop_postfix
     stop_dovecot
     stop_knot
+    stop_nginx
     rm -f "$ENV_FILE"
 }
 
@@ -765,6 +825,8 @@ cmd_start() {
 
     write_knot_config
     start_knot
+    write_nginx_config
+    start_nginx
 
     wait_ready
     write_env_file
