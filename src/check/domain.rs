@@ -16,6 +16,7 @@ use super::{known_mode, push_table, CheckArgs, CheckError, CheckOutput, Plan};
 use crate::config::{ExpandedPort, Expansion, ExpansionKind, Expectations, TlsMode};
 use crate::dns::{DnsSettings, Family, MxSet, Resolver};
 use crate::domains::{self, Resolution};
+use crate::policy::{self, Mode, PolicyReport, PolicySettings, RptFailure, StsFailure};
 use crate::probe::{self, PortState, ProbeReport};
 
 /// Whether the argument is walked as a mail domain: with `--mx`, or when it has MX
@@ -105,10 +106,13 @@ pub(super) async fn run(args: &CheckArgs, plan: &Plan) -> Result<CheckOutput, Ch
     let delivery_port = ports[0].0;
     let verdict = verdict(&walked.resolution, &probed, delivery_port);
     let any_success = probed.iter().any(|p| p.port == delivery_port && p.report.success());
+    let settings = PolicySettings { tls: plan.strict.clone(), port: 443, timeout: args.timeout };
+    let checked = policy::check(&domain, &plan.resolver, &settings, None).await;
+    let policy = Policy::of(&checked, &walked.resolution, &probed, delivery_port);
     let text = if args.json {
-        render_json(&walked.resolution, &probed, &verdict)
+        render_json(&walked.resolution, &probed, &verdict, &policy)
     } else {
-        render_table(&walked.resolution, &probed, &verdict)
+        render_table(&walked.resolution, &probed, &verdict, &policy)
     };
     Ok(CheckOutput { text, any_success })
 }
@@ -190,7 +194,108 @@ fn verdict(resolution: &Resolution, probed: &[Probed], port: u16) -> String {
     }
 }
 
-fn render_table(resolution: &Resolution, probed: &[Probed], verdict: &str) -> String {
+/// The domain's MTA-STS and TLS-RPT, judged against what the probes saw of each MX.
+#[derive(Serialize)]
+struct Policy {
+    mta_sts: JsonSts,
+    tls_rpt: JsonRpt,
+    /// In words, one line each.
+    lines: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct JsonSts {
+    mode: Option<&'static str>,
+    id: Option<String>,
+    max_age: Option<u64>,
+    failure: Option<&'static str>,
+    mx: Vec<JsonStsMx>,
+}
+
+#[derive(Serialize)]
+struct JsonStsMx {
+    host: String,
+    covered: bool,
+    compliant: bool,
+}
+
+#[derive(Serialize)]
+struct JsonRpt {
+    rua: Vec<String>,
+    failure: Option<&'static str>,
+}
+
+impl Policy {
+    fn of(report: &PolicyReport, resolution: &Resolution, probed: &[Probed], port: u16) -> Policy {
+        let sts = &report.sts;
+        let mut lines = Vec::new();
+        let mut mx = Vec::new();
+        match (&sts.policy, &sts.failure) {
+            (Some(policy), _) => {
+                let mut parts = Vec::new();
+                for m in &resolution.mx {
+                    let covered = policy.mx.iter().any(|p| policy::mx_matches(p, &m.host));
+                    let cert_valid = probed.iter().any(|p| {
+                        p.mx == m.host
+                            && p.port == port
+                            && p.report.tls.as_ref().is_some_and(|t| t.cert_error.is_none())
+                    });
+                    let compliant = covered && cert_valid;
+                    mx.push(JsonStsMx { host: m.host.clone(), covered, compliant });
+                    let consequence = match policy.mode {
+                        Mode::Enforce => " — MTA-STS senders will not deliver to it",
+                        _ => "",
+                    };
+                    parts.push(match (covered, cert_valid) {
+                        (true, true) => format!("{} complies", m.host),
+                        (false, _) => format!("{} is NOT covered by the policy{consequence}", m.host),
+                        (true, false) => {
+                            format!("{} has no certificate valid for its name{consequence}", m.host)
+                        }
+                    });
+                }
+                let mode = match policy.mode {
+                    Mode::Enforce => "enforce",
+                    Mode::Testing => "testing (senders report failures but deliver)",
+                    Mode::None => "none (the policy is withdrawn)",
+                };
+                lines.push(format!(
+                    "MTA-STS: {mode}, id {}, max_age {} s; {}",
+                    sts.id.as_deref().unwrap_or("?"),
+                    policy.max_age,
+                    parts.join("; ")
+                ));
+            }
+            (None, Some((StsFailure::NoTxt, _))) => lines.push("MTA-STS: none (no _mta-sts record)".into()),
+            (None, Some((failure, detail))) => lines.push(format!(
+                "MTA-STS: the policy cannot be had ({}: {detail}); senders that hold it keep it for its max_age",
+                failure.as_str()
+            )),
+            (None, None) => {}
+        }
+        let rpt = &report.rpt;
+        lines.push(match &rpt.failure {
+            None => format!("TLS-RPT: reports go to {}", rpt.rua.join(", ")),
+            Some((RptFailure::NoTxt, _)) => {
+                "TLS-RPT: none (no _smtp._tls record): nobody hears of failed TLS".into()
+            }
+            Some((failure, detail)) => format!("TLS-RPT: {} ({detail})", failure.as_str()),
+        });
+        Policy {
+            mta_sts: JsonSts {
+                mode: sts.policy.as_ref().map(|p| p.mode.as_str()),
+                id: sts.id.clone(),
+                max_age: sts.policy.as_ref().map(|p| p.max_age),
+                failure: sts.failure.as_ref().map(|(f, _)| f.as_str()),
+                mx,
+            },
+            tls_rpt: JsonRpt { rua: rpt.rua.clone(), failure: rpt.failure.as_ref().map(|(f, _)| f.as_str()) },
+            lines,
+        }
+    }
+}
+
+fn render_table(resolution: &Resolution, probed: &[Probed], verdict: &str, policy: &Policy) -> String {
     let mut out = format!("smtp_exporter check {} (mail domain)\n\n", resolution.name);
     let mx_line = if resolution.null_mx {
         "null MX (accepts no mail)".to_owned()
@@ -245,6 +350,10 @@ fn render_table(resolution: &Resolution, probed: &[Probed], verdict: &str) -> St
             lookup.elapsed.as_secs_f64() * 1e3
         );
     }
+    out.push_str("\nPolicy:\n");
+    for line in &policy.lines {
+        let _ = writeln!(out, "  {line}");
+    }
     let _ = write!(out, "\nVerdict:\n  {verdict}\n");
     out
 }
@@ -256,6 +365,7 @@ struct JsonDomain<'a> {
     implicit_mx: bool,
     dns_failure: Option<&'static str>,
     mx: Vec<JsonMx>,
+    policy: &'a Policy,
     verdict: &'a str,
 }
 
@@ -279,7 +389,7 @@ struct JsonAddress {
     duration_seconds: f64,
 }
 
-fn render_json(resolution: &Resolution, probed: &[Probed], verdict: &str) -> String {
+fn render_json(resolution: &Resolution, probed: &[Probed], verdict: &str, policy: &Policy) -> String {
     let mx = resolution
         .mx
         .iter()
@@ -309,6 +419,7 @@ fn render_json(resolution: &Resolution, probed: &[Probed], verdict: &str) -> Str
         implicit_mx: resolution.implicit_mx,
         dns_failure: resolution.failure.as_ref().map(|(f, _)| f.as_str()),
         mx,
+        policy,
         verdict,
     };
     let mut text = serde_json::to_string_pretty(&json).expect("JSON of plain data");
