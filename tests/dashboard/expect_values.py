@@ -101,6 +101,10 @@ def main():
     expect("MX addresses and their results", addresses,
            {("mx1.mail.test", "ip4", "127.0.0.1", "1"), ("mx1.mail.test", "ip6", "::1", "1"),
             ("mx2.mail.test", "ip4", "127.0.0.2", "0")})
+    compliance = {(s["metric"]["mx"], s["metric"]["mode"], s["value"][1])
+                  for s in series("MTA-STS: MX compliance", "A")}
+    expect("MTA-STS compliance per MX (enforce; mx2 has nothing listening)", compliance,
+           {("mx1.mail.test", "enforce", "1"), ("mx2.mail.test", "enforce", "0")})
     lookups = {(s["metric"]["type"], s["metric"]["name"]) for s in series("DNS lookups of the domain walks", "A")}
     expect("DNS lookups of the walk", lookups,
            {("mx", "two.mail.test"), ("a", "mx1.mail.test"), ("aaaa", "mx1.mail.test"),

@@ -190,6 +190,7 @@ domains:
   - name: two.mail.test
     ports:
       - { port: $RELAY_PORT, module: relay }
+    policy: { interval: 10s, https_port: $MTA_STS_PORT }
 EOF
 }
 write_exporter_config
