@@ -24,6 +24,7 @@
 pub mod app;
 pub mod check;
 pub mod config;
+pub mod dane;
 pub mod dns;
 pub mod domains;
 mod http;
