@@ -2,47 +2,14 @@
 //! MX walk, implicit and null MX, both families, classified DNS failures, and specs that
 //! follow the zone as it changes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use smtp_exporter::app::{self, ConfigSource};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use crate::support::InProcess;
 
 use testkit::dns::{Behaviour as Dns, FakeDns, Rr};
-use testkit::exposition::{find, parse_exposition, value, Sample};
+use testkit::exposition::{find, value};
 use testkit::pki::TestPki;
 use testkit::smtp::{Behaviour, FakeSmtp};
-
-async fn scrape(addr: std::net::SocketAddr) -> Vec<Sample> {
-    let body = tokio::task::spawn_blocking(move || {
-        let response = testkit::http::Client::new(addr, Duration::from_secs(10))
-            .request("GET", "/metrics", &[], b"")
-            .expect("scrape");
-        assert_eq!(response.status, 200);
-        response.text().to_owned()
-    })
-    .await
-    .unwrap();
-    parse_exposition(&body)
-}
-
-/// Scrapes until `ready` holds (at most `within`), and returns that scrape.
-async fn scrape_until(
-    addr: std::net::SocketAddr,
-    within: Duration,
-    what: &str,
-    ready: impl Fn(&[Sample]) -> bool,
-) -> Vec<Sample> {
-    let start = Instant::now();
-    loop {
-        let samples = scrape(addr).await;
-        if ready(&samples) {
-            return samples;
-        }
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn ip(text: &str) -> std::net::IpAddr {
     text.parse().unwrap()
@@ -76,26 +43,18 @@ async fn domains_are_walked_like_a_sender_and_follow_the_zone() {
         "interval: 2s\ndns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\n  every: {{ tls: starttls, timeout: 1s, ip_protocol: both }}\ntargets:\n  - name: dual\n    host: dual.example.test\n    ports: [{{ port: {port}, module: every }}]\ndomains:\n{domains}",
         dns.addr
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let source = ConfigSource::Text { text: yaml, origin: "domains.yml".into() };
-    let task = tokio::spawn(async move {
-        app::run(listener, source, app::Options::default(), async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("exporter runs");
-    });
+    let exporter = InProcess::start(yaml, "domains.yml").await;
+    let addr = exporter.addr;
 
     let two = [("target", "two.example.test")];
-    let samples = scrape_until(addr, Duration::from_secs(10), "every address probed", |s| {
-        find(s, "smtp_probe_success", &two).len() == 3
-            && find(s, "smtp_probe_success", &[("target", "implicit.example.test")]).len() == 1
-            && find(s, "smtp_probe_success", &[("target", "dual")]).len() == 2
-            && find(s, "smtp_domain_deliverable", &[]).len() == 6
-    })
-    .await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(10), "every address probed", |s| {
+            find(s, "smtp_probe_success", &two).len() == 3
+                && find(s, "smtp_probe_success", &[("target", "implicit.example.test")]).len() == 1
+                && find(s, "smtp_probe_success", &[("target", "dual")]).len() == 2
+                && find(s, "smtp_domain_deliverable", &[]).len() == 6
+        })
+        .await;
     let success = |target: &str, mx: &str, address: &str| {
         let mut labels = vec![("target", target), ("address", address)];
         if !mx.is_empty() {
@@ -161,28 +120,29 @@ async fn domains_are_walked_like_a_sender_and_follow_the_zone() {
     // (1 s) and a probe, their series vanish.
     dns.retain("two.example.test", |rr| rr != &Rr::Mx(20, "mx2.example.test".into()));
     dns.retain("mx1.example.test", |rr| rr != &Rr::Addr(ip("::1")));
-    let samples = scrape_until(addr, Duration::from_secs(6), "the old MX and address dropped", |s| {
-        find(s, "smtp_probe_success", &two).len() == 1
-            && find(s, "smtp_domain_mx_info", &[("domain", "two.example.test")]).len() == 1
-    })
-    .await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(6), "the old MX and address dropped", |s| {
+            find(s, "smtp_probe_success", &two).len() == 1
+                && find(s, "smtp_domain_mx_info", &[("domain", "two.example.test")]).len() == 1
+        })
+        .await;
     assert_eq!(value(&samples, "smtp_domain_mx_hosts", &[("domain", "two.example.test")]), 1.0);
     assert!(find(&samples, "smtp_port_state", &[("mx", "mx2.example.test")]).is_empty());
 
     // A name server that stops answering: classified as a timeout; the specs found before
     // are kept, and the rest of the fleet goes on.
     dns.set_behaviour("two.example.test", Dns::Silent);
-    let samples = scrape_until(addr, Duration::from_secs(6), "a timeout reported", |s| {
-        !find(s, "smtp_domain_dns_failure_info", &[("domain", "two.example.test"), ("reason", "timeout")])
-            .is_empty()
-    })
-    .await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(6), "a timeout reported", |s| {
+            !find(s, "smtp_domain_dns_failure_info", &[("domain", "two.example.test"), ("reason", "timeout")])
+                .is_empty()
+        })
+        .await;
     assert_eq!(find(&samples, "smtp_probe_success", &two).len(), 1);
     assert_eq!(value(&samples, "smtp_domain_deliverable", &[("domain", "two.example.test")]), 0.0);
     assert_eq!(value(&samples, "smtp_domain_deliverable", &[("domain", "implicit.example.test")]), 1.0);
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("clean shutdown").unwrap();
+    exporter.stop().await;
 }
 
 fn check_args(domain: &str, dns: &FakeDns, port: u16, json: bool) -> smtp_exporter::check::CheckArgs {

@@ -3,43 +3,21 @@
 //! reason, and each MX is compliant only when a pattern covers it and its certificate is
 //! valid for its name.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use smtp_exporter::app::{self, ConfigSource};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use crate::support::InProcess;
 
 use testkit::dns::{FakeDns, Rr};
-use testkit::exposition::{find, parse_exposition, value, Sample};
+use testkit::exposition::{find, value};
 use testkit::https::{Answer, HttpsServer};
 use testkit::pki::TestPki;
 use testkit::smtp::{Behaviour, FakeSmtp};
 
+/// How long a change may take to show.
+const WITHIN: Duration = Duration::from_secs(10);
+
 const DOMAINS: [&str; 9] =
     ["good", "missing", "testing", "nf", "redirect", "big", "ctype", "notxt", "badtxt"];
-
-async fn scrape(addr: std::net::SocketAddr) -> Vec<Sample> {
-    let body = tokio::task::spawn_blocking(move || testkit::http::get(addr, "/metrics").expect("scrape").1)
-        .await
-        .unwrap();
-    parse_exposition(&body)
-}
-
-async fn scrape_until(
-    addr: std::net::SocketAddr,
-    what: &str,
-    ready: impl Fn(&[Sample]) -> bool,
-) -> Vec<Sample> {
-    let start = Instant::now();
-    loop {
-        let samples = scrape(addr).await;
-        if ready(&samples) {
-            return samples;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "{what}: not within 10 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn policy(mode: &str, mx: &[&str]) -> String {
     let mut text = format!("version: STSv1\r\nmode: {mode}\r\n");
@@ -114,29 +92,20 @@ async fn mta_sts_and_tls_rpt_are_checked_like_a_sender_would() {
         dns.addr,
         pki.ca_file.display()
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let source = ConfigSource::Text { text: yaml, origin: "policy.yml".into() };
-    let task = tokio::spawn(async move {
-        app::run(listener, source, app::Options::default(), async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("exporter runs");
-    });
+    let exporter = InProcess::start(yaml, "policy.yml").await;
 
-    let samples = scrape_until(addr, "every domain checked and probed", |s| {
-        find(s, "smtp_domain_mta_sts_success", &[]).len() == DOMAINS.len()
-            && find(s, "smtp_domain_mta_sts_mx_compliant", &[("domain", "good.example.test")]).len() == 2
-            && find(s, "smtp_probe_success", &[("mx", "mx2.example.test")]).len() == 2
-            && value(
-                s,
-                "smtp_domain_mta_sts_mx_compliant",
-                &[("domain", "good.example.test"), ("mx", "mx1.example.test")],
-            ) == 1.0
-    })
-    .await;
+    let samples = exporter
+        .scrape_until(WITHIN, "every domain checked and probed", |s| {
+            find(s, "smtp_domain_mta_sts_success", &[]).len() == DOMAINS.len()
+                && find(s, "smtp_domain_mta_sts_mx_compliant", &[("domain", "good.example.test")]).len() == 2
+                && find(s, "smtp_probe_success", &[("mx", "mx2.example.test")]).len() == 2
+                && value(
+                    s,
+                    "smtp_domain_mta_sts_mx_compliant",
+                    &[("domain", "good.example.test"), ("mx", "mx1.example.test")],
+                ) == 1.0
+        })
+        .await;
     let domain = |d: &str| format!("{d}.example.test");
     let get = |family: &str, d: &str, extra: &[(&str, &str)]| {
         let d = domain(d);
@@ -175,22 +144,24 @@ async fn mta_sts_and_tls_rpt_are_checked_like_a_sender_would() {
     dns.retain("_mta-sts.good.example.test", |_| false);
     dns.add("_mta-sts.good.example.test", Rr::Txt("v=STSv1; id=2".into()));
     let good = [("domain", "good.example.test")];
-    scrape_until(addr, "id changed alone", |s| {
-        find(s, "smtp_domain_mta_sts_id_changed_without_policy_change", &good)
-            .first()
-            .is_some_and(|x| x.value == 1.0)
-    })
-    .await;
+    exporter
+        .scrape_until(WITHIN, "id changed alone", |s| {
+            find(s, "smtp_domain_mta_sts_id_changed_without_policy_change", &good)
+                .first()
+                .is_some_and(|x| x.value == 1.0)
+        })
+        .await;
     https.set(
         "mta-sts.good.example.test",
         Answer::policy(&policy("testing", &["mx1.example.test", "*.example.test"])),
     );
-    let samples = scrape_until(addr, "policy changed alone", |s| {
-        find(s, "smtp_domain_mta_sts_policy_changed_without_id_change", &good)
-            .first()
-            .is_some_and(|x| x.value == 1.0)
-    })
-    .await;
+    let samples = exporter
+        .scrape_until(WITHIN, "policy changed alone", |s| {
+            find(s, "smtp_domain_mta_sts_policy_changed_without_id_change", &good)
+                .first()
+                .is_some_and(|x| x.value == 1.0)
+        })
+        .await;
     assert_eq!(
         value(
             &samples,
@@ -200,6 +171,5 @@ async fn mta_sts_and_tls_rpt_are_checked_like_a_sender_would() {
         1.0
     );
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("clean shutdown").unwrap();
+    exporter.stop().await;
 }

@@ -18,3 +18,65 @@ pub fn spec_expecting(module_yaml: &str, port: u16, expect: &str) -> ProbeSpec {
     let config = config::parse(&yaml, "test config").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     config.schedule.first().expect("one spec").spec.clone()
 }
+
+/// The exporter in this process on a configuration given as text, on 127.0.0.1:0.
+pub struct InProcess {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    pub async fn start(yaml: String, origin: &str) -> InProcess {
+        use smtp_exporter::app::{self, ConfigSource};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let source = ConfigSource::Text { text: yaml, origin: origin.into() };
+        let task = tokio::spawn(async move {
+            app::run(listener, source, app::Options::default(), async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("exporter runs");
+        });
+        InProcess { addr, stop, task }
+    }
+
+    /// Stops it and waits (at most 5 s) for a clean shutdown.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(std::time::Duration::from_secs(5), self.task)
+            .await
+            .expect("clean shutdown")
+            .unwrap();
+    }
+
+    /// One scrape of /metrics, parsed.
+    pub async fn scrape(&self) -> Vec<testkit::exposition::Sample> {
+        let addr = self.addr;
+        let body = tokio::task::spawn_blocking(move || testkit::http::get(addr, "/metrics").expect("scrape"))
+            .await
+            .unwrap();
+        assert_eq!(body.0, 200);
+        testkit::exposition::parse_exposition(&body.1)
+    }
+
+    /// Scrapes until `ready` holds (at most `within`), and returns that scrape.
+    pub async fn scrape_until(
+        &self,
+        within: std::time::Duration,
+        what: &str,
+        ready: impl Fn(&[testkit::exposition::Sample]) -> bool,
+    ) -> Vec<testkit::exposition::Sample> {
+        let start = std::time::Instant::now();
+        loop {
+            let samples = self.scrape().await;
+            if ready(&samples) {
+                return samples;
+            }
+            assert!(start.elapsed() < within, "{what}: not within {within:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
