@@ -45,6 +45,10 @@ pub struct DnsSettings {
     pub max_ttl: Duration,
     /// Whether names in `/etc/hosts` answer before DNS (`localhost`, lab hosts).
     pub hosts_file: bool,
+    /// How many answers the cache holds at most; 0 turns it off. A domain walk asks again
+    /// only when a TTL runs out, so the cache mostly serves host targets probed more often
+    /// than their records' TTL (see BENCHMARKS.md, section 4).
+    pub cache_size: u64,
 }
 
 impl Default for DnsSettings {
@@ -56,6 +60,7 @@ impl Default for DnsSettings {
             min_ttl: Duration::from_secs(5),
             max_ttl: Duration::from_secs(3600),
             hosts_file: true,
+            cache_size: 8192,
         }
     }
 }
@@ -240,6 +245,7 @@ impl Resolver {
         options.negative_max_ttl = Some(settings.max_ttl);
         options.use_hosts_file = if settings.hosts_file { ResolveHosts::Always } else { ResolveHosts::Never };
         options.ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
+        options.cache_size = settings.cache_size;
         options.try_tcp_on_error = true;
         // A fleet of domains resolves hundreds of names at once, each within its own probe
         // deadline: queue them rather than fail them.

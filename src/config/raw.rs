@@ -40,6 +40,7 @@ pub(super) struct RawDns {
     pub(super) min_ttl: Option<String>,
     pub(super) max_ttl: Option<String>,
     pub(super) hosts_file: Option<bool>,
+    pub(super) cache_size: Option<u64>,
 }
 
 #[derive(Deserialize)]

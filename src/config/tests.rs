@@ -381,6 +381,7 @@ fn domain_errors_name_the_field() {
         ("dns: { nameservers: [resolver.example] }\n", "dns.nameservers: \"resolver.example\" is not an IP address or ADDRESS:PORT ([v6]:PORT for IPv6); a name server is given by address"),
         ("dns: { attempts: 0 }\n", "dns.attempts: 0 is out of range (1 to 5)"),
         ("dns: { min_ttl: 2h, max_ttl: 1h }\n", "dns.min_ttl: 7200s exceeds max_ttl 3600s"),
+        ("dns: { cache_size: 2000000 }\n", "dns.cache_size: 2000000 is out of range (0 to 1000000)"),
     ];
     for (section, want) in dns {
         let yaml = format!("{section}{base}  - {{ name: a.test, ports: [{{ port: 25, module: relay }}] }}\n");
@@ -392,4 +393,5 @@ fn domain_errors_name_the_field() {
         ok.dns.nameservers,
         vec!["192.0.2.53:53".parse().unwrap(), "[2001:db8::53]:5353".parse().unwrap()]
     );
+    assert_eq!(ok.dns.cache_size, 8192, "the default cache holds 8,192 answers");
 }

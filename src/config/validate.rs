@@ -152,6 +152,13 @@ fn validate_dns(raw: RawDns) -> Result<DnsSettings, String> {
         min_ttl,
         max_ttl,
         hosts_file: raw.hosts_file.unwrap_or(defaults.hosts_file),
+        cache_size: match raw.cache_size {
+            Some(n) if n > 1_000_000 => {
+                return Err(format!("cache_size: {n} is out of range (0 to 1000000)"))
+            }
+            Some(n) => n,
+            None => defaults.cache_size,
+        },
     })
 }
 

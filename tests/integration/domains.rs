@@ -201,3 +201,22 @@ async fn check_walks_a_domain_and_gives_a_verdict() {
     let json: serde_json::Value = serde_json::from_str(&output.text).unwrap();
     assert_eq!(json["dns_failure"], "nxdomain", "{}", output.text);
 }
+
+/// The resolver's cache answers a second lookup within the TTL without a query; with
+/// `cache_size: 0` every lookup is a query.
+#[tokio::test]
+async fn the_cache_answers_within_the_ttl_and_can_be_turned_off() {
+    use smtp_exporter::dns::{DnsSettings, Family, Resolver};
+    let dns = FakeDns::start(60).await;
+    dns.add("mx1.example.test", Rr::Addr(ip("127.0.0.1")));
+    for (cache_size, want) in [(8192, 1), (0, 3)] {
+        let before = dns.queries();
+        let settings = DnsSettings { nameservers: vec![dns.addr], cache_size, ..DnsSettings::default() };
+        let resolver = Resolver::new(&settings);
+        for _ in 0..3 {
+            let answer = resolver.addresses("mx1.example.test", Family::Ip4).await.unwrap();
+            assert_eq!(answer.value, vec![ip("127.0.0.1")]);
+        }
+        assert_eq!(dns.queries() - before, want, "cache_size {cache_size}");
+    }
+}
