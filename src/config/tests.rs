@@ -395,3 +395,21 @@ fn domain_errors_name_the_field() {
     );
     assert_eq!(ok.dns.cache_size, 8192, "the default cache holds 8,192 answers");
 }
+
+/// Who `/probe` may probe: a `*.` pattern matches names below it at a dot boundary only,
+/// a plain entry only itself, and `allow_any_target` anything.
+#[test]
+fn probe_patterns_match_at_a_dot_boundary() {
+    let base = "modules:\n  m: { tls: starttls }\nprobe_endpoint: { allowed_hosts: [\"*.example.com\", \"mx.example.net\"] }\n";
+    let config = parse(base, "t").unwrap();
+    for allowed in ["mx1.example.com", "a.b.example.com", "MX1.Example.COM", "mx.example.net"] {
+        assert!(config.probe_allowed(allowed), "{allowed}");
+    }
+    for refused in
+        ["evilexample.com", "example.com", "example.com.evil", "mx1.example.net", "xmx.example.net"]
+    {
+        assert!(!config.probe_allowed(refused), "{refused}");
+    }
+    let any = parse(&base.replace("allowed_hosts:", "allow_any_target: true, allowed_hosts:"), "t").unwrap();
+    assert!(any.probe_allowed("evilexample.com") && any.probe_allowed("192.0.2.1"));
+}

@@ -82,6 +82,7 @@ mod tests {
         let cases = [
             (Phase::Resolve, Reason::DnsNxdomain, None, S::Unresolved),
             (Phase::Connect, Reason::Refused, None, S::Refused),
+            (Phase::Connect, Reason::Reset, None, S::Refused),
             (Phase::Connect, Reason::Timeout, None, S::Filtered),
             (Phase::Connect, Reason::Unreachable, None, S::Unreachable),
             (Phase::Connect, Reason::NoRoute, None, S::NoRoute),

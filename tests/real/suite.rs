@@ -500,7 +500,15 @@ fn failures_are_classified(mta: &Mta) -> Check {
     if one(&samples, "smtp_probe_success", &[("port", subs), ("module", "submissions")])?.value != 1.0 {
         return Err("submissions against the right CA failed".into());
     }
-    let log = std::fs::read_to_string(mta.state_dir.join("failures.log")).unwrap_or_default();
+    // The log must exist and hold the failed AUTH, or the search below proves nothing.
+    let path = mta.state_dir.join("failures.log");
+    let log = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !log.contains("auth_failed") {
+        return Err(format!(
+            "{} does not record the failed AUTH; the leak check would prove nothing",
+            path.display()
+        ));
+    }
     if log.contains("definitely-not-the-password") {
         return Err("the configured password appears in the exporter's debug log".into());
     }
