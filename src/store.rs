@@ -99,3 +99,37 @@ impl Store {
         specs.iter().map(|(k, s)| (k.clone(), s.last.clone())).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Failure, Phase};
+
+    /// A reload keeps the counters of the specs it keeps, and drops those it removes.
+    #[test]
+    fn counters_survive_a_reload_for_kept_specs() {
+        let yaml = |ports: &str| {
+            format!(
+                "modules: {{ m: {{ tls: none }} }}\ntargets:\n  - {{ host: 127.0.0.1, ports: [{ports}] }}\n"
+            )
+        };
+        let both =
+            crate::config::parse(&yaml("{ port: 25, module: m }, { port: 26, module: m }"), "t").unwrap();
+        let store = Store::new();
+        store.reconcile(&both.schedule);
+        let (kept, removed) = (both.schedule[0].spec.key(), both.schedule[1].spec.key());
+        for _ in 0..3 {
+            let mut report = ProbeReport::new();
+            report.failure =
+                Some(Failure { phase: Phase::Connect, reason: Reason::Refused, detail: String::new() });
+            store.record(&kept, report.clone());
+            store.record(&removed, report);
+        }
+        let one = crate::config::parse(&yaml("{ port: 25, module: m }"), "t").unwrap();
+        store.reconcile(&one.schedule);
+        let rows = store.rows();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key, kept);
+        assert_eq!((rows[0].probes_total, rows[0].failures_total.clone()), (3, vec![(Reason::Refused, 3)]));
+    }
+}

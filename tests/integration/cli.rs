@@ -382,3 +382,36 @@ fn a_closed_standard_error_stops_nothing() {
     let after = value(&scrape(&exporter), "smtp_probes_total", &[("target", "refused")]);
     assert!(after >= before + 3.0, "probes stopped after standard error closed: {before} then {after}");
 }
+
+/// `check` exits 1 when no port works, 0 when one does, and 2 on a usage error.
+#[test]
+fn check_exit_status_says_whether_anything_works() {
+    let refused = free_port();
+    let (code, out, err) =
+        run(&["check", "127.0.0.1", "--port", &format!("{refused}:starttls"), "--timeout", "2s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("refused") && out.contains("Nothing works on the ports checked."), "{out}");
+    let (code, _out, err) = run(&["check", "127.0.0.1", "--port", "0"]);
+    assert_eq!(code, 2, "{err}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(b"220 tiny.example.test ESMTP\r\n").unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            let reply: &[u8] =
+                if line.starts_with("EHLO") { b"250 tiny.example.test\r\n" } else { b"221 bye\r\n" };
+            stream.write_all(reply).unwrap();
+            if line.starts_with("QUIT") {
+                break;
+            }
+            line.clear();
+        }
+    });
+    let (code, out, err) = run(&["check", "127.0.0.1", "--port", &format!("{port}:none"), "--timeout", "2s"]);
+    assert_eq!(code, 0, "{out}{err}");
+    server.join().unwrap();
+}
