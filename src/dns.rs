@@ -193,11 +193,8 @@ impl Resolver {
         static LAST: std::sync::Mutex<Option<(DnsSettings, std::sync::Weak<Resolver>)>> =
             std::sync::Mutex::new(None);
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((same, resolver)) = last.as_ref().filter(|(s, _)| s == settings) {
-            if let Some(resolver) = resolver.upgrade() {
-                let _ = same;
-                return resolver;
-            }
+        if let Some(resolver) = last.as_ref().filter(|(s, _)| s == settings).and_then(|(_, r)| r.upgrade()) {
+            return resolver;
         }
         let resolver = Resolver::build(settings);
         *last = Some((settings.clone(), Arc::downgrade(&resolver)));

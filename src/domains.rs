@@ -48,8 +48,6 @@ pub struct MxFound {
     pub preference: u16,
     pub host: String,
     pub addresses: Vec<IpAddr>,
-    /// A failed address lookup other than "no such record", per family.
-    pub failures: Vec<(Family, DnsFailure)>,
 }
 
 /// What the last walk of an expansion found.
@@ -85,7 +83,8 @@ impl Resolution {
 /// Which MX hosts of the walked domains accepted a session on their delivery port, from
 /// the latest reports: what `smtp_domain_deliverable` and the status page say.
 pub struct Accepted<'a> {
-    by_mx: HashMap<(&'a str, &'a str), bool>,
+    /// Per (domain, MX): whether an IPv4 and an IPv6 address accepted.
+    by_mx: HashMap<(&'a str, &'a str), [bool; 2]>,
     /// Whether some address of the MX presented a certificate valid for the MX's name.
     cert_valid: HashMap<(&'a str, &'a str), bool>,
 }
@@ -98,13 +97,14 @@ impl<'a> Accepted<'a> {
     ) -> Accepted<'a> {
         let delivery: HashMap<&str, (u16, &str)> =
             walks.iter().map(|w| (w.name.as_str(), (w.delivery_port, w.delivery_module.as_str()))).collect();
-        let mut by_mx: HashMap<(&str, &str), bool> = HashMap::new();
+        let mut by_mx: HashMap<(&str, &str), [bool; 2]> = HashMap::new();
         let mut cert_valid: HashMap<(&str, &str), bool> = HashMap::new();
         for (key, report) in results {
             let Some(via) = &key.via else { continue };
             if delivery.get(key.target.as_str()) == Some(&(key.port, key.module.as_str())) {
                 let at = (key.target.as_str(), via.mx.as_str());
-                *by_mx.entry(at).or_default() |= report.is_some_and(|r| r.success());
+                let family = usize::from(Family::of(via.address) == Family::Ip6);
+                by_mx.entry(at).or_default()[family] |= report.is_some_and(|r| r.success());
                 let valid = report.and_then(|r| r.tls.as_ref()).is_some_and(|t| t.cert_error.is_none());
                 *cert_valid.entry(at).or_default() |= valid;
             }
@@ -112,9 +112,15 @@ impl<'a> Accepted<'a> {
         Accepted { by_mx, cert_valid }
     }
 
+    /// The families in which some address of `mx` accepted.
+    pub fn families(&self, walk: &Resolution, mx: &str) -> Vec<Family> {
+        let accepted = self.by_mx.get(&(walk.name.as_str(), mx)).copied().unwrap_or_default();
+        [Family::Ip4, Family::Ip6].into_iter().zip(accepted).filter(|(_, ok)| *ok).map(|(f, _)| f).collect()
+    }
+
     /// Whether some address of `mx` accepted.
     pub fn mx(&self, walk: &Resolution, mx: &str) -> bool {
-        self.by_mx.get(&(walk.name.as_str(), mx)).copied().unwrap_or(false)
+        !self.families(walk, mx).is_empty()
     }
 
     /// Whether some address of `mx` completed a TLS handshake with a certificate valid for
@@ -213,8 +219,7 @@ pub async fn walk(
     };
     let mut failures = Vec::new();
     for (preference, host, mx_label) in hosts {
-        let mut found =
-            MxFound { preference, host: host.clone(), addresses: Vec::new(), failures: Vec::new() };
+        let mut found = MxFound { preference, host: host.clone(), addresses: Vec::new() };
         for &family in expansion.families {
             let kind = if family == Family::Ip4 { "a" } else { "aaaa" };
             match resolver.addresses(&host, family).await {
@@ -246,7 +251,6 @@ pub async fn walk(
                     } else {
                         // Transient: keep probing what the last good answer gave.
                         ttl = ttl.min(dns.min_ttl);
-                        found.failures.push((family, e.failure));
                         specs.extend(
                             previous
                                 .iter()

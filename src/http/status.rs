@@ -231,16 +231,8 @@ fn domains(html: &mut String, walks: &[Arc<Resolution>], specs: &[(SpecKey, Opti
             html.push_str("implicit MX (no MX record): ");
         }
         for (i, mx) in walk.mx.iter().enumerate() {
-            let accepts = |family: Family| {
-                specs.iter().any(|(k, r)| {
-                    k.target == walk.name
-                        && k.port == walk.delivery_port
-                        && k.via.as_ref().is_some_and(|v| v.mx == mx.host && Family::of(v.address) == family)
-                        && r.as_ref().is_some_and(|r| r.success())
-                })
-            };
             let families: Vec<&str> =
-                [Family::Ip4, Family::Ip6].into_iter().filter(|f| accepts(*f)).map(Family::as_str).collect();
+                accepted.families(walk, &mx.host).into_iter().map(Family::as_str).collect();
             let verdict = match (mx.addresses.is_empty(), families.is_empty()) {
                 (true, _) => "no address".to_owned(),
                 (false, true) => "fails".to_owned(),

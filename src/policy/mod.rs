@@ -137,8 +137,6 @@ pub struct RptReport {
 pub struct PolicyReport {
     pub sts: StsReport,
     pub rpt: RptReport,
-    /// When the check ended.
-    pub at: Option<SystemTime>,
 }
 
 /// How the policy of a domain is fetched.
@@ -161,7 +159,7 @@ pub async fn check(
 ) -> PolicyReport {
     let (sts, rpt) =
         tokio::join!(check_sts(domain, resolver, settings, previous), check_rpt(domain, resolver));
-    PolicyReport { sts, rpt, at: Some(SystemTime::now()) }
+    PolicyReport { sts, rpt }
 }
 
 async fn check_sts(
