@@ -10,8 +10,8 @@
 
 use ring::digest;
 
-/// One TLSA record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One TLSA record; ordered by its fields, as written.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Tlsa {
     /// 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE.
     pub usage: u8,
@@ -59,6 +59,19 @@ pub struct Outcome {
     pub usable: usize,
     /// The first usable record that matched, if any.
     pub matched: Option<Tlsa>,
+    /// Where in the chain the matched certificate is: 0 for the leaf (DANE-EE), above it
+    /// for DANE-TA.
+    pub anchor: Option<usize>,
+}
+
+impl Outcome {
+    /// `3 1 1 matched`, or `no match among N usable records`: for logs and `check`.
+    pub fn describe(&self) -> String {
+        match &self.matched {
+            Some(record) => format!("matches {}", record.parameters()),
+            None => format!("does NOT match any of {} usable TLSA record(s)", self.usable),
+        }
+    }
 }
 
 /// Matches the usable records against `chain` (DER, leaf first, as the server sent it):
@@ -66,21 +79,26 @@ pub struct Outcome {
 /// also needs the leaf to be issued under the matched certificate; this checks that the
 /// leaf's issuer is that certificate's subject (the signature itself is rustls's business
 /// in the handshake).
-pub fn evaluate(records: &[Tlsa], chain: &[Vec<u8>]) -> Outcome {
+pub fn evaluate<C: AsRef<[u8]>>(records: &[Tlsa], chain: &[C]) -> Outcome {
     let usable: Vec<&Tlsa> = records.iter().filter(|r| r.usable()).collect();
-    let Some(leaf) = chain.first() else { return Outcome { usable: usable.len(), matched: None } };
-    let matched = usable.iter().find(|record| match record.usage {
-        3 => record.names(leaf),
-        _ => chain.iter().enumerate().skip(1).any(|(i, cert)| record.names(cert) && issued_under(chain, i)),
+    let found = chain.first().and_then(|leaf| {
+        usable.iter().find_map(|record| {
+            let at = match record.usage {
+                3 => record.names(leaf.as_ref()).then_some(0),
+                _ => (1..chain.len()).find(|&i| record.names(chain[i].as_ref()) && issued_under(chain, i)),
+            };
+            at.map(|at| ((*record).clone(), at))
+        })
     });
-    Outcome { usable: usable.len(), matched: matched.map(|r| (*r).clone()) }
+    let (matched, anchor) = found.map_or((None, None), |(record, at)| (Some(record), Some(at)));
+    Outcome { usable: usable.len(), matched, anchor }
 }
 
 /// Whether the certificates below `chain[anchor]` each name the next one up as their
 /// issuer, down to the leaf.
-fn issued_under(chain: &[Vec<u8>], anchor: usize) -> bool {
+fn issued_under<C: AsRef<[u8]>>(chain: &[C], anchor: usize) -> bool {
     let parsed: Vec<_> =
-        chain[..=anchor].iter().map(|der| x509_parser::parse_x509_certificate(der).ok()).collect();
+        chain[..=anchor].iter().map(|der| x509_parser::parse_x509_certificate(der.as_ref()).ok()).collect();
     parsed.windows(2).all(|pair| match (&pair[0], &pair[1]) {
         (Some((_, child)), Some((_, parent))) => child.issuer() == parent.subject(),
         _ => false,
@@ -138,11 +156,9 @@ mod tests {
                     "3 {selector} {matching}"
                 );
                 let ta = record(2, selector, matching, &ca);
-                assert_eq!(
-                    evaluate(std::slice::from_ref(&ta), &presented).matched,
-                    Some(ta.clone()),
-                    "2 {selector} {matching}"
-                );
+                let outcome = evaluate(std::slice::from_ref(&ta), &presented);
+                assert_eq!(outcome.matched, Some(ta.clone()), "2 {selector} {matching}");
+                assert_eq!(outcome.anchor, Some(1), "the CA is second in the chain");
                 // DANE-EE names the leaf only; DANE-TA a certificate above it.
                 assert_eq!(evaluate(&[record(3, selector, matching, &ca)], &presented).matched, None);
                 assert_eq!(evaluate(&[record(2, selector, matching, &leaf)], &presented).matched, None);
@@ -156,16 +172,16 @@ mod tests {
         let presented = vec![leaf.clone(), ca.clone()];
         // The record left behind after a renewal: another key.
         let stale = record(3, 1, 1, &other);
-        assert_eq!(evaluate(&[stale], &presented), Outcome { usable: 1, matched: None });
+        assert_eq!(evaluate(&[stale], &presented), Outcome { usable: 1, matched: None, anchor: None });
         // PKIX-TA and PKIX-EE are not for SMTP (RFC 7672): not counted, not matched.
         let pkix = [record(0, 0, 1, &ca), record(1, 1, 1, &leaf)];
-        assert_eq!(evaluate(&pkix, &presented), Outcome { usable: 0, matched: None });
+        assert_eq!(evaluate(&pkix, &presented), Outcome { usable: 0, matched: None, anchor: None });
         // A CA that is not the leaf's issuer does not match as DANE-TA.
         let unrelated = vec![leaf.clone(), other.clone()];
         assert_eq!(evaluate(&[record(2, 0, 1, &other)], &unrelated).matched, None);
         // A self-signed leaf that matches DANE-EE is valid, whatever its names.
         let self_signed = vec![other.clone()];
         assert!(evaluate(&[record(3, 1, 1, &other)], &self_signed).matched.is_some());
-        assert_eq!(evaluate(&[record(3, 1, 1, &other)], &[]).matched, None);
+        assert_eq!(evaluate::<Vec<u8>>(&[record(3, 1, 1, &other)], &[]).matched, None);
     }
 }

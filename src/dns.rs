@@ -6,8 +6,14 @@
 //! ask it for MX sets and for every address of each MX. Each query is timed; a failure
 //! comes back as one [`DnsFailure`] from a fixed set, with words for the logs; answers are
 //! cached for their TTL, held between a floor and a cap.
+//!
+//! TLSA records (DANE) are asked of a second, validating resolver on the same name servers:
+//! it checks the DNSSEC chain itself, from the root's keys (IANA's, compiled into hickory)
+//! or from the keys in `dns.trust_anchors`, and says whether the answer is secure,
+//! insecure (an unsigned zone: no DANE applies) or bogus.
 
 use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +22,7 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::dnssec::TrustAnchors;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
@@ -28,6 +35,10 @@ pub const MAX_ADDRESSES_PER_FAMILY: usize = 8;
 
 /// The most MX hosts of one domain that are walked, in preference order.
 pub const MAX_MX_HOSTS: usize = 16;
+
+/// The most TLSA records of one name that are kept (a key rollover publishes two or
+/// three).
+pub const MAX_TLSA_RECORDS: usize = 16;
 
 /// How the resolver is set up: the `dns:` section of the configuration, or `check`'s
 /// `--dns-server`.
@@ -49,6 +60,9 @@ pub struct DnsSettings {
     /// only when a TTL runs out, so the cache mostly serves host targets probed more often
     /// than their records' TTL (see BENCHMARKS.md, section 4).
     pub cache_size: u64,
+    /// The DNSKEY records the validating resolver trusts (a file of zone-file lines);
+    /// `None` means IANA's root keys.
+    pub trust_anchors: Option<std::path::PathBuf>,
 }
 
 impl Default for DnsSettings {
@@ -61,6 +75,7 @@ impl Default for DnsSettings {
             max_ttl: Duration::from_secs(3600),
             hosts_file: true,
             cache_size: 8192,
+            trust_anchors: None,
         }
     }
 }
@@ -135,6 +150,25 @@ pub enum MxSet {
     Null,
 }
 
+/// What DNSSEC says of an answer that has records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dnssec {
+    /// Signed, with a chain of trust up to an anchor: DANE applies.
+    Secure,
+    /// Provably unsigned (no DS on the way down): DANE does not apply.
+    Insecure,
+    /// The validator could not decide (no anchor above the name).
+    Indeterminate,
+}
+
+/// The TLSA records of one name and their DNSSEC status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsaSet {
+    pub dnssec: Dnssec,
+    /// Sorted, without duplicates (at most [`MAX_TLSA_RECORDS`]).
+    pub records: Vec<crate::dane::Tlsa>,
+}
+
 /// An address family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
@@ -171,6 +205,8 @@ impl Family {
 /// long as it does.
 pub struct Resolver {
     inner: TokioResolver,
+    /// Validates DNSSEC: asked for TLSA records only.
+    validating: TokioResolver,
     /// Why there is no name server to ask (an unreadable resolv.conf), said by every lookup.
     unusable: Option<String>,
 }
@@ -189,19 +225,26 @@ impl Resolver {
     ///
     /// A resolver with the same settings as one still in use is shared, so that a reload
     /// that keeps the `dns:` section keeps the cache.
-    pub fn new(settings: &DnsSettings) -> Arc<Resolver> {
+    ///
+    /// Fails only when `settings.trust_anchors` cannot be read or holds no DNSKEY; the
+    /// error names the file.
+    pub fn new(settings: &DnsSettings) -> Result<Arc<Resolver>, String> {
         static LAST: std::sync::Mutex<Option<(DnsSettings, std::sync::Weak<Resolver>)>> =
             std::sync::Mutex::new(None);
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(resolver) = last.as_ref().filter(|(s, _)| s == settings).and_then(|(_, r)| r.upgrade()) {
-            return resolver;
+            return Ok(resolver);
         }
-        let resolver = Resolver::build(settings);
+        let resolver = Resolver::build(settings)?;
         *last = Some((settings.clone(), Arc::downgrade(&resolver)));
-        resolver
+        Ok(resolver)
     }
 
-    fn build(settings: &DnsSettings) -> Arc<Resolver> {
+    fn build(settings: &DnsSettings) -> Result<Arc<Resolver>, String> {
+        let anchors = match &settings.trust_anchors {
+            None => TrustAnchors::default(),
+            Some(path) => read_trust_anchors(path)?,
+        };
         let (config, unusable) = if settings.nameservers.is_empty() {
             match hickory_resolver::system_conf::read_system_conf() {
                 Ok((config, _)) if !config.name_servers().is_empty() => (config, None),
@@ -247,10 +290,15 @@ impl Resolver {
         // A fleet of domains resolves hundreds of names at once, each within its own probe
         // deadline: queue them rather than fail them.
         options.max_active_requests = 256;
-        let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+        let mut builder = TokioResolver::builder_with_config(config.clone(), TokioRuntimeProvider::default());
+        *builder.options_mut() = options.clone();
+        let inner = builder.build().map_err(|e| format!("cannot build the resolver: {e}"))?;
+        let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_trust_anchor(Arc::new(anchors));
         *builder.options_mut() = options;
-        let inner = builder.build().expect("a resolver without TLS or DNSSEC builds");
-        Arc::new(Resolver { inner, unusable })
+        builder.options_mut().validate = true;
+        let validating = builder.build().map_err(|e| format!("cannot build the validating resolver: {e}"))?;
+        Ok(Arc::new(Resolver { inner, validating, unusable }))
     }
 
     /// The MX set of `domain`.
@@ -367,6 +415,63 @@ impl Resolver {
         Ok(Answer { value, elapsed: started.elapsed(), ttl })
     }
 
+    /// The TLSA records of `name` (`_25._tcp.mx.example.com`), with their DNSSEC status.
+    /// A bogus answer is the failure `bogus`; no record is `no_records` (DANE does not
+    /// apply, whether the zone is signed or not).
+    pub async fn tlsa(&self, name: &str) -> Result<Answer<TlsaSet>, LookupError> {
+        let started = Instant::now();
+        let fail = |failure, detail: String| LookupError {
+            failure,
+            detail,
+            elapsed: started.elapsed(),
+            ttl: Duration::ZERO,
+        };
+        if let Some(why) = &self.unusable {
+            return Err(fail(DnsFailure::Other, format!("{name}: {why}")));
+        }
+        let lookup = match self.validating.lookup(fully_qualified(name).as_str(), RecordType::TLSA).await {
+            Ok(lookup) => lookup,
+            Err(e) => {
+                let (failure, words) = classify(&e);
+                return Err(LookupError {
+                    ttl: negative_ttl(&e),
+                    ..fail(failure, format!("TLSA {name}: {words}"))
+                });
+            }
+        };
+        let ttl = lookup.valid_until().saturating_duration_since(std::time::Instant::now());
+        let mut proofs = Vec::new();
+        let mut records = Vec::new();
+        for record in lookup.answers().iter().filter(|r| r.record_type() == RecordType::TLSA) {
+            proofs.push(record.proof);
+            if let RData::TLSA(tlsa) = &record.data {
+                records.push(crate::dane::Tlsa {
+                    usage: tlsa.cert_usage.into(),
+                    selector: tlsa.selector.into(),
+                    matching: tlsa.matching.into(),
+                    data: tlsa.cert_data.clone(),
+                });
+            }
+        }
+        if records.is_empty() {
+            return Err(fail(DnsFailure::NoRecords, format!("TLSA {name}: no record of this type (NODATA)")));
+        }
+        // The weakest proof among the records stands for the set.
+        let dnssec = if proofs.iter().any(|p| p.is_bogus()) {
+            return Err(fail(DnsFailure::Bogus, format!("TLSA {name}: DNSSEC validation failed")));
+        } else if proofs.iter().all(|p| p.is_secure()) {
+            Dnssec::Secure
+        } else if proofs.iter().all(|p| p.is_secure() || p.is_insecure()) {
+            Dnssec::Insecure
+        } else {
+            Dnssec::Indeterminate
+        };
+        records.sort();
+        records.dedup();
+        records.truncate(MAX_TLSA_RECORDS);
+        Ok(Answer { value: TlsaSet { dnssec, records }, elapsed: started.elapsed(), ttl })
+    }
+
     /// The first address of `host` for a probe: IPv4 first, else IPv6 (`auto`), or only
     /// the family asked.
     pub async fn first_address(&self, host: &str, family: Option<Family>) -> Result<IpAddr, LookupError> {
@@ -429,16 +534,32 @@ impl Resolver {
                     (Some(why), DnsFailure::Other) => format!("{record_type} {name}: {why}"),
                     _ => format!("{record_type} {name}: {words}"),
                 };
-                let ttl = match &e {
-                    NetError::Dns(DnsError::NoRecordsFound(none)) => {
-                        Duration::from_secs(none.negative_ttl.map_or(0, u64::from))
-                    }
-                    _ => Duration::ZERO,
-                };
-                Err(LookupError { ttl, ..fail(failure, detail) })
+                Err(LookupError { ttl: negative_ttl(&e), ..fail(failure, detail) })
             }
         }
     }
+}
+
+/// How long a negative answer holds, from its SOA; zero for any other error.
+fn negative_ttl(error: &NetError) -> Duration {
+    match error {
+        NetError::Dns(DnsError::NoRecordsFound(none)) => {
+            Duration::from_secs(none.negative_ttl.map_or(0, u64::from))
+        }
+        _ => Duration::ZERO,
+    }
+}
+
+/// Reads a trust-anchor file: DNSKEY records in zone-file syntax, one per line
+/// (`. 3600 IN DNSKEY 257 3 13 …`, as `dig DNSKEY .` prints them).
+fn read_trust_anchors(path: &std::path::Path) -> Result<TrustAnchors, String> {
+    let text = crate::config::read_bounded(path, 1 << 20).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = String::from_utf8(text).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
+    let anchors = TrustAnchors::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if anchors.is_empty() {
+        return Err(format!("{}: no DNSKEY record found", path.display()));
+    }
+    Ok(anchors)
 }
 
 /// `name` with a final dot when it has a dot inside: such a name is not looked up under

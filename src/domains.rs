@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Expansion, ExpansionKind, ProbeSpec, Scheduled, Via};
-use crate::dns::{DnsFailure, DnsSettings, Family, MxSet, Resolver};
+use crate::dns::{DnsFailure, DnsSettings, Dnssec, Family, MxSet, Resolver, TlsaSet};
 
 /// How many walks run at once: a fleet of domains starting together queues here rather
 /// than in the resolver.
@@ -48,6 +48,87 @@ pub struct MxFound {
     pub preference: u16,
     pub host: String,
     pub addresses: Vec<IpAddr>,
+    /// The TLSA lookup at `_<port>._tcp.<host>` for the delivery port, when the domain
+    /// checks DANE: the records, or why there are none.
+    pub tlsa: Option<Result<Arc<TlsaSet>, (DnsFailure, String)>>,
+}
+
+/// What a TLSA lookup said, from a fixed set: the `status` label of
+/// `smtp_domain_dane_tlsa_status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum TlsaStatus {
+    /// Records, with a valid DNSSEC chain: DANE applies.
+    Secure,
+    /// Records in an unsigned zone: DANE does not apply.
+    Insecure,
+    /// Records whose DNSSEC status the validator could not decide.
+    Indeterminate,
+    /// The DNSSEC signatures do not validate: DANE senders defer all mail.
+    Bogus,
+    /// No TLSA record (NODATA or NXDOMAIN): DANE does not apply.
+    None,
+    /// The lookup failed (SERVFAIL, timeout, ...).
+    Failed,
+}
+
+impl TlsaStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn of(lookup: &Result<Arc<TlsaSet>, (DnsFailure, String)>) -> TlsaStatus {
+        match lookup {
+            Ok(set) => match set.dnssec {
+                Dnssec::Secure => TlsaStatus::Secure,
+                Dnssec::Insecure => TlsaStatus::Insecure,
+                Dnssec::Indeterminate => TlsaStatus::Indeterminate,
+            },
+            Err((DnsFailure::NoRecords | DnsFailure::Nxdomain, _)) => TlsaStatus::None,
+            Err((DnsFailure::Bogus, _)) => TlsaStatus::Bogus,
+            Err(_) => TlsaStatus::Failed,
+        }
+    }
+}
+
+/// Why DANE fails for an MX, from a fixed set: the `reason` label of
+/// `smtp_domain_dane_failure_info`. Under every one but `NoUsableRecords` a
+/// DANE-validating sender does not deliver to the MX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum DaneFailure {
+    /// The TLSA answer's DNSSEC signatures do not validate.
+    Bogus,
+    /// The TLSA lookup failed, or its DNSSEC status could not be decided.
+    LookupFailed,
+    /// Secure TLSA records, none of them usable for SMTP (PKIX usages, unknown types).
+    NoUsableRecords,
+    /// An address presented a chain that matches no usable record.
+    NoMatch,
+    /// No address completed a TLS handshake in its last probe.
+    NoTls,
+}
+
+impl DaneFailure {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// What it means for senders, in words.
+    pub fn explain(self) -> &'static str {
+        match self {
+            DaneFailure::Bogus => "the TLSA answer fails DNSSEC validation; DANE-validating senders defer all mail to it",
+            DaneFailure::LookupFailed => "its TLSA records cannot be looked up; DANE-validating senders defer mail to it",
+            DaneFailure::NoUsableRecords => "its TLSA records are all unusable for SMTP (only DANE-TA(2) and DANE-EE(3) count); DANE-validating senders only insist on TLS",
+            DaneFailure::NoMatch => "DANE-validating senders will not deliver to it",
+            DaneFailure::NoTls => "no address completed a TLS handshake; DANE-validating senders will not deliver to it",
+        }
+    }
+}
+
+/// The name of the TLSA records of a service on `port` of `host` (RFC 6698 §3).
+pub fn tlsa_name(port: u16, host: &str) -> String {
+    format!("_{port}._tcp.{host}")
 }
 
 /// What the last walk of an expansion found.
@@ -87,6 +168,9 @@ pub struct Accepted<'a> {
     by_mx: HashMap<(&'a str, &'a str), [bool; 2]>,
     /// Whether some address of the MX presented a certificate valid for the MX's name.
     cert_valid: HashMap<(&'a str, &'a str), bool>,
+    /// Per (domain, MX): how many addresses' chains matched the TLSA records, and how many
+    /// did not.
+    dane: HashMap<(&'a str, &'a str), [usize; 2]>,
 }
 
 impl<'a> Accepted<'a> {
@@ -99,6 +183,7 @@ impl<'a> Accepted<'a> {
             walks.iter().map(|w| (w.name.as_str(), (w.delivery_port, w.delivery_module.as_str()))).collect();
         let mut by_mx: HashMap<(&str, &str), [bool; 2]> = HashMap::new();
         let mut cert_valid: HashMap<(&str, &str), bool> = HashMap::new();
+        let mut dane: HashMap<(&str, &str), [usize; 2]> = HashMap::new();
         for (key, report) in results {
             let Some(via) = &key.via else { continue };
             if delivery.get(key.target.as_str()) == Some(&(key.port, key.module.as_str())) {
@@ -107,9 +192,34 @@ impl<'a> Accepted<'a> {
                 by_mx.entry(at).or_default()[family] |= report.is_some_and(|r| r.success());
                 let valid = report.and_then(|r| r.tls.as_ref()).is_some_and(|t| t.cert_error.is_none());
                 *cert_valid.entry(at).or_default() |= valid;
+                if let Some(outcome) = report.and_then(|r| r.tls.as_ref()).and_then(|t| t.dane.as_ref()) {
+                    dane.entry(at).or_default()[usize::from(outcome.matched.is_none())] += 1;
+                }
             }
         }
-        Accepted { by_mx, cert_valid }
+        Accepted { by_mx, cert_valid, dane }
+    }
+
+    /// What DANE says of `mx` from the last probes of its addresses: `None` when DANE does
+    /// not apply (no secure, usable TLSA record), else the failure, if any.
+    pub fn dane(&self, walk: &Resolution, mx: &MxFound) -> Option<Result<(), DaneFailure>> {
+        let status = TlsaStatus::of(mx.tlsa.as_ref()?);
+        let usable = match (status, mx.tlsa.as_ref()?) {
+            (TlsaStatus::Bogus, _) => return Some(Err(DaneFailure::Bogus)),
+            (TlsaStatus::Failed | TlsaStatus::Indeterminate, _) => {
+                return Some(Err(DaneFailure::LookupFailed))
+            }
+            (TlsaStatus::Secure, Ok(set)) => set.records.iter().filter(|r| r.usable()).count(),
+            _ => return None,
+        };
+        if usable == 0 {
+            return Some(Err(DaneFailure::NoUsableRecords));
+        }
+        Some(match self.dane.get(&(walk.name.as_str(), mx.host.as_str())).copied().unwrap_or_default() {
+            [_, mismatched] if mismatched > 0 => Err(DaneFailure::NoMatch),
+            [0, 0] => Err(DaneFailure::NoTls),
+            _ => Ok(()),
+        })
     }
 
     /// The families in which some address of `mx` accepted.
@@ -218,8 +328,45 @@ pub async fn walk(
         },
     };
     let mut failures = Vec::new();
+    let dane = expansion.kind == ExpansionKind::Domain && expansion.policy.as_ref().is_some_and(|p| p.dane);
     for (preference, host, mx_label) in hosts {
-        let mut found = MxFound { preference, host: host.clone(), addresses: Vec::new() };
+        let mut found = MxFound { preference, host: host.clone(), addresses: Vec::new(), tlsa: None };
+        // The records the delivery port's specs match, from a secure answer; after a
+        // transient failure, those the last walk found.
+        let mut secure_tlsa = None;
+        if dane {
+            let name = tlsa_name(expansion.ports[0].port, &host);
+            let lookup = resolver.tlsa(&name).await;
+            let (elapsed, failure) = match &lookup {
+                Ok(answer) => (answer.elapsed, None),
+                Err(e) => (e.elapsed, Some(e.failure)),
+            };
+            resolution.lookups.push(Lookup { name, kind: "tlsa", elapsed, failure });
+            found.tlsa = Some(match lookup {
+                Ok(answer) => {
+                    ttl = ttl.min(answer.ttl);
+                    let set = Arc::new(answer.value);
+                    secure_tlsa = (set.dnssec == Dnssec::Secure).then(|| set.clone());
+                    Ok(set)
+                }
+                Err(e) => {
+                    if matches!(e.failure, DnsFailure::NoRecords | DnsFailure::Nxdomain | DnsFailure::Bogus) {
+                        if e.ttl > Duration::ZERO {
+                            ttl = ttl.min(e.ttl);
+                        }
+                    } else {
+                        ttl = ttl.min(dns.min_ttl);
+                        secure_tlsa = previous
+                            .iter()
+                            .find(|s| {
+                                s.spec.via.as_ref().is_some_and(|v| v.mx == mx_label) && s.spec.tlsa.is_some()
+                            })
+                            .and_then(|s| s.spec.tlsa.clone());
+                    }
+                    Err((e.failure, e.detail))
+                }
+            });
+        }
         for &family in expansion.families {
             let kind = if family == Family::Ip4 { "a" } else { "aaaa" };
             match resolver.addresses(&host, family).await {
@@ -234,7 +381,7 @@ pub async fn walk(
                     for address in answer.value {
                         found.addresses.push(address);
                         let via = Arc::new(Via { mx: mx_label.clone(), address });
-                        specs.extend(specs_for(expansion, &host, via, resolver));
+                        specs.extend(specs_for(expansion, &host, via, secure_tlsa.as_ref(), resolver));
                     }
                 }
                 Err(e) => {
@@ -280,16 +427,19 @@ pub async fn walk(
 }
 
 /// The specs of one address: one per port of the expansion, checked against `host`'s name.
+/// The delivery port's (the first) carry `tlsa`.
 fn specs_for(
     expansion: &Expansion,
     host: &str,
     via: Arc<Via>,
+    tlsa: Option<&Arc<TlsaSet>>,
     resolver: &Arc<Resolver>,
 ) -> Vec<Arc<Scheduled>> {
     expansion
         .ports
         .iter()
-        .filter_map(|port| {
+        .enumerate()
+        .filter_map(|(i, port)| {
             let spec = port.module.spec(
                 &expansion.name,
                 host,
@@ -300,7 +450,11 @@ fn specs_for(
             );
             match spec {
                 Ok(spec) => Some(Arc::new(Scheduled {
-                    spec: ProbeSpec { via: Some(via.clone()), ..spec },
+                    spec: ProbeSpec {
+                        via: Some(via.clone()),
+                        tlsa: if i == 0 { tlsa.cloned() } else { None },
+                        ..spec
+                    },
                     interval: expansion.interval,
                 })),
                 Err(e) => {
@@ -460,11 +614,15 @@ impl WalkTask {
                 walked.resolution.policy = self.policy.clone();
             }
             self.resolutions.set(walked.resolution);
-            let keys = |specs: &[Arc<Scheduled>]| {
-                let mut keys: Vec<_> = specs.iter().map(|s| s.spec.key()).collect();
+            // A spec changes with its TLSA records too (a certificate rollover).
+            fn keys(specs: &[Arc<Scheduled>]) -> Vec<(crate::config::SpecKey, Option<&[crate::dane::Tlsa]>)> {
+                let mut keys: Vec<_> = specs
+                    .iter()
+                    .map(|s| (s.spec.key(), s.spec.tlsa.as_deref().map(|t| t.records.as_slice())))
+                    .collect();
                 keys.sort();
                 keys
-            };
+            }
             let changed = match &self.last {
                 Some(last) => keys(last) != keys(&walked.specs),
                 None => true,

@@ -14,6 +14,12 @@
 //! whether it says `CA:TRUE` or not; its name and dates are still checked. Session
 //! resumption is off: every probe times a full handshake. The client configuration is
 //! built once per module.
+//!
+//! A spec of a domain's MX may carry the MX's TLSA records (from a DNSSEC-secure answer,
+//! see `dns` and `domains`): the chain is then matched against them too (`dane`), and a
+//! match decides the verdict as RFC 7672 says: under DANE-EE the leaf is valid whatever
+//! its names, dates and issuer; under DANE-TA the matched certificate is the trust anchor,
+//! and the leaf's name and dates are checked below it.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -171,6 +177,8 @@ pub struct TlsInfo {
     pub serial: String,
     /// SHA-256 of the leaf's DER encoding, lower-case hex.
     pub fingerprint_sha256: String,
+    /// What the MX's TLSA records say of the chain, when the spec had secure ones.
+    pub dane: Option<crate::dane::Outcome>,
 }
 
 /// A module's TLS trust settings, built once at config load.
@@ -305,6 +313,36 @@ impl TlsSettings {
         fields
     }
 
+    /// The verdict under a matched TLSA record (RFC 7672 §3.1): none under DANE-EE; under
+    /// DANE-TA, the leaf verified up to the matched certificate as the only root, with its
+    /// name and dates.
+    fn dane_verdict(
+        &self,
+        chain: &[CertificateDer<'_>],
+        anchor: usize,
+        name: &ServerName<'_>,
+        fields: &CertFields,
+    ) -> Option<(CertError, String)> {
+        if anchor == 0 {
+            return None;
+        }
+        let mut store = RootCertStore::empty();
+        let error = match store.add(chain[anchor].clone()) {
+            Err(e) => e,
+            Ok(()) => {
+                let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
+                    .build()
+                    .map_err(|e| rustls::Error::General(e.to_string()));
+                let verified = verifier.and_then(|v| {
+                    v.verify_server_cert(&chain[0], &chain[1..anchor], name, &[], UnixTime::now())
+                });
+                verified.err()?
+            }
+        };
+        let kind = CertError::from_rustls(&error, false);
+        Some((kind, explain(kind, &error, fields, name)))
+    }
+
     /// Verifies the presented chain and name; `None` when they are valid, otherwise why
     /// not and what is wrong in words.
     fn verdict(
@@ -398,10 +436,12 @@ fn explain(error: CertError, cause: &rustls::Error, fields: &CertFields, name: &
 }
 
 /// Runs the TLS handshake on `stream` and describes what was negotiated. An invalid
-/// certificate does not make this fail: see `TlsInfo::cert_error`.
+/// certificate does not make this fail: see `TlsInfo::cert_error`. With `tlsa`, the
+/// secure TLSA records of the server's name, the chain is matched against them too.
 pub async fn handshake<S>(
     settings: &TlsSettings,
     server_name: ServerName<'static>,
+    tlsa: Option<&crate::dns::TlsaSet>,
     stream: S,
 ) -> Result<(TlsStream<S>, TlsInfo), StepError>
 where
@@ -422,11 +462,17 @@ where
         conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()).unwrap_or("unknown").to_owned();
     let kx_group = conn.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name()));
     let fields = conn.peer_certificates().map(|chain| settings.describe(chain)).unwrap_or_default();
-    let (cert_error, cert_error_detail) =
-        match settings.verdict(conn.peer_certificates(), &server_name, &fields) {
-            Some((error, detail)) => (Some(error), Some(detail)),
-            None => (None, None),
-        };
+    let dane = tlsa
+        .filter(|set| set.dnssec == crate::dns::Dnssec::Secure)
+        .map(|set| crate::dane::evaluate(&set.records, conn.peer_certificates().unwrap_or_default()));
+    let verdict = match (conn.peer_certificates(), dane.as_ref().and_then(|d| d.anchor)) {
+        (Some(chain), Some(anchor)) => settings.dane_verdict(chain, anchor, &server_name, &fields),
+        _ => settings.verdict(conn.peer_certificates(), &server_name, &fields),
+    };
+    let (cert_error, cert_error_detail) = match verdict {
+        Some((error, detail)) => (Some(error), Some(detail)),
+        None => (None, None),
+    };
     let info = TlsInfo {
         version,
         cipher,
@@ -440,6 +486,7 @@ where
         issuer_cn: fields.issuer_cn.clone(),
         serial: fields.serial.clone(),
         fingerprint_sha256: fields.fingerprint_sha256.clone(),
+        dane,
     };
     Ok((tls, info))
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{known_mode, push_table, CheckArgs, CheckError, CheckOutput, Plan};
-use crate::config::{ExpandedPort, Expansion, ExpansionKind, Expectations, TlsMode};
+use crate::config::{ExpandedPort, Expansion, ExpansionKind, Expectations, PolicyCheck, TlsMode};
 use crate::dns::{DnsSettings, Family, MxSet, Resolver};
-use crate::domains::{self, Resolution};
+use crate::domains::{self, DaneFailure, Resolution, TlsaStatus};
 use crate::policy::{self, Mode, PolicyReport, PolicySettings, RptFailure, StsFailure};
 use crate::probe::{self, PortState, ProbeReport};
 
@@ -41,6 +41,7 @@ struct Probed {
     port: u16,
     mode: TlsMode,
     report: ProbeReport,
+    key: crate::config::SpecKey,
 }
 
 /// Walks the domain, probes every address at once, and renders the result.
@@ -68,7 +69,12 @@ pub(super) async fn run(args: &CheckArgs, plan: &Plan) -> Result<CheckOutput, Ch
             .collect(),
         interval: Duration::from_secs(3600),
         expect: Arc::new(Expectations::default()),
-        policy: None,
+        // The walk looks each MX's TLSA records up; the MTA-STS check runs below.
+        policy: Some(PolicyCheck {
+            interval: Duration::from_secs(3600),
+            settings: PolicySettings { tls: plan.strict.clone(), port: 443, timeout: args.timeout },
+            dane: true,
+        }),
     };
     let walked = domains::walk(&expansion, &plan.resolver, &DnsSettings::default(), &[]).await;
     let preference_of =
@@ -86,6 +92,7 @@ pub(super) async fn run(args: &CheckArgs, plan: &Plan) -> Result<CheckOutput, Ch
         let (spec, report) = task.await.map_err(|e| CheckError::Task(e.to_string()))?;
         let via = spec.via.clone().expect("a domain's specs have an address");
         probed.push(Probed {
+            key: spec.key(),
             preference: preference_of(&via.mx),
             mx: via.mx.clone(),
             address: via.address,
@@ -108,11 +115,14 @@ pub(super) async fn run(args: &CheckArgs, plan: &Plan) -> Result<CheckOutput, Ch
     let any_success = probed.iter().any(|p| p.port == delivery_port && p.report.success());
     let settings = PolicySettings { tls: plan.strict.clone(), port: 443, timeout: args.timeout };
     let checked = policy::check(&domain, &plan.resolver, &settings, None).await;
-    let policy = Policy::of(&checked, &walked.resolution, &probed, delivery_port);
+    let mut policy = Policy::of(&checked, &walked.resolution, &probed, delivery_port);
+    let resolution = Arc::new(walked.resolution);
+    policy.dane(&resolution, &probed);
+    let walked_resolution = &*resolution;
     let text = if args.json {
-        render_json(&walked.resolution, &probed, &verdict, &policy)
+        render_json(walked_resolution, &probed, &verdict, &policy)
     } else {
-        render_table(&walked.resolution, &probed, &verdict, &policy)
+        render_table(walked_resolution, &probed, &verdict, &policy)
     };
     Ok(CheckOutput { text, any_success })
 }
@@ -199,6 +209,7 @@ fn verdict(resolution: &Resolution, probed: &[Probed], port: u16) -> String {
 struct Policy {
     mta_sts: JsonSts,
     tls_rpt: JsonRpt,
+    dane: Vec<JsonDane>,
     /// In words, one line each.
     lines: Vec<String>,
 }
@@ -217,6 +228,18 @@ struct JsonStsMx {
     host: String,
     covered: bool,
     compliant: bool,
+}
+
+#[derive(Serialize)]
+struct JsonDane {
+    mx: String,
+    /// secure, insecure, indeterminate, bogus, none, failed.
+    status: &'static str,
+    usable_records: usize,
+    /// The record that matched (`3 1 1`), where DANE applies and every handshake matched.
+    matched: Option<String>,
+    /// Why DANE does not hold, where it applies.
+    failure: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -290,7 +313,59 @@ impl Policy {
                 mx,
             },
             tls_rpt: JsonRpt { rua: rpt.rua.clone(), failure: rpt.failure.as_ref().map(|(f, _)| f.as_str()) },
+            dane: Vec::new(),
             lines,
+        }
+    }
+
+    /// The DANE line: for each MX, whether the chains its addresses presented on the
+    /// delivery port match its TLSA records, judged as the metrics judge it.
+    fn dane(&mut self, resolution: &Arc<Resolution>, probed: &[Probed]) {
+        let walks = std::slice::from_ref(resolution);
+        let accepted = domains::Accepted::new(walks, probed.iter().map(|p| (&p.key, Some(&p.report))));
+        let mut parts = Vec::new();
+        for mx in &resolution.mx {
+            let Some(lookup) = &mx.tlsa else { continue };
+            let status = TlsaStatus::of(lookup);
+            let usable = match lookup {
+                Ok(set) if status == TlsaStatus::Secure => set.records.iter().filter(|r| r.usable()).count(),
+                _ => 0,
+            };
+            let judged = accepted.dane(resolution, mx);
+            let matched = match judged {
+                Some(Ok(())) => probed
+                    .iter()
+                    .filter(|p| p.mx == mx.host)
+                    .find_map(|p| p.report.tls.as_ref()?.dane.as_ref()?.matched.as_ref())
+                    .map(|r| r.parameters()),
+                _ => None,
+            };
+            let host = &mx.host;
+            parts.push(match (judged, &matched) {
+                (Some(Ok(())), Some(record)) => format!("{host} matches {record}"),
+                (Some(Err(DaneFailure::NoMatch)), _) => {
+                    format!("{host} does NOT match — DANE-validating senders will not deliver to {host}")
+                }
+                (Some(Err(failure)), _) => format!("{host}: {}", failure.explain()),
+                _ => match (status, lookup) {
+                    (TlsaStatus::Insecure, _) => {
+                        format!("{host} has TLSA records in an unsigned zone (DANE does not apply)")
+                    }
+                    (TlsaStatus::None, _) => format!("{host} has no TLSA record"),
+                    (_, Err((_, detail))) => format!("{host}: {detail}"),
+                    _ => format!("{host}: {}", status.as_str()),
+                },
+            });
+            self.dane.push(JsonDane {
+                mx: host.clone(),
+                status: status.as_str(),
+                usable_records: usable,
+                matched,
+                failure: judged.and_then(|j| j.err()).map(DaneFailure::as_str),
+            });
+        }
+        if !parts.is_empty() {
+            self.lines.push(format!("DANE: {}", parts.join("; ")));
         }
     }
 }

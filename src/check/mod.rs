@@ -73,6 +73,11 @@ pub struct CheckArgs {
     /// Ask this name server (ADDRESS or ADDRESS:PORT) instead of the system's.
     #[arg(long = "dns-server", value_name = "ADDRESS[:PORT]", value_parser = parse_dns_server)]
     pub dns_server: Option<std::net::SocketAddr>,
+
+    /// Validate DNSSEC (for DANE's TLSA records) from the DNSKEY records in FILE instead
+    /// of IANA's root keys.
+    #[arg(long = "dns-trust-anchors", value_name = "FILE")]
+    pub dns_trust_anchors: Option<std::path::PathBuf>,
 }
 
 /// `--dns-server`: an address, with port 53 unless one is given.
@@ -201,13 +206,17 @@ impl Plan {
             }
             _ => None,
         };
-        let dns =
-            DnsSettings { nameservers: args.dns_server.into_iter().collect(), ..DnsSettings::default() };
+        let dns = DnsSettings {
+            nameservers: args.dns_server.into_iter().collect(),
+            trust_anchors: args.dns_trust_anchors.clone(),
+            ..DnsSettings::default()
+        };
         Ok(Plan {
             strict: settings(!args.insecure)?,
             lenient: settings(false)?,
             auth,
-            resolver: Resolver::new(&dns),
+            resolver: Resolver::new(&dns)
+                .map_err(|message| CheckError::Flag { flag: "--dns-trust-anchors", message })?,
         })
     }
 
@@ -352,7 +361,7 @@ async fn answers_tls(host: &str, target: Option<std::net::SocketAddr>, tls: &Tls
         let stream = tokio::net::TcpStream::connect(target?).await.ok()?;
         let name = rustls::pki_types::ServerName::try_from(host.to_owned())
             .unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("invalid").expect("a valid name"));
-        Some(match tls::handshake(tls, name, stream).await {
+        Some(match tls::handshake(tls, name, None, stream).await {
             Ok(_) => true,
             Err(e) => e.reason == Reason::TlsUnsupported,
         })

@@ -278,6 +278,7 @@ impl Module {
             expect,
             resolver: resolver.clone(),
             via: None,
+            tlsa: None,
         })
     }
 }
@@ -321,6 +322,9 @@ pub struct ProbeSpec {
     /// Set on a spec that DNS made (a domain's MX, or a host under `ip_protocol: both`):
     /// the address to connect to, so the probe does not resolve.
     pub via: Option<Arc<Via>>,
+    /// On the specs of a domain's delivery port: the MX's TLSA records, when DNSSEC
+    /// says they are secure, for the handshake to match (DANE).
+    pub tlsa: Option<Arc<crate::dns::TlsaSet>>,
 }
 
 /// Where a spec made from DNS connects: which MX (for a domain) and which address.
@@ -366,6 +370,9 @@ pub struct Expansion {
 pub struct PolicyCheck {
     pub interval: Duration,
     pub settings: crate::policy::PolicySettings,
+    /// Whether each MX's TLSA records are looked up (on every walk) and matched by the
+    /// probes of the delivery port.
+    pub dane: bool,
 }
 
 /// What an expansion walks.

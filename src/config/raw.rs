@@ -41,6 +41,7 @@ pub(super) struct RawDns {
     pub(super) max_ttl: Option<String>,
     pub(super) hosts_file: Option<bool>,
     pub(super) cache_size: Option<u64>,
+    pub(super) trust_anchors: Option<std::path::PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +63,8 @@ pub(super) struct RawPolicy {
     pub(super) interval: Option<String>,
     pub(super) timeout: Option<String>,
     pub(super) https_port: Option<u16>,
+    #[serde(default = "yes")]
+    pub(super) dane: bool,
 }
 
 #[derive(Deserialize)]

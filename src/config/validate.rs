@@ -81,8 +81,8 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
         let module = validate_module(raw_module, base_dir).map_err(|e| format!("modules.{name}.{e}"))?;
         modules.insert(name, Arc::new(module));
     }
-    let dns = validate_dns(raw.dns).map_err(|e| format!("dns.{e}"))?;
-    let resolver = Resolver::new(&dns);
+    let dns = validate_dns(raw.dns, base_dir).map_err(|e| format!("dns.{e}"))?;
+    let resolver = Resolver::new(&dns).map_err(|e| format!("dns.trust_anchors: {e}"))?;
     let mut schedule = Vec::new();
     let mut expansions = Vec::new();
     let mut seen = HashSet::new();
@@ -116,7 +116,7 @@ const DNS_TIMEOUT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Dur
 /// The range of `dns.min_ttl` and `dns.max_ttl`.
 const DNS_TTL_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600));
 
-fn validate_dns(raw: RawDns) -> Result<DnsSettings, String> {
+fn validate_dns(raw: RawDns, base_dir: &Path) -> Result<DnsSettings, String> {
     let defaults = DnsSettings::default();
     let mut nameservers = Vec::with_capacity(raw.nameservers.len());
     for text in &raw.nameservers {
@@ -159,6 +159,7 @@ fn validate_dns(raw: RawDns) -> Result<DnsSettings, String> {
             Some(n) => n,
             None => defaults.cache_size,
         },
+        trust_anchors: raw.trust_anchors.map(|p| resolve(base_dir, p)),
     })
 }
 
@@ -217,7 +218,13 @@ const POLICY_INTERVAL: (Duration, (Duration, Duration)) =
 /// A domain's MTA-STS and TLS-RPT checks: on unless `enabled: false`. The HTTPS fetch
 /// trusts what the domain's first module trusts (its `ca_file`), else the bundled roots.
 fn validate_policy(raw: Option<RawPolicy>, ports: &[ExpandedPort]) -> Result<Option<PolicyCheck>, String> {
-    let raw = raw.unwrap_or(RawPolicy { enabled: true, interval: None, timeout: None, https_port: None });
+    let raw = raw.unwrap_or(RawPolicy {
+        enabled: true,
+        interval: None,
+        timeout: None,
+        https_port: None,
+        dane: true,
+    });
     if !raw.enabled {
         return Ok(None);
     }
@@ -233,7 +240,11 @@ fn validate_policy(raw: Option<RawPolicy>, ports: &[ExpandedPort]) -> Result<Opt
         Some(tls) => tls.settings.clone(),
         None => bundled_roots()?,
     };
-    Ok(Some(PolicyCheck { interval, settings: crate::policy::PolicySettings { tls, port, timeout } }))
+    Ok(Some(PolicyCheck {
+        interval,
+        settings: crate::policy::PolicySettings { tls, port, timeout },
+        dane: raw.dane,
+    }))
 }
 
 /// The bundled WebPKI roots, built once.

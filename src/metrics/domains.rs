@@ -13,7 +13,7 @@ use std::time::UNIX_EPOCH;
 use super::families::{push_escaped, push_labels_and_value};
 use crate::config::ExpansionKind;
 use crate::dns::Family;
-use crate::domains::{Accepted, Resolution};
+use crate::domains::{Accepted, DaneFailure, Resolution};
 use crate::store::Row;
 
 /// One family: name, HELP, and the labels after the domain (or target) label.
@@ -140,6 +140,26 @@ const RPT_FAILURE: DomainFamily = family(
     "smtp_domain_tlsrpt_failure_info",
     "1 with why the TLS-RPT record is missing or wrong (no_txt, malformed, dns); present only while it is.",
     &["reason"],
+);
+const DANE_STATUS: DomainFamily = family(
+    "smtp_domain_dane_status_info",
+    "1 with what the last DNS walk's DNSSEC-validated TLSA lookup at _PORT._tcp.MX said (secure, insecure, indeterminate, bogus, none, failed); DANE applies only when secure.",
+    &["mx", "status"],
+);
+const DANE_RECORDS: DomainFamily = family(
+    "smtp_domain_dane_usable_records",
+    "Number of secure TLSA records of the MX that SMTP can use (DANE-TA(2), DANE-EE(3)); 0 when the lookup was not secure.",
+    &["mx"],
+);
+const DANE_MATCH: DomainFamily = family(
+    "smtp_domain_dane_match",
+    "1 if, where DANE applies, every address of the MX that completed a TLS handshake on the domain's first port in its last scheduled probe presented a chain matching a usable TLSA record, and one did; else 0. Absent where DANE does not apply.",
+    &["mx"],
+);
+const DANE_FAILURE: DomainFamily = family(
+    "smtp_domain_dane_failure_info",
+    "1 with why DANE does not hold for the MX (bogus, lookup_failed, no_usable_records, no_match, no_tls); present only while it is so. DANE-validating senders defer or refuse mail to it under every reason but no_usable_records, where they only insist on TLS.",
+    &["mx", "reason"],
 );
 const TARGET_DNS_SUCCESS: DomainFamily = family(
     "smtp_target_dns_success",
@@ -277,6 +297,42 @@ fn write_policy(f: &mut Writer<'_>, domains: &[&Resolution], accepted: &Accepted
         if policy(w).sts.policy.is_some() {
             for mx in &w.mx {
                 s(&[&mx.host], flag(covered(w, &mx.host) && accepted.cert_valid(w, &mx.host)));
+            }
+        }
+    });
+    f.each(&DANE_STATUS, domains, |w, s| {
+        for mx in &w.mx {
+            if let Some(lookup) = &mx.tlsa {
+                s(&[&mx.host, crate::domains::TlsaStatus::of(lookup).as_str()], 1.0);
+            }
+        }
+    });
+    f.each(&DANE_RECORDS, domains, |w, s| {
+        for mx in &w.mx {
+            if let Some(lookup) = &mx.tlsa {
+                let usable = match lookup {
+                    Ok(set) if set.dnssec == crate::dns::Dnssec::Secure => {
+                        set.records.iter().filter(|r| r.usable()).count()
+                    }
+                    _ => 0,
+                };
+                s(&[&mx.host], usable as f64);
+            }
+        }
+    });
+    f.each(&DANE_MATCH, domains, |w, s| {
+        for mx in &w.mx {
+            match accepted.dane(w, mx) {
+                Some(Ok(())) => s(&[&mx.host], 1.0),
+                Some(Err(DaneFailure::NoMatch | DaneFailure::NoTls)) => s(&[&mx.host], 0.0),
+                _ => {}
+            }
+        }
+    });
+    f.each(&DANE_FAILURE, domains, |w, s| {
+        for mx in &w.mx {
+            if let Some(Err(failure)) = accepted.dane(w, mx) {
+                s(&[&mx.host, failure.as_str()], 1.0);
             }
         }
     });

@@ -42,7 +42,7 @@ async fn fetch(host: &str, resolver: &Resolver, settings: &PolicySettings) -> Re
         .map_err(|e| connect(format!("{ip}:{}: {e}", settings.port)))?;
     let name = ServerName::try_from(host.to_owned())
         .map_err(|_| connect(format!("{host:?} is not a valid name")))?;
-    let (stream, info) = tls::handshake(&settings.tls, name, tcp)
+    let (stream, info) = tls::handshake(&settings.tls, name, None, tcp)
         .await
         .map_err(|e| (StsFailure::HttpsTls, format!("{url}: TLS handshake: {}", e.detail)))?;
     if let Some(error) = info.cert_error {

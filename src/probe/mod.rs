@@ -222,7 +222,7 @@ impl<'a> Walk<'a> {
             .time(
                 &mut self.report.phases,
                 Phase::TlsHandshake,
-                tls::handshake(&tls.settings, tls.name.clone(), stream),
+                tls::handshake(&tls.settings, tls.name.clone(), self.spec.tlsa.as_deref(), stream),
             )
             .await?;
         self.session = Some(Session::new(Box::new(stream)));

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, TLSA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
@@ -19,6 +19,8 @@ pub enum Rr {
     Mx(u16, String),
     Cname(String),
     Txt(String),
+    /// usage, selector, matching type, data (unsigned: the fake server does no DNSSEC).
+    Tlsa(u8, u8, u8, Vec<u8>),
 }
 
 /// What a name does besides holding records.
@@ -147,6 +149,12 @@ fn answer(query: &Message, zone: &Zone) -> Option<Message> {
                     RData::MX(MX::new(*preference, exchange))
                 }
                 (Rr::Txt(text), RecordType::TXT) => RData::TXT(TXT::new(vec![text.clone()])),
+                (Rr::Tlsa(usage, selector, matching, data), RecordType::TLSA) => RData::TLSA(TLSA::new(
+                    (*usage).into(),
+                    (*selector).into(),
+                    (*matching).into(),
+                    data.clone(),
+                )),
                 _ => continue,
             };
             reply.add_answer(Record::from_rdata(owner(&name), zone.ttl, data));

@@ -17,6 +17,10 @@ pub struct TestPki {
     pub ca_file: PathBuf,
     /// PEM file of an unrelated CA (verification against it must fail).
     pub other_ca_file: PathBuf,
+    /// The DER of the certificate the server presents, and of the CA (the same for a
+    /// self-signed leaf): what a TLSA record names.
+    pub leaf_der: Vec<u8>,
+    pub ca_der: Vec<u8>,
     server_config: Arc<rustls::ServerConfig>,
     dir: PathBuf,
 }
@@ -60,7 +64,16 @@ impl TestPki {
         TestPki::build(Leaf::Good, names)
     }
 
+    /// A good leaf whose server presents the CA above it too (as DANE-TA needs).
+    pub fn with_ca_in_chain() -> TestPki {
+        TestPki::build_with(Leaf::Good, &["localhost", "127.0.0.1"], true)
+    }
+
     fn build(kind: Leaf, names: &[&str]) -> TestPki {
+        TestPki::build_with(kind, names, false)
+    }
+
+    fn build_with(kind: Leaf, names: &[&str], present_ca: bool) -> TestPki {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "smtp-exporter-test-{}-{}",
@@ -70,6 +83,7 @@ impl TestPki {
         std::fs::create_dir_all(&dir).expect("temp dir");
 
         let (ca_params, ca_key, mut ca_pem) = new_ca("smtp_exporter test CA");
+        let mut ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA PEM").to_vec();
         let (_, _, other_pem) = new_ca("some other CA");
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().expect("leaf key");
@@ -89,6 +103,7 @@ impl TestPki {
                 };
                 let cert = leaf_params.self_signed(&leaf_key).expect("self-signed leaf");
                 ca_pem = cert.pem();
+                ca_der = cert.der().to_vec();
                 cert
             }
         };
@@ -99,9 +114,19 @@ impl TestPki {
         std::fs::write(&other_ca_file, other_pem).unwrap();
 
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
+        let mut chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
+        if present_ca {
+            chain.push(CertificateDer::from(ca_der.clone()));
+        }
         let server_config = server_config(chain, key).expect("server config");
-        TestPki { ca_file, other_ca_file, server_config: Arc::new(server_config), dir }
+        TestPki {
+            ca_file,
+            other_ca_file,
+            leaf_der: leaf.der().to_vec(),
+            ca_der,
+            server_config: Arc::new(server_config),
+            dir,
+        }
     }
 
     pub fn acceptor(&self) -> TlsAcceptor {

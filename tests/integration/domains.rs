@@ -160,6 +160,7 @@ fn check_args(domain: &str, dns: &FakeDns, port: u16, json: bool) -> smtp_export
         json,
         mx: false,
         dns_server: Some(dns.addr),
+        dns_trust_anchors: None,
     }
 }
 
@@ -212,11 +213,51 @@ async fn the_cache_answers_within_the_ttl_and_can_be_turned_off() {
     for (cache_size, want) in [(8192, 1), (0, 3)] {
         let before = dns.queries();
         let settings = DnsSettings { nameservers: vec![dns.addr], cache_size, ..DnsSettings::default() };
-        let resolver = Resolver::new(&settings);
+        let resolver = Resolver::new(&settings).unwrap();
         for _ in 0..3 {
             let answer = resolver.addresses("mx1.example.test", Family::Ip4).await.unwrap();
             assert_eq!(answer.value, vec![ip("127.0.0.1")]);
         }
         assert_eq!(dns.queries() - before, want, "cache_size {cache_size}");
     }
+}
+
+/// Issue 14: a domain checks DANE by default: the walk looks the TLSA records of each MX
+/// up at `_PORT._tcp.MX` with DNSSEC validation. From a server that does not sign (this fake
+/// one), records are not secure: the status says so, and no spec carries them, so no
+/// match is judged. `policy: { dane: false }` makes no TLSA query at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tlsa_records_of_an_unsigned_zone_are_reported_and_not_used() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let port = server.port();
+    let dns = FakeDns::start(60).await;
+    let tlsa_name = format!("_{port}._tcp.mx1.example.test");
+    dns.add("dane.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("off.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("mx1.example.test", Rr::Addr(ip("127.0.0.1")))
+        .add(&tlsa_name, Rr::Tlsa(3, 1, 1, vec![7; 32]));
+    let yaml = format!(
+        "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\ndomains:\n  - name: dane.example.test\n    ports: [{{ port: {port}, module: relay }}]\n  - name: off.example.test\n    ports: [{{ port: {port}, module: relay }}]\n    policy: {{ dane: false }}\n",
+        dns.addr
+    );
+    let exporter = InProcess::start(yaml, "dane.yml").await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(10), "both domains probed", |s| {
+            find(s, "smtp_domain_deliverable", &[]).len() == 2
+                && find(s, "smtp_probe_success", &[]).len() == 2
+        })
+        .await;
+    let mx = [("domain", "dane.example.test"), ("mx", "mx1.example.test")];
+    let status = find(&samples, "smtp_domain_dane_status_info", &mx);
+    assert_eq!(status.len(), 1, "{status:?}");
+    let said = status[0].labels["status"].clone();
+    assert!(["insecure", "indeterminate", "bogus"].contains(&said.as_str()), "{said}");
+    assert_eq!(value(&samples, "smtp_domain_dane_usable_records", &mx), 0.0);
+    assert!(find(&samples, "smtp_domain_dane_match", &[]).is_empty());
+    let lookups = find(&samples, "smtp_domain_dns_lookup_seconds", &[("type", "tlsa")]);
+    assert_eq!(lookups.len(), 1, "one TLSA lookup, for dane.example.test only: {lookups:?}");
+    assert_eq!(lookups[0].labels["name"], tlsa_name);
+    assert!(find(&samples, "smtp_domain_dane_status_info", &[("domain", "off.example.test")]).is_empty());
+    exporter.stop().await;
 }

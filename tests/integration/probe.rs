@@ -691,3 +691,89 @@ async fn credentials_are_not_sent_over_tls_that_did_not_verify() {
     let seen = server.wait_for_connections(1).await;
     assert!(seen[0].lines.iter().any(|l| l.starts_with("AUTH")), "{:?}", seen[0].lines);
 }
+
+/// A secure TLSA set of one record naming `cert` (DER) by its SPKI or whole certificate.
+fn tlsa_of(
+    dnssec: smtp_exporter::dns::Dnssec,
+    usage: u8,
+    selector: u8,
+    cert: &[u8],
+) -> std::sync::Arc<smtp_exporter::dns::TlsaSet> {
+    let selected = match selector {
+        0 => cert.to_vec(),
+        _ => x509_parser::parse_x509_certificate(cert).unwrap().1.tbs_certificate.subject_pki.raw.to_vec(),
+    };
+    let data = ring::digest::digest(&ring::digest::SHA256, &selected).as_ref().to_vec();
+    let record = smtp_exporter::dane::Tlsa { usage, selector, matching: 1, data };
+    std::sync::Arc::new(smtp_exporter::dns::TlsaSet { dnssec, records: vec![record] })
+}
+
+async fn probe_with_tlsa(
+    pki: &TestPki,
+    module: &str,
+    tlsa: std::sync::Arc<smtp_exporter::dns::TlsaSet>,
+) -> (ProbeReport, FakeSmtp) {
+    let server = FakeSmtp::start(Behaviour { implicit_tls: true, ..Behaviour::default() }, pki).await;
+    let mut spec = spec(module, server.port());
+    spec.tlsa = Some(tlsa);
+    (probe::run(&spec).await, server)
+}
+
+/// Issue 14, DANE-EE (RFC 7672 §3.1.1): a self-signed leaf that the bundled roots do not
+/// know is valid when a secure 3 1 1 record names its key, and the report says which
+/// record matched. The same record from an unsigned zone changes nothing, and a stale
+/// record (another key) leaves the certificate invalid with no match.
+#[tokio::test]
+async fn a_dane_ee_match_makes_a_self_signed_leaf_valid_only_when_secure() {
+    use smtp_exporter::dns::Dnssec;
+    use smtp_exporter::tls::CertError;
+    let pki = TestPki::with_leaf(testkit::pki::Leaf::SelfSignedNoCa);
+    let (report, _server) =
+        probe_with_tlsa(&pki, "tls: implicit", tlsa_of(Dnssec::Secure, 3, 1, &pki.leaf_der)).await;
+    assert!(report.success(), "{:?}", report.failure);
+    let tls = report.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_error, None, "{:?}", tls.cert_error_detail);
+    let dane = tls.dane.as_ref().expect("DANE evaluated");
+    assert_eq!((dane.usable, dane.matched.as_ref().map(|r| r.parameters())), (1, Some("3 1 1".to_owned())));
+
+    let (report, _server) =
+        probe_with_tlsa(&pki, "tls: implicit", tlsa_of(Dnssec::Insecure, 3, 1, &pki.leaf_der)).await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+    let tls = report.tls.as_ref().unwrap();
+    assert_eq!((tls.cert_error, &tls.dane), (Some(CertError::SelfSigned), &None));
+
+    let stale = TestPki::with_leaf(testkit::pki::Leaf::SelfSignedNoCa);
+    let (report, _server) =
+        probe_with_tlsa(&pki, "tls: implicit", tlsa_of(Dnssec::Secure, 3, 1, &stale.leaf_der)).await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+    let tls = report.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_error, Some(CertError::SelfSigned));
+    let dane = tls.dane.as_ref().expect("DANE evaluated");
+    assert_eq!((dane.usable, &dane.matched), (1, &None));
+}
+
+/// Issue 14, DANE-TA (RFC 7672 §3.1.2): a CA named by a secure 2 0 1 record is the trust
+/// anchor, so a chain the bundled roots do not know verifies; the leaf's name is still
+/// checked below it.
+#[tokio::test]
+async fn a_dane_ta_match_anchors_the_chain_and_still_checks_the_name() {
+    use smtp_exporter::dns::Dnssec;
+    use smtp_exporter::tls::CertError;
+    let pki = TestPki::with_ca_in_chain();
+    let record = tlsa_of(Dnssec::Secure, 2, 0, &pki.ca_der);
+    let (report, _server) = probe_with_tlsa(&pki, "tls: implicit", record.clone()).await;
+    assert!(report.success(), "{:?}", report.failure);
+    let tls = report.tls.as_ref().unwrap();
+    assert_eq!(tls.cert_error, None, "{:?}", tls.cert_error_detail);
+    assert_eq!(tls.dane.as_ref().unwrap().anchor, Some(1));
+
+    let (report, _server) =
+        probe_with_tlsa(&pki, "tls: implicit\ntls_config: { server_name: mx9.example.org }", record).await;
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsCertInvalid);
+    assert_eq!(report.tls.as_ref().unwrap().cert_error, Some(CertError::NameMismatch));
+
+    // Without the record, the same chain is an unknown issuer's.
+    let server = FakeSmtp::start(Behaviour { implicit_tls: true, ..Behaviour::default() }, &pki).await;
+    let report = probe::run(&spec("tls: implicit", server.port())).await;
+    assert_eq!(report.tls.as_ref().unwrap().cert_error, Some(CertError::UnknownIssuer));
+}

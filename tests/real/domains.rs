@@ -252,3 +252,140 @@ pub(super) fn mta_sts_with_nginx_and_knot(mta: &Mta) -> Check {
     println!("    nginx + knot: enforce/compliant, a covered MX with nothing listening, an MX missing from the policy, testing, 404, redirect, 70 KB, text/html, no TXT; TLS-RPT valid and malformed");
     Ok(())
 }
+
+/// A family, a domain, the other labels, and the value wanted.
+type Expected = (&'static str, &'static str, Vec<(&'static str, &'static str)>, f64);
+
+/// DANE against a DNSSEC-signed zone that knot signs, validated from our own root's key
+/// (`dns.trust_anchors`): each MX of dane.test has one TLSA record at `_RELAY._tcp`, and
+/// Postfix presents the certificate the record names (3 1 1 of its key; 2 0 1 of the CA,
+/// with the CA in the chain; 3 1 1 of a self-signed key), or another (a stale 3 1 1).
+/// bogus.test has a DS that matches none of its keys; mail.test is delegated unsigned.
+pub(super) fn dane_with_a_signed_zone(mta: &Mta) -> Check {
+    let (relay, dns) = (mta.get("RELAY_PORT"), mta.get("DNS_PORT"));
+    let domains: String = ["dane.test", "bogus.test", "two.mail.test"]
+        .iter()
+        .map(|d| format!("  - name: {d}\n    ports: [{{ port: {relay}, module: relay }}]\n    policy: {{ https_port: 9 }}\n"))
+        .collect();
+    let yaml = format!(
+        "interval: 2s\ndns:\n  nameservers: [\"127.0.0.1:{dns}\"]\n  timeout: 500ms\n  attempts: 1\n  min_ttl: 1s\n  trust_anchors: \"{}\"\nmodules:\n  relay: {{ tls: starttls, timeout: 2s, tls_config: {{ ca_file: \"{}\" }} }}\ndomains:\n{domains}",
+        mta.get("DNS_TRUST_ANCHORS"),
+        mta.get("CA_FILE")
+    );
+    let path = mta.state_dir.join("dane.yml");
+    std::fs::write(&path, yaml).map_err(|e| e.to_string())?;
+    let exporter = Exporter::spawn(&path, &[], None)?;
+    let samples = scrape_until(&exporter, Duration::from_secs(20), "every MX judged", |s| {
+        find(s, "smtp_domain_dane_match", &[]).len() == 4
+            && find(s, "smtp_domain_dane_status_info", &[]).len() == 7
+            && find(s, "smtp_domain_dane_match", &[("mx", "mx3.dane.test")])
+                .first()
+                .is_some_and(|x| x.value == 1.0)
+    })?;
+    let get = |family: &str, domain: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![("domain", domain)];
+        labels.extend_from_slice(extra);
+        one(&samples, family, &labels).map(|s| s.value)
+    };
+    let mut expect: Vec<Expected> = Vec::new();
+    for (mx, matched) in
+        [("mx1.dane.test", 1.0), ("mx2.dane.test", 1.0), ("mx3.dane.test", 1.0), ("mx4.dane.test", 0.0)]
+    {
+        expect.push((
+            "smtp_domain_dane_status_info",
+            "dane.test",
+            vec![("mx", mx), ("status", "secure")],
+            1.0,
+        ));
+        expect.push(("smtp_domain_dane_usable_records", "dane.test", vec![("mx", mx)], 1.0));
+        expect.push(("smtp_domain_dane_match", "dane.test", vec![("mx", mx)], matched));
+    }
+    expect.extend([
+        (
+            "smtp_domain_dane_failure_info",
+            "dane.test",
+            vec![("mx", "mx4.dane.test"), ("reason", "no_match")],
+            1.0,
+        ),
+        (
+            "smtp_domain_dane_status_info",
+            "bogus.test",
+            vec![("mx", "mx.bogus.test"), ("status", "bogus")],
+            1.0,
+        ),
+        (
+            "smtp_domain_dane_failure_info",
+            "bogus.test",
+            vec![("mx", "mx.bogus.test"), ("reason", "bogus")],
+            1.0,
+        ),
+        (
+            "smtp_domain_dane_status_info",
+            "two.mail.test",
+            vec![("mx", "mx1.mail.test"), ("status", "insecure")],
+            1.0,
+        ),
+        (
+            "smtp_domain_dane_status_info",
+            "two.mail.test",
+            vec![("mx", "mx2.mail.test"), ("status", "none")],
+            1.0,
+        ),
+        ("smtp_domain_dane_usable_records", "two.mail.test", vec![("mx", "mx1.mail.test")], 0.0),
+    ]);
+    for (family, domain, extra, want) in expect {
+        let got = get(family, domain, &extra)?;
+        if got != want {
+            return Err(format!("{family}{{domain={domain},{extra:?}}} is {got}, want {want}"));
+        }
+    }
+    if find(&samples, "smtp_domain_dane_failure_info", &[]).len() != 2 {
+        return Err(format!(
+            "failures other than mx4's and bogus.test's: {:?}",
+            find(&samples, "smtp_domain_dane_failure_info", &[])
+        ));
+    }
+    // The self-signed leaf of mx3 is valid under DANE-EE: the probe succeeds and its
+    // certificate verified, where the test CA alone calls it self-signed.
+    let mx3 = [("target", "dane.test"), ("mx", "mx3.dane.test")];
+    for (family, want) in [("smtp_probe_success", 1.0), ("smtp_tls_cert_verified", 1.0)] {
+        let got = one(&samples, family, &mx3)?.value;
+        if got != want {
+            return Err(format!("{family} of mx3.dane.test is {got}, want {want}"));
+        }
+    }
+    promtool_check_metrics(&exporter.exposition()?)?;
+    // check DOMAIN says the same in words.
+    let bin = env!("CARGO_BIN_EXE_smtp_exporter");
+    let port = format!("{relay}:starttls");
+    let dns_server = format!("127.0.0.1:{dns}");
+    let check = |domain: &str| {
+        let args = [
+            "check",
+            domain,
+            "--mx",
+            "--dns-server",
+            &dns_server,
+            "--dns-trust-anchors",
+            mta.get("DNS_TRUST_ANCHORS"),
+            "--port",
+            &port,
+            "--ca-file",
+            mta.get("CA_FILE"),
+        ];
+        run(bin, &args)
+    };
+    let expected = [
+        ("dane.test", "DANE: mx1.dane.test matches 3 1 1; mx2.dane.test matches 2 0 1; mx3.dane.test matches 3 1 1; mx4.dane.test does NOT match — DANE-validating senders will not deliver to mx4.dane.test"),
+        ("bogus.test", "DANE: mx.bogus.test: the TLSA answer fails DNSSEC validation"),
+        ("two.mail.test", "DANE: mx1.mail.test has TLSA records in an unsigned zone (DANE does not apply); mx2.mail.test has no TLSA record"),
+    ];
+    for (domain, want) in expected {
+        let table = check(domain)?;
+        if !table.contains(want) {
+            return Err(format!("check {domain} lacks {want:?}:\n{table}"));
+        }
+    }
+    println!("    knot signs ., test., dane.test, bogus.test: 3 1 1, 2 0 1 (CA in the chain) and a self-signed 3 1 1 match, a stale 3 1 1 does not; bogus and insecure named");
+    Ok(())
+}

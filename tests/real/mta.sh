@@ -97,6 +97,7 @@ KNOT_ZONE=$KNOT_DIR/mail.test.zone
 KNOT_SOCKET=$KNOT_DIR/knot.sock
 KNOT_PID=$KNOT_DIR/knot.pid
 KNOT_LOG=$LOG_DIR/knot.log
+KNOT_ANCHOR=$KNOT_DIR/root.anchor
 # nginx: the MTA-STS policies of the test zone, on 127.0.0.1:$MTA_STS_PORT.
 NGINX_DIR=$STATE_DIR/nginx
 NGINX_CONF=$NGINX_DIR/nginx.conf
@@ -201,7 +202,7 @@ generate_pki() {
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:$SERVER_NAME, IP:127.0.0.1, DNS:mx1.mail.test, $(printf 'DNS:mta-sts.%s.mail.test, ' two sts-missing sts-testing sts-404 sts-redirect sts-big sts-ctype | sed 's/, $//')
+subjectAltName = DNS:$SERVER_NAME, IP:127.0.0.1, DNS:mx1.mail.test, DNS:mx1.dane.test, DNS:mx2.dane.test, DNS:mx4.dane.test, DNS:mx.bogus.test, $(printf 'DNS:mta-sts.%s.mail.test, ' two sts-missing sts-testing sts-404 sts-redirect sts-big sts-ctype | sed 's/, $//')
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 EOF
@@ -218,6 +219,8 @@ EOF
         make_bad_leaves
         make_self_signed
     )
+    # The chain a DANE-TA(2) record of the CA needs the server to present.
+    cat "$PKI_DIR/server.pem" "$PKI_DIR/ca.pem" >"$PKI_DIR/server-chain.pem"
     chmod 0644 "$PKI_DIR"/*.pem
     openssl verify -CAfile "$PKI_DIR/ca.pem" "$PKI_DIR/server.pem" >/dev/null ||
         die "generated server certificate does not verify against the test CA"
@@ -362,6 +365,13 @@ EOF
         smtpd_listener "$RELAY_PORT" relay smtpd_tls_security_level=may
         # The relay also on ::1, where the test zone's mx1 has its AAAA.
         LISTEN_ADDR='[::1]' smtpd_listener "$RELAY_PORT" relay6 smtpd_tls_security_level=may
+        # The relay on two more loopback addresses, for the DANE zone's MX hosts: one
+        # presents the server certificate with the CA above it (DANE-TA), one a
+        # self-signed certificate (DANE-EE).
+        LISTEN_ADDR=127.0.0.3 smtpd_listener "$RELAY_PORT" relay-chain smtpd_tls_security_level=may \
+            "smtpd_tls_cert_file=$PKI_DIR/server-chain.pem"
+        LISTEN_ADDR=127.0.0.4 smtpd_listener "$RELAY_PORT" relay-selfsigned smtpd_tls_security_level=may \
+            "smtpd_tls_cert_file=$PKI_DIR/selfsigned-leaf.pem" "smtpd_tls_key_file=$PKI_DIR/selfsigned-leaf.key"
         smtpd_listener "$NOTLS_PORT" notls smtpd_tls_security_level=none
         smtpd_listener "$SUBMISSION_PORT" submission smtpd_tls_security_level=encrypt \
             smtpd_sasl_auth_enable=yes smtpd_tls_auth_only=yes
@@ -507,6 +517,7 @@ write_env_file() {
             DNS_PORT "$DNS_PORT" \
             DNS_ZONE_FILE "$KNOT_ZONE" \
             KNOT_CONF "$KNOT_CONF" \
+            DNS_TRUST_ANCHORS "$KNOT_ANCHOR" \
             MTA_STS_PORT "$MTA_STS_PORT"
     } >"$ENV_FILE.tmp"
     mv "$ENV_FILE.tmp" "$ENV_FILE"
@@ -616,12 +627,92 @@ EOF
         printf '%s MX 10 mx1\n_mta-sts.%s TXT "v=STSv1; id=1"\nmta-sts.%s A 127.0.0.1\n' "$case" "$case" "$case" >>"$KNOT_ZONE"
     done
     printf '_smtp._tls.sts-testing TXT "v=TLSRPTv1; rua=ftp://reports.mail.test"\n' >>"$KNOT_ZONE"
+    # A TLSA record in this unsigned zone: DANE does not apply to it.
+    printf '_%s._tcp.mx1 TLSA 3 1 1 %s\n' "$RELAY_PORT" "$(spki_sha256 "$PKI_DIR/server.pem")" >>"$KNOT_ZONE"
 }
 
+# The signed zones, for DANE: a root of our own, whose key is the validating resolver's
+# trust anchor ($KNOT_ANCHOR), test. below it (signed, with a DS at the root), and under
+# test. (each TLSA record at _$RELAY_PORT._tcp of the MX):
+#   dane.test   signed, with a DS in test.; four MX:
+#               mx1 (127.0.0.1)                     3 1 1 of the server key: matches
+#               mx2 (127.0.0.3, server cert + CA)   2 0 1 of the CA certificate: matches
+#               mx3 (127.0.0.4, self-signed)        3 1 1 of its key: matches, and is valid
+#                                                   under DANE-EE whatever WebPKI says
+#               mx4 (127.0.0.1)                     3 1 1 of another key: a record left
+#                                                   behind after a renewal; no match
+#   bogus.test  signed, but the DS in test. matches none of its keys: every answer is bogus
+#   mail.test   (write_zone) delegated from test. without a DS: insecure, DANE does not
+#               apply (its mx1 has a TLSA record all the same)
+spki_sha256() { openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1; }
+cert_sha256() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
+ds_of() { keymgr -c "$KNOT_CONF" "$1" ds | awk '$5 == 2'; }
+
+write_signed_zones() {
+    local tlsa=_$RELAY_PORT._tcp
+    cat >"$KNOT_DIR/root.zone" <<EOF
+\$ORIGIN .
+\$TTL 60
+.          SOA  ns.test. hostmaster.test. 1 60 60 600 1
+.          NS   ns.test.
+test.      NS   ns.test.
+ns.test.   A    127.0.0.1
+$(ds_of test.)
+EOF
+    cat >"$KNOT_DIR/test.zone" <<EOF
+\$ORIGIN test.
+\$TTL 60
+@          SOA  ns hostmaster 1 60 60 600 1
+@          NS   ns
+ns         A    127.0.0.1
+mail       NS   ns
+dane       NS   ns
+$(ds_of dane.test.)
+bogus      NS   ns
+bogus      DS   4242 13 2 $(printf '%064d' 0)
+EOF
+    cat >"$KNOT_DIR/dane.test.zone" <<EOF
+\$ORIGIN dane.test.
+\$TTL 60
+@          SOA  ns.test. hostmaster.test. 1 60 60 600 1
+@          NS   ns.test.
+@          MX   10 mx1
+@          MX   20 mx2
+@          MX   30 mx3
+@          MX   40 mx4
+mx1        A    127.0.0.1
+mx2        A    127.0.0.3
+mx3        A    127.0.0.4
+mx4        A    127.0.0.1
+$tlsa.mx1  TLSA 3 1 1 $(spki_sha256 "$PKI_DIR/server.pem")
+$tlsa.mx2  TLSA 2 0 1 $(cert_sha256 "$PKI_DIR/ca.pem")
+$tlsa.mx3  TLSA 3 1 1 $(spki_sha256 "$PKI_DIR/selfsigned-leaf.pem")
+$tlsa.mx4  TLSA 3 1 1 $(spki_sha256 "$PKI_DIR/wrong-ca.pem")
+EOF
+    cat >"$KNOT_DIR/bogus.test.zone" <<EOF
+\$ORIGIN bogus.test.
+\$TTL 60
+@          SOA  ns.test. hostmaster.test. 1 60 60 600 1
+@          NS   ns.test.
+@          MX   10 mx
+mx         A    127.0.0.1
+$tlsa.mx   TLSA 3 1 1 $(spki_sha256 "$PKI_DIR/server.pem")
+EOF
+    keymgr -c "$KNOT_CONF" . dnskey | sed 's/^\. DNSKEY/. 3600 IN DNSKEY/' >"$KNOT_ANCHOR"
+    grep -q DNSKEY "$KNOT_ANCHOR" || fail_start "keymgr gave no root DNSKEY for the trust anchor"
+}
+
+# The signed zones' names, as knot spells them.
+SIGNED_ZONES=(. test. dane.test. bogus.test.)
+
 write_knot_config() {
+    # A fresh key store at each start: the signed zones get new keys, the anchor with them.
+    rm -rf "$KNOT_DIR"
     mkdir -p "$KNOT_DIR"
     write_zone 1
-    cat >"$KNOT_CONF" <<EOF
+    local zone file
+    {
+        cat <<EOF
 server:
     user: root:root
     rundir: "$KNOT_DIR"
@@ -634,6 +725,11 @@ database:
     storage: "$KNOT_DIR"
 control:
     listen: "$KNOT_SOCKET"
+policy:
+  - id: test
+    algorithm: ecdsap256sha256
+    manual: on
+    single-type-signing: on
 zone:
   - domain: mail.test
     file: "$KNOT_ZONE"
@@ -641,6 +737,23 @@ zone:
     journal-content: none
     zonefile-sync: -1
 EOF
+        for zone in "${SIGNED_ZONES[@]}"; do
+            file=${zone%.}
+            cat <<EOF
+  - domain: "$zone"
+    file: "$KNOT_DIR/${file:-root}.zone"
+    dnssec-signing: on
+    dnssec-policy: test
+    journal-content: none
+    zonefile-sync: -1
+EOF
+        done
+    } >"$KNOT_CONF"
+    for zone in "${SIGNED_ZONES[@]}"; do
+        keymgr -c "$KNOT_CONF" "$zone" generate algorithm=ecdsap256sha256 ksk=yes zsk=yes >/dev/null ||
+            fail_start "keymgr cannot make a key for $zone"
+    done
+    write_signed_zones
 }
 
 stop_knot() {
@@ -655,6 +768,8 @@ start_knot() {
     local i
     for i in $(seq 50); do
         if kdig -p "$DNS_PORT" @127.0.0.1 +short +timeout=1 +retry=0 mx1.mail.test A 2>/dev/null | grep -q 127.0.0.1; then
+            kdig -p "$DNS_PORT" @127.0.0.1 +short +timeout=1 +retry=0 dane.test DNSKEY | grep -q '^257 ' ||
+                fail_start "knotd serves dane.test unsigned (see $KNOT_LOG)"
             return 0
         fi
         sleep 0.2

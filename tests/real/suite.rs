@@ -1304,7 +1304,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 24] = [
+    let checks: [NamedCheck; 25] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1334,6 +1334,7 @@ fn main() {
         ("attack_reload_endpoint_closed_by_default", attack::reload_endpoint_closed_by_default),
         ("domains_with_a_real_name_server", domains::domains_with_a_real_name_server),
         ("mta_sts_with_nginx_and_knot", domains::mta_sts_with_nginx_and_knot),
+        ("dane_with_a_signed_zone", domains::dane_with_a_signed_zone),
         // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];
