@@ -1,9 +1,11 @@
 //! DANE for SMTP (RFC 7672, 7671, 6698): TLSA records, and whether the certificate chain a
 //! server presented matches them.
 //!
-//! Pure functions, beside the data flow: the domain walk will look the TLSA records of each
-//! MX up (with DNSSEC validation, since DANE applies only to a secure answer) and hand them
-//! to the probe, which matches them against the chain of its STARTTLS handshake. For SMTP
+//! Pure functions, beside the data flow: the domain walk (`domains`) looks the TLSA records
+//! of each MX up (with DNSSEC validation in `dns`, since DANE applies only to a secure
+//! answer) and puts them on the specs of the domain's first port; the handshake (`tls`)
+//! matches them against the chain the server presented, and a match decides the
+//! certificate verdict there. For SMTP
 //! only DANE-TA(2) and DANE-EE(3) are usable (RFC 7672 §3.1.3); PKIX-TA(0) and PKIX-EE(1)
 //! records are counted as unusable. Under DANE-EE the certificate's names and dates do not
 //! matter (RFC 7672 §3.1.1): a self-signed leaf that matches is valid.

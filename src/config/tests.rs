@@ -396,6 +396,35 @@ fn domain_errors_name_the_field() {
     assert_eq!(ok.dns.cache_size, 8192, "the default cache holds 8,192 answers");
 }
 
+/// `dns.trust_anchors` (issue 14): a file of DNSKEY lines, taken from the config file's
+/// directory; a missing file, or one without a DNSKEY, is an error naming the field and
+/// the file. `policy.dane` is on unless turned off.
+#[test]
+fn trust_anchors_are_read_at_load_and_dane_is_on_by_default() {
+    let dir = std::env::temp_dir().join(format!("smtp-exporter-anchors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let domains = "modules:\n  relay: { tls: starttls }\ndomains:\n  - { name: a.test, ports: [{ port: 25, module: relay }] }\n  - { name: b.test, ports: [{ port: 25, module: relay }], policy: { dane: false } }\n";
+    let load =
+        |anchors: &str| parse_in(&format!("dns: {{ trust_anchors: {anchors} }}\n{domains}"), "t.yml", &dir);
+    let err = load("missing.key").unwrap_err().to_string();
+    let missing = dir.join("missing.key");
+    assert!(err.starts_with(&format!("t.yml: dns.trust_anchors: {}: ", missing.display())), "{err}");
+    std::fs::write(dir.join("empty.key"), "; no key here\n").unwrap();
+    let err = load("empty.key").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("t.yml: dns.trust_anchors: {}: no DNSKEY record found", dir.join("empty.key").display())
+    );
+    let key = ". 3600 IN DNSKEY 257 3 13 jr8tBp4SfsYE27MEUzo1ZLYjix2dTbbohRlosIq1fs4Xo/eb2gh1I5SVhw3lBuYo1c/Zcb9LD+wqftKkSNSEBQ==\n";
+    std::fs::write(dir.join("root.key"), key).unwrap();
+    let config = load("root.key").unwrap();
+    assert_eq!(config.dns.trust_anchors, Some(dir.join("root.key")));
+    let dane: Vec<bool> =
+        config.expansions.iter().map(|e| e.policy.as_ref().is_some_and(|p| p.dane)).collect();
+    assert_eq!(dane, vec![true, false]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Who `/probe` may probe: a `*.` pattern matches names below it at a dot boundary only,
 /// a plain entry only itself, and `allow_any_target` anything.
 #[test]

@@ -65,7 +65,7 @@ def main():
         grid.setdefault(s["metric"]["target"], set()).add(s["value"][1])
     expect("status grid codes per target", grid,
            {"mx": {"0"}, "mx-wrong-ca": {"0"}, "mx-bad-password": {"1"}, "mx-notls": {"1"},
-            "closed": {"2"}, "two.mail.test": {"2"}})
+            "closed": {"2"}, "two.mail.test": {"2"}, "dane.test": {"0"}})
 
     failures = {(s["metric"]["target"], s["metric"]["phase"], s["metric"]["reason"])
                 for s in series("Current failures", "A")}
@@ -87,7 +87,9 @@ def main():
     for s in series("Certificate verified", "A"):
         verified.setdefault(s["metric"]["target"], set()).add(s["value"][1])
     expect("certificate verified per target", verified,
-           {"mx": {"1"}, "mx-bad-password": {"1"}, "mx-wrong-ca": {"0"}, "two.mail.test": {"1"}})
+           {"mx": {"1"}, "mx-bad-password": {"1"}, "mx-wrong-ca": {"0"}, "two.mail.test": {"1"},
+            # mx3.dane.test's self-signed certificate too: a DANE-EE record pins it.
+            "dane.test": {"1"}})
 
     # The test zone's domain: mx1 answers on both families, mx2 (a CNAME to 127.0.0.2)
     # has nothing listening; mail is delivered through the primary.
@@ -95,20 +97,36 @@ def main():
                    for s in series("Domain deliverable", "A")}
     primary = {s["metric"]["domain"]: s["value"][1] for s in series("Domain deliverable", "B")}
     expect("domain deliverable, and through the primary MX", (deliverable, primary),
-           ({"two.mail.test": "1"}, {"two.mail.test": "1"}))
+           ({"two.mail.test": "1", "dane.test": "1"}, {"two.mail.test": "1", "dane.test": "1"}))
     addresses = {(s["metric"]["mx"], s["metric"]["family"], s["metric"]["address"], s["value"][1])
                  for s in series("MX addresses (last probe)", "A")}
     expect("MX addresses and their results", addresses,
            {("mx1.mail.test", "ip4", "127.0.0.1", "1"), ("mx1.mail.test", "ip6", "::1", "1"),
-            ("mx2.mail.test", "ip4", "127.0.0.2", "0")})
+            ("mx2.mail.test", "ip4", "127.0.0.2", "0"), ("mx1.dane.test", "ip4", "127.0.0.1", "1"),
+            ("mx2.dane.test", "ip4", "127.0.0.3", "1"), ("mx3.dane.test", "ip4", "127.0.0.4", "1"),
+            ("mx4.dane.test", "ip4", "127.0.0.1", "1")})
     compliance = {(s["metric"]["mx"], s["metric"]["mode"], s["value"][1])
                   for s in series("MTA-STS: MX compliance", "A")}
     expect("MTA-STS compliance per MX (enforce; mx2 has nothing listening)", compliance,
            {("mx1.mail.test", "enforce", "1"), ("mx2.mail.test", "enforce", "0")})
-    lookups = {(s["metric"]["type"], s["metric"]["name"]) for s in series("DNS lookups of the domain walks", "A")}
+    lookups = {(s["metric"]["type"], s["metric"]["name"]) for s in series("DNS lookups of the domain walks", "A")
+               if s["metric"]["domain"] == "two.mail.test"}
+    tlsa = "_%s._tcp.mx%%d.mail.test" % os.environ["RELAY_PORT"]
     expect("DNS lookups of the walk", lookups,
-           {("mx", "two.mail.test"), ("a", "mx1.mail.test"), ("aaaa", "mx1.mail.test"),
-            ("a", "mx2.mail.test"), ("aaaa", "mx2.mail.test")})
+           {("mx", "two.mail.test"), ("tlsa", tlsa % 1), ("a", "mx1.mail.test"), ("aaaa", "mx1.mail.test"),
+            ("tlsa", tlsa % 2), ("a", "mx2.mail.test"), ("aaaa", "mx2.mail.test")})
+
+    # DANE: dane.test's records are secure and match on mx1-mx3 (3 1 1, 2 0 1, a
+    # self-signed 3 1 1), not on mx4 (a stale record); two.mail.test is unsigned.
+    dane = {(s["metric"]["domain"], s["metric"]["mx"], s["metric"]["status"]) for s in series("DANE per MX", "A")}
+    expect("DANE status per MX", dane,
+           {("dane.test", "mx%d.dane.test" % i, "secure") for i in range(1, 5)}
+           | {("two.mail.test", "mx1.mail.test", "insecure"), ("two.mail.test", "mx2.mail.test", "none")})
+    matches = {(s["metric"]["mx"], s["value"][1]) for s in series("DANE per MX", "C")}
+    expect("DANE match per MX", matches,
+           {("mx1.dane.test", "1"), ("mx2.dane.test", "1"), ("mx3.dane.test", "1"), ("mx4.dane.test", "0")})
+    failures = {(s["metric"]["mx"], s["metric"]["reason"]) for s in series("DANE per MX", "D")}
+    expect("DANE failures", failures, {("mx4.dane.test", "no_match")})
 
     before = {s["metric"]["mechanism"] for s in series("AUTH mechanisms advertised before TLS", "A")
               if s["value"][1] == "1"}

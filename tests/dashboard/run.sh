@@ -183,11 +183,18 @@ targets:
     host: 127.0.0.1
     ports:
       - { port: $CLOSED_PORT, module: relay }
-# The test zone of mta.sh's knot: two MX, mx1 on both families, mx2 with nothing listening.
+# The test zones of mta.sh's knot: two.mail.test (unsigned) has two MX, mx1 on both
+# families, mx2 with nothing listening; dane.test (signed, under our own root whose key is
+# the trust anchor) has four MX whose TLSA records match but for mx4's.
 dns:
   nameservers: ["127.0.0.1:$DNS_PORT"]
+  trust_anchors: "$DNS_TRUST_ANCHORS"
 domains:
   - name: two.mail.test
+    ports:
+      - { port: $RELAY_PORT, module: relay }
+    policy: { interval: 10s, https_port: $MTA_STS_PORT }
+  - name: dane.test
     ports:
       - { port: $RELAY_PORT, module: relay }
     policy: { interval: 10s, https_port: $MTA_STS_PORT }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 #
-# tests/real/mta.sh - start/stop a real, throw-away Postfix + Dovecot SASL setup, and an
-# authoritative name server (knot) for the test zone mail.test, on loopback for
+# tests/real/mta.sh - start/stop a real, throw-away Postfix + Dovecot SASL setup, an
+# authoritative name server (knot) for the test zones, and nginx for their MTA-STS
+# policies, on loopback for
 # smtp_exporter's "real server" tests.
 #
 # Usage (as root, Debian 12 or similar):
@@ -23,9 +24,13 @@
 # the system instance on port 25.
 #
 # Everything listens on 127.0.0.1 only, but the relay port also on ::1 (the test zone's
-# mx1 has an AAAA there); all mail accepted is discarded (no delivery, no outbound SMTP, no
-# DNS lookups by smtpd). knot serves mail.test on 127.0.0.1:$DNS_PORT (UDP and TCP), run
-# as `knotd -c $STATE/knot/knot.conf` with its own rundir; see write_zone for the names.
+# mx1 has an AAAA there) and on 127.0.0.3 and 127.0.0.4 (the DANE zone's mx2, presenting
+# the CA in its chain, and mx3, presenting a self-signed certificate); all mail accepted is
+# discarded (no delivery, no outbound SMTP, no DNS lookups by smtpd). knot serves mail.test
+# and, DNSSEC-signed, a root of our own, test., dane.test and bogus.test on
+# 127.0.0.1:$DNS_PORT (UDP and TCP), run as `knotd -c $STATE/knot/knot.conf` with its own
+# rundir and key store; the root's key is the trust anchor in $DNS_TRUST_ANCHORS. See
+# write_zone and write_signed_zones for the names.
 #
 # Tunables (environment variables, all optional):
 #   REAL_STATE_DIR     state directory              (default /tmp/smtp-exporter-real)
