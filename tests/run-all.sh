@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 started=$(date +%s)
 
 packages=(postfix dovecot-core libnet-ssleay-perl prometheus swaks openssl curl ca-certificates
-    iptables iproute2 chromium python3-yaml podman runc binutils apache2-utils systemd knot knot-dnsutils
+    iptables iproute2 chromium python3-yaml podman runc binutils apache2-utils systemd knot knot-dnsutils ldnsutils
     nginx-light)
 missing=()
 for p in "${packages[@]}"; do

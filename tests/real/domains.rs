@@ -260,10 +260,11 @@ type Expected = (&'static str, &'static str, Vec<(&'static str, &'static str)>, 
 /// (`dns.trust_anchors`): each MX of dane.test has one TLSA record at `_RELAY._tcp`, and
 /// Postfix presents the certificate the record names (3 1 1 of its key; 2 0 1 of the CA,
 /// with the CA in the chain; 3 1 1 of a self-signed key), or another (a stale 3 1 1).
-/// bogus.test has a DS that matches none of its keys; mail.test is delegated unsigned.
+/// bogus.test has a DS that matches none of its keys, expired.test signatures that expired
+/// in 2020 (ldns-signzone); mail.test is delegated unsigned.
 pub(super) fn dane_with_a_signed_zone(mta: &Mta) -> Check {
     let (relay, dns) = (mta.get("RELAY_PORT"), mta.get("DNS_PORT"));
-    let domains: String = ["dane.test", "bogus.test", "two.mail.test"]
+    let domains: String = ["dane.test", "bogus.test", "expired.test", "two.mail.test"]
         .iter()
         .map(|d| format!("  - name: {d}\n    ports: [{{ port: {relay}, module: relay }}]\n    policy: {{ https_port: 9 }}\n"))
         .collect();
@@ -277,7 +278,7 @@ pub(super) fn dane_with_a_signed_zone(mta: &Mta) -> Check {
     let exporter = Exporter::spawn(&path, &[], None)?;
     let samples = scrape_until(&exporter, Duration::from_secs(20), "every MX judged", |s| {
         find(s, "smtp_domain_dane_match", &[]).len() == 4
-            && find(s, "smtp_domain_dane_status_info", &[]).len() == 7
+            && find(s, "smtp_domain_dane_status_info", &[]).len() == 8
             && find(s, "smtp_domain_dane_match", &[("mx", "mx3.dane.test")])
                 .first()
                 .is_some_and(|x| x.value == 1.0)
@@ -300,23 +301,16 @@ pub(super) fn dane_with_a_signed_zone(mta: &Mta) -> Check {
         expect.push(("smtp_domain_dane_usable_records", "dane.test", vec![("mx", mx)], 1.0));
         expect.push(("smtp_domain_dane_match", "dane.test", vec![("mx", mx)], matched));
     }
+    for bogus in ["bogus.test", "expired.test"] {
+        let mx = if bogus == "bogus.test" { "mx.bogus.test" } else { "mx.expired.test" };
+        expect.push(("smtp_domain_dane_status_info", bogus, vec![("mx", mx), ("status", "bogus")], 1.0));
+        expect.push(("smtp_domain_dane_failure_info", bogus, vec![("mx", mx), ("reason", "bogus")], 1.0));
+    }
     expect.extend([
         (
             "smtp_domain_dane_failure_info",
             "dane.test",
             vec![("mx", "mx4.dane.test"), ("reason", "no_match")],
-            1.0,
-        ),
-        (
-            "smtp_domain_dane_status_info",
-            "bogus.test",
-            vec![("mx", "mx.bogus.test"), ("status", "bogus")],
-            1.0,
-        ),
-        (
-            "smtp_domain_dane_failure_info",
-            "bogus.test",
-            vec![("mx", "mx.bogus.test"), ("reason", "bogus")],
             1.0,
         ),
         (
@@ -339,9 +333,9 @@ pub(super) fn dane_with_a_signed_zone(mta: &Mta) -> Check {
             return Err(format!("{family}{{domain={domain},{extra:?}}} is {got}, want {want}"));
         }
     }
-    if find(&samples, "smtp_domain_dane_failure_info", &[]).len() != 2 {
+    if find(&samples, "smtp_domain_dane_failure_info", &[]).len() != 3 {
         return Err(format!(
-            "failures other than mx4's and bogus.test's: {:?}",
+            "failures other than mx4's, bogus.test's and expired.test's: {:?}",
             find(&samples, "smtp_domain_dane_failure_info", &[])
         ));
     }
@@ -378,6 +372,7 @@ pub(super) fn dane_with_a_signed_zone(mta: &Mta) -> Check {
     let expected = [
         ("dane.test", "DANE: mx1.dane.test matches 3 1 1; mx2.dane.test matches 2 0 1; mx3.dane.test matches 3 1 1; mx4.dane.test does NOT match — DANE-validating senders will not deliver to mx4.dane.test"),
         ("bogus.test", "DANE: mx.bogus.test: the TLSA answer fails DNSSEC validation"),
+        ("expired.test", "DANE: mx.expired.test: the TLSA answer fails DNSSEC validation"),
         ("two.mail.test", "DANE: mx1.mail.test has TLSA records in an unsigned zone (DANE does not apply); mx2.mail.test has no TLSA record"),
     ];
     for (domain, want) in expected {
@@ -386,6 +381,6 @@ pub(super) fn dane_with_a_signed_zone(mta: &Mta) -> Check {
             return Err(format!("check {domain} lacks {want:?}:\n{table}"));
         }
     }
-    println!("    knot signs ., test., dane.test, bogus.test: 3 1 1, 2 0 1 (CA in the chain) and a self-signed 3 1 1 match, a stale 3 1 1 does not; bogus and insecure named");
+    println!("    knot signs ., test., dane.test, bogus.test: 3 1 1, 2 0 1 (CA in the chain) and a self-signed 3 1 1 match, a stale 3 1 1 does not; a wrong DS and expired signatures are bogus, an unsigned delegation insecure");
     Ok(())
 }

@@ -109,7 +109,7 @@ NGINX_CONF=$NGINX_DIR/nginx.conf
 PASSWORD_FILE=$STATE_DIR/auth-password
 
 # libnet-ssleay-perl: only a Recommends of swaks, but needed for its TLS options.
-PACKAGES=(postfix dovecot-core swaks libnet-ssleay-perl openssl knot knot-dnsutils nginx-light)
+PACKAGES=(postfix dovecot-core swaks libnet-ssleay-perl openssl knot knot-dnsutils ldnsutils nginx-light)
 
 log() { printf 'mta.sh: %s\n' "$*" >&2; }
 die() { printf 'mta.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -647,6 +647,8 @@ EOF
 #               mx4 (127.0.0.1)                     3 1 1 of another key: a record left
 #                                                   behind after a renewal; no match
 #   bogus.test  signed, but the DS in test. matches none of its keys: every answer is bogus
+#   expired.test  signed by ldns-signzone with signatures that expired in 2020, served as
+#               they are (knot does not sign it): bogus as well
 #   mail.test   (write_zone) delegated from test. without a DS: insecure, DANE does not
 #               apply (its mx1 has a TLSA record all the same)
 spki_sha256() { openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1; }
@@ -655,6 +657,7 @@ ds_of() { keymgr -c "$KNOT_CONF" "$1" ds | awk '$5 == 2'; }
 
 write_signed_zones() {
     local tlsa=_$RELAY_PORT._tcp
+    write_expired_zone
     cat >"$KNOT_DIR/root.zone" <<EOF
 \$ORIGIN .
 \$TTL 60
@@ -675,6 +678,8 @@ dane       NS   ns
 $(ds_of dane.test.)
 bogus      NS   ns
 bogus      DS   4242 13 2 $(printf '%064d' 0)
+expired    NS   ns
+$(sed 's/^expired\.test\.[[:space:]]*IN/expired.test. 60 IN/' "$KNOT_DIR/ldns/"*.ds)
 EOF
     cat >"$KNOT_DIR/dane.test.zone" <<EOF
 \$ORIGIN dane.test.
@@ -705,6 +710,25 @@ $tlsa.mx   TLSA 3 1 1 $(spki_sha256 "$PKI_DIR/server.pem")
 EOF
     keymgr -c "$KNOT_CONF" . dnskey | sed 's/^\. DNSKEY/. 3600 IN DNSKEY/' >"$KNOT_ANCHOR"
     grep -q DNSKEY "$KNOT_ANCHOR" || fail_start "keymgr gave no root DNSKEY for the trust anchor"
+}
+
+# expired.test, signed once with a validity that ended in 2020 (ldns-keygen makes its key
+# and the DS for test.); knot serves the signed file as it is.
+write_expired_zone() {
+    local dir=$KNOT_DIR/ldns key
+    mkdir -p "$dir"
+    cat >"$dir/expired.test.zone" <<EOF
+\$ORIGIN expired.test.
+\$TTL 60
+@          SOA  ns.test. hostmaster.test. 1 60 60 600 1
+@          NS   ns.test.
+@          MX   10 mx
+mx         A    127.0.0.1
+_$RELAY_PORT._tcp.mx   TLSA 3 1 1 $(spki_sha256 "$PKI_DIR/server.pem")
+EOF
+    key=$(cd "$dir" && ldns-keygen -a ECDSAP256SHA256 -k expired.test) || fail_start "ldns-keygen failed"
+    (cd "$dir" && ldns-signzone -i 20200101000000 -e 20200201000000 -o expired.test expired.test.zone "$key") ||
+        fail_start "ldns-signzone failed"
 }
 
 # The signed zones' names, as knot spells them.
@@ -739,6 +763,12 @@ zone:
   - domain: mail.test
     file: "$KNOT_ZONE"
     zonefile-load: whole
+    journal-content: none
+    zonefile-sync: -1
+EOF
+        cat <<EOF
+  - domain: expired.test
+    file: "$KNOT_DIR/ldns/expired.test.zone.signed"
     journal-content: none
     zonefile-sync: -1
 EOF
