@@ -66,16 +66,6 @@ pub struct Outcome {
     pub anchor: Option<usize>,
 }
 
-impl Outcome {
-    /// `3 1 1 matched`, or `no match among N usable records`: for logs and `check`.
-    pub fn describe(&self) -> String {
-        match &self.matched {
-            Some(record) => format!("matches {}", record.parameters()),
-            None => format!("does NOT match any of {} usable TLSA record(s)", self.usable),
-        }
-    }
-}
-
 /// Matches the usable records against `chain` (DER, leaf first, as the server sent it):
 /// DANE-EE against the leaf, DANE-TA against the certificates above it. A DANE-TA match
 /// also needs the leaf to be issued under the matched certificate; this checks that the
