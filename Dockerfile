@@ -1,6 +1,6 @@
 # Container image for smtp_exporter.
 #
-#   docker build -t smtp_exporter .
+#   docker build -t smtp_exporter --build-arg SMTP_EXPORTER_REVISION=$(git rev-parse --short=12 HEAD) .
 #   docker run -d -p 10027:10027 smtp_exporter                  # embedded default config
 #   docker run -d -p 10027:10027 -v "$PWD/my.yml:/etc/smtp_exporter/config.yml:ro" \
 #       smtp_exporter --config.file=/etc/smtp_exporter/config.yml
@@ -39,7 +39,11 @@ FROM docker.io/library/rust:1-bookworm AS builder
 
 WORKDIR /src
 
-# Only what the build needs is in the context (see .dockerignore).
+# Only what the build needs is in the context (see .dockerignore), so .git is not: the
+# revision that --version and smtp_exporter_build_info report comes in as a build argument
+# (--build-arg SMTP_EXPORTER_REVISION=$(git rev-parse --short=12 HEAD); else "unknown").
+ARG SMTP_EXPORTER_REVISION=unknown
+ENV SMTP_EXPORTER_REVISION=$SMTP_EXPORTER_REVISION
 COPY . .
 
 # Build; then keep the line tables (for file:line in panic backtraces, as the release

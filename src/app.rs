@@ -16,6 +16,9 @@ use std::collections::HashMap;
 
 use crate::config::{self, Config, ConfigError, Scheduled, Shard};
 use crate::domains::{Derived, Resolutions, Walkers};
+/// Where the pages are served (`--web.route-prefix`, `--web.telemetry-path`,
+/// `--web.external-url`).
+pub use crate::http::paths::Paths;
 use crate::http::{self, ReloadRequest};
 use crate::metrics::Exporter;
 use crate::scheduler::Scheduler;
@@ -56,6 +59,7 @@ pub struct Prepared {
     config: Config,
     web: Arc<http::web::WebSettings>,
     enable_lifecycle: bool,
+    paths: http::paths::Paths,
 }
 
 /// How the exporter runs, beside its configuration: the command line's choices.
@@ -67,6 +71,8 @@ pub struct Options {
     pub web_config_file: Option<PathBuf>,
     /// Serve `POST /-/reload` (`--web.enable-lifecycle`).
     pub enable_lifecycle: bool,
+    /// `--web.route-prefix`, `--web.telemetry-path`, `--web.external-url`.
+    pub paths: http::paths::Paths,
 }
 
 /// Why the exporter cannot start: its configuration or its web configuration.
@@ -105,7 +111,13 @@ pub fn prepare(source: ConfigSource, options: &Options) -> Result<Prepared, Star
     )
     .expect("web config gauge");
     let web = http::web::WebSettings::new(options.web_config_file.clone(), gauge).map_err(StartError::Web)?;
-    Ok(Prepared { source, config, web: Arc::new(web), enable_lifecycle: options.enable_lifecycle })
+    Ok(Prepared {
+        source,
+        config,
+        web: Arc::new(web),
+        enable_lifecycle: options.enable_lifecycle,
+        paths: options.paths.clone(),
+    })
 }
 
 /// Checks a web configuration file (for `--config.check`).
@@ -128,7 +140,7 @@ pub async fn run(
 
 /// Runs the exporter on a prepared configuration until `shutdown` resolves.
 pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let Prepared { source, config, web, enable_lifecycle } = prepared;
+    let Prepared { source, config, web, enable_lifecycle, paths } = prepared;
     // Before the first probes, so that a failure to listen for SIGHUP is logged at start.
     let mut hangups = hangup_signals();
     let store = Arc::new(Store::new());
@@ -160,6 +172,7 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
         web,
         enable_lifecycle,
         renders: Arc::default(),
+        paths,
     });
     let server = tokio::spawn(http::serve(listener, shared.clone(), async {
         let _ = http_stopped.await;

@@ -11,10 +11,22 @@ use smtp_exporter::check::{self, CheckArgs};
 use smtp_exporter::config::Shard;
 use smtp_exporter::logging::{self, LogFormat, LogLevel};
 
+/// `--version`: the release, the git revision and the build date.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("SMTP_EXPORTER_REVISION"),
+    ", built ",
+    env!("SMTP_EXPORTER_BUILD_DATE"),
+    ", rustc ",
+    env!("SMTP_EXPORTER_RUSTC_VERSION"),
+    ")"
+);
+
 /// Probes SMTP servers on each configured port, times every phase of the session, and
 /// serves the results to Prometheus.
 #[derive(Parser, Debug)]
-#[command(name = "smtp_exporter", version)]
+#[command(name = "smtp_exporter", version = VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -40,6 +52,20 @@ struct Cli {
     /// Serve POST /-/reload (SIGHUP reloads in any case).
     #[arg(long = "web.enable-lifecycle")]
     enable_lifecycle: bool,
+
+    /// Path under which to serve the metrics.
+    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
+    telemetry_path: String,
+
+    /// Prefix of every path the exporter serves, e.g. /smtp. Defaults to the path of
+    /// --web.external-url, else /.
+    #[arg(long = "web.route-prefix", value_name = "PATH")]
+    route_prefix: Option<String>,
+
+    /// The URL under which the exporter is reached, behind a reverse proxy
+    /// (https://proxy.example/smtp/): the status page's links start with its path.
+    #[arg(long = "web.external-url", value_name = "URL")]
+    external_url: Option<String>,
 
     /// Probe only the specs of shard INDEX out of COUNT replicas (stable hash of the spec's
     /// labels). INDEX may be a StatefulSet pod name like smtp-exporter-2.
@@ -68,6 +94,18 @@ fn main() -> ExitCode {
     if let Some(Command::Check(args)) = &cli.command {
         return run_check(args);
     }
+    // The three path flags depend on each other: checked together, as a usage error.
+    let paths = match app::Paths::new(
+        cli.route_prefix.as_deref(),
+        &cli.telemetry_path,
+        cli.external_url.as_deref(),
+    ) {
+        Ok(paths) => paths,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let source = match &cli.config_file {
         Some(path) => ConfigSource::File(path.clone()),
         None => ConfigSource::embedded(),
@@ -107,6 +145,7 @@ fn main() -> ExitCode {
         shard: cli.shard,
         web_config_file: cli.web_config_file.clone(),
         enable_lifecycle: cli.enable_lifecycle,
+        paths,
     };
     let prepared = match app::prepare(source, &options) {
         Ok(prepared) => prepared,

@@ -70,6 +70,8 @@ pub struct Config {
     /// Settings that load but will probably not do what was meant, in words; logged at
     /// load and printed by `--config.check`.
     pub warnings: Vec<String>,
+    /// The configuration as `/config` shows it: the YAML loaded, secrets replaced.
+    pub shown: String,
 }
 
 /// Who `/probe` may probe. An open prober lets anyone who reaches the exporter make it
@@ -267,7 +269,40 @@ pub fn parse_in(text: &str, origin: &str, base_dir: &Path) -> Result<Config, Con
     let err = |message: String| ConfigError { origin: origin.to_owned(), message };
     bounds::check_text(text).map_err(err)?;
     let raw: raw::RawConfig = yaml_serde::from_str(text).map_err(|e| err(e.to_string()))?;
-    validate::validate(raw, base_dir).map_err(err)
+    let mut config = validate::validate(raw, base_dir).map_err(err)?;
+    config.shown = shown(text);
+    Ok(config)
+}
+
+/// The keys whose values are secrets. Unknown keys are refused at load, so these are the
+/// only places a secret can be written in a configuration file (`password_file`,
+/// `password_env` and `token_file` name where a secret is, and are shown).
+const SECRET_KEYS: [&str; 1] = ["password"];
+
+/// What `/config` shows: the file as loaded (aliases resolved), with the value of every
+/// secret key replaced, at any depth.
+fn shown(text: &str) -> String {
+    fn redact(value: &mut yaml_serde::Value) {
+        match value {
+            yaml_serde::Value::Mapping(map) => {
+                for (key, value) in map.iter_mut() {
+                    if key.as_str().is_some_and(|k| SECRET_KEYS.contains(&k)) {
+                        *value = yaml_serde::Value::String("<secret>".into());
+                    } else {
+                        redact(value);
+                    }
+                }
+            }
+            yaml_serde::Value::Sequence(items) => items.iter_mut().for_each(redact),
+            yaml_serde::Value::Tagged(tagged) => redact(&mut tagged.value),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = yaml_serde::from_str::<yaml_serde::Value>(text) else {
+        return "# the configuration loaded, but cannot be shown\n".into();
+    };
+    redact(&mut value);
+    yaml_serde::to_string(&value).unwrap_or_else(|_| "# the configuration cannot be shown\n".into())
 }
 
 /// Parses a Prometheus-style duration: one or more `<number><unit>` with units ms, s, m, h.

@@ -108,7 +108,17 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
         return Err("nothing to probe: list servers under targets or mail domains under domains (see config/example.yml), or modules and probe_endpoint.allowed_hosts for /probe".into());
     }
     let warnings = warnings(&schedule, &expansions);
-    Ok(Config { max_concurrency, modules, schedule, expansions, dns, resolver, probe_endpoint, warnings })
+    Ok(Config {
+        max_concurrency,
+        modules,
+        schedule,
+        expansions,
+        dns,
+        resolver,
+        probe_endpoint,
+        warnings,
+        shown: String::new(),
+    })
 }
 
 /// The range of `dns.timeout`.

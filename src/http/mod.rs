@@ -1,13 +1,16 @@
-//! The HTTP server: `/metrics`, `/probe`, `/`, `/-/healthy`, `/-/ready` and `/-/reload`.
+//! The HTTP server: `/metrics`, `/probe`, `/`, `/config`, `/-/healthy`, `/-/ready` and
+//! `/-/reload`, under `--web.route-prefix` (see `paths`).
 //!
 //! Last stop of the data flow. hyper 1, HTTP/1.1 only, with a header read timeout so a
 //! client that never finishes its request cannot hold a connection forever, and a cap on
 //! open connections. Handlers read what they share ([`Shared`]); the only one that changes
 //! anything is `/-/reload`, which asks the application loop (`app`) to reload and waits
-//! for its answer. `status` renders the page at `/`; `body` streams `/metrics`.
+//! for its answer. `status` renders the page at `/`; `body` streams `/metrics`, gzipped
+//! when the client accepts it (Prometheus does; the text compresses about tenfold).
 
 mod body;
 mod conn;
+pub mod paths;
 mod render;
 pub mod status;
 pub mod web;
@@ -54,6 +57,8 @@ pub struct Shared {
     pub enable_lifecycle: bool,
     /// The `/metrics` renders under way.
     pub renders: Arc<render::Renders>,
+    /// Where the pages are, and how links to them are written.
+    pub paths: paths::Paths,
 }
 
 /// Serves until `shutdown` resolves. Connections in progress are not waited for.
@@ -160,19 +165,31 @@ async fn handle(state: &Shared, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path();
+    use paths::Page;
+    let Some(page) = state.paths.page(req.uri().path()) else {
+        let home = state.paths.link(Page::Status);
+        return text(StatusCode::NOT_FOUND, &format!("Not found. See {home} for the available pages.\n"));
+    };
     let method = req.method();
     let read_only = method == Method::GET || method == Method::HEAD;
-    match path {
-        "/metrics" if read_only => metrics_response(state),
-        "/probe" if read_only => on_demand_probe(state, &req).await,
-        "/" if read_only => respond(
+    match page {
+        Page::Metrics if read_only => metrics_response(state, &req),
+        Page::Probe if read_only => on_demand_probe(state, &req).await,
+        Page::Status if read_only => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            Body::whole(status::render(&state.exporter.store, &state.exporter.resolutions.snapshot())),
+            Body::whole(status::render(
+                &state.exporter.store,
+                &state.exporter.resolutions.snapshot(),
+                &state.paths,
+            )),
         ),
-        "/-/healthy" if read_only => text(StatusCode::OK, "Healthy.\n"),
-        "/-/ready" if read_only => {
+        Page::Config if read_only => {
+            let config = state.config.read().expect("config lock").clone();
+            respond(StatusCode::OK, "text/plain; charset=utf-8", Body::whole(config.shown.clone()))
+        }
+        Page::Healthy if read_only => text(StatusCode::OK, "Healthy.\n"),
+        Page::Ready if read_only => {
             if state.exporter.store.all_probed() {
                 text(StatusCode::OK, "Ready.\n")
             } else {
@@ -182,19 +199,40 @@ async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
                 )
             }
         }
-        "/-/reload" if method == Method::POST || method == Method::PUT => lifecycle_reload(state, &req).await,
-        "/metrics" | "/probe" | "/" | "/-/healthy" | "/-/ready" => method_not_allowed("GET, HEAD"),
-        "/-/reload" => method_not_allowed("POST, PUT"),
-        _ => text(StatusCode::NOT_FOUND, "Not found. See / for the available pages.\n"),
+        Page::Reload if method == Method::POST || method == Method::PUT => {
+            lifecycle_reload(state, &req).await
+        }
+        Page::Reload => method_not_allowed("POST, PUT"),
+        _ => method_not_allowed("GET, HEAD"),
     }
 }
 
 /// `/metrics`: rendered off the runtime's workers (a large exposition takes long enough to
 /// delay the probes running beside it, and their timings with them), a few at a time, and
 /// streamed in chunks as it is written.
-fn metrics_response(state: &Shared) -> Response<Body> {
-    let body = state.renders.metrics_body(state.exporter.clone());
-    respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
+fn metrics_response(state: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let gzip = accepts_gzip(req.headers().get_all(hyper::header::ACCEPT_ENCODING));
+    let body = state.renders.metrics_body(state.exporter.clone(), gzip);
+    let mut response = respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body);
+    let headers = response.headers_mut();
+    headers.insert(hyper::header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if gzip {
+        headers.insert(hyper::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
+
+/// Whether `Accept-Encoding` lists gzip (or `*`) with a weight above zero.
+fn accepts_gzip(values: hyper::header::GetAll<'_, HeaderValue>) -> bool {
+    values.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let weight = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && weight > 0.0
+    })
 }
 
 /// `/probe?target=HOST:PORT&module=NAME`: one probe now, answered with its series only.

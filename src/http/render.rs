@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::io::Write as _;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
 use hyper::body::Bytes;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -156,8 +160,9 @@ impl Renders {
     }
 
     /// The `/metrics` body: rendered on the blocking pool once a slot is free, in chunks
-    /// handed over as the client reads them.
-    pub fn metrics_body(self: &Arc<Self>, exporter: Arc<Exporter>) -> Body {
+    /// handed over as the client reads them; with `gzip`, each chunk is compressed as it
+    /// is written (one gzip stream for the whole body).
+    pub fn metrics_body(self: &Arc<Self>, exporter: Arc<Exporter>, gzip: bool) -> Body {
         let (chunks, body) = mpsc::channel::<Bytes>(CHUNKS_QUEUED);
         let aborted = Arc::new(AtomicBool::new(false));
         let renders = self.clone();
@@ -170,17 +175,37 @@ impl Renders {
             };
             let handle = tokio::runtime::Handle::current();
             let _ = tokio::task::spawn_blocking(move || {
-                exporter.render_chunks(CHUNK, &mut |out| {
-                    let chunk = Bytes::from(std::mem::replace(out, Vec::with_capacity(CHUNK + CHUNK / 4)));
-                    match send(&handle, &chunks, chunk, &taken) {
-                        Sent::Yes => true,
-                        Sent::ClientGone => false,
-                        Sent::Cancelled => {
-                            aborting.store(true, Ordering::Relaxed);
-                            false
-                        }
+                let hand_over = |chunk: Bytes| match send(&handle, &chunks, chunk, &taken) {
+                    Sent::Yes => true,
+                    Sent::ClientGone => false,
+                    Sent::Cancelled => {
+                        aborting.store(true, Ordering::Relaxed);
+                        false
                     }
+                };
+                if !gzip {
+                    exporter.render_chunks(CHUNK, &mut |out| {
+                        hand_over(Bytes::from(std::mem::replace(out, Vec::with_capacity(CHUNK + CHUNK / 4))))
+                    });
+                    return;
+                }
+                let mut encoder = GzEncoder::new(Vec::with_capacity(CHUNK), Compression::fast());
+                let mut going = true;
+                exporter.render_chunks(CHUNK, &mut |out| {
+                    // Writing to a Vec cannot fail.
+                    let _ = encoder.write_all(out);
+                    out.clear();
+                    // The compressed bytes leave once they fill a chunk of their own.
+                    if encoder.get_ref().len() >= CHUNK {
+                        going = hand_over(Bytes::from(std::mem::take(encoder.get_mut())));
+                    }
+                    going
                 });
+                if going {
+                    if let Ok(rest) = encoder.finish() {
+                        hand_over(Bytes::from(rest));
+                    }
+                }
             })
             .await;
         });

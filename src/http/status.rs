@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use strum::VariantArray;
 
+use super::paths::{Page, Paths};
 use crate::config::{ExpansionKind, SpecKey};
 use crate::dns::Family;
 use crate::domains::{Accepted, Resolution};
@@ -153,11 +154,12 @@ td.reason { white-space: normal; max-width: 32rem; }
 "#;
 
 /// Renders the whole page: the mail domains (`walks`), then every spec.
-pub fn render(store: &Store, walks: &[Arc<Resolution>]) -> String {
+/// Its links follow `paths` (`--web.route-prefix`, `--web.external-url`).
+pub fn render(store: &Store, walks: &[Arc<Resolution>], paths: &Paths) -> String {
     let now = SystemTime::now();
     let mut specs = store.snapshot();
     let mut html = String::with_capacity(4096 + specs.len() * 600 + walks.len() * 300);
-    head(&mut html);
+    head(&mut html, paths);
     summary(&mut html, &specs);
     domains(&mut html, walks, &specs);
     specs.sort_by_key(|(_, report)| row_rank(report));
@@ -174,13 +176,18 @@ pub fn render(store: &Store, walks: &[Arc<Resolution>]) -> String {
 }
 
 /// The document head (refresh, style) and the page title with its links.
-fn head(html: &mut String) {
+fn head(html: &mut String, paths: &Paths) {
     let _ = write!(
         html,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>SMTP Exporter</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
-         <h1>SMTP Exporter</h1>\n<nav><a href=\"/metrics\">Metrics</a><a href=\"/-/healthy\">Health</a><a href=\"/-/ready\">Readiness</a>\
-         <a href=\"/probe\">/probe?target=HOST:PORT&amp;module=NAME</a></nav>\n"
+         <h1>SMTP Exporter</h1>\n<nav><a href=\"{metrics}\">Metrics</a><a href=\"{config}\">Configuration</a><a href=\"{healthy}\">Health</a><a href=\"{ready}\">Readiness</a>\
+         <a href=\"{probe}\">{probe}?target=HOST:PORT&amp;module=NAME</a></nav>\n",
+        metrics = escape(&paths.link(Page::Metrics)),
+        config = escape(&paths.link(Page::Config)),
+        healthy = escape(&paths.link(Page::Healthy)),
+        ready = escape(&paths.link(Page::Ready)),
+        probe = escape(&paths.link(Page::Probe)),
     );
 }
 

@@ -145,13 +145,18 @@ impl Exporter {
         let build_info = prometheus::IntGaugeVec::new(
             prometheus::Opts::new(
                 "smtp_exporter_build_info",
-                "1 with the version of this exporter and the Rust compiler that built it.",
+                "1 with the version and git revision of this exporter, the date it was built, and the Rust compiler that built it.",
             ),
-            &["version", "rustc_version"],
+            &["version", "revision", "build_date", "rustc_version"],
         )
         .expect("build_info descriptor");
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("SMTP_EXPORTER_RUSTC_VERSION")])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                env!("SMTP_EXPORTER_REVISION"),
+                env!("SMTP_EXPORTER_BUILD_DATE"),
+                env!("SMTP_EXPORTER_RUSTC_VERSION"),
+            ])
             .set(1);
         registry.register(Box::new(build_info)).expect("register build_info");
 

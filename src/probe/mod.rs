@@ -178,11 +178,7 @@ impl<'a> Walk<'a> {
             .clock
             .time(&mut self.report.phases, Phase::Connect, async {
                 TcpStream::connect(addr).await.map_err(|e| {
-                    let mut reason = Reason::from_io(&e);
-                    if reason == Reason::Unreachable && crate::sys::no_local_route(addr) {
-                        reason = Reason::NoRoute;
-                    }
-                    StepError::new(reason, e.to_string())
+                    StepError::new(connect_reason(&e, || crate::sys::no_local_route(addr)), e.to_string())
                 })
             })
             .await?;
@@ -469,5 +465,33 @@ async fn resolve(spec: &ProbeSpec) -> Result<SocketAddr, StepError> {
     match spec.resolver.first_address(&spec.host, family).await {
         Ok(ip) => Ok(SocketAddr::new(ip, spec.port)),
         Err(e) => Err(StepError::new(Reason::from_dns(e.failure), format!("resolving {}", e.detail))),
+    }
+}
+
+/// Why a connect failed: an unreachable network to which this host has no route at all is
+/// `no_route` (its own routing table, not the path to the server; `no_local_route` is
+/// asked only then), else what the error says.
+fn connect_reason(error: &std::io::Error, no_local_route: impl FnOnce() -> bool) -> Reason {
+    match Reason::from_io(error) {
+        Reason::Unreachable if no_local_route() => Reason::NoRoute,
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17: the no-route detection, exactly: only an unreachable network without a
+    /// local route is `no_route`; a route makes it `unreachable`, and a refused connect
+    /// stays `refused` whatever the routing table says.
+    #[test]
+    fn only_an_unreachable_network_without_a_local_route_is_no_route() {
+        let unreachable = std::io::Error::from(std::io::ErrorKind::NetworkUnreachable);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(connect_reason(&unreachable, || true), Reason::NoRoute);
+        assert_eq!(connect_reason(&unreachable, || false), Reason::Unreachable);
+        assert_eq!(connect_reason(&refused, || true), Reason::Refused);
+        assert_eq!(connect_reason(&refused, || panic!("asked without need")), Reason::Refused);
     }
 }

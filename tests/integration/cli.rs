@@ -190,6 +190,13 @@ fn bad_starts_fail_before_listening_with_a_clear_error() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--web.listen-address") && err.contains("99999"), "{err}");
 
+    let (code, _out, err) = run(&["--config.check", "--web.telemetry-path=/probe"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--web.telemetry-path \"/probe\": /probe is another page of the exporter"), "{err}");
+    let (code, _out, err) = run(&["--config.check", "--web.external-url=proxy.example/smtp"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--web.external-url \"proxy.example/smtp\": must be an absolute"), "{err}");
+
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yml");
     let (code, out, err) = run(&["--config.check", &format!("--config.file={example}")]);
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
@@ -414,4 +421,24 @@ fn check_exit_status_says_whether_anything_works() {
     let (code, out, err) = run(&["check", "127.0.0.1", "--port", &format!("{port}:none"), "--timeout", "2s"]);
     assert_eq!(code, 0, "{out}{err}");
     server.join().unwrap();
+}
+
+/// Issue 16: `--version` names the release, the git revision and the build date, as
+/// `smtp_exporter_build_info` does.
+#[test]
+fn version_names_the_revision_and_the_build_date() {
+    let (code, out, err) = run(&["--version"]);
+    assert_eq!(code, 0, "{err}");
+    let line = out.trim();
+    let want = format!("smtp_exporter {} (revision ", env!("CARGO_PKG_VERSION"));
+    assert!(line.starts_with(&want), "{line}");
+    let revision = line[want.len()..].split(',').next().unwrap();
+    assert!(
+        revision == "unknown" || (revision.len() == 12 && revision.chars().all(|c| c.is_ascii_hexdigit())),
+        "{line}"
+    );
+    let date = line.split(", built ").nth(1).unwrap_or("").get(..10).unwrap_or("");
+    let digits: Vec<&str> = date.split('-').collect();
+    assert!(digits.len() == 3 && digits[0].len() == 4 && date.len() == 10, "{line}");
+    assert!(date.as_bytes().iter().all(|b| b.is_ascii_digit() || *b == b'-'), "{line}");
 }

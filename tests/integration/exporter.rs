@@ -565,3 +565,91 @@ async fn reload_over_http_needs_the_lifecycle_flag_and_the_same_origin() {
     assert!(body.contains("--web.enable-lifecycle"), "{body}");
     closed.stop().await;
 }
+
+/// Issue 16, conventions: `/metrics` is gzipped when the request accepts it (and only
+/// then), with `Vary`; the pages live under `--web.route-prefix` (from
+/// `--web.external-url`), the metrics at `--web.telemetry-path`, and the status page's
+/// links follow them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_route_prefix_and_telemetry_path() {
+    use std::io::Read as _;
+    let paths = smtp_exporter::app::Paths::new(None, "/stats", Some("https://proxy.example/smtp/")).unwrap();
+    let options = smtp_exporter::app::Options { paths, ..Default::default() };
+    let yaml = "modules:\n  m: { tls: none, timeout: 1s }\ntargets:\n  - { name: closed, host: 127.0.0.1, ports: [{ port: 9, module: m }] }\n";
+    let exporter = crate::support::InProcess::start_with(yaml.into(), "paths.yml", options).await;
+    let addr = exporter.addr;
+    let responses = tokio::task::spawn_blocking(move || {
+        let mut client = testkit::http::Client::new(addr, Duration::from_secs(10));
+        let mut get =
+            |path: &str, headers: &[(&str, &str)]| client.request("GET", path, headers, b"").unwrap();
+        (
+            get("/smtp/stats", &[]),
+            get("/smtp/stats", &[("Accept-Encoding", "deflate, gzip;q=0.8")]),
+            get("/smtp/stats", &[("Accept-Encoding", "gzip;q=0, br")]),
+            get("/metrics", &[]),
+            get("/smtp/metrics", &[]),
+            get("/smtp/", &[]),
+            get("/smtp/-/healthy", &[]),
+        )
+    })
+    .await
+    .unwrap();
+    let (plain, gzipped, refused, root, old, status, healthy) = responses;
+    assert_eq!((plain.status, plain.header("content-encoding")), (200, None));
+    assert_eq!(plain.header("vary"), Some("Accept-Encoding"));
+    assert_eq!((gzipped.status, gzipped.header("content-encoding")), (200, Some("gzip")));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(gzipped.body.as_slice())
+        .read_to_string(&mut text)
+        .expect("a whole gzip stream");
+    let names =
+        |t: &str| t.lines().filter(|l| l.starts_with("# TYPE")).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(names(&text), names(plain.text()), "the same families, compressed");
+    assert!(
+        gzipped.body.len() * 3 < plain.body.len(),
+        "{} bytes gzipped, {} plain",
+        gzipped.body.len(),
+        plain.body.len()
+    );
+    assert_eq!(refused.header("content-encoding"), None, "q=0 refuses gzip");
+    assert_eq!((root.status, old.status), (404, 404));
+    assert!(root.text().contains("/smtp/"), "the 404 names the status page: {}", root.text());
+    assert_eq!((status.status, healthy.status), (200, 200));
+    for link in
+        ["href=\"/smtp/stats\"", "href=\"/smtp/config\"", "href=\"/smtp/-/ready\"", "href=\"/smtp/probe\""]
+    {
+        assert!(status.text().contains(link), "{link} missing from the status page");
+    }
+    exporter.stop().await;
+}
+
+/// Issue 16: `/config` shows the configuration as loaded, with every secret replaced: an
+/// inline password, at any depth and through a YAML alias, never appears, nor what a
+/// password file holds; where a secret is read from is shown.
+#[tokio::test]
+async fn the_config_page_never_shows_a_secret() {
+    let secret = "hunter2-Pa55-secret";
+    let file = std::env::temp_dir().join(format!("smtp-exporter-config-page-{}", std::process::id()));
+    std::fs::write(&file, "file-held-Pa55\n").unwrap();
+    let file = file.display().to_string();
+    let yaml = format!(
+        "x-anchors: &pw {secret}\nmodules:\n  a:\n    tls: starttls\n    auth: {{ username: monitor, password: {secret}, allow_plaintext: true }}\n  b:\n    tls: starttls\n    auth: {{ username: other, password: *pw }}\n  c:\n    tls: starttls\n    auth: {{ username: third, password_file: {file} }}\ntargets:\n  - {{ host: 127.0.0.1, ports: [{{ port: 9, module: c }}] }}\n"
+    );
+    // x-anchors is not a key the configuration knows: refused, as every unknown key is.
+    assert!(smtp_exporter::config::parse(&yaml, "t").is_err());
+    let yaml =
+        yaml.replacen(&format!("x-anchors: &pw {secret}\n"), "", 1).replace("*pw", &format!("&pw {secret}"));
+    let exporter = crate::support::InProcess::start(yaml, "secrets.yml").await;
+    let addr = exporter.addr;
+    let (code, page) =
+        tokio::task::spawn_blocking(move || testkit::http::get(addr, "/config").unwrap()).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        !page.contains(secret) && !page.contains("hunter2") && !page.contains("file-held"),
+        "a secret leaked:\n{page}"
+    );
+    assert_eq!(page.matches("<secret>").count(), 2, "{page}");
+    assert!(page.contains("username: monitor") && page.contains(&format!("password_file: {file}")), "{page}");
+    exporter.stop().await;
+    let _ = std::fs::remove_file(&file);
+}

@@ -569,6 +569,80 @@ fn prometheus_scrapes_the_exporter(mta: &Mta) -> Check {
     result.map_err(|e| format!("{e} (prometheus log: {})", prom_dir.join("prometheus.log").display()))
 }
 
+/// Issue 16: behind a reverse proxy at a path. nginx serves the exporter under /smtp/ (it
+/// passes the path on as it is); the exporter runs with `--web.external-url` naming that
+/// path (so its routes move under /smtp) and `--web.telemetry-path=/stats`. A real
+/// Prometheus scrapes /smtp/stats through nginx: the target is up, the series arrive, and
+/// nginx's log shows that the exporter answered Prometheus' scrapes gzipped. The status page,
+/// read through the proxy, links to /smtp/stats.
+fn prometheus_scrapes_through_a_proxy_path_with_gzip(mta: &Mta) -> Check {
+    let relay = mta.get("RELAY_PORT");
+    let targets = format!(
+        "  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {relay}, module: relay }}\n"
+    );
+    let config = write_config(mta, "proxied.yml", &targets);
+    let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let flags =
+        [format!("--web.external-url=http://{proxy}/smtp/"), "--web.telemetry-path=/stats".to_owned()];
+    let exporter = Exporter::spawn(&config, &flags, None)?;
+    let dir = mta.state_dir.join("nginx-proxy");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
+    let d = dir.display();
+    let nginx_conf = format!(
+        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nworker_processes 1;\ndaemon off;\nevents {{ worker_connections 64; }}\nhttp {{\n  log_format scrape '$request_uri|$http_user_agent|$upstream_http_content_encoding|$status';\n  access_log {d}/access.log scrape;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen {proxy};\n    location /smtp/ {{ proxy_pass http://{}; proxy_http_version 1.1; }}\n  }}\n}}\n",
+        exporter.addr
+    );
+    std::fs::write(dir.join("nginx.conf"), nginx_conf).map_err(|e| e.to_string())?;
+    let nginx = Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start nginx: {e}"))?;
+    let _nginx = Killed(nginx);
+    let (prometheus, prom_addr, prom_dir) = start_prometheus(
+        mta,
+        "prometheus-proxied",
+        &format!("global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: proxied\n    metrics_path: /smtp/stats\n    static_configs: [{{ targets: ['{proxy}'] }}]\n"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::from("no answer yet");
+    let result = loop {
+        if Instant::now() > deadline {
+            break Err(format!("the proxied target is not up with its series within 60 s: {last}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let up = query(prom_addr, r#"up{job="proxied"}"#).unwrap_or_default();
+        let success =
+            query(prom_addr, r#"smtp_probe_success{job="proxied",target="postfix"}"#).unwrap_or_default();
+        last = format!("up {up:?}, smtp_probe_success {success:?}");
+        if up.first().and_then(|s| s["value"][1].as_str()) == Some("1")
+            && success.first().and_then(|s| s["value"][1].as_str()) == Some("1")
+        {
+            break Ok(());
+        }
+    };
+    drop(prometheus);
+    result.map_err(|e| format!("{e} (prometheus log: {})", prom_dir.join("prometheus.log").display()))?;
+    let log =
+        std::fs::read_to_string(dir.join("access.log")).map_err(|e| format!("nginx access log: {e}"))?;
+    let scrapes: Vec<&str> = log.lines().filter(|l| l.starts_with("/smtp/stats|Prometheus/")).collect();
+    if scrapes.is_empty() || !scrapes.iter().all(|l| l.ends_with("|gzip|200")) {
+        return Err(format!("Prometheus' scrapes were not all answered gzipped through the proxy:\n{log}"));
+    }
+    let (status, page) = http_get(proxy, "/smtp/")?;
+    if status != 200 || !page.contains("href=\"/smtp/stats\"") || !page.contains("href=\"/smtp/config\"") {
+        return Err(format!("the status page through the proxy ({status}) does not link under /smtp/"));
+    }
+    if http_get(exporter.addr, "/metrics")?.0 != 404 {
+        return Err("/metrics still answers at the root".into());
+    }
+    println!("    nginx at /smtp/ -> exporter (--web.external-url, --web.telemetry-path=/stats): {} scrapes by Prometheus, all gzipped; links under /smtp/", scrapes.len());
+    Ok(())
+}
+
 /// A real Prometheus on a free loopback port with `config` (YAML), its data and log in
 /// `$REAL_STATE_DIR/<name>`; killed when the returned handle is dropped.
 fn start_prometheus(mta: &Mta, name: &str, config: &str) -> Result<(Killed, SocketAddr, PathBuf), String> {
@@ -1304,7 +1378,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 25] = [
+    let checks: [NamedCheck; 26] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1335,6 +1409,10 @@ fn main() {
         ("domains_with_a_real_name_server", domains::domains_with_a_real_name_server),
         ("mta_sts_with_nginx_and_knot", domains::mta_sts_with_nginx_and_knot),
         ("dane_with_a_signed_zone", domains::dane_with_a_signed_zone),
+        (
+            "prometheus_scrapes_through_a_proxy_path_with_gzip",
+            prometheus_scrapes_through_a_proxy_path_with_gzip,
+        ),
         // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];

@@ -28,13 +28,18 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start(yaml: String, origin: &str) -> InProcess {
+        InProcess::start_with(yaml, origin, smtp_exporter::app::Options::default()).await
+    }
+
+    /// The same, with command-line options.
+    pub async fn start_with(yaml: String, origin: &str, options: smtp_exporter::app::Options) -> InProcess {
         use smtp_exporter::app::{self, ConfigSource};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let source = ConfigSource::Text { text: yaml, origin: origin.into() };
         let task = tokio::spawn(async move {
-            app::run(listener, source, app::Options::default(), async {
+            app::run(listener, source, options, async {
                 let _ = stopped.await;
             })
             .await
