@@ -206,7 +206,12 @@ fn push_value(out: &mut String, value: &str) {
 
 /// The current UTC time as RFC 3339 with milliseconds, without a date crate.
 fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format_time(std::time::SystemTime::now())
+}
+
+/// A time as UTC RFC 3339 with milliseconds (`2026-11-30T08:00:00.123Z`).
+pub fn format_time(at: std::time::SystemTime) -> String {
+    let now = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);

@@ -279,7 +279,7 @@ impl SpecTask {
         // Boxed: the probe future is several KiB, and an idle task should not carry room
         // for it between probes (10,000 idle specs would hold ~46 MiB for nothing).
         let report = tokio::select! {
-            report = Box::pin(probe::run(&scheduled.spec)) => Some(report),
+            report = Box::pin(probe::run_recorded(&scheduled.spec)) => Some(report),
             _ = Self::stopped(&self.shutdown, &mut self.reloaded, &self.settings) => None,
         };
         metrics.in_flight.dec();

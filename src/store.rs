@@ -19,6 +19,8 @@ struct SpecRecord {
     /// The module's `ehlo_metrics` setting, refreshed on every reconcile.
     ehlo_metrics: bool,
     last: Option<Arc<ProbeReport>>,
+    /// The last failing report, kept with its transcript until the next failure.
+    last_failure: Option<Arc<ProbeReport>>,
     probes_total: u64,
     failures_total: BTreeMap<Reason, u64>,
 }
@@ -57,16 +59,28 @@ impl Store {
     }
 
     /// Records a finished probe. A report for a spec that is no longer configured (its
-    /// probe was in flight during a reload) is dropped.
-    pub fn record(&self, key: &SpecKey, report: ProbeReport) {
+    /// probe was in flight during a reload) is dropped. Only a failing report keeps its
+    /// transcript, until the spec's next failure: the memory a transcript takes (at most
+    /// `transcript::MAX_BYTES`) is spent on the specs that fail.
+    pub fn record(&self, key: &SpecKey, mut report: ProbeReport) {
+        if report.success() {
+            report.transcript = None;
+        }
+        let report = Arc::new(report);
         let mut specs = self.specs.write().expect("store lock");
         if let Some(record) = specs.get_mut(key) {
             record.probes_total += 1;
             if let Some(failure) = &report.failure {
                 *record.failures_total.entry(failure.reason).or_default() += 1;
+                record.last_failure = Some(report.clone());
             }
-            record.last = Some(Arc::new(report));
+            record.last = Some(report);
         }
+    }
+
+    /// The last failing report of `key`, with its transcript, if it ever failed.
+    pub fn last_failure(&self, key: &SpecKey) -> Option<Arc<ProbeReport>> {
+        self.specs.read().expect("store lock").get(key).and_then(|r| r.last_failure.clone())
     }
 
     /// True once every configured spec has completed at least one probe.

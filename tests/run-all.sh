@@ -10,7 +10,9 @@
 #      scraping the exporter (tests/dashboard/run.sh), and checks the shipped configuration
 #      files (promtool, --config.check);
 #   5. builds the container image with podman and scrapes the running container;
-#   6. stops what it started, also on failure.
+#   6. runs cargo-mutants over what the last commit changed in src/ (tests/mutants/run.sh;
+#      a surviving mutant not listed in tests/mutants/accepted.txt fails the run);
+#   7. stops what it started, also on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -56,5 +58,9 @@ tests/config/check.sh
 
 echo "== container image"
 SMTP_EXPORTER_BINARY=target/release/smtp_exporter tests/container/run.sh
+
+echo "== mutation testing: the mutants of the last commit's change (tests/mutants/run.sh)"
+# Last: it mutates this tree in place (each file is restored) and reuses the debug build.
+MUTANTS_IN_PLACE=1 tests/mutants/run.sh
 
 echo "== all suites passed in $(($(date +%s) - started)) s"

@@ -540,19 +540,42 @@ fn print_fleet(plan: &Plan, r: &Results) {
 fn print_curve(plan: &Plan, r: &Results) {
     out(&format!("  /metrics latency, median of {} scrapes:", plan.scrapes));
     out(&format!(
-        "    {:>7} {:>9} {:>12} {:>10} {:>10} {:>16} {:>14}",
-        "specs", "series", "bytes", "median ms", "max ms", "ms/1000 series", "CPU ms/scrape"
+        "    {:>7} {:>9} {:>12} {:>10} {:>10} {:>16} {:>14}   {:>11} {:>10} {:>14}",
+        "specs",
+        "series",
+        "bytes",
+        "median ms",
+        "max ms",
+        "ms/1000 series",
+        "CPU ms/scrape",
+        "gzip bytes",
+        "gzip ms",
+        "gzip CPU ms"
     ));
     for c in &r.curve {
         out(&format!(
-            "    {:>7} {:>9} {:>12} {:>10.1} {:>10.1} {:>16.3} {:>14.1}",
+            "    {:>7} {:>9} {:>12} {:>10.1} {:>10.1} {:>16.3} {:>14.1}   {:>11} {:>10.1} {:>14.1}",
             c.specs,
             c.series,
             c.bytes,
             c.median_ms,
             c.max_ms,
             c.ms_per_1000_series(),
-            c.cpu_ms_per_scrape
+            c.cpu_ms_per_scrape,
+            c.gzip_bytes,
+            c.gzip_median_ms,
+            c.gzip_cpu_ms_per_scrape
+        ));
+    }
+    if let Some(c) = r.curve.last() {
+        out(&format!(
+            "    gzip at {} specs: {:.1}x fewer bytes ({} -> {}), CPU per scrape {:.2}x the plain one, latency {:.2}x (on loopback)",
+            c.specs,
+            c.bytes as f64 / c.gzip_bytes.max(1) as f64,
+            c.bytes,
+            c.gzip_bytes,
+            c.gzip_cpu_ms_per_scrape / c.cpu_ms_per_scrape.max(1e-9),
+            c.gzip_median_ms / c.median_ms.max(1e-9)
         ));
     }
     let g = &r.growth;
@@ -733,6 +756,10 @@ struct Scrapes {
     series: usize,
     bytes: usize,
     cpu_ms_per_scrape: f64,
+    /// The same scrapes with `Accept-Encoding: gzip`, as Prometheus asks.
+    gzip_median_ms: f64,
+    gzip_bytes: usize,
+    gzip_cpu_ms_per_scrape: f64,
     rss_before_kib: u64,
     rss_after_kib: u64,
     successes: usize,
@@ -774,6 +801,8 @@ impl Scrapes {
             "specs": self.specs, "median_ms": self.median_ms, "min_ms": self.min_ms, "max_ms": self.max_ms,
             "series": self.series, "bytes": self.bytes, "ms_per_1000_series": self.ms_per_1000_series(),
             "cpu_ms_per_scrape": self.cpu_ms_per_scrape, "rss_before_kib": self.rss_before_kib,
+            "gzip_median_ms": self.gzip_median_ms, "gzip_bytes": self.gzip_bytes,
+            "gzip_cpu_ms_per_scrape": self.gzip_cpu_ms_per_scrape,
             "rss_after_kib": self.rss_after_kib, "probe_success_series_at_1": self.successes,
         })
     }
@@ -803,6 +832,22 @@ fn scrape(ctx: &Ctx, server: &Server, specs: usize, n: usize, busy_ticks_per_s: 
     let cpu_ticks = server.ticks().saturating_sub(t0) as f64 - busy_ticks_per_s * w0.elapsed().as_secs_f64();
     let (series, successes, banner_during_s) = parse_exposition(&String::from_utf8_lossy(&last));
     let lat = sorted(lat);
+    // The same number of scrapes, gzipped.
+    let mut gzip_lat = Vec::new();
+    let mut gzip_bytes = 0;
+    let t1 = server.ticks();
+    let w1 = Instant::now();
+    for _ in 0..n {
+        let s = Instant::now();
+        let r = http.request("GET", "/metrics", &[("Accept-Encoding", "gzip")], b"")?;
+        gzip_lat.push(s.elapsed().as_secs_f64() * 1e3);
+        if r.status != 200 || r.header("content-encoding") != Some("gzip") {
+            return Err(format!("/metrics with Accept-Encoding: gzip answered {} without gzip", r.status));
+        }
+        gzip_bytes = r.body.len();
+    }
+    let gzip_ticks = server.ticks().saturating_sub(t1) as f64 - busy_ticks_per_s * w1.elapsed().as_secs_f64();
+    let gzip_lat = sorted(gzip_lat);
     Ok(Scrapes {
         specs,
         median_ms: percentile(&lat, 50.0),
@@ -811,6 +856,9 @@ fn scrape(ctx: &Ctx, server: &Server, specs: usize, n: usize, busy_ticks_per_s: 
         series,
         bytes: last.len(),
         cpu_ms_per_scrape: (cpu_ticks.max(0.0) / ctx.tck) * 1e3 / n as f64,
+        gzip_median_ms: percentile(&gzip_lat, 50.0),
+        gzip_bytes,
+        gzip_cpu_ms_per_scrape: (gzip_ticks.max(0.0) / ctx.tck) * 1e3 / n as f64,
         rss_before_kib,
         rss_after_kib: server.rss_kib(),
         successes,

@@ -188,6 +188,7 @@ async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
             let config = state.config.read().expect("config lock").clone();
             respond(StatusCode::OK, "text/plain; charset=utf-8", Body::whole(config.shown.clone()))
         }
+        Page::Transcript if read_only => last_failure_transcript(state, &req),
         Page::Healthy if read_only => text(StatusCode::OK, "Healthy.\n"),
         Page::Ready if read_only => {
             if state.exporter.store.all_probed() {
@@ -278,7 +279,8 @@ async fn on_demand_probe(state: &Shared, req: &Request<Incoming>) -> Response<Bo
         }
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
     };
-    let report = probe::run(&spec).await;
+    let debug = matches!(param("debug"), Some("true" | "1"));
+    let report = if debug { probe::run_recorded(&spec).await } else { probe::run(&spec).await };
     if let Some(f) = report.failure.as_ref().filter(|f| f.reason == probe::Reason::LocalResources) {
         tracing::warn!(detail = %f.detail, "on-demand probe could not run: the exporter is out of resources");
         return text(
@@ -289,11 +291,105 @@ async fn on_demand_probe(state: &Shared, req: &Request<Incoming>) -> Response<Bo
     if let Some(f) = &report.failure {
         tracing::debug!(target = %host, port, module, phase = f.phase.as_str(), reason = f.reason.as_str(), detail = %f.detail, "on-demand probe failed");
     }
+    if debug {
+        let mut out = debug_text(&spec.key(), &spec.host, &report);
+        out.push_str("\nMetrics:\n");
+        out.push_str(&String::from_utf8_lossy(&metrics::render_single(&spec, report)));
+        return respond(StatusCode::OK, "text/plain; charset=utf-8", Body::whole(out));
+    }
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
         Body::whole(metrics::render_single(&spec, report)),
     )
+}
+
+/// `/transcript?target=T&port=P&module=M[&address=A]`: what the last failing probe of that
+/// scheduled spec said on the wire, as `/probe?debug=true` shows a probe.
+fn last_failure_transcript(state: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let params = query_params(req.uri().query().unwrap_or(""));
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let (Some(target), Some(port), Some(module)) = (param("target"), param("port"), param("module")) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "target, port and module parameters are needed (as the status page links them)\n",
+        );
+    };
+    let address = param("address");
+    let store = &state.exporter.store;
+    let key = store.snapshot().into_iter().map(|(key, _)| key).find(|key| {
+        key.target == target
+            && key.port.to_string() == port
+            && key.module == module
+            && address == key.via.as_ref().map(|v| v.address.to_string()).as_deref()
+    });
+    let Some(key) = key else {
+        return text(StatusCode::NOT_FOUND, "No such scheduled spec.\n");
+    };
+    match store.last_failure(&key) {
+        Some(report) => {
+            let host = report.peer.map(|p| p.ip().to_string()).unwrap_or_default();
+            respond(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                Body::whole(debug_text(&key, &host, &report)),
+            )
+        }
+        None => text(StatusCode::NOT_FOUND, "This spec has not failed since the exporter started.\n"),
+    }
+}
+
+/// A probe in words, for a person troubleshooting: the result, the transcript with times,
+/// the phases and TLS.
+fn debug_text(key: &crate::config::SpecKey, host: &str, report: &probe::ProbeReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(4096);
+    let _ = writeln!(
+        out,
+        "Probe of {} ({host}) port {} with module {}, started {}",
+        key.target,
+        key.port,
+        key.module,
+        crate::logging::format_time(report.started_at)
+    );
+    let _ = match &report.failure {
+        None => writeln!(out, "Result: success in {:.3} ms", report.duration.as_secs_f64() * 1e3),
+        Some(f) => writeln!(
+            out,
+            "Result: FAILED in phase {} after {:.3} ms: {} ({})",
+            f.phase,
+            report.duration.as_secs_f64() * 1e3,
+            f.reason,
+            f.detail
+        ),
+    };
+    out.push_str("\nTranscript (C: sent by the exporter, S: from the server, *: what happened):\n");
+    match &report.transcript {
+        Some(transcript) => transcript.render(&mut out),
+        None => out.push_str("  (not recorded)\n"),
+    }
+    out.push_str("\nPhases (ms):");
+    for (phase, took) in &report.phases {
+        let _ = write!(out, " {phase} {:.3}", took.as_secs_f64() * 1e3);
+    }
+    out.push('\n');
+    if let Some(tls) = &report.tls {
+        let _ = writeln!(
+            out,
+            "TLS: {} {} {}; certificate {} (CN={}, issuer CN={}, SHA-256 {})",
+            tls.version,
+            tls.cipher,
+            tls.kx_group.as_deref().unwrap_or(""),
+            match tls.cert_error {
+                None => "verified".to_owned(),
+                Some(e) => format!("NOT verified: {}", e.as_str()),
+            },
+            tls.subject_cn,
+            tls.issuer_cn,
+            tls.fingerprint_sha256
+        );
+    }
+    out
 }
 
 /// Splits `HOST:PORT` (`[v6]:PORT` for IPv6 literals).

@@ -15,6 +15,8 @@ pub enum Page {
     Probe,
     Status,
     Config,
+    /// The transcript of a scheduled spec's last failing probe.
+    Transcript,
     Healthy,
     Ready,
     Reload,
@@ -38,9 +40,10 @@ impl Default for Paths {
 }
 
 /// The pages whose paths are fixed; the telemetry path may not take one of them.
-const FIXED: [(&str, Page); 6] = [
+const FIXED: [(&str, Page); 7] = [
     ("/probe", Page::Probe),
     ("/config", Page::Config),
+    ("/transcript", Page::Transcript),
     ("/-/healthy", Page::Healthy),
     ("/-/ready", Page::Ready),
     ("/-/reload", Page::Reload),

@@ -169,7 +169,7 @@ pub fn render(store: &Store, walks: &[Arc<Resolution>], paths: &Paths) -> String
          <th>Duration</th><th title=\"one logarithmic scale for every row: each mark is ten times the last, from 1 ms to 10 s\">Phases <span class=\"scale hide-narrow\">(log scale, 1 ms to 10 s)</span></th><th>Last failure</th><th>Certificate</th></tr></thead>\n<tbody>\n",
     );
     for (key, report) in &specs {
-        row(&mut html, key, report.as_deref(), now);
+        row(&mut html, key, report.as_deref(), now, paths);
     }
     html.push_str("</tbody>\n</table>\n</body>\n</html>\n");
     html
@@ -282,7 +282,7 @@ fn legend(html: &mut String) {
 }
 
 /// One spec's row: its labels, then its last report, or "pending" before the first.
-fn row(html: &mut String, key: &SpecKey, report: Option<&ProbeReport>, now: SystemTime) {
+fn row(html: &mut String, key: &SpecKey, report: Option<&ProbeReport>, now: SystemTime, paths: &Paths) {
     let _ = write!(
         html,
         "<tr class=\"spec\" data-target=\"{t}\" data-port=\"{p}\" data-module=\"{m}\"><td>{t}{via}</td><td class=\"num\">{p}</td><td>{m}</td>",
@@ -322,16 +322,28 @@ fn row(html: &mut String, key: &SpecKey, report: Option<&ProbeReport>, now: Syst
         Some(f) => {
             let _ = write!(
                 html,
-                "<td class=\"reason\" data-reason=\"{r}\" title=\"{d}\">{ph}: {r}</td>",
+                "<td class=\"reason\" data-reason=\"{r}\" title=\"{d}\">{ph}: {r} <a class=\"transcript\" href=\"{link}\">transcript</a></td>",
                 r = f.reason.as_str(),
                 ph = f.phase.as_str(),
-                d = escape(&f.detail)
+                d = escape(&f.detail),
+                link = escape(&transcript_link(paths, key)),
             );
         }
         None => html.push_str("<td class=\"reason\"></td>"),
     }
     certificate_cell(html, report, now);
     html.push_str("</tr>\n");
+}
+
+/// The link to the transcript of `key`'s last failing probe.
+pub fn transcript_link(paths: &Paths, key: &SpecKey) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("target", &key.target).append_pair("port", &key.port.to_string());
+    query.append_pair("module", &key.module);
+    if let Some(via) = &key.via {
+        query.append_pair("address", &via.address.to_string());
+    }
+    format!("{}?{}", paths.link(Page::Transcript), query.finish())
 }
 
 /// The certificate's state: "unverified" with why (in red), or the days left (red under

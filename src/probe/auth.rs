@@ -82,16 +82,19 @@ where
     let last = match (&creds.secret, mechanism) {
         (CredentialSource::Password(password), AuthMechanism::Plain) => {
             let token = B64.encode(format!("\0{user}\0{}", password.expose()));
-            step(session.command(&format!("AUTH PLAIN {token}")).await?)
+            session.secrets(&[password.expose(), &token]);
+            step(session.secret_command(&format!("AUTH PLAIN {token}"), "AUTH PLAIN <redacted>").await?)
         }
         (CredentialSource::Password(password), AuthMechanism::Login) => {
-            for line in ["AUTH LOGIN".to_owned(), B64.encode(user)] {
-                let reply = step(session.command(&line).await?);
+            let (user_b64, password_b64) = (B64.encode(user), B64.encode(password.expose()));
+            session.secrets(&[password.expose(), &password_b64, &user_b64]);
+            for (line, shown) in [("AUTH LOGIN", "AUTH LOGIN"), (user_b64.as_str(), "<redacted username>")] {
+                let reply = step(session.secret_command(line, shown).await?);
                 if reply.code != 334 {
                     return Err(classify(&reply));
                 }
             }
-            step(session.command(&B64.encode(password.expose())).await?)
+            step(session.secret_command(&password_b64, "<redacted password>").await?)
         }
         (CredentialSource::Password(password), AuthMechanism::CramMd5) => {
             let challenge = step(session.command("AUTH CRAM-MD5").await?);
@@ -103,13 +106,18 @@ where
                 .decode(text.trim())
                 .map_err(|_| StepError::new(Reason::Protocol, "CRAM-MD5 challenge is not base64"))?;
             let digest = cram_md5(password.expose().as_bytes(), &challenge);
-            step(session.command(&B64.encode(format!("{user} {digest}"))).await?)
+            let response = B64.encode(format!("{user} {digest}"));
+            session.secrets(&[password.expose(), &response, &digest]);
+            step(session.secret_command(&response, "<redacted response>").await?)
         }
         (CredentialSource::TokenFile(path), AuthMechanism::Xoauth2) => {
             // Read on every probe: another process rotates the token.
             let token = read_token(path).await?;
             let payload = B64.encode(format!("user={user}\x01auth=Bearer {}\x01\x01", token.trim()));
-            let reply = step(session.command(&format!("AUTH XOAUTH2 {payload}")).await?);
+            session.secrets(&[token.trim(), &payload]);
+            let reply = step(
+                session.secret_command(&format!("AUTH XOAUTH2 {payload}"), "AUTH XOAUTH2 <redacted>").await?,
+            );
             if reply.code == 334 {
                 // The server explains the failure in a base64 JSON challenge; an empty line
                 // ends the exchange and brings the final error reply (RFC 7628 style).

@@ -15,9 +15,11 @@ mod quickack;
 pub mod reply;
 mod session;
 mod state;
+pub mod transcript;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -74,6 +76,8 @@ pub struct ProbeReport {
     pub bare_lf_lines: u32,
     /// The target's expectations that could be evaluated: (check, passed).
     pub expectations: Vec<(expect::Check, bool)>,
+    /// Every line sent and received, when the probe was recorded ([`run_recorded`]).
+    pub transcript: Option<Arc<transcript::Transcript>>,
 }
 
 impl Default for ProbeReport {
@@ -101,6 +105,7 @@ impl ProbeReport {
             auth_reply_code: None,
             bare_lf_lines: 0,
             expectations: Vec::new(),
+            transcript: None,
         }
     }
 
@@ -128,7 +133,15 @@ impl ProbeReport {
 /// Runs one probe. Never panics on server input and always returns within the module's
 /// timeout (plus at most [`COURTESY_QUIT_TIMEOUT`] for a polite QUIT after a failure).
 pub async fn run(spec: &ProbeSpec) -> ProbeReport {
-    let mut walk = Walk::new(spec);
+    run_walk(Walk::new(spec, false)).await
+}
+
+/// Runs one probe and keeps its transcript in the report (see `transcript`).
+pub async fn run_recorded(spec: &ProbeSpec) -> ProbeReport {
+    run_walk(Walk::new(spec, true)).await
+}
+
+async fn run_walk(mut walk: Walk<'_>) -> ProbeReport {
     let result = walk.resolve_and_connect().await;
     let outcome = match result {
         Ok(stream) => walk.converse(stream).await,
@@ -140,7 +153,7 @@ pub async fn run(spec: &ProbeSpec) -> ProbeReport {
 /// Runs the SMTP part of a probe on an already connected stream (tests use an in-memory
 /// pipe). The report has no `resolve` or `connect` phase.
 pub async fn run_on_stream(spec: &ProbeSpec, stream: Box<dyn Stream>) -> ProbeReport {
-    let mut walk = Walk::new(spec);
+    let mut walk = Walk::new(spec, false);
     let outcome = walk.converse(stream).await;
     walk.finish(outcome).await
 }
@@ -153,10 +166,12 @@ struct Walk<'a> {
     clock: Deadlines,
     /// The session, kept here so that `finish` can send a courtesy QUIT after a failure.
     session: Option<Session<Box<dyn Stream>>>,
+    /// The transcript, when the probe keeps one.
+    recorder: Option<transcript::Recorder>,
 }
 
 impl<'a> Walk<'a> {
-    fn new(spec: &'a ProbeSpec) -> Walk<'a> {
+    fn new(spec: &'a ProbeSpec, recorded: bool) -> Walk<'a> {
         let start = Instant::now();
         Walk {
             spec,
@@ -164,6 +179,14 @@ impl<'a> Walk<'a> {
             start,
             clock: Deadlines { probe: start + spec.module.timeout, phase: spec.module.phase_timeout },
             session: None,
+            recorder: recorded.then(|| transcript::Transcript::recorder(start)),
+        }
+    }
+
+    /// A note in the transcript; `text` is only built when there is one.
+    fn note(&self, text: impl FnOnce() -> String) {
+        if self.recorder.is_some() {
+            transcript::note(&self.recorder, transcript::Dir::Note, &text());
         }
     }
 
@@ -174,6 +197,7 @@ impl<'a> Walk<'a> {
             None => self.clock.time(&mut self.report.phases, Phase::Resolve, resolve(self.spec)).await?,
         };
         self.report.peer = Some(addr);
+        self.note(|| format!("connect to {addr} ({}:{})", self.spec.host, self.spec.port));
         let tcp = self
             .clock
             .time(&mut self.report.phases, Phase::Connect, async {
@@ -182,6 +206,7 @@ impl<'a> Walk<'a> {
                 })
             })
             .await?;
+        self.note(|| "connected".to_owned());
         // Commands are single small writes answered by the server: no reason to batch.
         let _ = tcp.set_nodelay(true);
         Ok(Box::new(quickack::QuickAck::new(tcp)))
@@ -200,7 +225,7 @@ impl<'a> Walk<'a> {
         match &self.spec.transport {
             Transport::Implicit { tls } => self.tls_upgrade(tls, stream).await,
             _ => {
-                self.session = Some(Session::new(stream));
+                self.session = Some(Session::recorded(stream, self.recorder.clone()));
                 Ok(())
             }
         }
@@ -221,7 +246,8 @@ impl<'a> Walk<'a> {
                 tls::handshake(&tls.settings, tls.name.clone(), self.spec.tlsa.as_deref(), stream),
             )
             .await?;
-        self.session = Some(Session::new(Box::new(stream)));
+        self.session = Some(Session::recorded(Box::new(stream), self.recorder.clone()));
+        self.note(|| describe_tls(&info));
         let cert_failure = match (info.cert_error, tls.settings.fail_on_invalid_cert) {
             (Some(error), true) => Some(Failure {
                 phase: Phase::TlsHandshake,
@@ -387,10 +413,45 @@ impl<'a> Walk<'a> {
             } else if let Some(session) = &self.session {
                 self.report.bare_lf_lines += session.bare_lf_lines;
             }
+            self.note(|| format!("failed in {}: {} ({})", failure.phase, failure.reason, failure.detail));
             self.report.failure = Some(failure);
+        } else {
+            self.note(|| "success".to_owned());
+        }
+        if let Some(recorder) = self.recorder.take() {
+            self.session = None;
+            let transcript = match Arc::try_unwrap(recorder) {
+                Ok(mutex) => mutex.into_inner().unwrap_or_else(|e| e.into_inner()),
+                Err(shared) => shared.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            };
+            self.report.transcript = Some(Arc::new(transcript));
         }
         self.report
     }
+}
+
+/// A TLS handshake in one line: version, cipher, the certificate and its verdict.
+fn describe_tls(info: &TlsInfo) -> String {
+    let verdict = match (&info.cert_error, &info.cert_error_detail) {
+        (None, _) => "verified".to_owned(),
+        (Some(e), Some(detail)) => format!("NOT verified, {}: {detail}", e.as_str()),
+        (Some(e), None) => format!("NOT verified, {}", e.as_str()),
+    };
+    let dane = match &info.dane {
+        Some(d) => match &d.matched {
+            Some(record) => format!("; DANE: matches {}", record.parameters()),
+            None => format!("; DANE: matches none of {} usable TLSA records", d.usable),
+        },
+        None => String::new(),
+    };
+    format!(
+        "TLS {} {}; certificate CN={} issued by CN={}, names {}; {verdict}{dane}",
+        info.version,
+        info.cipher,
+        info.subject_cn,
+        info.issuer_cn,
+        if info.leaf_names.is_empty() { "none".to_owned() } else { info.leaf_names.join(", ") }
+    )
 }
 
 /// The probe's overall deadline and the per-phase timeout.

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::{truncate, Reason, StepError};
 use super::reply::{parse_reply, Reply, ReplyError, MAX_REPLY_BYTES};
+use super::transcript::{self, Dir, Recorder};
 
 /// How much to ask the socket for at once.
 const READ_CHUNK: usize = 4096;
@@ -23,6 +24,8 @@ pub struct Session<S> {
     buf: Vec<u8>,
     /// Reply lines so far that ended in a bare LF.
     pub bare_lf_lines: u32,
+    /// Where every line goes, when the probe keeps a transcript.
+    recorder: Option<Recorder>,
 }
 
 /// Why a reply could not be read.
@@ -52,9 +55,23 @@ impl From<SessionError> for StepError {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// Starts a session on a connected stream.
+    /// Starts a session on a connected stream, without a transcript.
+    #[cfg(test)]
     pub fn new(stream: S) -> Session<S> {
-        Session { stream, buf: Vec::with_capacity(512), bare_lf_lines: 0 }
+        Session::recorded(stream, None)
+    }
+
+    /// Starts a session whose lines go to `recorder`.
+    pub fn recorded(stream: S, recorder: Option<Recorder>) -> Session<S> {
+        Session { stream, buf: Vec::with_capacity(512), bare_lf_lines: 0, recorder }
+    }
+
+    /// Registers strings the transcript must never show (credentials and their encodings).
+    pub fn secrets(&self, secrets: &[&str]) {
+        if let Some(recorder) = &self.recorder {
+            let mut t = recorder.lock().unwrap_or_else(|e| e.into_inner());
+            secrets.iter().for_each(|s| t.secret(s));
+        }
     }
 
     /// Reads one complete reply, multi-line replies included.
@@ -64,6 +81,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Some((reply, used))) => {
                     self.buf.drain(..used);
                     self.bare_lf_lines += reply.bare_lf_lines;
+                    if self.recorder.is_some() {
+                        let last = reply.lines.len().saturating_sub(1);
+                        for (i, line) in reply.lines.iter().enumerate() {
+                            let sep = if i == last { ' ' } else { '-' };
+                            transcript::note(
+                                &self.recorder,
+                                Dir::Received,
+                                &format!("{}{sep}{line}", reply.code),
+                            );
+                        }
+                    }
                     return Ok(reply);
                 }
                 Ok(None) => {}
@@ -89,6 +117,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Sends one command line (CRLF is added) without waiting for the reply.
     pub async fn send(&mut self, line: &str) -> Result<(), SessionError> {
+        self.send_shown(line, line).await
+    }
+
+    /// Sends `line`, and writes `shown` in its place in the transcript (for a line that
+    /// carries credentials).
+    pub async fn send_shown(&mut self, line: &str, shown: &str) -> Result<(), SessionError> {
+        transcript::note(&self.recorder, Dir::Sent, shown);
         let mut wire = Vec::with_capacity(line.len() + 2);
         wire.extend_from_slice(line.as_bytes());
         wire.extend_from_slice(b"\r\n");
@@ -99,6 +134,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends a command and reads its reply.
     pub async fn command(&mut self, line: &str) -> Result<Reply, SessionError> {
         self.send(line).await?;
+        self.read_reply().await
+    }
+
+    /// Sends a command that carries credentials (shown as `shown`) and reads its reply.
+    pub async fn secret_command(&mut self, line: &str, shown: &str) -> Result<Reply, SessionError> {
+        self.send_shown(line, shown).await?;
         self.read_reply().await
     }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::exposition::{parse_exposition, value};
+use testkit::exposition::{find, parse_exposition, value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_smtp_exporter");
 
@@ -383,10 +383,22 @@ fn a_closed_standard_error_stops_nothing() {
     assert!(lines.iter().any(|l| l.contains("probe failed")), "{lines:#?}");
     // log_lines_until's reader ends at the next line, closing the pipe: the exporter
     // writes to a closed pipe from then on.
-    let before = value(&scrape(&exporter), "smtp_probes_total", &[("target", "refused")]);
+    // The log line comes just before the store records the probe: wait for the series.
+    let counted = |exporter: &Running| {
+        let waited = std::time::Instant::now();
+        loop {
+            let samples = scrape(exporter);
+            if let [one] = find(&samples, "smtp_probes_total", &[("target", "refused")]).as_slice() {
+                return one.value;
+            }
+            assert!(waited.elapsed() < Duration::from_secs(3), "no smtp_probes_total for the refused target");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let before = counted(&exporter);
     std::thread::sleep(Duration::from_millis(4500));
     assert!(matches!(exporter.child.try_wait(), Ok(None)), "the exporter ended");
-    let after = value(&scrape(&exporter), "smtp_probes_total", &[("target", "refused")]);
+    let after = counted(&exporter);
     assert!(after >= before + 3.0, "probes stopped after standard error closed: {before} then {after}");
 }
 

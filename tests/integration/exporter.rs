@@ -653,3 +653,94 @@ async fn the_config_page_never_shows_a_secret() {
     exporter.stop().await;
     let _ = std::fs::remove_file(&file);
 }
+
+/// Issue 16, transcripts: `/probe?...&debug=true` answers with the whole session (every
+/// line with its time, TLS, the phases) and then the metrics; the AUTH exchange shows
+/// neither the password nor any base64 form of the credentials, with PLAIN or LOGIN.
+#[tokio::test]
+async fn debug_shows_the_session_with_the_credentials_redacted() {
+    let pki = TestPki::new();
+    let plain = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let login =
+        FakeSmtp::start(Behaviour { auth_mechanisms: vec!["LOGIN"], ..Behaviour::default() }, &pki).await;
+    let password_file = pki.ca_file.with_file_name("password");
+    std::fs::write(&password_file, "correct horse").unwrap();
+    let config = write_config(&pki, "config.yml", plain.port(), 0, &password_file, false);
+    // /probe lends a module's credentials only to a host and port configured with it.
+    let mut yaml = std::fs::read_to_string(&config).unwrap();
+    yaml.push_str(&format!(
+        "  - {{ name: login, host: 127.0.0.1, ports: [{{ port: {}, module: submission }}] }}\n",
+        login.port()
+    ));
+    std::fs::write(&config, yaml).unwrap();
+    let exporter = Running::start(&config).await;
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let forbidden = [
+        "correct horse",
+        &b64("\0probe@example.test\0correct horse"),
+        &b64("correct horse"),
+        &b64("probe@example.test"),
+    ];
+    for (server, shown) in [(&plain, "C: AUTH PLAIN <redacted>"), (&login, "C: <redacted password>")] {
+        let path = format!("/probe?target=127.0.0.1:{}&module=submission&debug=true", server.port());
+        let (status, body) = http(exporter.addr, "GET", &path).await;
+        assert_eq!(status, 200, "{body}");
+        for line in [
+            "Result: success",
+            "C: EHLO ",
+            "S: 250-",
+            "C: STARTTLS",
+            "S: 220 ",
+            "*  TLS TLS1.3 ",
+            shown,
+            "S: 235 ",
+            "C: QUIT",
+            "Phases (ms): resolve ",
+            "Metrics:",
+        ] {
+            assert!(body.contains(line), "{line:?} missing from:\n{body}");
+        }
+        for secret in forbidden {
+            assert!(!body.contains(secret), "{secret:?} leaked:\n{body}");
+        }
+        let metrics = parse_exposition(body.split("Metrics:\n").nth(1).unwrap());
+        assert_eq!(value(&metrics, "smtp_probe_success", &[("target", "127.0.0.1")]), 1.0);
+    }
+}
+
+/// Issue 16: a hostile server's flood (two EHLO replies of 140 long lines) stays within
+/// the transcript's bounds, and the
+/// status page links each failing spec to the transcript of its last failing probe.
+#[tokio::test]
+async fn transcripts_are_bounded_and_linked_from_the_status_page() {
+    let Fixture { pki, exporter, refused_port, .. } = Fixture::start().await;
+    // Just under the 16 KiB a reply may have, before and after STARTTLS: 280 lines.
+    let flood: Vec<String> = (0..140).map(|i| format!("X-FLOOD-{i:03} {}", "z".repeat(90))).collect();
+    let hostile =
+        FakeSmtp::start(Behaviour { extra_ehlo_keywords: flood, ..Behaviour::default() }, &pki).await;
+    let path = format!("/probe?target=127.0.0.1:{}&module=relay&debug=true", hostile.port());
+    let (status, body) = http(exporter.addr, "GET", &path).await;
+    assert_eq!(status, 200);
+    let transcript = body.split("Transcript").nth(1).unwrap().split("\nPhases").next().unwrap();
+    assert!(transcript.lines().count() <= 122, "{} lines", transcript.lines().count());
+    assert!(transcript.len() <= 12 * 1024 + 120 * 20 + 300, "{} bytes", transcript.len());
+    assert!(transcript.contains("more lines not kept"), "{transcript}");
+
+    let (_, page) = http(exporter.addr, "GET", "/").await;
+    let link = format!("/transcript?target=down&amp;port={refused_port}&amp;module=relay");
+    assert!(page.contains(&link), "no link {link} on the status page");
+    let (status, text) = http(exporter.addr, "GET", &link.replace("&amp;", "&")).await;
+    assert_eq!(status, 200, "{text}");
+    for line in [
+        &format!("*  connect to 127.0.0.1:{refused_port}") as &str,
+        "failed in connect: refused",
+        "Result: FAILED in phase connect",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    // The good target has not failed: nothing to show.
+    let (status, _) =
+        http(exporter.addr, "GET", &format!("/transcript?target=good&port={}&module=submission", 0)).await;
+    assert_eq!(status, 404);
+}

@@ -777,3 +777,59 @@ async fn a_dane_ta_match_anchors_the_chain_and_still_checks_the_name() {
     let report = probe::run(&spec("tls: implicit", server.port())).await;
     assert_eq!(report.tls.as_ref().unwrap().cert_error, Some(CertError::UnknownIssuer));
 }
+
+/// Issue 16: every AUTH mechanism's transcript shows the exchange but no credential: not
+/// the password, the token, the CRAM-MD5 digest or response, nor the XOAUTH2 payload; a
+/// server that echoes a credential back in its reply is redacted too.
+#[tokio::test]
+async fn transcripts_of_every_mechanism_carry_no_credential() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let pki = TestPki::new();
+    let token_file = pki.ca_file.with_file_name("token");
+    std::fs::write(&token_file, "token-1\n").unwrap();
+    let ca = pki.ca_file.display().to_string();
+    let cases = [
+        (
+            vec!["CRAM-MD5"],
+            None,
+            "auth: { username: probe@example.test, password: correct horse, mechanism: cram_md5 }".to_owned(),
+            "C: <redacted response>",
+        ),
+        (
+            vec!["PLAIN", "XOAUTH2"],
+            None,
+            format!("auth: {{ username: probe@example.test, token_file: {} }}", token_file.display()),
+            "C: AUTH XOAUTH2 <redacted>",
+        ),
+        // A server that says the PLAIN token back in its refusal.
+        (
+            vec!["PLAIN"],
+            Some(format!("535 5.7.8 rejected {}", b64("\0probe@example.test\0correct horse"))),
+            CREDS.to_owned(),
+            "S: 535 5.7.8 rejected <redacted>",
+        ),
+    ];
+    for (mechanisms, auth_reply_override, auth, shown) in cases {
+        let behaviour =
+            Behaviour { auth_mechanisms: mechanisms, auth_reply_override, ..Behaviour::default() };
+        let server = FakeSmtp::start(behaviour, &pki).await;
+        let module = format!("tls: starttls_required\ntls_config: {{ ca_file: {ca} }}\n{auth}");
+        let report = probe::run_recorded(&spec(&module, server.port())).await;
+        let mut text = String::new();
+        report.transcript.as_ref().expect("recorded").render(&mut text);
+        assert!(text.contains(shown), "{shown:?} missing:\n{text}");
+        for secret in
+            ["correct horse", "token-1", &b64("correct horse"), &b64("\0probe@example.test\0correct horse")]
+        {
+            assert!(!text.contains(secret), "{secret:?} leaked:\n{text}");
+        }
+        assert!(
+            !text.lines().any(|l| l.contains("C: ") && l.len() > 60 && !l.contains("EHLO")),
+            "a long line was sent unredacted:\n{text}"
+        );
+    }
+    // An unrecorded probe keeps none.
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    assert!(probe::run(&spec("tls: starttls", server.port())).await.transcript.is_none());
+}

@@ -569,6 +569,73 @@ fn prometheus_scrapes_the_exporter(mta: &Mta) -> Check {
     result.map_err(|e| format!("{e} (prometheus log: {})", prom_dir.join("prometheus.log").display()))
 }
 
+/// Issue 16: the transcript of a probe against the real Postfix (`/probe?debug=true`) shows
+/// EHLO, STARTTLS, the TLS handshake and AUTH (PLAIN and LOGIN) with the credentials
+/// redacted: neither the password nor any base64 form of them is on the page; and the
+/// scheduled wrong-password spec's last failure is linked from the status page.
+fn transcript_of_a_real_session_redacts_auth(mta: &Mta) -> Check {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let sub = mta.get("SUBMISSION_PORT");
+    let user = mta.get("AUTH_USER");
+    let password = std::fs::read_to_string(mta.get("AUTH_PASSWORD_FILE")).map_err(|e| e.to_string())?;
+    let password = password.trim_end_matches('\n');
+    let targets = format!("  - name: postfix\n    host: 127.0.0.1\n    ports:\n      - {{ port: {sub}, module: submission }}\n      - {{ port: {sub}, module: submission_login }}\n      - {{ port: {sub}, module: wrong_password }}\n");
+    let exporter = Exporter::start(&write_config(mta, "transcript.yml", &targets))?;
+    let forbidden = [
+        password.to_owned(),
+        b64(password),
+        b64(&format!("\0{user}\0{password}")),
+        b64(user),
+        "definitely-not-the-password".to_owned(),
+        b64("definitely-not-the-password"),
+    ];
+    for (module, shown) in
+        [("submission", "C: AUTH PLAIN <redacted>"), ("submission_login", "C: <redacted password>")]
+    {
+        let (status, body) =
+            http_get(exporter.addr, &format!("/probe?target=127.0.0.1:{sub}&module={module}&debug=true"))?;
+        if status != 200 {
+            return Err(format!("{module}: /probe?debug=true answered {status}: {body}"));
+        }
+        for want in [
+            "C: EHLO ",
+            "S: 250-",
+            "C: STARTTLS",
+            "S: 220 2.0.0 Ready to start TLS",
+            "*  TLS TLS1.",
+            shown,
+            "S: 235 2.7.0 Authentication successful",
+            "C: QUIT",
+            "Result: success",
+        ] {
+            if !body.contains(want) {
+                return Err(format!("{module}: {want:?} missing from the transcript:\n{body}"));
+            }
+        }
+        if let Some(secret) = forbidden.iter().find(|s| body.contains(s.as_str())) {
+            return Err(format!("{module}: a credential ({} characters) is in the transcript", secret.len()));
+        }
+    }
+    // The scheduled wrong-password spec failed: the status page links its transcript.
+    let (_, page) = http_get(exporter.addr, "/")?;
+    let link = format!("/transcript?target=postfix&amp;port={sub}&amp;module=wrong_password");
+    if !page.contains(&link) {
+        return Err(format!("the status page has no link {link}"));
+    }
+    let (status, text) = http_get(exporter.addr, &link.replace("&amp;", "&"))?;
+    if status != 200 || !text.contains("S: 535 5.7.8") || !text.contains("C: AUTH PLAIN <redacted>") {
+        return Err(format!(
+            "the wrong password's transcript ({status}) lacks the 535 or the redacted AUTH:\n{text}"
+        ));
+    }
+    if let Some(secret) = forbidden.iter().find(|s| text.contains(s.as_str())) {
+        return Err(format!("a credential ({} characters) is in the failure's transcript", secret.len()));
+    }
+    println!("    Postfix: EHLO, STARTTLS, TLS and AUTH PLAIN/LOGIN transcribed, no credential in {} forms; the 535 linked from the status page", forbidden.len());
+    Ok(())
+}
+
 /// Issue 16: behind a reverse proxy at a path. nginx serves the exporter under /smtp/ (it
 /// passes the path on as it is); the exporter runs with `--web.external-url` naming that
 /// path (so its routes move under /smtp) and `--web.telemetry-path=/stats`. A real
@@ -1378,7 +1445,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 26] = [
+    let checks: [NamedCheck; 27] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1413,6 +1480,7 @@ fn main() {
             "prometheus_scrapes_through_a_proxy_path_with_gzip",
             prometheus_scrapes_through_a_proxy_path_with_gzip,
         ),
+        ("transcript_of_a_real_session_redacts_auth", transcript_of_a_real_session_redacts_auth),
         // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];

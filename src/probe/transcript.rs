@@ -1,0 +1,194 @@
+//! The transcript of one probe: every line sent and received, and what happened between
+//! them (connect, TLS), with times from the start of the probe.
+//!
+//! Part of the probe: the walk (`probe::mod`) and its sessions write into one
+//! [`Recorder`]; the finished transcript rides on the report. `/probe?debug=true` prints it,
+//! and the store keeps the last failing one of every scheduled spec for the status page's
+//! link. It is bounded in lines and bytes (a hostile server cannot grow it), control bytes
+//! are shown escaped, and credentials never enter it: AUTH lines are written as the
+//! session's `shown` form, and every secret the AUTH step registers (the password, its
+//! base64 forms, a token) is replaced wherever it appears, a server's echo included.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The most lines a transcript keeps; later ones are counted, not kept.
+pub const MAX_LINES: usize = 120;
+/// The most bytes of text a transcript keeps.
+pub const MAX_BYTES: usize = 12 * 1024;
+/// The longest line kept, in characters; longer ones are cut with a mark.
+const MAX_LINE_CHARS: usize = 300;
+
+/// Who a line is from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// A command the probe sent.
+    Sent,
+    /// A reply line from the server.
+    Received,
+    /// What the probe did or saw besides: connect, TLS, the result.
+    Note,
+}
+
+impl Dir {
+    fn mark(self) -> &'static str {
+        match self {
+            Dir::Sent => "C:",
+            Dir::Received => "S:",
+            Dir::Note => "* ",
+        }
+    }
+}
+
+/// One line of a transcript.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    /// Since the start of the probe.
+    pub at: Duration,
+    pub dir: Dir,
+    pub text: String,
+}
+
+/// A probe's transcript.
+#[derive(Clone, Debug)]
+pub struct Transcript {
+    start: Instant,
+    lines: Vec<Line>,
+    bytes: usize,
+    /// Lines not kept because a bound was reached.
+    dropped: usize,
+    /// Strings never to show, longest first.
+    secrets: Vec<String>,
+}
+
+/// A transcript shared by the walk and its sessions.
+pub type Recorder = Arc<Mutex<Transcript>>;
+
+impl Transcript {
+    pub fn new(start: Instant) -> Transcript {
+        Transcript { start, lines: Vec::new(), bytes: 0, dropped: 0, secrets: Vec::new() }
+    }
+
+    /// A recorder for a probe that starts at `start`.
+    pub fn recorder(start: Instant) -> Recorder {
+        Arc::new(Mutex::new(Transcript::new(start)))
+    }
+
+    /// Registers a string that must never appear (empty ones are ignored).
+    pub fn secret(&mut self, secret: &str) {
+        if !secret.is_empty() && !self.secrets.iter().any(|s| s == secret) {
+            self.secrets.push(secret.to_owned());
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    /// Adds a line, now: redacted, escaped and cut to length, unless a bound is reached.
+    pub fn push(&mut self, dir: Dir, text: &str) {
+        if self.lines.len() >= MAX_LINES || self.bytes >= MAX_BYTES {
+            self.dropped += 1;
+            return;
+        }
+        let mut clean = text.to_owned();
+        for secret in &self.secrets {
+            if clean.contains(secret.as_str()) {
+                clean = clean.replace(secret.as_str(), "<redacted>");
+            }
+        }
+        let mut shown = String::with_capacity(clean.len().min(MAX_LINE_CHARS + 8));
+        for (i, c) in clean.chars().enumerate() {
+            if i == MAX_LINE_CHARS {
+                let _ = write!(shown, "… ({} characters)", clean.chars().count());
+                break;
+            }
+            if c.is_control() {
+                let _ = write!(shown, "\\x{:02x}", u32::from(c));
+            } else {
+                shown.push(c);
+            }
+        }
+        if self.bytes + shown.len() > MAX_BYTES {
+            self.dropped += 1;
+            self.bytes = MAX_BYTES;
+            return;
+        }
+        self.bytes += shown.len();
+        self.lines.push(Line { at: self.start.elapsed(), dir, text: shown });
+    }
+
+    pub fn lines(&self) -> &[Line] {
+        &self.lines
+    }
+
+    /// How many lines were not kept.
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+
+    /// The transcript as text: one line each, `   12.345 ms C: EHLO ...`.
+    pub fn render(&self, out: &mut String) {
+        for line in &self.lines {
+            let _ =
+                writeln!(out, "{:>10.3} ms {} {}", line.at.as_secs_f64() * 1e3, line.dir.mark(), line.text);
+        }
+        if self.dropped > 0 {
+            let _ = writeln!(
+                out,
+                "           ({} more lines not kept: a transcript keeps {MAX_LINES} lines and {MAX_BYTES} bytes)",
+                self.dropped
+            );
+        }
+    }
+}
+
+/// Writes `text` as `dir` into `recorder`, when there is one.
+pub fn note(recorder: &Option<Recorder>, dir: Dir, text: &str) {
+    if let Some(recorder) = recorder {
+        recorder.lock().unwrap_or_else(|e| e.into_inner()).push(dir, text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_replaced_wherever_they_appear_and_bounds_hold() {
+        let mut t = Transcript::new(Instant::now());
+        t.secret("AHVzZXIAcGFzcw==");
+        t.secret("pass");
+        t.push(Dir::Sent, "AUTH PLAIN AHVzZXIAcGFzcw==");
+        t.push(Dir::Received, "535 5.7.8 no: AHVzZXIAcGFzcw== pass\r");
+        let text: Vec<&str> = t.lines().iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(text, ["AUTH PLAIN <redacted>", "535 5.7.8 no: <redacted> <redacted>\\x0d"]);
+
+        let long = "x".repeat(1000);
+        t.push(Dir::Received, &long);
+        assert_eq!(t.lines()[2].text, format!("{}… (1000 characters)", "x".repeat(MAX_LINE_CHARS)));
+        for _ in 0..1000 {
+            t.push(Dir::Received, "250-a hostile server says a lot");
+        }
+        assert_eq!(t.lines().len(), MAX_LINES);
+        assert!(t.bytes <= MAX_BYTES);
+        assert_eq!(t.dropped(), 1003 - MAX_LINES);
+        let mut out = String::new();
+        t.render(&mut out);
+        assert!(out.ends_with(&format!(
+            "({} more lines not kept: a transcript keeps 120 lines and 12288 bytes)\n",
+            1003 - MAX_LINES
+        )));
+        assert!(out.contains("C: AUTH PLAIN <redacted>"), "{out}");
+    }
+
+    #[test]
+    fn the_byte_bound_holds_with_long_lines() {
+        let mut t = Transcript::new(Instant::now());
+        for _ in 0..100 {
+            t.push(Dir::Received, &"y".repeat(400));
+        }
+        assert!(t.bytes <= MAX_BYTES && t.lines().len() < 100 && t.dropped() > 0);
+        assert!(t.lines().iter().map(|l| l.text.len()).sum::<usize>() <= MAX_BYTES);
+    }
+}
