@@ -833,3 +833,53 @@ async fn transcripts_of_every_mechanism_carry_no_credential() {
     let server = FakeSmtp::start(Behaviour::default(), &pki).await;
     assert!(probe::run(&spec("tls: starttls", server.port())).await.transcript.is_none());
 }
+
+/// Issue 17: bare LFs are counted on every path of a session: before STARTTLS (the plain
+/// leg, whose session ends at the upgrade), inside TLS, in the courtesy QUIT after a failure
+/// that leaves the session usable, and up to a failure that ends it.
+#[tokio::test]
+async fn bare_lf_lines_are_counted_on_the_starttls_path_and_after_failures() {
+    let sloppy =
+        |b: Behaviour| Behaviour { bare_lf: true, greeting: b"220 sloppy.example.test\n".to_vec(), ..b };
+    // The fake server's EHLO reply is 5 lines on each leg (greeting line, PIPELINING, SIZE,
+    // then STARTTLS before TLS or AUTH inside it, 8BITMIME). Plain leg: greeting 1 +
+    // EHLO 5 + STARTTLS 1; TLS leg: EHLO 5 + QUIT 1.
+    let (report, _server, _pki) = probe_with(sloppy(Behaviour::default()), "tls: starttls").await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert_eq!(report.bare_lf_lines, 1 + 5 + 1 + 5 + 1);
+
+    // AUTH refused: the session is still usable, so QUIT is said and its 221 counted:
+    // ... + EHLO 5 inside TLS, the 535, and the courtesy QUIT's 221.
+    let module = "tls: starttls_required\ntls_config: { ca_file: {ca} }\nauth: { username: probe@example.test, password: wrong }";
+    let (report, _server, _pki) = probe_with(sloppy(Behaviour::default()), module).await;
+    assert_failed(&report, Phase::Auth, Reason::AuthFailed);
+    assert_eq!(report.bare_lf_lines, 1 + 5 + 1 + 5 + 1 + 1);
+
+    // Closed after the greeting: the session is gone, the greeting still counted.
+    let (report, _server, _pki) =
+        probe_with(sloppy(Behaviour { close_after_greeting: true, ..Behaviour::default() }), "tls: starttls")
+            .await;
+    assert_failed(&report, Phase::Ehlo, Reason::Closed);
+    assert_eq!(report.bare_lf_lines, 1);
+}
+
+/// Issue 17: a timeout says which deadline it met: the phase's own, or the probe's.
+#[tokio::test]
+async fn a_timeout_names_the_deadline_it_met() {
+    let slow = Behaviour { greeting_delay: Duration::from_secs(3), ..Behaviour::default() };
+    let (report, _server, _pki) =
+        probe_with(slow.clone(), "tls: starttls\ntimeout: 2s\nphase_timeout: 300ms").await;
+    assert_failed(&report, Phase::Banner, Reason::Timeout);
+    assert!(
+        report.failure.as_ref().unwrap().detail.starts_with("phase timeout reached after"),
+        "{:?}",
+        report.failure
+    );
+    let (report, _server, _pki) = probe_with(slow, "tls: starttls\ntimeout: 300ms").await;
+    assert_failed(&report, Phase::Banner, Reason::Timeout);
+    assert!(
+        report.failure.as_ref().unwrap().detail.starts_with("probe timeout reached after"),
+        "{:?}",
+        report.failure
+    );
+}
