@@ -150,7 +150,8 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
     exporter.config_loaded(true);
     let (derived_tx, mut derived_rx) = mpsc::unbounded_channel::<Derived>();
     let mut fleet = Fleet {
-        scheduler: Scheduler::new(store, exporter.schedule.clone()),
+        scheduler: Scheduler::new(store.clone(), exporter.schedule.clone()),
+        store,
         walkers: Walkers::new(derived_tx, resolutions),
         derived: HashMap::new(),
     };
@@ -244,6 +245,7 @@ impl Sharded {
 struct Fleet {
     scheduler: Scheduler,
     walkers: Walkers,
+    store: Arc<Store>,
     /// The latest specs of each expansion, by name.
     derived: HashMap<String, Vec<Arc<Scheduled>>>,
 }
@@ -270,6 +272,7 @@ impl Fleet {
 
     /// Hands the scheduler the configured specs and every walk's specs.
     fn schedule(&mut self, config: &Config) {
+        self.store.set_history_bounds(config.history);
         let all: Vec<Arc<Scheduled>> =
             config.schedule.iter().chain(self.derived.values().flatten()).cloned().collect();
         self.scheduler.apply(&all, config.max_concurrency);

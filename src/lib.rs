@@ -33,7 +33,7 @@ mod metrics;
 pub mod policy;
 pub mod probe;
 mod scheduler;
-mod store;
+pub mod store;
 mod sys;
 pub mod tls;
 

@@ -568,6 +568,14 @@ fn print_curve(plan: &Plan, r: &Results) {
         ));
     }
     if let Some(c) = r.curve.last() {
+        if let Some(bytes) = c.history_bytes {
+            out(&format!(
+                "    recent-result histories at {} specs: {:.2} MiB ({:.0} bytes per spec; default bounds, 30 results + 10 failures of 12 bytes)",
+                c.specs,
+                bytes / 1048576.0,
+                bytes / c.specs.max(1) as f64
+            ));
+        }
         out(&format!(
             "    gzip at {} specs: {:.1}x fewer bytes ({} -> {}), CPU per scrape {:.2}x the plain one, latency {:.2}x (on loopback)",
             c.specs,
@@ -756,6 +764,8 @@ struct Scrapes {
     series: usize,
     bytes: usize,
     cpu_ms_per_scrape: f64,
+    /// `smtp_exporter_history_bytes` at the last scrape: what the recent-result histories hold.
+    history_bytes: Option<f64>,
     /// The same scrapes with `Accept-Encoding: gzip`, as Prometheus asks.
     gzip_median_ms: f64,
     gzip_bytes: usize,
@@ -801,7 +811,7 @@ impl Scrapes {
             "specs": self.specs, "median_ms": self.median_ms, "min_ms": self.min_ms, "max_ms": self.max_ms,
             "series": self.series, "bytes": self.bytes, "ms_per_1000_series": self.ms_per_1000_series(),
             "cpu_ms_per_scrape": self.cpu_ms_per_scrape, "rss_before_kib": self.rss_before_kib,
-            "gzip_median_ms": self.gzip_median_ms, "gzip_bytes": self.gzip_bytes,
+            "gzip_median_ms": self.gzip_median_ms, "gzip_bytes": self.gzip_bytes, "history_bytes": self.history_bytes,
             "gzip_cpu_ms_per_scrape": self.gzip_cpu_ms_per_scrape,
             "rss_after_kib": self.rss_after_kib, "probe_success_series_at_1": self.successes,
         })
@@ -854,6 +864,9 @@ fn scrape(ctx: &Ctx, server: &Server, specs: usize, n: usize, busy_ticks_per_s: 
         min_ms: lat[0],
         max_ms: lat[lat.len() - 1],
         series,
+        history_bytes: String::from_utf8_lossy(&last)
+            .lines()
+            .find_map(|l| l.strip_prefix("smtp_exporter_history_bytes ").and_then(|v| v.trim().parse().ok())),
         bytes: last.len(),
         cpu_ms_per_scrape: (cpu_ticks.max(0.0) / ctx.tck) * 1e3 / n as f64,
         gzip_median_ms: percentile(&gzip_lat, 50.0),

@@ -72,6 +72,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The configuration as `/config` shows it: the YAML loaded, secrets replaced.
     pub shown: String,
+    /// How many recent results each spec keeps (`history:`).
+    pub history: crate::store::HistoryBounds,
 }
 
 /// Who `/probe` may probe. An open prober lets anyone who reaches the exporter make it

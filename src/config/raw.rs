@@ -29,6 +29,15 @@ pub(super) struct RawConfig {
     pub(super) dns: RawDns,
     #[serde(default)]
     pub(super) probe_endpoint: RawProbeEndpoint,
+    #[serde(default)]
+    pub(super) history: RawHistory,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawHistory {
+    pub(super) results: Option<usize>,
+    pub(super) failures: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]

@@ -174,7 +174,7 @@ fn errors_name_the_field() {
     let cases: &[(&str, &str)] = &[
         (
             "targets: []\nbogus: 1\n",
-            "test.yml: unknown field `bogus`, expected one of `interval`, `max_concurrency`, `modules`, `targets`, `domains`, `dns`, `probe_endpoint` at line 2 column 1",
+            "test.yml: unknown field `bogus`, expected one of `interval`, `max_concurrency`, `modules`, `targets`, `domains`, `dns`, `probe_endpoint`, `history` at line 2 column 1",
         ),
         (
             &format!("{MODULES}targets:\n  - host: mx\n    ports: [{{ port: 25, module: relay }}]\n    expect: {{ cert_names: [\"not a name\"] }}\n"),
@@ -441,4 +441,20 @@ fn probe_patterns_match_at_a_dot_boundary() {
     }
     let any = parse(&base.replace("allowed_hosts:", "allow_any_target: true, allowed_hosts:"), "t").unwrap();
     assert!(any.probe_allowed("evilexample.com") && any.probe_allowed("192.0.2.1"));
+}
+
+/// `history:` (issue 16): defaults 30 results and 10 failures, each at most 1,000.
+#[test]
+fn history_bounds_default_and_are_checked() {
+    let base =
+        "modules:\n  m: { tls: none }\ntargets:\n  - { host: 127.0.0.1, ports: [{ port: 25, module: m }] }\n";
+    let config = parse(base, "t").unwrap();
+    assert_eq!(config.history, crate::store::HistoryBounds { results: 30, failures: 10 });
+    let config = parse(&format!("history: {{ results: 0, failures: 1000 }}\n{base}"), "t").unwrap();
+    assert_eq!(config.history, crate::store::HistoryBounds { results: 0, failures: 1000 });
+    let err = parse(&format!("history: {{ results: 1001 }}\n{base}"), "t.yml").unwrap_err().to_string();
+    assert_eq!(err, "t.yml: history.results: 1001 is out of range (0 to 1000)");
+    let err = parse(&format!("history: {{ failures: 5000 }}\n{base}"), "t.yml").unwrap_err().to_string();
+    assert_eq!(err, "t.yml: history.failures: 5000 is out of range (0 to 1000)");
+    assert!(parse(&format!("history: {{ keep: 3 }}\n{base}"), "t.yml").is_err(), "unknown keys are refused");
 }

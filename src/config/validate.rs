@@ -99,6 +99,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
             .map_err(|e| format!("domains[{i}]{e}"))?;
         expansions.push(Arc::new(expansion));
     }
+    let history = validate_history(raw.history).map_err(|e| format!("history.{e}"))?;
     let mut probe_endpoint = validate_probe_endpoint(raw.probe_endpoint)?;
     probe_endpoint.places = super::Places::of(&schedule);
     let probe_endpoint_can_probe = probe_endpoint.enabled
@@ -118,7 +119,24 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
         probe_endpoint,
         warnings,
         shown: String::new(),
+        history,
     })
+}
+
+/// The most results or failures `history:` may keep per spec.
+const MAX_HISTORY: usize = 1000;
+
+/// `history: { results, failures }`: each within 0 to 1,000.
+fn validate_history(raw: super::raw::RawHistory) -> Result<crate::store::HistoryBounds, String> {
+    let defaults = crate::store::HistoryBounds::default();
+    let results = raw.results.unwrap_or(defaults.results);
+    let failures = raw.failures.unwrap_or(defaults.failures);
+    for (name, n) in [("results", results), ("failures", failures)] {
+        if n > MAX_HISTORY {
+            return Err(format!("{name}: {n} is out of range (0 to {MAX_HISTORY})"));
+        }
+    }
+    Ok(crate::store::HistoryBounds { results, failures })
 }
 
 /// The range of `dns.timeout`.

@@ -189,6 +189,11 @@ async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
             respond(StatusCode::OK, "text/plain; charset=utf-8", Body::whole(config.shown.clone()))
         }
         Page::Transcript if read_only => last_failure_transcript(state, &req),
+        Page::History if read_only => respond(
+            StatusCode::OK,
+            "application/json",
+            Body::whole(history_json(&state.exporter.store, req.uri().query().unwrap_or(""))),
+        ),
         Page::Healthy if read_only => text(StatusCode::OK, "Healthy.\n"),
         Page::Ready if read_only => {
             if state.exporter.store.all_probed() {
@@ -337,6 +342,47 @@ fn last_failure_transcript(state: &Shared, req: &Request<Incoming>) -> Response<
         }
         None => text(StatusCode::NOT_FOUND, "This spec has not failed since the exporter started.\n"),
     }
+}
+
+/// `/history[?target=T]`: every spec's (or T's) recent results, oldest first, with the
+/// uptime over the last `history.results`.
+fn history_json(store: &crate::store::Store, query: &str) -> String {
+    let params = query_params(query);
+    let target = params.iter().find(|(k, _)| k == "target").map(|(_, v)| v.as_str());
+    let window = store.history_bounds().results;
+    let specs: Vec<serde_json::Value> = store
+        .histories()
+        .into_iter()
+        .filter(|(key, _)| target.is_none_or(|t| key.target == t))
+        .map(|(key, history)| {
+            let results: Vec<serde_json::Value> = history
+                .entries()
+                .map(|e| {
+                    serde_json::json!({
+                        "at": crate::logging::format_time(e.started()),
+                        "success": e.success(),
+                        "state": e.state.as_str(),
+                        "duration_seconds": e.duration().as_secs_f64(),
+                        "phase": e.phase.map(|p| p.as_str()),
+                        "reason": e.reason.map(|r| r.as_str()),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "target": key.target,
+                "port": key.port,
+                "module": key.module,
+                "mx": key.via.as_ref().map(|v| v.mx.clone()).filter(|mx| !mx.is_empty()),
+                "address": key.via.as_ref().map(|v| v.address.to_string()),
+                "uptime": history.uptime(window),
+                "results": results,
+            })
+        })
+        .collect();
+    let mut text = serde_json::to_string_pretty(&serde_json::json!({ "window": window, "specs": specs }))
+        .expect("JSON of plain data");
+    text.push('\n');
+    text
 }
 
 /// A probe in words, for a person troubleshooting: the result, the transcript with times,

@@ -17,6 +17,8 @@ pub enum Page {
     Config,
     /// The transcript of a scheduled spec's last failing probe.
     Transcript,
+    /// Every spec's recent results, as JSON.
+    History,
     Healthy,
     Ready,
     Reload,
@@ -40,10 +42,11 @@ impl Default for Paths {
 }
 
 /// The pages whose paths are fixed; the telemetry path may not take one of them.
-const FIXED: [(&str, Page); 7] = [
+const FIXED: [(&str, Page); 8] = [
     ("/probe", Page::Probe),
     ("/config", Page::Config),
     ("/transcript", Page::Transcript),
+    ("/history", Page::History),
     ("/-/healthy", Page::Healthy),
     ("/-/ready", Page::Ready),
     ("/-/reload", Page::Reload),

@@ -20,7 +20,7 @@ use crate::config::{ExpansionKind, SpecKey};
 use crate::dns::Family;
 use crate::domains::{Accepted, Resolution};
 use crate::probe::{Phase, PortState, ProbeReport};
-use crate::store::Store;
+use crate::store::{History, Store};
 
 /// Seconds between automatic reloads of the page.
 const REFRESH_SECONDS: u32 = 30;
@@ -142,6 +142,10 @@ td.reason { white-space: normal; max-width: 32rem; }
 .legend i { display: inline-block; width: .8rem; height: .8rem; margin-right: .2rem; vertical-align: middle; }
 .warn { color: #c62828; font-weight: 600; }
 .scale { color: #666; font-weight: normal; font-size: .85em; }
+.strip { display: inline-flex; gap: 1px; vertical-align: middle; }
+.strip i { display: block; width: 3px; height: .8rem; background: #2e7d32; }
+.strip i.h-fail { background: #c62828; }
+.uptime { display: inline-block; min-width: 3rem; text-align: right; font-variant-numeric: tabular-nums; }
 /* 800 px and less: narrower bars and badges, and the age of the last probe left out. */
 @media (max-width: 900px) {
   body { margin: 0 .4rem 1rem; font-size: 12px; }
@@ -158,6 +162,8 @@ td.reason { white-space: normal; max-width: 32rem; }
 pub fn render(store: &Store, walks: &[Arc<Resolution>], paths: &Paths) -> String {
     let now = SystemTime::now();
     let mut specs = store.snapshot();
+    let histories: std::collections::HashMap<SpecKey, History> = store.histories().into_iter().collect();
+    let window = store.history_bounds().results;
     let mut html = String::with_capacity(4096 + specs.len() * 600 + walks.len() * 300);
     head(&mut html, paths);
     summary(&mut html, &specs);
@@ -165,11 +171,11 @@ pub fn render(store: &Store, walks: &[Arc<Resolution>], paths: &Paths) -> String
     specs.sort_by_key(|(_, report)| row_rank(report));
     legend(&mut html);
     html.push_str(
-        "<table id=\"specs\">\n<thead><tr><th>Target</th><th>Port</th><th>Module</th><th>State</th><th class=\"hide-narrow\">Last probe</th>\
+        "<table id=\"specs\">\n<thead><tr><th>Target</th><th>Port</th><th>Module</th><th>State</th><th class=\"hide-narrow\">Last probe</th><th class=\"hide-narrow\" title=\"the last probes, oldest first (green: success, red: failure), and the share of successes among the last ones kept\">Recent</th>\
          <th>Duration</th><th title=\"one logarithmic scale for every row: each mark is ten times the last, from 1 ms to 10 s\">Phases <span class=\"scale hide-narrow\">(log scale, 1 ms to 10 s)</span></th><th>Last failure</th><th>Certificate</th></tr></thead>\n<tbody>\n",
     );
     for (key, report) in &specs {
-        row(&mut html, key, report.as_deref(), now, paths);
+        row(&mut html, key, report.as_deref(), now, paths, (histories.get(key), window));
     }
     html.push_str("</tbody>\n</table>\n</body>\n</html>\n");
     html
@@ -282,7 +288,14 @@ fn legend(html: &mut String) {
 }
 
 /// One spec's row: its labels, then its last report, or "pending" before the first.
-fn row(html: &mut String, key: &SpecKey, report: Option<&ProbeReport>, now: SystemTime, paths: &Paths) {
+fn row(
+    html: &mut String,
+    key: &SpecKey,
+    report: Option<&ProbeReport>,
+    now: SystemTime,
+    paths: &Paths,
+    history: (Option<&History>, usize),
+) {
     let _ = write!(
         html,
         "<tr class=\"spec\" data-target=\"{t}\" data-port=\"{p}\" data-module=\"{m}\"><td>{t}{via}</td><td class=\"num\">{p}</td><td>{m}</td>",
@@ -299,7 +312,7 @@ fn row(html: &mut String, key: &SpecKey, report: Option<&ProbeReport>, now: Syst
             .unwrap_or_default()
     );
     let Some(report) = report else {
-        html.push_str("<td><span class=\"state state-pending\" data-state=\"pending\">pending</span></td><td class=\"hide-narrow\"></td><td></td><td></td><td></td><td></td></tr>\n");
+        html.push_str("<td><span class=\"state state-pending\" data-state=\"pending\">pending</span></td><td class=\"hide-narrow\"></td><td class=\"hide-narrow\"></td><td></td><td></td><td></td><td></td></tr>\n");
         return;
     };
     let state = report.port_state();
@@ -311,10 +324,11 @@ fn row(html: &mut String, key: &SpecKey, report: Option<&ProbeReport>, now: Syst
         ok = u8::from(report.success()),
         mark = if state == PortState::Open && !report.success() { " ✗" } else { "" }
     );
+    let _ = write!(html, "<td class=\"num hide-narrow\">{}</td>", age(report, now));
+    strip(html, history.0, history.1);
     let _ = write!(
         html,
-        "<td class=\"num hide-narrow\">{}</td><td class=\"num\">{:.1} ms</td><td>{}</td>",
-        age(report, now),
+        "<td class=\"num\">{:.1} ms</td><td>{}</td>",
         report.duration.as_secs_f64() * 1e3,
         bar(report)
     );
@@ -333,6 +347,36 @@ fn row(html: &mut String, key: &SpecKey, report: Option<&ProbeReport>, now: Syst
     }
     certificate_cell(html, report, now);
     html.push_str("</tr>\n");
+}
+
+/// How many of a spec's latest results the strip shows.
+const STRIP: usize = 30;
+
+/// The recent results as a strip of marks (oldest first), and the uptime over the window.
+fn strip(html: &mut String, history: Option<&History>, window: usize) {
+    html.push_str("<td class=\"hide-narrow\"><span class=\"strip\">");
+    if let Some(history) = history {
+        let skip = history.entries().len().saturating_sub(STRIP);
+        for e in history.entries().skip(skip) {
+            let what = match (e.phase, e.reason) {
+                (Some(phase), Some(reason)) => format!("{phase}: {reason}"),
+                _ => "success".to_owned(),
+            };
+            let _ = write!(
+                html,
+                "<i class=\"{}\" title=\"{} {what}, {:.1} ms\"></i>",
+                if e.success() { "h-ok" } else { "h-fail" },
+                crate::logging::format_time(e.started()),
+                e.duration().as_secs_f64() * 1e3
+            );
+        }
+    }
+    html.push_str("</span>");
+    if let Some(uptime) = history.and_then(|h| h.uptime(window)) {
+        let _ =
+            write!(html, " <span class=\"uptime\" data-uptime=\"{uptime:.4}\">{:.0}%</span>", uptime * 100.0);
+    }
+    html.push_str("</td>");
 }
 
 /// The link to the transcript of `key`'s last failing probe.

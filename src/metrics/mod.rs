@@ -42,6 +42,8 @@ pub struct Exporter {
     pub reload_success_timestamp: prometheus::Gauge,
     /// How well the schedule keeps up, written by the scheduler.
     pub schedule: ScheduleMetrics,
+    /// `smtp_exporter_history_bytes`, measured at each scrape.
+    history_bytes: IntGauge,
 }
 
 /// Whether the probes keep up with their schedule: written by the scheduler, exported
@@ -179,7 +181,21 @@ impl Exporter {
             .expect("register process collector");
 
         let schedule = ScheduleMetrics::new(&registry);
-        Exporter { registry, store, resolutions, reload_successful, reload_success_timestamp, schedule }
+        let history_bytes = IntGauge::new(
+            "smtp_exporter_history_bytes",
+            "Bytes the specs' recent-result histories hold (history: in the configuration), at this scrape.",
+        )
+        .expect("history gauge");
+        registry.register(Box::new(history_bytes.clone())).expect("register history gauge");
+        Exporter {
+            registry,
+            store,
+            resolutions,
+            reload_successful,
+            reload_success_timestamp,
+            schedule,
+            history_bytes,
+        }
     }
 
     /// Adds a collector of the exporter's own (the web configuration's gauge).
@@ -203,6 +219,7 @@ impl Exporter {
     /// chunks of about `chunk` bytes handed to `flush` (which takes the bytes and says
     /// whether to go on); the last, shorter chunk too.
     pub fn render_chunks(&self, chunk: usize, flush: &mut dyn FnMut(&mut Vec<u8>) -> bool) {
+        self.history_bytes.set(i64::try_from(self.store.history_heap_bytes()).unwrap_or(i64::MAX));
         let rows = self.store.rows();
         let mut out = Vec::with_capacity(chunk.saturating_add(chunk / 4).min(4 << 20));
         TextEncoder::new()

@@ -744,3 +744,42 @@ async fn transcripts_are_bounded_and_linked_from_the_status_page() {
         http(exporter.addr, "GET", &format!("/transcript?target=good&port={}&module=submission", 0)).await;
     assert_eq!(status, 404);
 }
+
+/// Issue 16, history: `/history` serves each spec's recent results with the uptime over
+/// the configured window; `history.results` bounds what is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_served_as_json_within_its_bounds() {
+    let closed = free_port();
+    let yaml = format!(
+        "interval: 1s\nhistory: {{ results: 2, failures: 1 }}\nmodules:\n  m: {{ tls: none, timeout: 500ms }}\ntargets:\n  - {{ name: down, host: 127.0.0.1, ports: [{{ port: {closed}, module: m }}] }}\n"
+    );
+    let exporter = crate::support::InProcess::start(yaml, "history.yml").await;
+    exporter
+        .scrape_until(Duration::from_secs(8), "four probes", |s| {
+            find(s, "smtp_probes_total", &[("target", "down")]).first().is_some_and(|x| x.value >= 4.0)
+        })
+        .await;
+    let addr = exporter.addr;
+    let (status, body) =
+        tokio::task::spawn_blocking(move || testkit::http::get(addr, "/history?target=down").unwrap())
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["window"], 2);
+    let spec = &json["specs"][0];
+    assert_eq!((spec["target"].as_str(), spec["uptime"].as_f64()), (Some("down"), Some(0.0)));
+    let results = spec["results"].as_array().unwrap();
+    // Two latest results and one older failure: three, all refused in connect.
+    assert_eq!(results.len(), 3, "{body}");
+    assert!(
+        results.iter().all(|r| r["reason"] == "refused" && r["phase"] == "connect" && r["success"] == false),
+        "{body}"
+    );
+    let (_, nothing) =
+        tokio::task::spawn_blocking(move || testkit::http::get(addr, "/history?target=other").unwrap())
+            .await
+            .unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&nothing).unwrap()["specs"], serde_json::json!([]));
+    exporter.stop().await;
+}

@@ -1349,6 +1349,64 @@ fn status_page_layout_in_chromium(mta: &Mta) -> Check {
     Ok(())
 }
 
+/// Issue 16, history: probed every second, a working relay and a closed port each build a
+/// strip of recent results on the status page, checked in headless Chromium at 1,400 px
+/// (green marks and 100% for the relay, red and 0% for the closed port; visible, one mark
+/// per probe up to 30), with a screenshot in target/test-artifacts; `/history` says the
+/// same as JSON.
+fn status_page_history_strip_in_chromium(mta: &Mta) -> Check {
+    let relay = mta.get("RELAY_PORT");
+    let closed = free_port();
+    let config = format!(
+        "interval: 1s\nmodules:\n  quick: {{ tls: starttls, timeout: 900ms, tls_config: {{ ca_file: \"{}\" }} }}\ntargets:\n  - name: postfix\n    host: localhost\n    ports:\n      - {{ port: {relay}, module: quick }}\n      - {{ port: {closed}, module: quick }}\n",
+        mta.get("CA_FILE")
+    );
+    let path = mta.state_dir.join("history.yml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let exporter = Exporter::start(&path)?;
+    std::thread::sleep(Duration::from_secs(5));
+    let (status, body) = http_get(exporter.addr, "/history?target=postfix")?;
+    let json: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("/history ({status}): {e}: {body}"))?;
+    let specs = json["specs"].as_array().cloned().unwrap_or_default();
+    let by_port = |port: &str| {
+        specs
+            .iter()
+            .find(|s| s["port"].as_u64().map(|p| p.to_string()).as_deref() == Some(port))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (ok, down) = (by_port(relay), by_port(&closed.to_string()));
+    let count = |s: &serde_json::Value| s["results"].as_array().map_or(0, Vec::len);
+    if count(&ok) < 4 || count(&down) < 4 || ok["uptime"] != 1.0 || down["uptime"] != 0.0 {
+        return Err(format!("/history after 5 s of 1-s probes: {body}"));
+    }
+    if down["results"][0]["reason"] != "refused" || ok["results"][0]["state"] != "open" {
+        return Err(format!("/history entries lack their state or reason: {body}"));
+    }
+    let mut browser = Browser::start(1400, 700)?;
+    browser.open(&format!("http://{}/", exporter.addr))?;
+    let shot = artefact_dir().join("status-page-history.png");
+    let size = browser.screenshot(&shot)?;
+    let strips = browser.eval(
+        "Object.fromEntries([...document.querySelectorAll('tr.spec')].map(r => { const s = r.querySelector('.strip'); const b = s.getBoundingClientRect(); return [r.dataset.port, [s.querySelectorAll('i.h-ok').length, s.querySelectorAll('i.h-fail').length, b.width, b.height, r.querySelector('.uptime').dataset.uptime, r.querySelector('.uptime').textContent]]; }))",
+    )?;
+    let row = |port: &str| strips[port].as_array().cloned().unwrap_or_default();
+    let (ok_row, down_row) = (row(relay), row(&closed.to_string()));
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(-1.0);
+    if num(&ok_row[0]) < 4.0 || num(&ok_row[1]) != 0.0 || ok_row[5] != "100%" {
+        return Err(format!("the relay's strip: {strips}"));
+    }
+    if num(&down_row[0]) != 0.0 || num(&down_row[1]) < 4.0 || down_row[5] != "0%" {
+        return Err(format!("the closed port's strip: {strips}"));
+    }
+    if num(&ok_row[2]) < 4.0 * 3.0 || num(&ok_row[3]) < 5.0 {
+        return Err(format!("the strip is not visible at 1,400 px: {strips}"));
+    }
+    println!("    history strips: relay {} ok, closed port {} failed (Chromium); /history agrees; screenshot {} ({size} bytes)", ok_row[0], down_row[1], shot.display());
+    Ok(())
+}
+
 /// The status page in a real browser: the DOM has one row per spec with the right state,
 /// a screenshot is kept in target/test-artifacts, and 1,000 specs still render.
 fn status_page_in_chromium(mta: &Mta) -> Check {
@@ -1445,7 +1503,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 27] = [
+    let checks: [NamedCheck; 28] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1481,6 +1539,7 @@ fn main() {
             prometheus_scrapes_through_a_proxy_path_with_gzip,
         ),
         ("transcript_of_a_real_session_redacts_auth", transcript_of_a_real_session_redacts_auth),
+        ("status_page_history_strip_in_chromium", status_page_history_strip_in_chromium),
         // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];

@@ -5,10 +5,15 @@
 //! exposition from [`Store::rows`] on scrape, the status page and readiness read
 //! [`Store::snapshot`]. Locks are held only to copy or swap an `Arc`, and a reload keeps
 //! exactly the configured specs ([`Store::reconcile`]), so a removed spec leaves no stale
-//! series.
+//! series. Each spec also keeps its recent results ([`history`]) for the status page's
+//! strip and `/history`, and its last failing report with its transcript.
+
+pub mod history;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+
+pub use history::{Entry, History, HistoryBounds};
 
 use crate::config::{Scheduled, SpecKey};
 use crate::probe::{ProbeReport, Reason};
@@ -23,6 +28,7 @@ struct SpecRecord {
     last_failure: Option<Arc<ProbeReport>>,
     probes_total: u64,
     failures_total: BTreeMap<Reason, u64>,
+    history: History,
 }
 
 /// The latest report and counters of every configured spec. Shared by the scheduler
@@ -30,6 +36,8 @@ struct SpecRecord {
 #[derive(Default)]
 pub struct Store {
     specs: RwLock<BTreeMap<SpecKey, SpecRecord>>,
+    /// How much history each spec keeps (`history:`); set on every (re)load.
+    bounds: RwLock<HistoryBounds>,
 }
 
 /// One spec's data for a scrape: what `metrics` writes.
@@ -66,16 +74,39 @@ impl Store {
         if report.success() {
             report.transcript = None;
         }
+        let entry = Entry::of(&report);
         let report = Arc::new(report);
+        let bounds = *self.bounds.read().expect("history bounds lock");
         let mut specs = self.specs.write().expect("store lock");
         if let Some(record) = specs.get_mut(key) {
             record.probes_total += 1;
+            record.history.push(entry, bounds);
             if let Some(failure) = &report.failure {
                 *record.failures_total.entry(failure.reason).or_default() += 1;
                 record.last_failure = Some(report.clone());
             }
             record.last = Some(report);
         }
+    }
+
+    /// Sets how much history each spec keeps from now on.
+    pub fn set_history_bounds(&self, bounds: HistoryBounds) {
+        *self.bounds.write().expect("history bounds lock") = bounds;
+    }
+
+    pub fn history_bounds(&self) -> HistoryBounds {
+        *self.bounds.read().expect("history bounds lock")
+    }
+
+    /// Every configured spec's history, in label order.
+    pub fn histories(&self) -> Vec<(SpecKey, History)> {
+        let specs = self.specs.read().expect("store lock");
+        specs.iter().map(|(k, s)| (k.clone(), s.history.clone())).collect()
+    }
+
+    /// The bytes the histories take, for the bench.
+    pub fn history_heap_bytes(&self) -> usize {
+        self.specs.read().expect("store lock").values().map(|s| s.history.heap_bytes()).sum()
     }
 
     /// The last failing report of `key`, with its transcript, if it ever failed.
