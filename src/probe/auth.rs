@@ -156,12 +156,12 @@ fn cram_md5(password: &[u8], challenge: &[u8]) -> String {
 /// Maps a reply that ends AUTH unsuccessfully to a reason (RFC 4954 §6).
 pub fn classify(reply: &Reply) -> StepError {
     let reason = match reply.code {
-        535 => Reason::AuthFailed,
         538 => Reason::AuthRequiredTls,
         504 => Reason::AuthMechanismUnavailable,
         // 421 means the server is closing the channel, whatever the command was.
         421 => Reason::Reply4xx,
         400..=499 => Reason::AuthTemporary,
+        // 535 (bad credentials), and any other refusal.
         500..=599 => Reason::AuthFailed,
         _ => Reason::Protocol,
     };
@@ -173,6 +173,20 @@ pub fn classify(reply: &Reply) -> StepError {
 mod tests {
     use super::*;
     use crate::test_support::strings;
+
+    /// Issue 17: the error says what the server offered, or that it offered nothing.
+    #[test]
+    fn an_unavailable_mechanism_names_what_was_offered() {
+        let offered = strings(&["PLAIN", "CRAM-MD5"]);
+        let err = choose(Some(AuthMechanism::Login), &offered).unwrap_err();
+        assert_eq!(
+            (err.reason, err.detail.as_str()),
+            (Reason::AuthMechanismUnavailable, "mechanism LOGIN is not advertised (offered: PLAIN CRAM-MD5)")
+        );
+        let err = choose(None, &[]).unwrap_err();
+        assert_eq!(err.detail, "no supported mechanism advertised (offered: none)");
+        assert_eq!(choose(None, &offered).unwrap(), AuthMechanism::Plain);
+    }
 
     #[test]
     fn cram_md5_matches_the_rfc_2195_example() {

@@ -69,6 +69,17 @@ impl Capabilities {
 
 #[cfg(test)]
 mod tests {
+    /// Issue 17: the old `AUTH=LOGIN PLAIN` form counts as AUTH, with its first mechanism.
+    #[test]
+    fn the_old_auth_equals_form_is_read() {
+        let caps = super::Capabilities::parse(&crate::test_support::strings(&[
+            "mx",
+            "AUTH=LOGIN PLAIN",
+            "AUTH LOGIN CRAM-MD5",
+        ]));
+        assert_eq!(caps.auth_mechanisms, vec!["LOGIN", "PLAIN", "CRAM-MD5"]);
+    }
+
     use super::*;
     use crate::test_support::strings;
 

@@ -244,6 +244,13 @@ mod tests {
     use strum::VariantArray;
 
     #[test]
+    fn a_failure_reads_as_phase_reason_and_detail() {
+        let failure =
+            Failure { phase: Phase::Connect, reason: Reason::Refused, detail: "Connection refused".into() };
+        assert_eq!(failure.to_string(), "phase connect failed (refused): Connection refused");
+    }
+
+    #[test]
     fn error_kinds_map_to_reasons() {
         let cases = [
             (io::ErrorKind::ConnectionRefused, Reason::Refused),

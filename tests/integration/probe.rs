@@ -883,3 +883,22 @@ async fn a_timeout_names_the_deadline_it_met() {
         report.failure
     );
 }
+
+/// Issue 17: QUIT is said after a failure only when the session is still in step (a
+/// refused AUTH), never after one that broke it (a malformed reply): the server sees it in
+/// the first case only.
+#[tokio::test]
+async fn a_courtesy_quit_follows_only_failures_that_leave_the_session_usable() {
+    let module = "tls: starttls_required\ntls_config: { ca_file: {ca} }\nauth: { username: probe@example.test, password: wrong }";
+    let (report, server, _pki) = probe_with(Behaviour::default(), module).await;
+    assert_failed(&report, Phase::Auth, Reason::AuthFailed);
+    let seen = server.wait_for_connections(1).await;
+    assert_eq!(seen[0].lines.last().map(String::as_str), Some("QUIT"), "{:?}", seen[0].lines);
+
+    let broken =
+        Behaviour { ehlo_reply_override: Some("250-ok\r\nthis is not smtp".into()), ..Behaviour::default() };
+    let (report, server, _pki) = probe_with(broken, "tls: starttls").await;
+    assert_failed(&report, Phase::Ehlo, Reason::Protocol);
+    let seen = server.wait_for_connections(1).await;
+    assert!(!seen[0].lines.iter().any(|l| l == "QUIT"), "QUIT after a broken session: {:?}", seen[0].lines);
+}
