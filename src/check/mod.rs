@@ -242,7 +242,7 @@ impl Plan {
             timeout: args.timeout,
             phase_timeout: args.timeout,
             ehlo_hostname: config::DEFAULT_EHLO_HOSTNAME.to_owned(),
-            ehlo_metrics: true,
+            ehlo_metrics: crate::config::EhloMetrics::All,
             ip_protocol: IpProtocol::Auto,
             auth: self.auth.clone().filter(|_| authenticates(port, mode)),
         })

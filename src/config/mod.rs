@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use model::{
-    Auth, AuthMechanism, CredentialSource, Credentials, ExpandedPort, Expansion, ExpansionKind, Expectations,
-    IpProtocol, Module, NameError, PolicyCheck, ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode,
-    Transport, Via,
+    Auth, AuthMechanism, CredentialSource, Credentials, EhloMetrics, ExpandedPort, Expansion, ExpansionKind,
+    Expectations, IpProtocol, Module, NameError, PolicyCheck, ProbeSpec, Scheduled, Secret, Shard, SpecKey,
+    Tls, TlsMode, Transport, Via,
 };
 
 /// The configuration used when no `--config.file` is given: the local host on the four

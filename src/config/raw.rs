@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer};
 use strum::VariantNames;
 
-use super::model::{AuthMechanism, IpProtocol, TlsMode};
+use super::model::{AuthMechanism, EhloMetrics, IpProtocol, TlsMode};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,8 +104,8 @@ pub(super) struct RawModule {
     pub(super) timeout: Option<String>,
     pub(super) phase_timeout: Option<String>,
     pub(super) ehlo_hostname: Option<String>,
-    #[serde(default = "yes")]
-    pub(super) ehlo_metrics: bool,
+    #[serde(default)]
+    pub(super) ehlo_metrics: EhloMetrics,
     #[serde(default)]
     pub(super) ip_protocol: IpProtocol,
     #[serde(default)]
@@ -177,6 +177,27 @@ macro_rules! deserialize_by_name {
 }
 
 deserialize_by_name!(TlsMode, IpProtocol, AuthMechanism, CertPolicy);
+
+/// `ehlo_metrics`: a name (`all`, `offered`, `none`), or `true` / `false` as it was first
+/// written (all / none).
+impl<'de> Deserialize<'de> for EhloMetrics {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameOrBool;
+        impl serde::de::Visitor<'_> for NameOrBool {
+            type Value = EhloMetrics;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "one of {}, or true / false", EhloMetrics::VARIANTS.join(", "))
+            }
+            fn visit_bool<E: serde::de::Error>(self, all: bool) -> Result<EhloMetrics, E> {
+                Ok(if all { EhloMetrics::All } else { EhloMetrics::None })
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<EhloMetrics, E> {
+                text.parse().map_err(|_| E::unknown_variant(text, EhloMetrics::VARIANTS))
+            }
+        }
+        deserializer.deserialize_any(NameOrBool)
+    }
+}
 
 /// What an invalid certificate does to the probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::VariantNames)]

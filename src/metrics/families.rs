@@ -138,12 +138,12 @@ const AUTH_REPLY_CODE: Family<0> =
     gauge("smtp_auth_reply_code", "Code of the last reply in the AUTH exchange {src}.", []);
 const EHLO_EXTENSION: Family<2> = gauge(
     "smtp_ehlo_extension",
-    "1 if EHLO advertised the extension, else 0, in the plain or TLS session {src}.",
+    "1 if EHLO advertised the extension in the plain or TLS session {src}; 0 (rather than absent) only under ehlo_metrics: all.",
     ["extension", "session"],
 );
 const EHLO_AUTH_MECHANISM: Family<2> = gauge(
     "smtp_ehlo_auth_mechanism",
-    "1 if EHLO advertised the SASL mechanism, else 0, in the plain or TLS session {src}.",
+    "1 if EHLO advertised the SASL mechanism in the plain or TLS session {src}; 0 (rather than absent) only under ehlo_metrics: all.",
     ["mechanism", "session"],
 );
 const EHLO_SIZE_LIMIT: Family<1> = gauge(
@@ -331,21 +331,33 @@ fn sessions(row: &Row) -> impl Iterator<Item = (&'static str, &Capabilities)> {
         .filter_map(|(session, caps)| caps.map(|caps| (session, caps)))
 }
 
-/// What EHLO advertised, before and inside TLS. The per-keyword gauges only where the
-/// module keeps `ehlo_metrics` on.
+/// What EHLO advertised, before and inside TLS. The per-keyword gauges as the module's
+/// `ehlo_metrics` says: every known keyword at 1 or 0 (`all`), those offered at 1
+/// (`offered`), or none.
 fn write_ehlo(x: &mut Exposition<'_>) {
+    use crate::config::EhloMetrics;
+    let shown = |row: &Row, offered: bool| match row.ehlo_metrics {
+        EhloMetrics::All => true,
+        EhloMetrics::Offered => offered,
+        EhloMetrics::None => false,
+    };
     x.family(&EHLO_EXTENSION, |f, row| {
-        for (session, caps) in sessions(row).filter(|_| row.ehlo_metrics) {
+        for (session, caps) in sessions(row) {
             for extension in EHLO_EXTENSIONS {
-                f.sample([extension, session], bool_value(caps.has(extension)));
+                let offered = caps.has(extension);
+                if shown(row, offered) {
+                    f.sample([extension, session], bool_value(offered));
+                }
             }
         }
     });
     x.family(&EHLO_AUTH_MECHANISM, |f, row| {
-        for (session, caps) in sessions(row).filter(|_| row.ehlo_metrics) {
+        for (session, caps) in sessions(row) {
             for mechanism in AUTH_MECHANISMS {
                 let offered = caps.auth_mechanisms.iter().any(|m| m == mechanism);
-                f.sample([mechanism, session], bool_value(offered));
+                if shown(row, offered) {
+                    f.sample([mechanism, session], bool_value(offered));
+                }
             }
         }
     });

@@ -22,7 +22,7 @@ use crate::probe::{ProbeReport, Reason};
 #[derive(Default)]
 struct SpecRecord {
     /// The module's `ehlo_metrics` setting, refreshed on every reconcile.
-    ehlo_metrics: bool,
+    ehlo_metrics: crate::config::EhloMetrics,
     last: Option<Arc<ProbeReport>>,
     /// The last failing report, kept with its transcript until the next failure.
     last_failure: Option<Arc<ProbeReport>>,
@@ -44,7 +44,7 @@ pub struct Store {
 pub struct Row {
     pub key: SpecKey,
     pub report: Arc<ProbeReport>,
-    pub ehlo_metrics: bool,
+    pub ehlo_metrics: crate::config::EhloMetrics,
     pub probes_total: u64,
     pub failures_total: Vec<(Reason, u64)>,
 }
@@ -57,7 +57,7 @@ impl Store {
     /// Keeps exactly the configured specs: new ones start empty, removed ones lose their
     /// record and series, kept ones keep their counters and take the new settings.
     pub fn reconcile(&self, configured: &[Arc<Scheduled>]) {
-        let wanted: BTreeMap<SpecKey, bool> =
+        let wanted: BTreeMap<SpecKey, crate::config::EhloMetrics> =
             configured.iter().map(|s| (s.spec.key(), s.spec.module.ehlo_metrics)).collect();
         let mut specs = self.specs.write().expect("store lock");
         specs.retain(|k, _| wanted.contains_key(k));

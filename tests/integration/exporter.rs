@@ -204,20 +204,24 @@ async fn scrape_shows_every_core_series() {
     assert_eq!(value(&m, "smtp_auth_success", &good), 1.0);
     assert_eq!(value(&m, "smtp_auth_reply_code", &good), 235.0);
     assert!(find(&m, "smtp_auth_success", &down).is_empty());
+    // ehlo_metrics: offered (the default): what is advertised, at 1; nothing else.
     let ext = |e: &'static str, session: &'static str| {
-        value(&m, "smtp_ehlo_extension", &[good[0], ("extension", e), ("session", session)])
+        find(&m, "smtp_ehlo_extension", &[good[0], ("extension", e), ("session", session)])
+            .first()
+            .map(|s| s.value)
     };
-    assert_eq!(ext("STARTTLS", "plain"), 1.0);
-    assert_eq!(ext("STARTTLS", "tls"), 0.0);
-    assert_eq!(ext("PIPELINING", "tls"), 1.0);
-    assert_eq!(ext("CHUNKING", "tls"), 0.0);
-    assert_eq!(find(&m, "smtp_ehlo_extension", &good).len(), 18);
+    assert_eq!(ext("STARTTLS", "plain"), Some(1.0));
+    assert_eq!(ext("STARTTLS", "tls"), None);
+    assert_eq!(ext("PIPELINING", "tls"), Some(1.0));
+    assert_eq!(ext("CHUNKING", "tls"), None);
     let mech = |mech: &'static str, session: &'static str| {
-        value(&m, "smtp_ehlo_auth_mechanism", &[good[0], ("mechanism", mech), ("session", session)])
+        find(&m, "smtp_ehlo_auth_mechanism", &[good[0], ("mechanism", mech), ("session", session)])
+            .first()
+            .map(|s| s.value)
     };
-    assert_eq!(mech("PLAIN", "tls"), 1.0);
-    assert_eq!(mech("PLAIN", "plain"), 0.0, "the fake offers AUTH only after TLS");
-    assert_eq!(mech("CRAM-MD5", "tls"), 0.0);
+    assert_eq!(mech("PLAIN", "tls"), Some(1.0));
+    assert_eq!(mech("PLAIN", "plain"), None, "the fake offers AUTH only after TLS");
+    assert_eq!(mech("CRAM-MD5", "tls"), None);
     assert_eq!(value(&m, "smtp_ehlo_size_limit_bytes", &[good[0], ("session", "tls")]), 10_240_000.0);
     assert_eq!(value(&m, "smtp_probe_bare_lf_lines", &good), 0.0);
 
@@ -398,7 +402,7 @@ async fn ehlo_metrics_can_be_turned_off_per_module() {
     let pki = TestPki::new();
     let server = FakeSmtp::start(Behaviour::default(), &pki).await;
     let yaml = format!(
-        "modules:\n  lean: {{ tls: starttls, timeout: 5s, ehlo_metrics: false }}\n  full: {{ tls: starttls, timeout: 5s }}\ntargets:\n  - name: fake\n    host: 127.0.0.1\n    ports: [{{ port: {p}, module: lean }}, {{ port: {p}, module: full }}]\n",
+        "modules:\n  lean: {{ tls: starttls, timeout: 5s, ehlo_metrics: false }}\n  offered: {{ tls: starttls, timeout: 5s }}\n  all: {{ tls: starttls, timeout: 5s, ehlo_metrics: all }}\n  old: {{ tls: starttls, timeout: 5s, ehlo_metrics: true }}\ntargets:\n  - name: fake\n    host: 127.0.0.1\n    ports: [{{ port: {p}, module: lean }}, {{ port: {p}, module: offered }}, {{ port: {p}, module: all }}, {{ port: {p}, module: old }}]\n",
         p = server.port()
     );
     let config = pki.ca_file.with_file_name("lean.yml");
@@ -406,9 +410,32 @@ async fn ehlo_metrics_can_be_turned_off_per_module() {
     let exporter = Running::start(&config).await;
     exporter.wait_ready().await;
     let m = exporter.metrics().await;
-    assert!(find(&m, "smtp_ehlo_extension", &[("module", "lean")]).is_empty());
-    assert!(find(&m, "smtp_ehlo_auth_mechanism", &[("module", "lean")]).is_empty());
-    assert_eq!(find(&m, "smtp_ehlo_extension", &[("module", "full")]).len(), 18);
+    let series = |family: &str, module: &str| find(&m, family, &[("module", module)]);
+    for family in ["smtp_ehlo_extension", "smtp_ehlo_auth_mechanism"] {
+        assert!(series(family, "lean").is_empty());
+        // Every known keyword in both sessions, at 1 or 0; `true` is `all`.
+        let want = if family == "smtp_ehlo_extension" { 18 } else { 20 };
+        assert_eq!(series(family, "all").len(), want, "{family}");
+        assert_eq!(series(family, "old").len(), want, "{family}");
+        // offered: exactly the ones at 1 under `all`.
+        let ones = |module: &str| {
+            let mut v: Vec<_> = series(family, module)
+                .iter()
+                .filter(|s| s.value == 1.0)
+                .map(|s| {
+                    (
+                        s.labels.get("extension").or(s.labels.get("mechanism")).cloned(),
+                        s.labels["session"].clone(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert!(series(family, "offered").iter().all(|s| s.value == 1.0));
+        assert_eq!(series(family, "offered").len(), ones("all").len(), "{family}");
+        assert_eq!(ones("offered"), ones("all"), "{family}");
+    }
     assert_eq!(
         value(&m, "smtp_ehlo_size_limit_bytes", &[("module", "lean"), ("session", "plain")]),
         10_240_000.0
