@@ -244,6 +244,14 @@ mod tests {
     use strum::VariantArray;
 
     #[test]
+    fn truncation_marks_only_what_it_cut() {
+        let exactly = "x".repeat(120);
+        assert_eq!(truncate(&exactly), exactly);
+        assert_eq!(truncate(&"x".repeat(121)), format!("{exactly}…"));
+        assert_eq!(truncate("a\r\nb"), "ab");
+    }
+
+    #[test]
     fn a_failure_reads_as_phase_reason_and_detail() {
         let failure =
             Failure { phase: Phase::Connect, reason: Reason::Refused, detail: "Connection refused".into() };

@@ -83,4 +83,18 @@ mod tests {
         assert!(!name_matches("*.example.com", "example.com"));
         assert!(!name_matches("mx.example.com", "mx.example.org"));
     }
+
+    /// Issue 17: a check is made only when it is asked for and can be made: no cert_names,
+    /// no certificate check; STARTTLS never judged on implicit TLS.
+    #[test]
+    fn only_the_checks_asked_for_are_made() {
+        let mut report = ProbeReport::new();
+        report.ehlo =
+            Some(crate::probe::Capabilities::parse(&crate::test_support::strings(&["mx", "STARTTLS"])));
+        let none = Expectations::default();
+        assert_eq!(evaluate(&none, TlsMode::Starttls, &report), vec![]);
+        let starttls = Expectations { starttls: Some(true), ..Expectations::default() };
+        assert_eq!(evaluate(&starttls, TlsMode::Starttls, &report), vec![(Check::Starttls, true)]);
+        assert_eq!(evaluate(&starttls, TlsMode::Implicit, &report), vec![]);
+    }
 }

@@ -165,6 +165,22 @@ fn parse_code(d: &[u8]) -> Result<u16, ReplyError> {
 mod tests {
     use super::*;
 
+    /// Issue 17: a long multi-line reply (a big EHLO) is accepted up to 16 KiB, not beyond.
+    #[test]
+    fn replies_are_bounded_at_sixteen_kib() {
+        let lines = |n: usize| {
+            let mut s: String = (0..n).map(|i| format!("250-{i:04} {}\r\n", "k".repeat(90))).collect();
+            s.push_str("250 end\r\n");
+            s
+        };
+        let ten_kib = lines(100);
+        assert!(ten_kib.len() > 10_000 && ten_kib.len() < MAX_REPLY_BYTES);
+        assert_eq!(parse_all(&ten_kib).lines.len(), 101);
+        let too_long = lines(200);
+        assert!(too_long.len() > MAX_REPLY_BYTES);
+        assert!(parse_reply(too_long.as_bytes()).is_err());
+    }
+
     fn parse_all(s: &str) -> Reply {
         let (reply, used) = parse_reply(s.as_bytes()).unwrap().expect("complete reply");
         assert_eq!(used, s.len());
