@@ -118,7 +118,7 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
         resolver,
         probe_endpoint,
         warnings,
-        shown: String::new(),
+        text: Arc::from(""),
         history,
     })
 }

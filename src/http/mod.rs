@@ -186,7 +186,7 @@ async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
         ),
         Page::Config if read_only => {
             let config = state.config.read().expect("config lock").clone();
-            respond(StatusCode::OK, "text/plain; charset=utf-8", Body::whole(config.shown.clone()))
+            respond(StatusCode::OK, "text/plain; charset=utf-8", Body::whole(config.shown()))
         }
         Page::Transcript if read_only => last_failure_transcript(state, &req),
         Page::History if read_only => respond(

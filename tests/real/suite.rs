@@ -640,7 +640,8 @@ fn transcript_of_a_real_session_redacts_auth(mta: &Mta) -> Check {
 /// path (so its routes move under /smtp) and `--web.telemetry-path=/stats`. A real
 /// Prometheus scrapes /smtp/stats through nginx: the target is up, the series arrive, and
 /// nginx's log shows that the exporter answered Prometheus' scrapes gzipped. The status page,
-/// read through the proxy, links to /smtp/stats.
+/// read through the proxy, links to /smtp/stats. nginx runs as one process (no master), so
+/// that killing it leaves no worker behind.
 fn prometheus_scrapes_through_a_proxy_path_with_gzip(mta: &Mta) -> Check {
     let relay = mta.get("RELAY_PORT");
     let targets = format!(
@@ -656,7 +657,7 @@ fn prometheus_scrapes_through_a_proxy_path_with_gzip(mta: &Mta) -> Check {
     std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
     let d = dir.display();
     let nginx_conf = format!(
-        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nworker_processes 1;\ndaemon off;\nevents {{ worker_connections 64; }}\nhttp {{\n  log_format scrape '$request_uri|$http_user_agent|$upstream_http_content_encoding|$status';\n  access_log {d}/access.log scrape;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen {proxy};\n    location /smtp/ {{ proxy_pass http://{}; proxy_http_version 1.1; }}\n  }}\n}}\n",
+        "pid {d}/nginx.pid;\nerror_log {d}/error.log;\ndaemon off;\nmaster_process off;\nevents {{ worker_connections 64; }}\nhttp {{\n  log_format scrape '$request_uri|$http_user_agent|$upstream_http_content_encoding|$status';\n  access_log {d}/access.log scrape;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen {proxy};\n    location /smtp/ {{ proxy_pass http://{}; proxy_http_version 1.1; }}\n  }}\n}}\n",
         exporter.addr
     );
     std::fs::write(dir.join("nginx.conf"), nginx_conf).map_err(|e| e.to_string())?;
