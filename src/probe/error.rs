@@ -275,6 +275,24 @@ mod tests {
         }
     }
 
+    /// Issue 17: the reasons the code can give are exactly those the README documents, in
+    /// its order (an independent list: a reason added or renamed on one side only fails).
+    #[test]
+    fn the_readme_documents_every_reason_and_no_other() {
+        let readme = include_str!("../../README.md");
+        let table =
+            readme.split("\n### Failure reasons\n").nth(1).expect("the section").split("\n#").next().unwrap();
+        // The first cell of each row: one reason, or two as `a` / `b`.
+        let documented: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .flat_map(|l| l.split(" | ").next().unwrap_or("").split("` / `"))
+            .map(|cell| cell.trim_end_matches('`'))
+            .collect();
+        let code: Vec<&str> = Reason::VARIANTS.iter().map(|r| r.as_str()).collect();
+        assert_eq!(documented, code);
+    }
+
     #[test]
     fn label_values_are_unique_snake_case() {
         let mut seen = std::collections::HashSet::new();

@@ -246,8 +246,10 @@ async fn wrong_server_name_is_tls_cert_invalid() {
         "tls: implicit\ntls_config: { ca_file: {ca}, server_name: mail.example.org }",
     )
     .await;
-    // The fake server speaks plain SMTP here, so this also covers "TLS to a plain port".
-    assert_eq!(report.failure.as_ref().unwrap().phase, Phase::TlsHandshake);
+    // The fake server speaks plain SMTP here, so this also covers "TLS to a plain port":
+    // its greeting is not a TLS record.
+    assert_failed(&report, Phase::TlsHandshake, Reason::TlsHandshake);
+    assert!(report.failure.as_ref().unwrap().detail.contains("corrupt"), "{:?}", report.failure);
     let behaviour = Behaviour { implicit_tls: true, ..Behaviour::default() };
     let (report, _server, _pki) =
         probe_with(behaviour, "tls: implicit\ntls_config: { ca_file: {ca}, server_name: mail.example.org }")
