@@ -113,7 +113,7 @@ where
         (CredentialSource::TokenFile(path), AuthMechanism::Xoauth2) => {
             // Read on every probe: another process rotates the token.
             let token = read_token(path).await?;
-            let payload = B64.encode(format!("user={user}\x01auth=Bearer {}\x01\x01", token.trim()));
+            let payload = xoauth2_payload(user, token.trim());
             session.secrets(&[token.trim(), &payload]);
             let reply = step(
                 session.secret_command(&format!("AUTH XOAUTH2 {payload}"), "AUTH XOAUTH2 <redacted>").await?,
@@ -142,6 +142,11 @@ where
     } else {
         Err(classify(&last))
     }
+}
+
+/// The XOAUTH2 initial response: `user=U ^A auth=Bearer T ^A ^A`, base64.
+fn xoauth2_payload(user: &str, token: &str) -> String {
+    B64.encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
 }
 
 /// The CRAM-MD5 response digest (RFC 2195): HMAC-MD5 of the challenge keyed with the
@@ -173,6 +178,16 @@ pub fn classify(reply: &Reply) -> StepError {
 mod tests {
     use super::*;
     use crate::test_support::strings;
+
+    /// Issue 17: the XOAUTH2 payload is the one Google's XOAUTH2 documentation gives for its
+    /// example user and token (an independent vector, not the client's own format).
+    #[test]
+    fn xoauth2_payload_matches_the_documented_example() {
+        assert_eq!(
+            xoauth2_payload("someuser@example.com", "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"),
+            "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+        );
+    }
 
     /// Issue 17: the error says what the server offered, or that it offered nothing.
     #[test]

@@ -533,9 +533,15 @@ async fn xoauth2(
     eol: &str,
     seen: &mut Observed,
 ) -> Result<Option<bool>, String> {
+    // Parsed as the mechanism defines it (fields separated by ^A, the last two empty),
+    // not compared with a payload built the way the client builds it.
     let token = b.xoauth2_token.lock().unwrap().clone();
-    let expected = B64.encode(format!("user={}\x01auth=Bearer {token}\x01\x01", b.username));
-    if payload == expected {
+    let decoded = B64.decode(payload.trim()).ok().and_then(|d| String::from_utf8(d).ok()).unwrap_or_default();
+    let fields: Vec<&str> = decoded.split('\x01').collect();
+    let accepted = matches!(fields.as_slice(), [user, auth, "", ""]
+        if user.strip_prefix("user=") == Some(b.username.as_str())
+            && auth.strip_prefix("auth=Bearer ") == Some(token.as_str()));
+    if accepted {
         return Ok(Some(true));
     }
     let error = B64.encode(r#"{"status":"401","schemes":"bearer"}"#);
