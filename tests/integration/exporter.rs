@@ -332,7 +332,9 @@ async fn probe_endpoint_runs_one_probe_and_answers_with_its_series_only() {
     assert_eq!(status, 200);
     let m = parse_exposition(&body);
     assert_eq!(value(&m, "smtp_probe_failure_info", &[("phase", "banner"), ("reason", "timeout")]), 1.0);
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(1500), "took {took:?}");
+    // Never before the 1 s cap; how late depends on the machine's load, so the upper bound
+    // only tells the cap from the module's own 5 s.
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "took {took:?}");
 
     for (path, status, needle) in [
         ("/probe?target=127.0.0.1:25&module=nope".to_owned(), 400, "unknown module \"nope\""),

