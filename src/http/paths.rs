@@ -90,10 +90,11 @@ impl Paths {
         let local = if self.prefix.is_empty() {
             path
         } else {
+            // What follows the prefix; `/smtpx/...` leaves `x/...`, which names no page, as
+            // every page's path starts with `/`.
             match path.strip_prefix(self.prefix.as_str())? {
                 "" => "/",
-                rest if rest.starts_with('/') => rest,
-                _ => return None,
+                rest => rest,
             }
         };
         if local == self.telemetry {
@@ -202,6 +203,8 @@ mod tests {
                 None,
                 "--web.route-prefix \"/a/../b\": must not contain . or .. segments",
             ),
+            (Some("/a?b"), "/metrics", None, "--web.route-prefix \"/a?b\": must be a plain path"),
+            (Some("/a b"), "/metrics", None, "--web.route-prefix \"/a b\": must be a plain path"),
             (
                 None,
                 "/metrics",

@@ -188,7 +188,38 @@ mod tests {
         for _ in 0..100 {
             t.push(Dir::Received, &"y".repeat(400));
         }
-        assert!(t.bytes <= MAX_BYTES && t.lines().len() < 100 && t.dropped() > 0);
+        // Each line is cut to 300 characters and marked: 320 bytes; 38 fit in 12,288.
+        assert_eq!(t.lines()[0].text.len(), 320);
+        assert_eq!((t.lines().len(), t.dropped()), (38, 62));
         assert!(t.lines().iter().map(|l| l.text.len()).sum::<usize>() <= MAX_BYTES);
+    }
+
+    /// A line that fills the transcript to exactly its byte bound is kept; the next is not.
+    #[test]
+    fn the_byte_bound_is_inclusive() {
+        let mut t = Transcript::new(Instant::now());
+        for _ in 0..40 {
+            t.push(Dir::Received, &"a".repeat(300));
+        }
+        t.push(Dir::Received, &"b".repeat(MAX_BYTES - 40 * 300));
+        assert_eq!((t.lines().len(), t.dropped()), (41, 0));
+        t.push(Dir::Received, "c");
+        assert_eq!((t.lines().len(), t.dropped()), (41, 1));
+    }
+
+    /// An empty secret (an empty password) is not one: nothing is replaced.
+    #[test]
+    fn an_empty_secret_changes_nothing() {
+        let mut t = Transcript::new(Instant::now());
+        t.secret("");
+        t.secret("pw");
+        t.secret("pw");
+        t.push(Dir::Sent, "EHLO pw");
+        assert_eq!(t.lines()[0].text, "EHLO <redacted>");
+        assert_eq!(t.secrets.len(), 1);
+        // Nothing was dropped: the rendering says nothing of it.
+        let mut out = String::new();
+        t.render(&mut out);
+        assert_eq!(out.lines().count(), 1, "{out}");
     }
 }

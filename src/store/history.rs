@@ -74,10 +74,6 @@ impl History {
     /// Adds the newest result, then forgets what `bounds` no longer keep: the oldest
     /// success beyond the last `results`, else the oldest failure beyond `failures` more.
     pub fn push(&mut self, entry: Entry, bounds: HistoryBounds) {
-        if bounds.results == 0 && bounds.failures == 0 {
-            self.entries = VecDeque::new();
-            return;
-        }
         self.entries.push_back(entry);
         while self.entries.len() > bounds.results {
             let older = self.entries.len() - bounds.results;
@@ -155,5 +151,13 @@ mod tests {
         let mut none = History::default();
         none.push(entry(1, true), HistoryBounds { results: 0, failures: 0 });
         assert_eq!((none.entries().len(), none.uptime(30)), (0, None));
+
+        // No results kept, but the last two failures.
+        let mut failures_only = History::default();
+        for (at, ok) in [(1, false), (2, true), (3, false), (4, false), (5, true)] {
+            failures_only.push(entry(at, ok), HistoryBounds { results: 0, failures: 2 });
+        }
+        let kept: Vec<u32> = failures_only.entries().map(|e| e.at).collect();
+        assert_eq!(kept, vec![3, 4]);
     }
 }

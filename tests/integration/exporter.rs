@@ -805,6 +805,17 @@ async fn history_is_served_as_json_within_its_bounds() {
         results.iter().all(|r| r["reason"] == "refused" && r["phase"] == "connect" && r["success"] == false),
         "{body}"
     );
+    // When (this year, not before 1970) and how long (a refused connect: a little).
+    let this_year = smtp_exporter::logging::format_time(std::time::SystemTime::now())[..4].to_owned();
+    assert!(results.iter().all(|r| r["at"].as_str().is_some_and(|at| at.starts_with(&this_year))), "{body}");
+    assert!(
+        results.iter().all(|r| r["duration_seconds"].as_f64().is_some_and(|d| d > 0.0 && d < 1.0)),
+        "{body}"
+    );
+    // smtp_exporter_history_bytes: the entries kept, 12 bytes each (and room the ring keeps).
+    let samples = exporter.scrape().await;
+    let bytes = value(&samples, "smtp_exporter_history_bytes", &[]);
+    assert!(bytes >= 36.0 && bytes % 12.0 == 0.0 && bytes <= 12.0 * 8.0, "{bytes}");
     let (_, nothing) =
         tokio::task::spawn_blocking(move || testkit::http::get(addr, "/history?target=other").unwrap())
             .await
