@@ -53,6 +53,18 @@ pub struct MxFound {
     pub tlsa: Option<Result<Arc<TlsaSet>, (DnsFailure, String)>>,
 }
 
+impl MxFound {
+    /// How many of the MX's TLSA records SMTP can use, from a secure answer; 0 otherwise.
+    pub fn usable_tlsa(&self) -> usize {
+        match &self.tlsa {
+            Some(Ok(set)) if set.dnssec == Dnssec::Secure => {
+                set.records.iter().filter(|r| r.usable()).count()
+            }
+            _ => 0,
+        }
+    }
+}
+
 /// What a TLSA lookup said, from a fixed set: the `status` label of
 /// `smtp_domain_dane_tlsa_status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
@@ -204,13 +216,11 @@ impl<'a> Accepted<'a> {
     /// not apply (no secure, usable TLSA record), else the failure, if any.
     pub fn dane(&self, walk: &Resolution, mx: &MxFound) -> Option<Result<(), DaneFailure>> {
         let status = TlsaStatus::of(mx.tlsa.as_ref()?);
-        let usable = match (status, mx.tlsa.as_ref()?) {
-            (TlsaStatus::Bogus, _) => return Some(Err(DaneFailure::Bogus)),
-            (TlsaStatus::Failed | TlsaStatus::Indeterminate, _) => {
-                return Some(Err(DaneFailure::LookupFailed))
-            }
-            (TlsaStatus::Secure, Ok(set)) => set.records.iter().filter(|r| r.usable()).count(),
-            _ => return None,
+        let usable = match status {
+            TlsaStatus::Bogus => return Some(Err(DaneFailure::Bogus)),
+            TlsaStatus::Failed | TlsaStatus::Indeterminate => return Some(Err(DaneFailure::LookupFailed)),
+            TlsaStatus::Secure => mx.usable_tlsa(),
+            TlsaStatus::Insecure | TlsaStatus::None => return None,
         };
         if usable == 0 {
             return Some(Err(DaneFailure::NoUsableRecords));

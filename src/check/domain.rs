@@ -327,10 +327,7 @@ impl Policy {
         for mx in &resolution.mx {
             let Some(lookup) = &mx.tlsa else { continue };
             let status = TlsaStatus::of(lookup);
-            let usable = match lookup {
-                Ok(set) if status == TlsaStatus::Secure => set.records.iter().filter(|r| r.usable()).count(),
-                _ => 0,
-            };
+            let usable = mx.usable_tlsa();
             let judged = accepted.dane(resolution, mx);
             let matched = match judged {
                 Some(Ok(())) => probed

@@ -309,14 +309,8 @@ fn write_policy(f: &mut Writer<'_>, domains: &[&Resolution], accepted: &Accepted
     });
     f.each(&DANE_RECORDS, domains, |w, s| {
         for mx in &w.mx {
-            if let Some(lookup) = &mx.tlsa {
-                let usable = match lookup {
-                    Ok(set) if set.dnssec == crate::dns::Dnssec::Secure => {
-                        set.records.iter().filter(|r| r.usable()).count()
-                    }
-                    _ => 0,
-                };
-                s(&[&mx.host], usable as f64);
+            if mx.tlsa.is_some() {
+                s(&[&mx.host], mx.usable_tlsa() as f64);
             }
         }
     });
