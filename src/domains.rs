@@ -653,3 +653,99 @@ impl WalkTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dane::{Outcome, Tlsa};
+    use crate::probe::ProbeReport;
+
+    fn tls(outcome: Option<Outcome>) -> crate::tls::TlsInfo {
+        crate::tls::TlsInfo {
+            version: "TLS1.3".into(),
+            cipher: String::new(),
+            kx_group: None,
+            cert_error: None,
+            cert_error_detail: None,
+            leaf_not_after: None,
+            chain_earliest_not_after: None,
+            leaf_names: Vec::new(),
+            subject_cn: String::new(),
+            issuer_cn: String::new(),
+            serial: String::new(),
+            fingerprint_sha256: String::new(),
+            dane: outcome,
+        }
+    }
+
+    /// Issue 14, judged hermetically: a secure MX whose probes matched holds; one whose
+    /// probe did not match is no_match; one with no handshake is no_tls; a secure set
+    /// without usable records is no_usable_records; bogus and failed lookups say so; an
+    /// insecure answer or none means DANE does not apply.
+    #[test]
+    fn dane_is_judged_per_mx_from_the_lookup_and_the_probes() {
+        let record = Tlsa { usage: 3, selector: 1, matching: 1, data: vec![1; 32] };
+        let set = |dnssec, records: Vec<Tlsa>| Some(Ok(Arc::new(TlsaSet { dnssec, records })));
+        let mx = |host: &str, tlsa| MxFound { preference: 10, host: host.into(), addresses: vec![], tlsa };
+        let pkix = Tlsa { usage: 1, ..record.clone() };
+        let walk = Resolution {
+            name: "d.test".into(),
+            kind: ExpansionKind::Domain,
+            at: SystemTime::now(),
+            failure: None,
+            null_mx: false,
+            implicit_mx: false,
+            mx: vec![
+                mx("ok", set(Dnssec::Secure, vec![record.clone(), pkix.clone()])),
+                mx("stale", set(Dnssec::Secure, vec![record.clone()])),
+                mx("silent", set(Dnssec::Secure, vec![record.clone()])),
+                mx("pkix", set(Dnssec::Secure, vec![pkix])),
+                mx("unsigned", set(Dnssec::Insecure, vec![record.clone()])),
+                mx("bogus", Some(Err((DnsFailure::Bogus, String::new())))),
+                mx("failed", Some(Err((DnsFailure::Servfail, String::new())))),
+                mx("none", Some(Err((DnsFailure::NoRecords, String::new())))),
+                mx("off", None),
+            ],
+            lookups: vec![],
+            delivery_port: 25,
+            delivery_module: "relay".into(),
+            policy: None,
+        };
+        let key = |mx: &str| crate::config::SpecKey {
+            target: "d.test".into(),
+            port: 25,
+            module: "relay".into(),
+            via: Some(Arc::new(Via { mx: mx.into(), address: "192.0.2.1".parse().unwrap() })),
+        };
+        let report = |matched: bool| {
+            let mut r = ProbeReport::new();
+            r.tls = Some(tls(Some(Outcome {
+                usable: 1,
+                matched: matched.then(|| record.clone()),
+                anchor: matched.then_some(0),
+            })));
+            r
+        };
+        let keys = [key("ok"), key("stale"), key("silent")];
+        let reports = [report(true), report(false), ProbeReport::new()];
+        let walks = [Arc::new(walk)];
+        let accepted = Accepted::new(&walks, keys.iter().zip(reports.iter().map(Some)));
+        let walk = &walks[0];
+        let judged: Vec<_> =
+            walk.mx.iter().map(|m| (m.host.as_str(), accepted.dane(walk, m), m.usable_tlsa())).collect();
+        assert_eq!(
+            judged,
+            vec![
+                ("ok", Some(Ok(())), 1),
+                ("stale", Some(Err(DaneFailure::NoMatch)), 1),
+                ("silent", Some(Err(DaneFailure::NoTls)), 1),
+                ("pkix", Some(Err(DaneFailure::NoUsableRecords)), 0),
+                ("unsigned", None, 0),
+                ("bogus", Some(Err(DaneFailure::Bogus)), 0),
+                ("failed", Some(Err(DaneFailure::LookupFailed)), 0),
+                ("none", None, 0),
+                ("off", None, 0),
+            ]
+        );
+    }
+}
