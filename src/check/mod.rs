@@ -245,6 +245,7 @@ impl Plan {
             ehlo_metrics: crate::config::EhloMetrics::All,
             ip_protocol: IpProtocol::Auto,
             auth: self.auth.clone().filter(|_| authenticates(port, mode)),
+            envelope: None,
         })
     }
 }

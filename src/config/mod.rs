@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use model::{
-    Auth, AuthMechanism, CredentialSource, Credentials, EhloMetrics, ExpandedPort, Expansion, ExpansionKind,
-    Expectations, IpProtocol, Module, NameError, PolicyCheck, ProbeSpec, Scheduled, Secret, Shard, SpecKey,
-    Tls, TlsMode, Transport, Via,
+    Auth, AuthMechanism, CredentialSource, Credentials, EhloMetrics, Envelope, EnvelopeExpect,
+    EnvelopeRecipient, ExpandedPort, Expansion, ExpansionKind, Expectations, IpProtocol, Module, NameError,
+    PolicyCheck, ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport, Via,
 };
 
 /// The configuration used when no `--config.file` is given: the local host on the four
@@ -179,6 +179,9 @@ impl Config {
         if module.auth.is_some() && !self.probe_endpoint.places.credentialed(host, port, module_name) {
             return Err(OnDemandError::Credentials);
         }
+        if module.envelope.as_ref().is_some_and(Envelope::uses_domain) {
+            return Err(OnDemandError::EnvelopeDomain);
+        }
         let module = match timeout {
             Some(t) if t < module.timeout => {
                 let mut shorter = Module::clone(module);
@@ -204,6 +207,8 @@ pub enum OnDemandError {
     /// The module carries credentials, and the configuration does not probe this host and
     /// port with it.
     Credentials,
+    /// The module's envelope names `{domain}`, which only a `domains:` entry gives.
+    EnvelopeDomain,
 }
 
 impl fmt::Display for OnDemandError {
@@ -214,6 +219,11 @@ impl fmt::Display for OnDemandError {
             OnDemandError::Name(e) => e.fmt(f),
             OnDemandError::Credentials => f.write_str(
                 "the module carries credentials: /probe uses it only for a host and port that the configuration probes with it",
+            ),
+            OnDemandError::EnvelopeDomain => write!(
+                f,
+                "the module's envelope names {}, which only a domains: entry gives; /probe cannot fill it in",
+                Envelope::DOMAIN
             ),
         }
     }

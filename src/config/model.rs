@@ -248,6 +248,55 @@ pub struct Module {
     pub ehlo_metrics: EhloMetrics,
     pub ip_protocol: IpProtocol,
     pub auth: Option<Auth>,
+    /// The envelope check after EHLO (and AUTH): MAIL FROM, RCPT TO each recipient, RSET.
+    pub envelope: Option<Envelope>,
+}
+
+/// What the envelope phase sends and what each recipient's reply must be. Never DATA: the
+/// transaction ends with RSET.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// MAIL FROM's address; empty for the null sender `<>`.
+    pub mail_from: String,
+    /// In the order they are sent: those to accept first, then those to refuse.
+    pub recipients: Vec<EnvelopeRecipient>,
+}
+
+impl Envelope {
+    /// The placeholder a recipient may hold for the domain of a `domains:` entry.
+    pub const DOMAIN: &'static str = "{domain}";
+
+    /// Whether some address needs the domain of the spec (only `domains:` entries have one).
+    pub fn uses_domain(&self) -> bool {
+        self.mail_from.contains(Self::DOMAIN)
+            || self.recipients.iter().any(|r| r.address.contains(Self::DOMAIN))
+    }
+}
+
+/// One RCPT TO of the envelope phase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvelopeRecipient {
+    /// The address, possibly with `{domain}`.
+    pub address: String,
+    pub expect: EnvelopeExpect,
+}
+
+/// What a recipient's reply must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum EnvelopeExpect {
+    /// A 2xx: the server takes mail for it (`postmaster@<domain>`, RFC 5321 §4.5.1).
+    Accept,
+    /// A 4xx or 5xx: the server does not take it (a foreign domain without AUTH: the
+    /// open-relay check).
+    Reject,
+}
+
+impl EnvelopeExpect {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// Which per-keyword EHLO series a module's specs export (`ehlo_metrics`). The dashboard
@@ -351,6 +400,11 @@ pub struct Via {
 }
 
 impl ProbeSpec {
+    /// The mail domain of a spec that a `domains:` entry made (its target), else `None`.
+    pub fn mail_domain(&self) -> Option<&str> {
+        self.via.as_ref().filter(|via| !via.mx.is_empty()).map(|_| self.target.as_str())
+    }
+
     /// A stable identity: reloads keep the state of specs whose key did not change.
     pub fn key(&self) -> SpecKey {
         SpecKey {

@@ -111,6 +111,18 @@ pub(super) struct RawModule {
     #[serde(default)]
     pub(super) tls_config: RawTlsConfig,
     pub(super) auth: Option<RawAuth>,
+    pub(super) envelope: Option<RawEnvelope>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEnvelope {
+    #[serde(default)]
+    pub(super) mail_from: String,
+    #[serde(default)]
+    pub(super) accept: Vec<String>,
+    #[serde(default)]
+    pub(super) reject: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]

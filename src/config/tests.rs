@@ -458,3 +458,52 @@ fn history_bounds_default_and_are_checked() {
     assert_eq!(err, "t.yml: history.failures: 5000 is out of range (0 to 1000)");
     assert!(parse(&format!("history: {{ keep: 3 }}\n{base}"), "t.yml").is_err(), "unknown keys are refused");
 }
+
+/// Issue 15, the envelope check's configuration: errors name the field; `{domain}` is
+/// filled in for a domain's specs and refused for a target's and by `/probe`.
+#[test]
+fn envelope_errors_and_the_domain_placeholder() {
+    let module = |envelope: &str| format!("modules:\n  m:\n    tls: starttls\n    envelope: {envelope}\n");
+    let cases = [
+        ("{ accept: [] }", "modules.m.envelope.accept: list at least one recipient under accept or reject"),
+        ("{ accept: [postmaster] }", "modules.m.envelope.accept[0]: \"postmaster\" is not an address (local@domain, printable, no spaces or <>)"),
+        ("{ reject: [\"a b@c\"] }", "modules.m.envelope.reject[0]: \"a b@c\" is not an address (local@domain, printable, no spaces or <>)"),
+        ("{ mail_from: \"<x@y>\", accept: [a@b] }", "modules.m.envelope.mail_from: \"<x@y>\" is not an address (local@domain, printable, no spaces or <>)"),
+        ("{ accept: [a@b], reject: [a@b] }", "modules.m.envelope.reject[0]: \"a@b\" is listed twice"),
+        ("{ accept: [a@b], bcc: [c@d] }", "modules.m.envelope: unknown field `bcc`, expected one of `mail_from`, `accept`, `reject`"),
+    ];
+    for (envelope, want) in cases {
+        let error = error_of(&format!("{}{TARGET_M}", module(envelope)));
+        assert!(error.starts_with(&format!("test.yml: {want}")), "{envelope}: {error}");
+    }
+    let eleven: Vec<String> = (0..11).map(|i| format!("r{i}@x.example")).collect();
+    let error = error_of(&format!("{}{TARGET_M}", module(&format!("{{ reject: [{}] }}", eleven.join(", ")))));
+    assert_eq!(
+        error,
+        "test.yml: modules.m.envelope.reject: 11 recipients; at most 10 (each is a label value)"
+    );
+    let ten = module(&format!("{{ reject: [{}] }}", eleven[..10].join(", ")));
+    assert!(parse(&format!("{ten}{TARGET_M}"), "t").is_ok());
+
+    let postmaster = module("{ accept: [\"postmaster@{domain}\"] }");
+    assert_eq!(
+        error_of(&format!("{postmaster}{TARGET_M}")),
+        "test.yml: targets[0].ports[0].module: module \"m\" puts {domain} in its envelope, which only a domains: entry gives; write the address out for a target"
+    );
+    let domains = format!("{postmaster}domains:\n  - name: example.test\n    ports: [{{ port: 25, module: m }}]\nprobe_endpoint: {{ allowed_hosts: [mx.example.test] }}\n");
+    let config = parse(&domains, "t").unwrap();
+    let envelope = config.modules["m"].envelope.as_ref().unwrap();
+    assert!(envelope.uses_domain());
+    assert_eq!(envelope.mail_from, "", "the null sender by default");
+    assert_eq!(envelope.recipients[0].expect, EnvelopeExpect::Accept);
+    assert_eq!(
+        config.on_demand_spec("mx.example.test", 25, "m", None).unwrap_err(),
+        OnDemandError::EnvelopeDomain
+    );
+    let written_out = module("{ accept: [postmaster@example.test] }");
+    assert!(!parse(&format!("{written_out}{TARGET_M}"), "t").unwrap().modules["m"]
+        .envelope
+        .as_ref()
+        .unwrap()
+        .uses_domain());
+}

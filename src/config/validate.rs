@@ -15,11 +15,12 @@ use rustls::pki_types::ServerName;
 
 use super::bounds::read_bounded;
 use super::model::{
-    Auth, AuthMechanism, CredentialSource, Credentials, ExpandedPort, Expansion, ExpansionKind, Expectations,
-    IpProtocol, Module, PolicyCheck, Scheduled, Secret, Tls, TlsMode, Transport,
+    Auth, AuthMechanism, CredentialSource, Credentials, Envelope, EnvelopeExpect, EnvelopeRecipient,
+    ExpandedPort, Expansion, ExpansionKind, Expectations, IpProtocol, Module, PolicyCheck, Scheduled, Secret,
+    Tls, TlsMode, Transport,
 };
 use super::raw::{
-    CertPolicy, RawAuth, RawConfig, RawDns, RawDomain, RawExpect, RawModule, RawPolicy, RawPort,
+    CertPolicy, RawAuth, RawConfig, RawDns, RawDomain, RawEnvelope, RawExpect, RawModule, RawPolicy, RawPort,
     RawProbeEndpoint, RawTarget, RawTlsConfig,
 };
 use super::{
@@ -371,6 +372,13 @@ fn validate_target(
     for (j, port) in target.ports.into_iter().enumerate() {
         let at = format!(".ports[{j}]");
         let module = checked_port(&at, &name, &port, interval, modules, seen)?;
+        if module.envelope.as_ref().is_some_and(Envelope::uses_domain) {
+            return Err(format!(
+                "{at}.module: module {:?} puts {} in its envelope, which only a domains: entry gives; write the address out for a target",
+                port.module,
+                Envelope::DOMAIN
+            ));
+        }
         // The name is checked now even when DNS decides the addresses later.
         let spec = module
             .spec(&name, &target.host, port.port, &port.module, expect.clone(), resolver)
@@ -476,6 +484,7 @@ fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
         }
         Some(a) => Some(validate_auth(a, base_dir).map_err(|e| format!("auth.{e}"))?),
     };
+    let envelope = raw.envelope.map(validate_envelope).transpose().map_err(|e| format!("envelope.{e}"))?;
     Ok(Module {
         transport,
         timeout,
@@ -484,7 +493,54 @@ fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
         ehlo_metrics: raw.ehlo_metrics,
         ip_protocol: raw.ip_protocol,
         auth,
+        envelope,
     })
+}
+
+/// The most recipients an envelope check sends: each is a label value of its own series.
+const MAX_ENVELOPE_RECIPIENTS: usize = 10;
+
+/// `envelope: { mail_from, accept, reject }`: at least one recipient, ten at most, each a
+/// plain address (`{domain}` allowed) that fits in a command line.
+fn validate_envelope(raw: RawEnvelope) -> Result<Envelope, String> {
+    if !raw.mail_from.is_empty() {
+        check_address(&raw.mail_from).map_err(|e| format!("mail_from: {e}"))?;
+    }
+    let mut recipients = Vec::with_capacity(raw.accept.len() + raw.reject.len());
+    for (field, list, expect) in
+        [("accept", raw.accept, EnvelopeExpect::Accept), ("reject", raw.reject, EnvelopeExpect::Reject)]
+    {
+        for (i, address) in list.into_iter().enumerate() {
+            check_address(&address).map_err(|e| format!("{field}[{i}]: {e}"))?;
+            if recipients.iter().any(|r: &EnvelopeRecipient| r.address == address) {
+                return Err(format!("{field}[{i}]: {address:?} is listed twice"));
+            }
+            recipients.push(EnvelopeRecipient { address, expect });
+        }
+    }
+    if recipients.is_empty() {
+        return Err("accept: list at least one recipient under accept or reject".into());
+    }
+    if recipients.len() > MAX_ENVELOPE_RECIPIENTS {
+        return Err(format!(
+            "reject: {} recipients; at most {MAX_ENVELOPE_RECIPIENTS} (each is a label value)",
+            recipients.len()
+        ));
+    }
+    Ok(Envelope { mail_from: raw.mail_from, recipients })
+}
+
+/// A mailbox as MAIL FROM and RCPT TO carry it: `local@domain`, printable, no spaces or
+/// angle brackets, at most 254 characters (RFC 5321's path limit less the brackets).
+fn check_address(address: &str) -> Result<(), String> {
+    let bad = address.is_empty()
+        || address.len() > 254
+        || address.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        || !address.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
+    if bad {
+        return Err(format!("{address:?} is not an address (local@domain, printable, no spaces or <>)"));
+    }
+    Ok(())
 }
 
 /// The module's transport: its TLS mode, with trust settings built from `tls_config`

@@ -57,6 +57,7 @@ fn phase_colour(phase: Phase) -> &'static str {
         Phase::TlsHandshake => "#ef5350",
         Phase::EhloTls => "#ab47bc",
         Phase::Auth => "#8d6e63",
+        Phase::Envelope => "#d4e157",
         Phase::Quit => "#78909c",
     }
 }

@@ -136,6 +136,13 @@ const AUTH_SUCCESS: Family<0> = gauge(
 );
 const AUTH_REPLY_CODE: Family<0> =
     gauge("smtp_auth_reply_code", "Code of the last reply in the AUTH exchange {src}.", []);
+const ENVELOPE_MAIL_FROM: Family<0> =
+    gauge("smtp_envelope_mail_from_reply_code", "Reply code to MAIL FROM in the envelope check {src}.", []);
+const ENVELOPE_RCPT: Family<2> = gauge(
+    "smtp_envelope_rcpt_reply_code",
+    "Reply code to RCPT TO for each recipient of the envelope check, with what it should be (accept: 2xx; reject: 4xx or 5xx) {src}.",
+    ["recipient", "expect"],
+);
 const EHLO_EXTENSION: Family<2> = gauge(
     "smtp_ehlo_extension",
     "1 if EHLO advertised the extension in the plain or TLS session {src}; 0 (rather than absent) only under ehlo_metrics: all.",
@@ -201,6 +208,7 @@ pub fn write(out: &mut Vec<u8>, rows: &[Row], source: Source, chunk: usize, flus
     write_port(&mut x);
     write_tls(&mut x);
     write_auth(&mut x);
+    write_envelope(&mut x);
     write_ehlo(&mut x);
     if source == Source::Scheduled {
         x.family(&PROBES_TOTAL, |f, row| f.sample([], row.probes_total as f64));
@@ -320,6 +328,22 @@ fn write_auth(x: &mut Exposition<'_>) {
     x.family(&AUTH_REPLY_CODE, |f, row| {
         if let Some(code) = row.report.auth_reply_code {
             f.sample([], f64::from(code));
+        }
+    });
+}
+
+/// What the envelope check's commands were answered.
+fn write_envelope(x: &mut Exposition<'_>) {
+    x.family(&ENVELOPE_MAIL_FROM, |f, row| {
+        if let Some(code) = row.report.envelope.as_ref().and_then(|e| e.mail_from) {
+            f.sample([], f64::from(code));
+        }
+    });
+    x.family(&ENVELOPE_RCPT, |f, row| {
+        for rcpt in row.report.envelope.iter().flat_map(|e| &e.recipients) {
+            if let Some(code) = rcpt.code {
+                f.sample([&rcpt.address, rcpt.expect.as_str()], f64::from(code));
+            }
         }
     });
 }

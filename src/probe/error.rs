@@ -30,6 +30,8 @@ pub enum Phase {
     EhloTls,
     /// The whole AUTH exchange.
     Auth,
+    /// MAIL FROM, each RCPT TO and RSET of the envelope check.
+    Envelope,
     /// QUIT up to its 221 reply.
     Quit,
 }
@@ -122,6 +124,14 @@ pub enum Reason {
     /// module does not allow AUTH over such a session: the password was not sent (to whoever
     /// presented that certificate).
     AuthTlsUnverified,
+    /// The envelope check: MAIL FROM or a recipient that should be accepted got a 5xx.
+    EnvelopeRejected,
+    /// The envelope check: MAIL FROM or a recipient that should be accepted got a 4xx
+    /// (greylisting, a full queue).
+    EnvelopeDeferred,
+    /// The envelope check: a recipient that should be refused was accepted (a foreign
+    /// domain without AUTH: the server relays for anyone).
+    OpenRelay,
     /// The server's bytes were not valid SMTP (garbage, too long, wrong code).
     Protocol,
     /// The exporter itself could not open a socket or look a name up: out of file
@@ -172,6 +182,9 @@ impl Reason {
                 | Reason::AuthTemporary
                 | Reason::AuthPlaintextRefused
                 | Reason::AuthTlsUnverified
+                | Reason::EnvelopeRejected
+                | Reason::EnvelopeDeferred
+                | Reason::OpenRelay
         )
     }
 }

@@ -3,12 +3,13 @@
 //! Middle of the data flow: the scheduler (or a test) calls [`run`] with a `ProbeSpec` from
 //! `config`, and gets back a plain [`ProbeReport`], which `metrics` records. A probe never
 //! touches the registry. The walk is: resolve → connect → [tls_handshake if implicit] →
-//! banner → ehlo → [starttls → tls_handshake → ehlo_tls] → [auth] → quit. Each phase has
+//! banner → ehlo → [starttls → tls_handshake → ehlo_tls] → [auth] → [envelope] → quit. Each phase has
 //! its own deadline under the probe's overall deadline; the first phase that fails ends the
 //! walk with a (phase, reason) pair, after a polite QUIT when the conversation allows it.
 
 mod auth;
 mod ehlo;
+mod envelope;
 mod error;
 pub mod expect;
 mod quickack;
@@ -32,6 +33,7 @@ use crate::config::{ProbeSpec, Tls, Transport};
 use crate::tls;
 pub use crate::tls::TlsInfo;
 pub use ehlo::Capabilities;
+pub use envelope::{EnvelopeOutcome, RecipientReply};
 pub use error::{Failure, Phase, Reason, StepError};
 use session::Session;
 pub use state::PortState;
@@ -76,6 +78,8 @@ pub struct ProbeReport {
     pub bare_lf_lines: u32,
     /// The target's expectations that could be evaluated: (check, passed).
     pub expectations: Vec<(expect::Check, bool)>,
+    /// What the envelope check's commands were answered, when the module has one and it ran.
+    pub envelope: Option<EnvelopeOutcome>,
     /// Every line sent and received, when the probe was recorded ([`run_recorded`]).
     pub transcript: Option<Arc<transcript::Transcript>>,
 }
@@ -105,6 +109,7 @@ impl ProbeReport {
             auth_reply_code: None,
             bare_lf_lines: 0,
             expectations: Vec::new(),
+            envelope: None,
             transcript: None,
         }
     }
@@ -276,6 +281,7 @@ impl<'a> Walk<'a> {
             Transport::Starttls { required, tls } => self.starttls(*required, tls, caps).await?,
         };
         self.authenticate(&caps, encrypted).await?;
+        self.envelope().await?;
         self.quit().await
     }
 
@@ -380,6 +386,15 @@ impl<'a> Walk<'a> {
             .await?;
         report.auth_success = Some(true);
         Ok(())
+    }
+
+    /// The envelope check, when the module has one: MAIL FROM, RCPT TO, RSET.
+    async fn envelope(&mut self) -> Result<(), Failure> {
+        let Some(envelope) = &self.spec.module.envelope else { return Ok(()) };
+        let domain = self.spec.mail_domain();
+        let (session, report, clock) = self.parts();
+        let out = report.envelope.insert(EnvelopeOutcome::default());
+        clock.time(&mut report.phases, Phase::Envelope, envelope::run(session, envelope, domain, out)).await
     }
 
     /// QUIT up to its 221, then the session is closed.

@@ -85,6 +85,10 @@ pub struct Behaviour {
     /// The whole session, greeting included, ends as a failure after this long. `None`:
     /// only the wait for each command line ([`COMMAND_WAIT`], 10 s) bounds it.
     pub session_time_limit: Option<Duration>,
+    /// Reply to MAIL FROM with this instead of 250.
+    pub mail_reply_override: Option<String>,
+    /// Replies to RCPT TO by address (without the angle brackets); any other gets 250.
+    pub rcpt_replies: Vec<(String, String)>,
 }
 
 impl Default for Behaviour {
@@ -113,6 +117,8 @@ impl Default for Behaviour {
             max_line_bytes: usize::MAX,
             max_commands: usize::MAX,
             session_time_limit: None,
+            mail_reply_override: None,
+            rcpt_replies: Vec::new(),
         }
     }
 }
@@ -390,6 +396,18 @@ async fn converse(
                 return Ok(());
             }
             "NOOP" | "RSET" => Next::Reply(format!("250 2.0.0 Ok{eol}")),
+            "MAIL" => Next::Reply(match &b.mail_reply_override {
+                Some(r) => format!("{r}{eol}"),
+                None => format!("250 2.1.0 Ok{eol}"),
+            }),
+            "RCPT" => {
+                let address = line.split_once('<').and_then(|(_, rest)| rest.split_once('>')).map(|(a, _)| a);
+                let listed = b.rcpt_replies.iter().find(|(a, _)| Some(a.as_str()) == address);
+                Next::Reply(match listed {
+                    Some((_, r)) => format!("{r}{eol}"),
+                    None => format!("250 2.1.5 Ok{eol}"),
+                })
+            }
             _ => Next::Reply(format!("502 5.5.2 command not recognized{eol}")),
         };
         match next {

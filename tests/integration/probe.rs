@@ -911,3 +911,94 @@ async fn a_courtesy_quit_follows_only_failures_that_leave_the_session_usable() {
     let seen = server.wait_for_connections(1).await;
     assert!(!seen[0].lines.iter().any(|l| l == "QUIT"), "QUIT after a broken session: {:?}", seen[0].lines);
 }
+
+/// Issue 15, the envelope check: MAIL FROM, every RCPT TO, then RSET and QUIT, never DATA;
+/// each recipient's code is kept, and a recipient meeting its expectation fails nothing.
+#[tokio::test]
+async fn the_envelope_check_sends_mail_rcpt_and_rset_never_data() {
+    let behaviour = Behaviour {
+        rcpt_replies: vec![("relay@foreign.example".into(), "554 5.7.1 Relay access denied".into())],
+        ..Behaviour::default()
+    };
+    let module = "tls: starttls\ntls_config: { ca_file: {ca} }\nenvelope:\n  mail_from: monitor@example.test\n  accept: [postmaster@example.test]\n  reject: [relay@foreign.example]";
+    let (report, server, _pki) = probe_with(behaviour, module).await;
+    assert!(report.success(), "{:?}", report.failure);
+    use Phase::*;
+    assert_eq!(
+        phases(&report),
+        vec![Resolve, Connect, Banner, Ehlo, Starttls, TlsHandshake, EhloTls, Envelope, Quit]
+    );
+    let envelope = report.envelope.as_ref().expect("the envelope outcome");
+    assert_eq!(envelope.mail_from, Some(250));
+    let codes: Vec<_> =
+        envelope.recipients.iter().map(|r| (r.address.as_str(), r.expect.as_str(), r.code)).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("postmaster@example.test", "accept", Some(250)),
+            ("relay@foreign.example", "reject", Some(554))
+        ]
+    );
+    let seen = server.wait_for_connections(1).await;
+    let after_ehlo: Vec<&str> = seen[0].lines.iter().skip(3).map(String::as_str).collect();
+    assert_eq!(
+        after_ehlo,
+        vec![
+            "MAIL FROM:<monitor@example.test>",
+            "RCPT TO:<postmaster@example.test>",
+            "RCPT TO:<relay@foreign.example>",
+            "RSET",
+            "QUIT"
+        ]
+    );
+}
+
+/// Issue 15: a relay recipient accepted is `open_relay`, and it outranks a postmaster
+/// refused in the same probe; every recipient is still asked, the transaction is reset and
+/// the session ends politely.
+#[tokio::test]
+async fn an_accepted_foreign_recipient_is_an_open_relay() {
+    let behaviour = Behaviour {
+        rcpt_replies: vec![("postmaster@example.test".into(), "550 5.1.1 no such user".into())],
+        ..Behaviour::default()
+    };
+    let module =
+        "tls: none\nenvelope:\n  accept: [postmaster@example.test]\n  reject: [relay@foreign.example]";
+    let (report, server, _pki) = probe_with(behaviour, module).await;
+    assert_failed(&report, Phase::Envelope, Reason::OpenRelay);
+    let detail = &report.failure.as_ref().unwrap().detail;
+    assert_eq!(detail, "RCPT TO:<relay@foreign.example>: 250 2.1.5 Ok (expected refusal)");
+    let codes: Vec<_> = report.envelope.as_ref().unwrap().recipients.iter().map(|r| r.code).collect();
+    assert_eq!(codes, vec![Some(550), Some(250)]);
+    let seen = server.wait_for_connections(1).await;
+    assert_eq!(seen[0].lines[1], "MAIL FROM:<>", "the null sender by default");
+    assert_eq!(seen[0].lines[seen[0].lines.len() - 2..], ["RSET", "QUIT"]);
+}
+
+/// Issue 15: a refused or deferred postmaster, and a refused MAIL FROM, each with its
+/// reason; after a refused MAIL FROM no recipient is asked.
+#[tokio::test]
+async fn refused_and_deferred_envelopes_have_their_reasons() {
+    let module = "tls: none\nenvelope: { accept: [postmaster@example.test] }";
+    let cases = [
+        (None, "550 5.1.1 unknown", Reason::EnvelopeRejected, Some(550)),
+        (None, "450 4.2.0 greylisted", Reason::EnvelopeDeferred, Some(450)),
+        (Some("553 5.1.8 sender refused"), "250 Ok", Reason::EnvelopeRejected, None),
+        (Some("451 4.3.0 try later"), "250 Ok", Reason::EnvelopeDeferred, None),
+    ];
+    for (mail, rcpt, reason, code) in cases {
+        let behaviour = Behaviour {
+            mail_reply_override: mail.map(str::to_owned),
+            rcpt_replies: vec![("postmaster@example.test".into(), rcpt.into())],
+            ..Behaviour::default()
+        };
+        let (report, server, _pki) = probe_with(behaviour, module).await;
+        assert_failed(&report, Phase::Envelope, reason);
+        let envelope = report.envelope.as_ref().unwrap();
+        assert_eq!(envelope.recipients[0].code, code, "{mail:?} {rcpt}");
+        let seen = server.wait_for_connections(1).await;
+        let rcpts = seen[0].lines.iter().filter(|l| l.starts_with("RCPT")).count();
+        assert_eq!(rcpts, usize::from(mail.is_none()), "{mail:?}");
+        assert_eq!(seen[0].lines.last().map(String::as_str), Some("QUIT"));
+    }
+}

@@ -19,7 +19,7 @@ fn domains_config(mta: &Mta) -> String {
 }
 
 /// Scrapes until `ready` holds, at most `within`.
-fn scrape_until(
+pub(super) fn scrape_until(
     exporter: &Exporter,
     within: Duration,
     what: &str,

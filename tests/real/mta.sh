@@ -38,6 +38,8 @@
 #   DNS_PORT           knot, zone mail.test         (default 10053)
 #   MTA_STS_PORT       nginx, the zone's MTA-STS policies (default 443, as RFC 8461 says)
 #   NOTLS_PORT         plain SMTP, no STARTTLS      (default 10026)
+#   OPENRELAY_PORT     an open relay on purpose: it trusts all of 127.0.0.0/8 as
+#                      mynetworks, so loopback clients relay anywhere (default 10028)
 #   SUBMISSION_PORT    STARTTLS required + AUTH     (default 10587)
 #   SUBMISSIONS_PORT   implicit TLS + AUTH          (default 10465)
 #   ALT_PORT           like submission ("2525")     (default 12525)
@@ -61,6 +63,7 @@ set -euo pipefail
 STATE_DIR=${REAL_STATE_DIR:-/tmp/smtp-exporter-real}
 RELAY_PORT=${RELAY_PORT:-10025}
 NOTLS_PORT=${NOTLS_PORT:-10026}
+OPENRELAY_PORT=${OPENRELAY_PORT:-10028}
 SUBMISSION_PORT=${SUBMISSION_PORT:-10587}
 SUBMISSIONS_PORT=${SUBMISSIONS_PORT:-10465}
 ALT_PORT=${ALT_PORT:-12525}
@@ -337,7 +340,7 @@ append_dot_mydomain = no
 # Accept mail for example.test (or anything after AUTH) and throw it away.
 mydestination =
 mynetworks = 127.0.0.1/32
-relay_domains = example.test
+relay_domains = example.test, envelope.mail.test
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 alias_maps =
 alias_database =
@@ -378,6 +381,9 @@ EOF
         LISTEN_ADDR=127.0.0.4 smtpd_listener "$RELAY_PORT" relay-selfsigned smtpd_tls_security_level=may \
             "smtpd_tls_cert_file=$PKI_DIR/selfsigned-leaf.pem" "smtpd_tls_key_file=$PKI_DIR/selfsigned-leaf.key"
         smtpd_listener "$NOTLS_PORT" notls smtpd_tls_security_level=none
+        # An open relay on purpose, the way a too-wide mynetworks makes one.
+        smtpd_listener "$OPENRELAY_PORT" openrelay smtpd_tls_security_level=may mynetworks=127.0.0.0/8 \
+            smtpd_relay_restrictions=permit_mynetworks,reject_unauth_destination
         smtpd_listener "$SUBMISSION_PORT" submission smtpd_tls_security_level=encrypt \
             smtpd_sasl_auth_enable=yes smtpd_tls_auth_only=yes
         smtpd_listener "$SUBMISSIONS_PORT" submissions smtpd_tls_wrappermode=yes smtpd_sasl_auth_enable=yes
@@ -503,6 +509,7 @@ write_env_file() {
             SUBMISSIONS_PORT "$SUBMISSIONS_PORT" \
             ALT_PORT "$ALT_PORT" \
             NOTLS_PORT "$NOTLS_PORT" \
+            OPENRELAY_PORT "$OPENRELAY_PORT" \
             EXPIRED_PORT "$EXPIRED_PORT" \
             WRONGNAME_PORT "$WRONGNAME_PORT" \
             SELFSIGNED_PORT "$SELFSIGNED_PORT" \
@@ -621,6 +628,7 @@ mx2       CNAME mx2-real
 mx2-real  A    127.0.0.2
 implicit  A    127.0.0.1
 null      MX   0 .
+envelope  MX   10 mx1
 noaddr    MX   10 empty
 empty     TXT  "no address here"
 _mta-sts.two     TXT "v=STSv1; id=1"
@@ -860,7 +868,7 @@ stop_dovecot() {
 }
 
 all_ports() {
-    printf '%s\n' "$RELAY_PORT" "$NOTLS_PORT" "$SUBMISSION_PORT" "$SUBMISSIONS_PORT" "$ALT_PORT" \
+    printf '%s\n' "$RELAY_PORT" "$NOTLS_PORT" "$OPENRELAY_PORT" "$SUBMISSION_PORT" "$SUBMISSIONS_PORT" "$ALT_PORT" \
         "$EXPIRED_PORT" "$WRONGNAME_PORT" "$SELFSIGNED_PORT" "$SELFSIGNED_LEAF_PORT" "$POSTSCREEN_PORT"
 }
 
@@ -876,7 +884,7 @@ check_ports_free() {
     if ((${#busy[@]})); then
         command -v ss >/dev/null && ss -ltnp >&2 || true
         die "port(s) ${busy[*]} on $LISTEN_ADDR are already in use by another program;" \
-            "choose others with RELAY_PORT/NOTLS_PORT/SUBMISSION_PORT/SUBMISSIONS_PORT/ALT_PORT/EXPIRED_PORT/WRONGNAME_PORT/SELFSIGNED_PORT/SELFSIGNED_LEAF_PORT/POSTSCREEN_PORT"
+            "choose others with RELAY_PORT/NOTLS_PORT/OPENRELAY_PORT/SUBMISSION_PORT/SUBMISSIONS_PORT/ALT_PORT/EXPIRED_PORT/WRONGNAME_PORT/SELFSIGNED_PORT/SELFSIGNED_LEAF_PORT/POSTSCREEN_PORT"
     fi
 }
 

@@ -1503,7 +1503,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 28] = [
+    let checks: [NamedCheck; 29] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1540,6 +1540,7 @@ fn main() {
         ),
         ("transcript_of_a_real_session_redacts_auth", transcript_of_a_real_session_redacts_auth),
         ("status_page_history_strip_in_chromium", status_page_history_strip_in_chromium),
+        ("envelope_checks_on_postfix", envelope_checks_on_postfix),
         // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];
@@ -1562,4 +1563,102 @@ fn main() {
     }
     println!("{passed} passed, {failed} failed");
     std::process::exit(if failed == 0 { 0 } else { 1 });
+}
+
+/// Issue 15, the envelope check against Postfix: the MX takes `postmaster@<domain>` (a
+/// domain walked through knot) and refuses to relay to a foreign domain; submission refuses
+/// to relay before AUTH and relays after it; an open relay configured on purpose (a
+/// too-wide mynetworks) is `open_relay`. promtool lints the exposition.
+fn envelope_checks_on_postfix(mta: &Mta) -> Check {
+    let (relay, sub, open, dns) =
+        (mta.get("RELAY_PORT"), mta.get("SUBMISSION_PORT"), mta.get("OPENRELAY_PORT"), mta.get("DNS_PORT"));
+    let (ca, user, pw) = (mta.get("CA_FILE"), mta.get("AUTH_USER"), mta.get("AUTH_PASSWORD_FILE"));
+    let config = format!(
+        r#"interval: 2s
+dns: {{ nameservers: ["127.0.0.1:{dns}"], timeout: 500ms, attempts: 1 }}
+modules:
+  mx_envelope:
+    tls: starttls
+    timeout: 2s
+    tls_config: {{ ca_file: {ca} }}
+    envelope: {{ accept: ["postmaster@{{domain}}"], reject: [relay-test@example.net] }}
+  mx_literal:
+    tls: starttls
+    timeout: 2s
+    tls_config: {{ ca_file: {ca} }}
+    envelope: {{ accept: [postmaster@example.test], reject: [relay-test@example.net] }}
+  submission_no_relay:
+    tls: starttls_required
+    timeout: 2s
+    tls_config: {{ ca_file: {ca} }}
+    envelope: {{ mail_from: {user}, reject: [relay-test@example.net] }}
+  submission_relays:
+    tls: starttls_required
+    timeout: 2s
+    tls_config: {{ ca_file: {ca} }}
+    auth: {{ username: {user}, password_file: {pw} }}
+    envelope: {{ mail_from: {user}, accept: [relay-test@example.net] }}
+targets:
+  - name: postfix
+    host: localhost
+    ports:
+      - {{ port: {sub}, module: submission_no_relay }}
+      - {{ port: {sub}, module: submission_relays }}
+      - {{ port: {open}, module: mx_literal }}
+domains:
+  - name: envelope.mail.test
+    ip_protocol: ip4
+    ports: [{{ port: {relay}, module: mx_envelope }}]
+"#
+    );
+    let path = mta.state_dir.join("envelope.yml");
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let exporter = Exporter::spawn(&path, &[], None)?;
+    let rcpt = |samples: &[Sample], module: &str, recipient: &str| {
+        one(samples, "smtp_envelope_rcpt_reply_code", &[("module", module), ("recipient", recipient)])
+            .map(|s| s.value)
+    };
+    let samples = domains::scrape_until(&exporter, Duration::from_secs(20), "four envelope probes", |s| {
+        ["mx_envelope", "mx_literal", "submission_no_relay", "submission_relays"]
+            .iter()
+            .all(|m| !find(s, "smtp_probe_success", &[("module", m)]).is_empty())
+    })?;
+    let cases = [
+        ("mx_envelope", "postmaster@envelope.mail.test", 250.0),
+        ("mx_envelope", "relay-test@example.net", 554.0),
+        ("submission_no_relay", "relay-test@example.net", 554.0),
+        ("submission_relays", "relay-test@example.net", 250.0),
+        ("mx_literal", "postmaster@example.test", 250.0),
+        ("mx_literal", "relay-test@example.net", 250.0),
+    ];
+    for (module, recipient, code) in cases {
+        let got = rcpt(&samples, module, recipient)?;
+        if got != code {
+            return Err(format!("{module}: RCPT TO:<{recipient}> answered {got}, expected {code}"));
+        }
+    }
+    for module in ["mx_envelope", "submission_no_relay", "submission_relays"] {
+        if one(&samples, "smtp_probe_success", &[("module", module)])?.value != 1.0 {
+            return Err(format!("{module}: the envelope check should pass"));
+        }
+    }
+    one(
+        &samples,
+        "smtp_probe_failure_info",
+        &[("module", "mx_literal"), ("phase", "envelope"), ("reason", "open_relay")],
+    )?;
+    if one(&samples, "smtp_envelope_mail_from_reply_code", &[("module", "submission_no_relay")])?.value
+        != 250.0
+    {
+        return Err("submission: MAIL FROM should be accepted before AUTH".into());
+    }
+    // Postfix saw the envelopes and no message: no queue file was ever made.
+    let log = std::fs::read_to_string(mta.get("POSTFIX_LOG")).map_err(|e| format!("postfix log: {e}"))?;
+    if !log.contains("Relay access denied") {
+        return Err("the Postfix log does not show the refused relay; the check proves nothing".into());
+    }
+    if log.contains("relay-test@example.net, relay=") || log.contains("message-id=") {
+        return Err("Postfix queued a message: the envelope check must never send DATA".into());
+    }
+    promtool_check_metrics(&exporter.exposition()?)
 }
