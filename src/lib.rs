@@ -25,6 +25,7 @@ pub mod app;
 pub mod check;
 pub mod config;
 pub mod dane;
+pub mod delivery;
 pub mod dns;
 pub mod domains;
 mod http;

@@ -246,6 +246,7 @@ impl Plan {
             ip_protocol: IpProtocol::Auto,
             auth: self.auth.clone().filter(|_| authenticates(port, mode)),
             envelope: None,
+            delivery: None,
         })
     }
 }

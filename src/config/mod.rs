@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use model::{
-    Auth, AuthMechanism, CredentialSource, Credentials, EhloMetrics, Envelope, EnvelopeExpect,
-    EnvelopeRecipient, ExpandedPort, Expansion, ExpansionKind, Expectations, IpProtocol, Module, NameError,
-    PolicyCheck, ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport, Via,
+    Auth, AuthMechanism, CredentialSource, Credentials, Delivery, EhloMetrics, Envelope, EnvelopeExpect,
+    EnvelopeRecipient, ExpandedPort, Expansion, ExpansionKind, Expectations, Imap, IpProtocol, Module,
+    NameError, PolicyCheck, ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport, Via,
 };
 
 /// The configuration used when no `--config.file` is given: the local host on the four
@@ -182,6 +182,9 @@ impl Config {
         if module.envelope.as_ref().is_some_and(Envelope::uses_domain) {
             return Err(OnDemandError::EnvelopeDomain);
         }
+        if module.delivery.is_some() {
+            return Err(OnDemandError::Delivery);
+        }
         let module = match timeout {
             Some(t) if t < module.timeout => {
                 let mut shorter = Module::clone(module);
@@ -209,6 +212,8 @@ pub enum OnDemandError {
     Credentials,
     /// The module's envelope names `{domain}`, which only a `domains:` entry gives.
     EnvelopeDomain,
+    /// The module delivers a message: only the schedule runs it, at its own pace.
+    Delivery,
 }
 
 impl fmt::Display for OnDemandError {
@@ -224,6 +229,9 @@ impl fmt::Display for OnDemandError {
                 f,
                 "the module's envelope names {}, which only a domains: entry gives; /probe cannot fill it in",
                 Envelope::DOMAIN
+            ),
+            OnDemandError::Delivery => f.write_str(
+                "the module delivers a message into a mailbox; only the schedule runs it, at its delivery.interval",
             ),
         }
     }

@@ -250,6 +250,41 @@ pub struct Module {
     pub auth: Option<Auth>,
     /// The envelope check after EHLO (and AUTH): MAIL FROM, RCPT TO each recipient, RSET.
     pub envelope: Option<Envelope>,
+    /// End-to-end delivery: submit a message after AUTH, then read it back over IMAP.
+    pub delivery: Option<Delivery>,
+}
+
+/// End-to-end delivery (`delivery:`): the probe submits a message carrying a unique token
+/// and waits until the token shows in the destination mailbox, read over IMAP; then it
+/// deletes the message. Specs of such a module run on `interval`, not the target's.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub mail_from: String,
+    pub rcpt_to: String,
+    /// Fail with `delivered_to_junk` when the message lands in the junk folder.
+    pub require_inbox: bool,
+    pub interval: Duration,
+    /// How often the mailbox is searched while waiting (the inbox wakes earlier with IDLE).
+    pub poll_interval: Duration,
+    /// Probe messages older than this, left by an earlier probe that did not finish, are
+    /// deleted by the next probe.
+    pub sweep_after: Duration,
+    pub imap: Imap,
+}
+
+/// Where and how the delivery probe reads the mailbox.
+#[derive(Clone, Debug)]
+pub struct Imap {
+    /// The IMAP server; `None`: the target's host.
+    pub host: Option<String>,
+    pub port: u16,
+    /// Implicit TLS (993) or STARTTLS (143), with the module's TLS rules; never plain,
+    /// because LOGIN carries the password.
+    pub transport: Transport,
+    pub username: String,
+    pub password: Secret,
+    /// The junk folder's name; `None`: the folder marked `\Junk` (RFC 6154), if any.
+    pub junk_mailbox: Option<String>,
 }
 
 /// What the envelope phase sends and what each recipient's reply must be. Never DATA: the

@@ -112,6 +112,45 @@ pub(super) struct RawModule {
     pub(super) tls_config: RawTlsConfig,
     pub(super) auth: Option<RawAuth>,
     pub(super) envelope: Option<RawEnvelope>,
+    pub(super) delivery: Option<RawDelivery>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    pub(super) mail_from: String,
+    pub(super) rcpt_to: String,
+    #[serde(default = "yes")]
+    pub(super) require_inbox: bool,
+    pub(super) interval: Option<String>,
+    pub(super) poll_interval: Option<String>,
+    pub(super) sweep_after: Option<String>,
+    pub(super) imap: RawImap,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawImap {
+    pub(super) host: Option<String>,
+    pub(super) port: Option<u16>,
+    pub(super) tls: ImapTlsMode,
+    #[serde(default)]
+    pub(super) tls_config: RawTlsConfig,
+    pub(super) username: String,
+    pub(super) password: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) password_env: Option<String>,
+    pub(super) junk_mailbox: Option<String>,
+}
+
+/// How the delivery probe's IMAP connection is encrypted: there is no plain mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub(super) enum ImapTlsMode {
+    /// TLS from the first byte (port 993).
+    Implicit,
+    /// STARTTLS, required (port 143).
+    Starttls,
 }
 
 #[derive(Deserialize)]
@@ -188,7 +227,7 @@ macro_rules! deserialize_by_name {
     )*};
 }
 
-deserialize_by_name!(TlsMode, IpProtocol, AuthMechanism, CertPolicy);
+deserialize_by_name!(TlsMode, IpProtocol, AuthMechanism, CertPolicy, ImapTlsMode);
 
 /// `ehlo_metrics`: a name (`all`, `offered`, `none`), or `true` / `false` as it was first
 /// written (all / none).

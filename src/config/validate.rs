@@ -15,13 +15,13 @@ use rustls::pki_types::ServerName;
 
 use super::bounds::read_bounded;
 use super::model::{
-    Auth, AuthMechanism, CredentialSource, Credentials, Envelope, EnvelopeExpect, EnvelopeRecipient,
-    ExpandedPort, Expansion, ExpansionKind, Expectations, IpProtocol, Module, PolicyCheck, Scheduled, Secret,
-    Tls, TlsMode, Transport,
+    Auth, AuthMechanism, CredentialSource, Credentials, Delivery, Envelope, EnvelopeExpect,
+    EnvelopeRecipient, ExpandedPort, Expansion, ExpansionKind, Expectations, Imap, IpProtocol, Module,
+    PolicyCheck, Scheduled, Secret, Tls, TlsMode, Transport,
 };
 use super::raw::{
-    CertPolicy, RawAuth, RawConfig, RawDns, RawDomain, RawEnvelope, RawExpect, RawModule, RawPolicy, RawPort,
-    RawProbeEndpoint, RawTarget, RawTlsConfig,
+    CertPolicy, ImapTlsMode, RawAuth, RawConfig, RawDelivery, RawDns, RawDomain, RawEnvelope, RawExpect,
+    RawImap, RawModule, RawPolicy, RawPort, RawProbeEndpoint, RawTarget, RawTlsConfig,
 };
 use super::{
     format_duration, parse_duration, unknown_module, Config, ProbeEndpoint, DEFAULT_EHLO_HOSTNAME,
@@ -302,6 +302,12 @@ fn expanded_ports(
     for (j, port) in ports.into_iter().enumerate() {
         let at = format!(".ports[{j}]");
         let module = checked_port(&at, name, &port, interval, modules, seen)?;
+        if module.delivery.is_some() {
+            return Err(format!(
+                "{at}.module: module {:?} delivers a message, which a domain's MX walk would do on every address; probe the MX as a target",
+                port.module
+            ));
+        }
         out.push(ExpandedPort { port: port.port, module_name: port.module, module: module.clone() });
     }
     Ok(out)
@@ -323,7 +329,8 @@ fn checked_port<'m>(
     let module = modules
         .get(&port.module)
         .ok_or_else(|| format!("{at}.module: {}", unknown_module(&port.module, modules)))?;
-    if module.timeout > interval {
+    // A delivery module runs on its own interval, checked against its timeout at load.
+    if module.delivery.is_none() && module.timeout > interval {
         return Err(format!(
             "{at}: module {:?} timeout {} exceeds the probe interval {}",
             port.module,
@@ -372,6 +379,12 @@ fn validate_target(
     for (j, port) in target.ports.into_iter().enumerate() {
         let at = format!(".ports[{j}]");
         let module = checked_port(&at, &name, &port, interval, modules, seen)?;
+        if module.delivery.is_some() && module.ip_protocol == IpProtocol::Both {
+            return Err(format!(
+                "{at}.module: module {:?} delivers a message; ip_protocol: both would deliver one per address, so use auto, ip4 or ip6",
+                port.module
+            ));
+        }
         if module.envelope.as_ref().is_some_and(Envelope::uses_domain) {
             return Err(format!(
                 "{at}.module: module {:?} puts {} in its envelope, which only a domains: entry gives; write the address out for a target",
@@ -390,6 +403,7 @@ fn validate_target(
                 module: module.clone(),
             });
         } else {
+            let interval = module.delivery.as_ref().map_or(interval, |d| d.interval);
             scheduled.push(Scheduled { spec, interval });
         }
     }
@@ -458,7 +472,9 @@ fn warnings(schedule: &[Arc<Scheduled>], expansions: &[Arc<Expansion>]) -> Vec<S
 }
 
 fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
-    let timeout = duration_in(raw.timeout.as_deref(), DEFAULT_TIMEOUT, TIMEOUT_RANGE)
+    // A delivery probe waits for the message to arrive: its deadline covers the whole path.
+    let default_timeout = if raw.delivery.is_some() { DEFAULT_DELIVERY_TIMEOUT } else { DEFAULT_TIMEOUT };
+    let timeout = duration_in(raw.timeout.as_deref(), default_timeout, TIMEOUT_RANGE)
         .map_err(|e| format!("timeout: {e}"))?;
     let phase_timeout = duration_in(raw.phase_timeout.as_deref(), timeout, TIMEOUT_RANGE)
         .map_err(|e| format!("phase_timeout: {e}"))?;
@@ -485,6 +501,13 @@ fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
         Some(a) => Some(validate_auth(a, base_dir).map_err(|e| format!("auth.{e}"))?),
     };
     let envelope = raw.envelope.map(validate_envelope).transpose().map_err(|e| format!("envelope.{e}"))?;
+    let delivery = match raw.delivery {
+        None => None,
+        Some(_) if raw.tls == TlsMode::Starttls => {
+            return Err("delivery: tls: starttls may send the message in plain text; use starttls_required or implicit (or none, to say so)".into());
+        }
+        Some(d) => Some(validate_delivery(d, timeout, base_dir).map_err(|e| format!("delivery.{e}"))?),
+    };
     Ok(Module {
         transport,
         timeout,
@@ -494,6 +517,91 @@ fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
         ip_protocol: raw.ip_protocol,
         auth,
         envelope,
+        delivery,
+    })
+}
+
+/// A delivery module's default deadline for the whole path (submit, delivery, fetch,
+/// cleanup).
+const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// `delivery.interval`: every probe writes a message into a mailbox, so not more often
+/// than every 10 s; 5 minutes by default.
+const DELIVERY_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(10), Duration::from_secs(24 * 3600));
+const DEFAULT_DELIVERY_INTERVAL: Duration = Duration::from_secs(300);
+/// `delivery.poll_interval`: how often the mailbox is searched while waiting.
+const POLL_INTERVAL_RANGE: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(60));
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(2);
+const DEFAULT_SWEEP_AFTER: Duration = Duration::from_secs(3600);
+
+/// `delivery:`: addresses, pacing (the module's `timeout` must fit in `interval`, and a
+/// message is swept only once no probe can still be waiting for it) and the IMAP side.
+fn validate_delivery(raw: RawDelivery, timeout: Duration, base_dir: &Path) -> Result<Delivery, String> {
+    check_address(&raw.mail_from).map_err(|e| format!("mail_from: {e}"))?;
+    check_address(&raw.rcpt_to).map_err(|e| format!("rcpt_to: {e}"))?;
+    let interval = duration_in(raw.interval.as_deref(), DEFAULT_DELIVERY_INTERVAL, DELIVERY_INTERVAL_RANGE)
+        .map_err(|e| format!("interval: {e}"))?;
+    if timeout > interval {
+        return Err(format!(
+            "interval: {} is shorter than the module timeout {}",
+            format_duration(interval),
+            format_duration(timeout)
+        ));
+    }
+    let poll_interval = duration_in(raw.poll_interval.as_deref(), DEFAULT_POLL_INTERVAL, POLL_INTERVAL_RANGE)
+        .map_err(|e| format!("poll_interval: {e}"))?;
+    let sweep_after = duration_in(raw.sweep_after.as_deref(), DEFAULT_SWEEP_AFTER, (timeout, Duration::from_secs(30 * 24 * 3600)))
+        .map_err(|e| format!("sweep_after: {e} (at least the module timeout, so that no probe still waiting loses its message)"))?;
+    let imap = validate_imap(raw.imap, base_dir).map_err(|e| format!("imap.{e}"))?;
+    Ok(Delivery {
+        mail_from: raw.mail_from,
+        rcpt_to: raw.rcpt_to,
+        require_inbox: raw.require_inbox,
+        interval,
+        poll_interval,
+        sweep_after,
+        imap,
+    })
+}
+
+/// `delivery.imap:`: where the mailbox is, TLS as for SMTP, and the mailbox's own login.
+fn validate_imap(raw: RawImap, base_dir: &Path) -> Result<Imap, String> {
+    if raw.host.as_deref().is_some_and(|h| h.trim().is_empty()) {
+        return Err("host: must not be empty (leave it out to use the target's host)".into());
+    }
+    if raw.port == Some(0) {
+        return Err("port: must be between 1 and 65535".into());
+    }
+    let (mode, default_port) = match raw.tls {
+        ImapTlsMode::Implicit => (TlsMode::Implicit, 993),
+        ImapTlsMode::Starttls => (TlsMode::StarttlsRequired, 143),
+    };
+    let transport = validate_transport(mode, raw.tls_config, base_dir)?;
+    if raw.username.is_empty() {
+        return Err("username: must not be empty".into());
+    }
+    let sources = [raw.password.is_some(), raw.password_file.is_some(), raw.password_env.is_some()];
+    if !sources.contains(&true) {
+        return Err("password: one of password, password_file or password_env is required".into());
+    }
+    if sources.iter().filter(|s| **s).count() > 1 {
+        return Err("password: password, password_file and password_env are mutually exclusive".into());
+    }
+    let password =
+        read_password(raw.password, raw.password_file.map(|p| resolve(base_dir, p)), raw.password_env)?;
+    if password.is_empty() {
+        return Err("password: is empty".into());
+    }
+    if raw.junk_mailbox.as_deref().is_some_and(|j| j.is_empty() || j.chars().any(char::is_control)) {
+        return Err("junk_mailbox: must be a mailbox name".into());
+    }
+    Ok(Imap {
+        host: raw.host,
+        port: raw.port.unwrap_or(default_port),
+        transport,
+        username: raw.username,
+        password: Secret::new(password),
+        junk_mailbox: raw.junk_mailbox,
     })
 }
 

@@ -58,6 +58,12 @@ fn phase_colour(phase: Phase) -> &'static str {
         Phase::EhloTls => "#ab47bc",
         Phase::Auth => "#8d6e63",
         Phase::Envelope => "#d4e157",
+        Phase::ImapConnect => "#29b6f6",
+        Phase::ImapLogin => "#0288d1",
+        Phase::Submit => "#ffca28",
+        Phase::Deliver => "#ec407a",
+        Phase::Fetch => "#7e57c2",
+        Phase::Cleanup => "#bdbdbd",
         Phase::Quit => "#78909c",
     }
 }

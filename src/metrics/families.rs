@@ -143,6 +143,26 @@ const ENVELOPE_RCPT: Family<2> = gauge(
     "Reply code to RCPT TO for each recipient of the envelope check, with what it should be (accept: 2xx; reject: 4xx or 5xx) {src}.",
     ["recipient", "expect"],
 );
+const DELIVERY_FOLDER: Family<1> = gauge(
+    "smtp_delivery_folder_info",
+    "1 with the folder the delivery probe's message was found in: inbox, junk or other {src}.",
+    ["folder"],
+);
+const DELIVERY_AUTH_PASS: Family<1> = gauge(
+    "smtp_delivery_authentication_pass",
+    "1 if the delivered message's newest Authentication-Results header says pass for the method (dkim, spf, dmarc), else 0 {src}.",
+    ["method"],
+);
+const DELIVERY_HOPS: Family<0> = gauge(
+    "smtp_delivery_received_hops",
+    "Received header fields of the delivered message: the MTAs that handled it {src}.",
+    [],
+);
+const DELIVERY_SWEPT: Family<0> = gauge(
+    "smtp_delivery_swept_messages",
+    "Leftover probe messages of earlier probes that the last delivery probe deleted {src}.",
+    [],
+);
 const EHLO_EXTENSION: Family<2> = gauge(
     "smtp_ehlo_extension",
     "1 if EHLO advertised the extension in the plain or TLS session {src}; 0 (rather than absent) only under ehlo_metrics: all.",
@@ -209,6 +229,7 @@ pub fn write(out: &mut Vec<u8>, rows: &[Row], source: Source, chunk: usize, flus
     write_tls(&mut x);
     write_auth(&mut x);
     write_envelope(&mut x);
+    write_delivery(&mut x);
     write_ehlo(&mut x);
     if source == Source::Scheduled {
         x.family(&PROBES_TOTAL, |f, row| f.sample([], row.probes_total as f64));
@@ -344,6 +365,32 @@ fn write_envelope(x: &mut Exposition<'_>) {
             if let Some(code) = rcpt.code {
                 f.sample([&rcpt.address, rcpt.expect.as_str()], f64::from(code));
             }
+        }
+    });
+}
+
+/// What a delivery probe found: the folder, the message's path, the sweep.
+fn write_delivery(x: &mut Exposition<'_>) {
+    x.family(&DELIVERY_FOLDER, |f, row| {
+        if let Some(folder) = row.report.delivery.as_ref().and_then(|d| d.folder) {
+            f.sample([folder.as_str()], 1.0);
+        }
+    });
+    x.family(&DELIVERY_AUTH_PASS, |f, row| {
+        if let Some(path) = row.report.delivery.as_ref().and_then(|d| d.path) {
+            for (method, pass) in path.verdicts() {
+                f.sample([method], bool_value(pass));
+            }
+        }
+    });
+    x.family(&DELIVERY_HOPS, |f, row| {
+        if let Some(path) = row.report.delivery.as_ref().and_then(|d| d.path) {
+            f.sample([], f64::from(path.received_hops));
+        }
+    });
+    x.family(&DELIVERY_SWEPT, |f, row| {
+        if let Some(swept) = row.report.delivery.as_ref().and_then(|d| d.swept) {
+            f.sample([], f64::from(swept));
         }
     });
 }

@@ -32,8 +32,20 @@ pub enum Phase {
     Auth,
     /// MAIL FROM, each RCPT TO and RSET of the envelope check.
     Envelope,
+    /// Delivery probe: to the mailbox's IMAP server, through TLS and its greeting.
+    ImapConnect,
+    /// Delivery probe: LOGIN, the folder list and SELECT INBOX.
+    ImapLogin,
+    /// Delivery probe: MAIL FROM, RCPT TO, DATA and the message, up to the final 250.
+    Submit,
     /// QUIT up to its 221 reply.
     Quit,
+    /// Delivery probe: from the 250 after DATA until the message is in the mailbox.
+    Deliver,
+    /// Delivery probe: reading the message's header.
+    Fetch,
+    /// Delivery probe: deleting the message, and leftovers of earlier probes.
+    Cleanup,
 }
 
 impl Phase {
@@ -132,6 +144,19 @@ pub enum Reason {
     /// The envelope check: a recipient that should be refused was accepted (a foreign
     /// domain without AUTH: the server relays for anyone).
     OpenRelay,
+    /// Delivery probe: the submission's MAIL FROM, RCPT TO or DATA got a 5xx.
+    SubmitRejected,
+    /// Delivery probe: the message did not show in the mailbox before the deadline.
+    NotDelivered,
+    /// Delivery probe: the message landed in the junk folder, and the module requires the
+    /// inbox.
+    DeliveredToJunk,
+    /// Delivery probe: the IMAP server refused the mailbox's LOGIN.
+    ImapAuthFailed,
+    /// Delivery probe: the IMAP TLS handshake failed, or its certificate did not verify.
+    ImapTls,
+    /// Delivery probe: the IMAP server answered NO or BAD, or something unreadable.
+    ImapProtocol,
     /// The server's bytes were not valid SMTP (garbage, too long, wrong code).
     Protocol,
     /// The exporter itself could not open a socket or look a name up: out of file
@@ -185,6 +210,7 @@ impl Reason {
                 | Reason::EnvelopeRejected
                 | Reason::EnvelopeDeferred
                 | Reason::OpenRelay
+                | Reason::SubmitRejected
         )
     }
 }

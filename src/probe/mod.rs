@@ -16,6 +16,7 @@ mod quickack;
 pub mod reply;
 mod session;
 mod state;
+mod submit;
 pub mod transcript;
 
 use std::future::Future;
@@ -30,11 +31,11 @@ use tokio::time::Instant;
 use rustls::pki_types::ServerName;
 
 use crate::config::{ProbeSpec, Tls, Transport};
-use crate::tls;
 pub use crate::tls::TlsInfo;
+use crate::{delivery, tls};
 pub use ehlo::Capabilities;
 pub use envelope::{EnvelopeOutcome, RecipientReply};
-pub use error::{Failure, Phase, Reason, StepError};
+pub use error::{truncate, Failure, Phase, Reason, StepError};
 use session::Session;
 pub use state::PortState;
 
@@ -80,6 +81,8 @@ pub struct ProbeReport {
     pub expectations: Vec<(expect::Check, bool)>,
     /// What the envelope check's commands were answered, when the module has one and it ran.
     pub envelope: Option<EnvelopeOutcome>,
+    /// What a delivery probe learned, once it submitted.
+    pub delivery: Option<crate::delivery::DeliveryOutcome>,
     /// Every line sent and received, when the probe was recorded ([`run_recorded`]).
     pub transcript: Option<Arc<transcript::Transcript>>,
 }
@@ -110,6 +113,7 @@ impl ProbeReport {
             bare_lf_lines: 0,
             expectations: Vec::new(),
             envelope: None,
+            delivery: None,
             transcript: None,
         }
     }
@@ -152,6 +156,10 @@ async fn run_walk(mut walk: Walk<'_>) -> ProbeReport {
         Ok(stream) => walk.converse(stream).await,
         Err(failure) => Err(failure),
     };
+    let outcome = match outcome {
+        Ok(()) => walk.read_back().await,
+        failed => failed,
+    };
     walk.finish(outcome).await
 }
 
@@ -173,6 +181,10 @@ struct Walk<'a> {
     session: Option<Session<Box<dyn Stream>>>,
     /// The transcript, when the probe keeps one.
     recorder: Option<transcript::Recorder>,
+    /// A delivery probe's mailbox, from `imap_login` until the walk ends.
+    mailbox: Option<crate::delivery::imap::Mailbox>,
+    /// When the submitted message was accepted (the 250 after DATA).
+    submitted: Option<Instant>,
 }
 
 impl<'a> Walk<'a> {
@@ -185,6 +197,8 @@ impl<'a> Walk<'a> {
             clock: Deadlines { probe: start + spec.module.timeout, phase: spec.module.phase_timeout },
             session: None,
             recorder: recorded.then(|| transcript::Transcript::recorder(start)),
+            mailbox: None,
+            submitted: None,
         }
     }
 
@@ -282,6 +296,7 @@ impl<'a> Walk<'a> {
         };
         self.authenticate(&caps, encrypted).await?;
         self.envelope().await?;
+        self.submit().await?;
         self.quit().await
     }
 
@@ -397,6 +412,85 @@ impl<'a> Walk<'a> {
         clock.time(&mut report.phases, Phase::Envelope, envelope::run(session, envelope, domain, out)).await
     }
 
+    /// A delivery probe's first half, after AUTH: the mailbox is opened first (so that its
+    /// wait starts at once), then the message is submitted.
+    async fn submit(&mut self) -> Result<(), Failure> {
+        let Some(delivery) = &self.spec.module.delivery else { return Ok(()) };
+        let imap = &delivery.imap;
+        let connected = self
+            .clock
+            .time(&mut self.report.phases, Phase::ImapConnect, delivery::imap::connect(self.spec, imap))
+            .await?;
+        self.note(|| format!("IMAP connected to {}; {}", connected.peer, connected.tls));
+        let mailbox =
+            self.clock.time(&mut self.report.phases, Phase::ImapLogin, connected.login(imap)).await?;
+        self.note(|| mailbox.describe());
+        self.mailbox = Some(mailbox);
+        let now = std::time::SystemTime::now();
+        let token = delivery::message::token(now);
+        let message = delivery::message::build(delivery, &token, &self.spec.module.ehlo_hostname, now);
+        let (session, report, clock) = self.parts();
+        let outcome = report.delivery.insert(delivery::DeliveryOutcome { token, ..Default::default() });
+        let accepted =
+            clock.time(&mut report.phases, Phase::Submit, submit::run(session, delivery, &message)).await?;
+        outcome.queue_id = Some(delivery::queue_id(&accepted));
+        self.submitted = Some(Instant::now());
+        self.note(|| format!("submitted: {accepted}"));
+        Ok(())
+    }
+
+    /// A delivery probe's second half, after QUIT: wait for the message (`deliver`, from
+    /// the 250 after DATA, under the probe's deadline only), read its header (`fetch`),
+    /// delete it and sweep leftovers (`cleanup`). A message in the junk folder fails the
+    /// probe after cleanup when the module requires the inbox.
+    async fn read_back(&mut self) -> Result<(), Failure> {
+        let (Some(delivery), Some(mut mailbox), Some(submitted)) =
+            (&self.spec.module.delivery, self.mailbox.take(), self.submitted)
+        else {
+            return Ok(());
+        };
+        let token = self.report.delivery.as_ref().map(|d| d.token.clone()).unwrap_or_default();
+        let wait =
+            tokio::time::timeout_at(self.clock.probe, mailbox.wait_for(&token, delivery.poll_interval)).await;
+        self.report.phases.push((Phase::Deliver, submitted.elapsed()));
+        let found = match wait {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return Err(e.at(Phase::Deliver)),
+            Err(_) => {
+                let detail = format!(
+                    "the message (token {token}) was not in the mailbox {:?} after it was accepted",
+                    submitted.elapsed()
+                );
+                return Err(StepError::new(Reason::NotDelivered, detail).at(Phase::Deliver));
+            }
+        };
+        self.note(|| format!("found in {} ({}), uid {}", found.name, found.folder.as_str(), found.uid));
+        let outcome = self.report.delivery.get_or_insert_with(Default::default);
+        outcome.folder = Some(found.folder);
+        let header = self.clock.time(&mut self.report.phases, Phase::Fetch, mailbox.header(&found)).await;
+        let header = match header {
+            Ok(header) => header,
+            Err(failure) => {
+                self.mailbox = Some(mailbox);
+                return Err(failure);
+            }
+        };
+        let path = delivery::headers::path_info(&header);
+        let swept = self
+            .clock
+            .time(&mut self.report.phases, Phase::Cleanup, mailbox.clean_up(&found, delivery.sweep_after))
+            .await;
+        self.mailbox = Some(mailbox);
+        let outcome = self.report.delivery.get_or_insert_with(Default::default);
+        outcome.path = Some(path);
+        outcome.swept = Some(swept?);
+        if found.folder == delivery::Folder::Junk && delivery.require_inbox {
+            let detail = format!("the message was filed into {:?}, the junk folder", found.name);
+            return Err(StepError::new(Reason::DeliveredToJunk, detail).at(Phase::Deliver));
+        }
+        Ok(())
+    }
+
     /// QUIT up to its 221, then the session is closed.
     async fn quit(&mut self) -> Result<(), Failure> {
         let (session, report, clock) = self.parts();
@@ -432,6 +526,9 @@ impl<'a> Walk<'a> {
             self.report.failure = Some(failure);
         } else {
             self.note(|| "success".to_owned());
+        }
+        if let Some(mailbox) = self.mailbox.take() {
+            let _ = tokio::time::timeout(COURTESY_QUIT_TIMEOUT, mailbox.logout()).await;
         }
         if let Some(recorder) = self.recorder.take() {
             self.session = None;

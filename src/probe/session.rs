@@ -131,6 +131,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.stream.flush().await.map_err(SessionError::Io)
     }
 
+    /// Sends a message after DATA's 354: dot-stuffed, CRLF line ends as given, then the
+    /// lone `.`; reads the reply. The transcript shows its size, not its text.
+    pub async fn data(&mut self, message: &[u8]) -> Result<Reply, SessionError> {
+        transcript::note(&self.recorder, Dir::Sent, &format!("(the message, {} bytes)", message.len()));
+        transcript::note(&self.recorder, Dir::Sent, ".");
+        let mut wire = Vec::with_capacity(message.len() + 16);
+        let mut line_start = true;
+        for &b in message {
+            if line_start && b == b'.' {
+                wire.push(b'.');
+            }
+            wire.push(b);
+            line_start = b == b'\n';
+        }
+        if !line_start {
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b".\r\n");
+        self.stream.write_all(&wire).await.map_err(SessionError::Io)?;
+        self.stream.flush().await.map_err(SessionError::Io)?;
+        self.read_reply().await
+    }
+
     /// Sends a command and reads its reply.
     pub async fn command(&mut self, line: &str) -> Result<Reply, SessionError> {
         self.send(line).await?;

@@ -18,7 +18,8 @@
 #     config directory without it being listed in alternate_config_directories of the
 #     default main.cf, so /etc/postfix/main.cf is not touched.
 #   * Dovecot runs as `dovecot -c $STATE/dovecot/dovecot.conf` with its own base_dir and
-#     state_dir; it only serves SASL authentication (protocols is empty).
+#     state_dir; it serves SASL authentication to Postfix, LMTP delivery of deliver.test
+#     (with a Sieve rule that files +junk and +archive mail) and IMAP on 127.0.0.1.
 # The only system-wide effect is package installation. When postfix is not yet installed,
 # debconf is preseeded with "No configuration", so the package does not set up or start
 # the system instance on port 25.
@@ -38,6 +39,13 @@
 #   DNS_PORT           knot, zone mail.test         (default 10053)
 #   MTA_STS_PORT       nginx, the zone's MTA-STS policies (default 443, as RFC 8461 says)
 #   NOTLS_PORT         plain SMTP, no STARTTLS      (default 10026)
+#   IMAP_PORT          Dovecot IMAP, STARTTLS       (default 10143)
+#   IMAPS_PORT         Dovecot IMAP, implicit TLS   (default 10993)
+#   INBOX_USER         the delivery probes' mailbox (default inbox@deliver.test); Postfix
+#                      delivers deliver.test to it over LMTP. Its +junk and +archive
+#                      addresses are filed into Junk and Archive by a Sieve rule,
+#                      +held is put on hold, +void is discarded
+#   INBOX_PASSWORD     its IMAP password            (default inbox-secret)
 #   OPENRELAY_PORT     an open relay on purpose: it trusts all of 127.0.0.0/8 as
 #                      mynetworks, so loopback clients relay anywhere (default 10028)
 #   SUBMISSION_PORT    STARTTLS required + AUTH     (default 10587)
@@ -64,6 +72,10 @@ STATE_DIR=${REAL_STATE_DIR:-/tmp/smtp-exporter-real}
 RELAY_PORT=${RELAY_PORT:-10025}
 NOTLS_PORT=${NOTLS_PORT:-10026}
 OPENRELAY_PORT=${OPENRELAY_PORT:-10028}
+IMAP_PORT=${IMAP_PORT:-10143}
+IMAPS_PORT=${IMAPS_PORT:-10993}
+INBOX_USER=${INBOX_USER:-inbox@deliver.test}
+INBOX_PASSWORD=${INBOX_PASSWORD:-inbox-secret}
 SUBMISSION_PORT=${SUBMISSION_PORT:-10587}
 SUBMISSIONS_PORT=${SUBMISSIONS_PORT:-10465}
 ALT_PORT=${ALT_PORT:-12525}
@@ -110,9 +122,17 @@ KNOT_ANCHOR=$KNOT_DIR/root.anchor
 NGINX_DIR=$STATE_DIR/nginx
 NGINX_CONF=$NGINX_DIR/nginx.conf
 PASSWORD_FILE=$STATE_DIR/auth-password
+INBOX_PASSWORD_FILE=$STATE_DIR/inbox-password
+# The inbox's extension addresses (see INBOX_USER above).
+INBOX_LOCAL=${INBOX_USER%@*}
+INBOX_DOMAIN=${INBOX_USER#*@}
+INBOX_JUNK=$INBOX_LOCAL+junk@$INBOX_DOMAIN
+INBOX_ARCHIVE=$INBOX_LOCAL+archive@$INBOX_DOMAIN
+INBOX_HELD=$INBOX_LOCAL+held@$INBOX_DOMAIN
+INBOX_VOID=$INBOX_LOCAL+void@$INBOX_DOMAIN
 
 # libnet-ssleay-perl: only a Recommends of swaks, but needed for its TLS options.
-PACKAGES=(postfix dovecot-core swaks libnet-ssleay-perl openssl knot knot-dnsutils ldnsutils nginx-light)
+PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve swaks libnet-ssleay-perl openssl knot knot-dnsutils ldnsutils nginx-light)
 
 log() { printf 'mta.sh: %s\n' "$*" >&2; }
 die() { printf 'mta.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -340,7 +360,14 @@ append_dot_mydomain = no
 # Accept mail for example.test (or anything after AUTH) and throw it away.
 mydestination =
 mynetworks = 127.0.0.1/32
-relay_domains = example.test, envelope.mail.test
+relay_domains = example.test, envelope.mail.test, deliver.test
+recipient_delimiter = +
+# deliver.test goes to the private Dovecot over LMTP, except +void, which is discarded;
+# +held waits in the hold queue until a test releases it (postsuper -H).
+transport_maps = inline:{ $INBOX_VOID=discard:, deliver.test=lmtp:unix:private/dovecot-lmtp }
+smtpd_recipient_restrictions = check_recipient_access inline:{ $INBOX_HELD=HOLD }
+# What a DKIM/SPF/DMARC milter would add, for the delivery probe to read.
+header_checks = regexp:$PF_CONF/header_checks
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 alias_maps =
 alias_database =
@@ -365,6 +392,9 @@ smtpd_sasl_auth_enable = no
 smtpd_tls_auth_only = yes
 smtpd_sasl_security_options = noanonymous
 EOF
+
+    printf '%s\n' '/^Subject: smtp_exporter delivery probe/ PREPEND Authentication-Results: mx.example.test; dkim=pass header.d=example.test; spf=pass smtp.mailfrom=example.test; dmarc=fail header.from=example.test' \
+        >"$PF_CONF/header_checks"
 
     # chroot is "n" everywhere so that paths (auth socket, certificates) stay simple.
     {
@@ -426,6 +456,7 @@ proxymap  unix  -       -       n       -       -       proxymap
 proxywrite unix -       -       n       -       1       proxymap
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
+lmtp      unix  -       -       n       -       -       lmtp
 showq     unix  n       -       n       -       -       showq
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
@@ -445,17 +476,34 @@ write_dovecot_config() {
     # {PLAIN.b64} keeps any password intact (':' etc.) and still allows CRAM-MD5.
     local b64
     b64=$(printf '%s' "$AUTH_PASSWORD" | base64 -w0)
-    (umask 027 && printf '%s:{PLAIN.b64}%s::::::\n' "$AUTH_USER" "$b64" >"$DC_DIR/users")
+    local inbox_b64
+    inbox_b64=$(printf '%s' "$INBOX_PASSWORD" | base64 -w0)
+    (umask 027 && printf '%s:{PLAIN.b64}%s::::::\n' "$AUTH_USER" "$b64" "$INBOX_USER" "$inbox_b64" >"$DC_DIR/users")
     chgrp dovecot "$DC_DIR/users"
+    # Mail homes belong to the static userdb's user.
+    mkdir -p "$DC_DIR/home" "$DC_DIR/sieve"
+    chown nobody:nogroup "$DC_DIR/home"
+    chmod 0700 "$DC_DIR/home"
+    cat >"$DC_DIR/sieve/before.sieve" <<EOF
+require ["envelope", "fileinto"];
+if envelope :is "to" "$INBOX_JUNK" { fileinto "Junk"; stop; }
+if envelope :is "to" "$INBOX_ARCHIVE" { fileinto "Archive"; stop; }
+EOF
 
     cat >"$DC_CONF" <<EOF
 # Private Dovecot instance for smtp_exporter real-server tests (generated by mta.sh).
-# It only provides SASL authentication to the private Postfix instance.
+# SASL authentication for the private Postfix, LMTP delivery and IMAP on loopback.
 instance_name = dovecot-smtp-exporter
 base_dir = $DC_RUN
 state_dir = $DC_STATE
-protocols =
-ssl = no
+protocols = imap lmtp
+listen = 127.0.0.1
+ssl = yes
+ssl_cert = <$PKI_DIR/server.pem
+ssl_key = <$PKI_DIR/server.key
+mail_location = maildir:~/Maildir
+recipient_delimiter = +
+lmtp_save_to_detail_mailbox = no
 log_path = $DC_LOG
 info_log_path = $DC_LOG
 default_internal_user = dovecot
@@ -472,7 +520,47 @@ passdb {
 }
 userdb {
   driver = static
-  args = uid=nobody gid=nogroup home=/nonexistent
+  args = uid=nobody gid=nogroup home=$DC_DIR/home/%u allow_all_users=yes
+}
+
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Junk {
+    special_use = \\Junk
+    auto = create
+  }
+  mailbox Archive {
+    auto = create
+  }
+}
+
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $IMAP_PORT
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = $IMAPS_PORT
+    ssl = yes
+  }
+}
+
+service lmtp {
+  unix_listener $PF_QUEUE/private/dovecot-lmtp {
+    mode = 0600
+    user = postfix
+    group = postfix
+  }
+}
+
+protocol lmtp {
+  mail_plugins = \$mail_plugins sieve
+}
+
+plugin {
+  sieve_before = $DC_DIR/sieve/before.sieve
 }
 
 service auth {
@@ -498,6 +586,7 @@ EOF
 }
 
 write_env_file() {
+    (umask 077 && printf '%s' "$INBOX_PASSWORD" >"$INBOX_PASSWORD_FILE")
     (umask 077 && printf '%s' "$AUTH_PASSWORD" >"$PASSWORD_FILE")
     chmod 0600 "$PASSWORD_FILE"
     {
@@ -510,6 +599,12 @@ write_env_file() {
             ALT_PORT "$ALT_PORT" \
             NOTLS_PORT "$NOTLS_PORT" \
             OPENRELAY_PORT "$OPENRELAY_PORT" \
+            IMAP_PORT "$IMAP_PORT" \
+            IMAPS_PORT "$IMAPS_PORT" \
+            INBOX_USER "$INBOX_USER" \
+            INBOX_PASSWORD_FILE "$INBOX_PASSWORD_FILE" \
+            INBOX_MAILDIR "$DC_DIR/home/$INBOX_USER/Maildir" \
+            POSTFIX_CONF "$PF_CONF" \
             EXPIRED_PORT "$EXPIRED_PORT" \
             WRONGNAME_PORT "$WRONGNAME_PORT" \
             SELFSIGNED_PORT "$SELFSIGNED_PORT" \
@@ -878,7 +973,7 @@ port_in_use() { # something accepts connections on 127.0.0.1:$1
 
 check_ports_free() {
     local port busy=()
-    for port in $(all_ports); do
+    for port in $(all_ports) "$IMAP_PORT" "$IMAPS_PORT"; do
         port_in_use "$port" && busy+=("$port")
     done
     if ((${#busy[@]})); then
@@ -918,6 +1013,9 @@ wait_ready() {
     while :; do
         pending=()
         [[ -S $PF_QUEUE/private/auth ]] || pending+=("dovecot-auth-socket")
+        [[ -S $PF_QUEUE/private/dovecot-lmtp ]] || pending+=("dovecot-lmtp-socket")
+        port_in_use "$IMAP_PORT" || pending+=("imap:$IMAP_PORT")
+        port_in_use "$IMAPS_PORT" || pending+=("imaps:$IMAPS_PORT")
         for port in $(all_ports); do
             mode=plain
             case $port in
@@ -973,6 +1071,9 @@ cmd_start() {
     # `postfix check` validates the config and creates the queue directories, including
     # private/ where Dovecot puts the auth socket.
     postfix -c "$PF_CONF" check || fail_start "postfix check failed"
+    # The Sieve rule is compiled now: Dovecot could not write the binary beside it as the
+    # mail user.
+    sievec -c "$DC_CONF" "$DC_DIR/sieve/before.sieve" >>"$DC_LOG" 2>&1 || fail_start "sievec failed"
 
     # The daemons must not inherit our stdout/stderr (a caller capturing the output through
     # a pipe would wait for EOF until they exit) nor the lock on fd 9.

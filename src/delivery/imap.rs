@@ -1,0 +1,493 @@
+//! The IMAP side of a delivery probe: connect (implicit TLS or STARTTLS, with the module's
+//! TLS rules), log in, find the junk folder, wait for the probe's token, read the header,
+//! delete the message and sweep leftovers of earlier probes.
+//!
+//! Called by the probe walk (`probe::mod`), which times each step as a phase. The client
+//! is async-imap, a maintained crate; under it, [`Wire`] bounds the bytes a server may send
+//! in one probe. Only messages carrying the probe's token header are ever read, flagged or
+//! expunged (`UID EXPUNGE`, so other messages marked `\Deleted` are left alone).
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_imap::imap_proto::NameAttribute;
+use async_imap::{Client, Session};
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::headers::{token_of, TOKEN_HEADER};
+use super::message::made_at;
+use super::Folder;
+use crate::config::{Imap, ProbeSpec, Transport};
+use crate::probe::{Reason, StepError, Stream};
+use crate::tls;
+
+/// The most bytes an IMAP server may send in one probe: a header, a folder list and a few
+/// searches take some kilobytes.
+const MAX_READ_BYTES: usize = 4 << 20;
+/// The most folders searched for the message (LIST answers beyond are ignored).
+const MAX_FOLDERS: usize = 100;
+/// The most leftover candidates examined per folder and probe.
+const MAX_SWEEP: usize = 50;
+/// The longest line read before STARTTLS.
+const MAX_LINE: u64 = 4096;
+
+/// The stream under the IMAP client: TCP or TLS, failing once the server has sent more
+/// than [`MAX_READ_BYTES`].
+pub struct Wire {
+    inner: Box<dyn Stream>,
+    left: usize,
+}
+
+impl Wire {
+    fn new(inner: Box<dyn Stream>) -> Wire {
+        Wire { inner, left: MAX_READ_BYTES }
+    }
+}
+
+impl fmt::Debug for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wire").field("left", &self.left).finish()
+    }
+}
+
+impl AsyncRead for Wire {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.left == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the IMAP server sent more than {} MiB", MAX_READ_BYTES >> 20),
+            )));
+        }
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.left = self.left.saturating_sub(read);
+        poll
+    }
+}
+
+impl AsyncWrite for Wire {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A connected, greeted IMAP client, not yet logged in.
+pub struct Connected {
+    client: Client<Wire>,
+    /// Where it connected, and the TLS verdict in one line, for the transcript.
+    pub peer: SocketAddr,
+    pub tls: String,
+}
+
+/// A logged-in session on the mailbox, with INBOX selected between steps.
+pub struct Mailbox {
+    /// `None` only while IDLE holds it, or after a failure left it unusable.
+    session: Option<Session<Wire>>,
+    idle: bool,
+    uidplus: bool,
+    /// The junk folder: configured, or the one marked `\Junk`.
+    junk: Option<String>,
+    /// Other selectable folders, searched too so that mail filed elsewhere is `other`.
+    others: Vec<String>,
+    /// The folder selected now.
+    selected: String,
+}
+
+/// Where the message was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub folder: Folder,
+    pub name: String,
+    pub uid: u32,
+}
+
+/// An IMAP failure as a step error: the server's NO/BAD text (bounded), a socket error by
+/// its kind, a parse error without the bytes. The error's own text is never used for a
+/// command that carried the password.
+fn imap_error(what: &str, e: async_imap::error::Error) -> StepError {
+    use async_imap::error::Error as E;
+    match e {
+        E::Io(e) if e.kind() == io::ErrorKind::InvalidData => {
+            StepError::new(Reason::ImapProtocol, format!("{what}: {e}"))
+        }
+        E::Io(e) => StepError::new(Reason::from_io(&e), format!("{what}: {e}")),
+        E::ConnectionLost => {
+            StepError::new(Reason::Closed, format!("{what}: the IMAP server closed the connection"))
+        }
+        E::No(text) => {
+            StepError::new(Reason::ImapProtocol, format!("{what}: NO {}", crate::probe::truncate(&text)))
+        }
+        E::Bad(text) => {
+            StepError::new(Reason::ImapProtocol, format!("{what}: BAD {}", crate::probe::truncate(&text)))
+        }
+        _ => StepError::new(
+            Reason::ImapProtocol,
+            format!("{what}: the IMAP server's answer could not be read"),
+        ),
+    }
+}
+
+/// Connects to the mailbox's server: resolve (the spec's resolver), TCP, then TLS from the
+/// first byte or after STARTTLS, and the greeting. A handshake or certificate failure is
+/// `imap_tls`.
+pub async fn connect(spec: &ProbeSpec, imap: &Imap) -> Result<Connected, StepError> {
+    let host = imap.host.as_deref().unwrap_or(&spec.host);
+    let ip = spec.resolver.first_address(host, spec.module.ip_protocol.family()).await.map_err(|e| {
+        StepError::new(Reason::from_dns(e.failure), format!("resolving IMAP host {}", e.detail))
+    })?;
+    let peer = SocketAddr::new(ip, imap.port);
+    let tcp = TcpStream::connect(peer)
+        .await
+        .map_err(|e| StepError::new(Reason::from_io(&e), format!("IMAP connect to {peer}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let transport =
+        imap.transport.for_host(host).map_err(|e| StepError::new(Reason::ImapTls, e.to_string()))?;
+    let tls = match &transport {
+        Transport::Starttls { tls, .. } | Transport::Implicit { tls } => tls,
+        Transport::Plain => return Err(StepError::new(Reason::ImapTls, "IMAP without TLS is not supported")),
+    };
+    let stream: Box<dyn Stream> = match transport {
+        Transport::Implicit { .. } => Box::new(tcp),
+        _ => Box::new(starttls(tcp).await?),
+    };
+    let (stream, info) = tls::handshake(&tls.settings, tls.name.clone(), None, stream)
+        .await
+        .map_err(|e| StepError::new(Reason::ImapTls, format!("IMAP TLS handshake: {}", e.detail)))?;
+    let verdict = match (&info.cert_error, &info.cert_error_detail) {
+        (None, _) => "verified".to_owned(),
+        (Some(e), detail) => format!("NOT verified, {}: {}", e.as_str(), detail.as_deref().unwrap_or("")),
+    };
+    if let (Some(error), true) = (info.cert_error, tls.settings.fail_on_invalid_cert) {
+        return Err(StepError::new(
+            Reason::ImapTls,
+            format!(
+                "IMAP certificate {}: {}",
+                error.as_str(),
+                info.cert_error_detail.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    let mut client = Client::new(Wire::new(Box::new(stream)));
+    if matches!(imap.transport, Transport::Implicit { .. }) {
+        greeting(&mut client).await?;
+    }
+    Ok(Connected {
+        client,
+        peer,
+        tls: format!("IMAP TLS {} {}; certificate {verdict}", info.version, info.cipher),
+    })
+}
+
+/// Reads the greeting of an implicit-TLS server: `* OK`.
+async fn greeting(client: &mut Client<Wire>) -> Result<(), StepError> {
+    use async_imap::imap_proto::{Response, Status};
+    let response = client
+        .read_response()
+        .await
+        .map_err(|e| imap_error("IMAP greeting", async_imap::error::Error::Io(e)))?
+        .ok_or_else(|| StepError::new(Reason::Closed, "IMAP greeting: connection closed"))?;
+    match response.parsed() {
+        Response::Data { status: Status::Ok, .. } => Ok(()),
+        _ => Err(StepError::new(Reason::ImapProtocol, "IMAP greeting: not * OK")),
+    }
+}
+
+/// The plain part of an IMAP STARTTLS (RFC 2595): the greeting, `STARTTLS`, its `OK`.
+async fn starttls(tcp: TcpStream) -> Result<TcpStream, StepError> {
+    let mut reader = BufReader::new(tcp);
+    let greeting = read_line(&mut reader).await?;
+    if !greeting.starts_with("* OK") {
+        return Err(StepError::new(
+            Reason::ImapProtocol,
+            format!("IMAP greeting: {}", crate::probe::truncate(&greeting)),
+        ));
+    }
+    reader
+        .get_mut()
+        .write_all(b"s0 STARTTLS\r\n")
+        .await
+        .map_err(|e| StepError::new(Reason::from_io(&e), e.to_string()))?;
+    loop {
+        let line = read_line(&mut reader).await?;
+        if let Some(status) = line.strip_prefix("s0 ") {
+            if !status.starts_with("OK") {
+                return Err(StepError::new(
+                    Reason::ImapTls,
+                    format!("STARTTLS refused: {}", crate::probe::truncate(status)),
+                ));
+            }
+            break;
+        }
+    }
+    if !reader.buffer().is_empty() {
+        return Err(StepError::new(Reason::ImapTls, "bytes after the OK to STARTTLS, before the handshake"));
+    }
+    Ok(reader.into_inner())
+}
+
+async fn read_line(reader: &mut BufReader<TcpStream>) -> Result<String, StepError> {
+    let mut line = Vec::new();
+    let n = (&mut *reader).take(MAX_LINE).read_until(b'\n', &mut line).await;
+    match n {
+        Ok(0) => Err(StepError::new(Reason::Closed, "the IMAP server closed the connection")),
+        Ok(_) if !line.ends_with(b"\n") => Err(StepError::new(Reason::ImapProtocol, "an IMAP line too long")),
+        Ok(_) => Ok(String::from_utf8_lossy(&line).trim_end().to_owned()),
+        Err(e) => Err(StepError::new(Reason::from_io(&e), e.to_string())),
+    }
+}
+
+impl Connected {
+    /// LOGIN, then the capabilities, the folder list (the junk folder by `\Junk` unless
+    /// configured) and SELECT INBOX. A refused LOGIN is `imap_auth_failed`.
+    pub async fn login(self, imap: &Imap) -> Result<Mailbox, StepError> {
+        let mut session = match self.client.login(&imap.username, imap.password.expose()).await {
+            Ok(session) => session,
+            Err((async_imap::error::Error::No(text), _)) => {
+                return Err(StepError::new(
+                    Reason::ImapAuthFailed,
+                    format!("LOGIN as {:?} refused: {}", imap.username, crate::probe::truncate(&text)),
+                ));
+            }
+            // Never the error's own text: it could quote the command.
+            Err((async_imap::error::Error::Io(e), _)) => {
+                return Err(StepError::new(Reason::from_io(&e), format!("LOGIN: {}", e.kind())))
+            }
+            Err(_) => return Err(StepError::new(Reason::ImapProtocol, "LOGIN: unexpected answer")),
+        };
+        let caps = session.capabilities().await.map_err(|e| imap_error("CAPABILITY", e))?;
+        let (idle, uidplus) = (caps.has_str("IDLE"), caps.has_str("UIDPLUS"));
+        let mut junk = imap.junk_mailbox.clone();
+        let mut others = Vec::new();
+        {
+            let names: Vec<_> = session
+                .list(Some(""), Some("*"))
+                .await
+                .map_err(|e| imap_error("LIST", e))?
+                .take(MAX_FOLDERS)
+                .try_collect()
+                .await
+                .map_err(|e| imap_error("LIST", e))?;
+            for name in &names {
+                let attributes = name.attributes();
+                if attributes.contains(&NameAttribute::NoSelect) || name.name().eq_ignore_ascii_case("INBOX")
+                {
+                    continue;
+                }
+                if junk.is_none() && attributes.contains(&NameAttribute::Junk) {
+                    junk = Some(name.name().to_owned());
+                } else {
+                    others.push(name.name().to_owned());
+                }
+            }
+        }
+        others.retain(|o| Some(o) != junk.as_ref());
+        session.select("INBOX").await.map_err(|e| imap_error("SELECT INBOX", e))?;
+        Ok(Mailbox { session: Some(session), idle, uidplus, junk, others, selected: "INBOX".into() })
+    }
+}
+
+impl Mailbox {
+    fn session(&mut self) -> Result<&mut Session<Wire>, StepError> {
+        self.session.as_mut().ok_or_else(|| StepError::new(Reason::ImapProtocol, "the IMAP session was lost"))
+    }
+
+    /// What the transcript says about the mailbox after login.
+    pub fn describe(&self) -> String {
+        format!(
+            "IMAP logged in; IDLE {}; junk folder {}; {} other folders",
+            if self.idle { "offered" } else { "not offered" },
+            self.junk.as_deref().unwrap_or("none"),
+            self.others.len()
+        )
+    }
+
+    /// Selects `name` read-write (`EXAMINE`, read-only, when only searching).
+    async fn open(&mut self, name: &str, write: bool) -> Result<(), StepError> {
+        if self.selected == name && write {
+            return Ok(());
+        }
+        let session = self.session()?;
+        let result = if write { session.select(name).await } else { session.examine(name).await };
+        result.map_err(|e| imap_error(&format!("SELECT {name}"), e))?;
+        self.selected = if write { name.to_owned() } else { String::new() };
+        Ok(())
+    }
+
+    async fn search(&mut self, query: &str) -> Result<Vec<u32>, StepError> {
+        let uids = self.session()?.uid_search(query).await.map_err(|e| imap_error("UID SEARCH", e))?;
+        let mut uids: Vec<u32> = uids.into_iter().collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    /// Waits until a message with `token` is in some folder: INBOX first (woken by IDLE
+    /// where offered), then the junk folder, then the others, every `poll` at least.
+    /// Returns when found; the caller's deadline ends the wait.
+    pub async fn wait_for(&mut self, token: &str, poll: Duration) -> Result<Found, StepError> {
+        let query = format!("HEADER {TOKEN_HEADER} \"{token}\"");
+        let inbox = |uid| Found { folder: Folder::Inbox, name: "INBOX".into(), uid };
+        let folders: Vec<(Folder, String)> = self
+            .junk
+            .iter()
+            .map(|j| (Folder::Junk, j.clone()))
+            .chain(self.others.iter().map(|o| (Folder::Other, o.clone())))
+            .collect();
+        self.open("INBOX", true).await?;
+        loop {
+            if let Some(&uid) = self.search(&query).await?.first() {
+                return Ok(inbox(uid));
+            }
+            for (folder, name) in &folders {
+                self.open(name, false).await?;
+                if let Some(&uid) = self.search(&query).await?.first() {
+                    return Ok(Found { folder: *folder, name: name.clone(), uid });
+                }
+            }
+            if !folders.is_empty() {
+                // Back in INBOX: what arrived while the others were searched is in the
+                // SELECT's view already, so IDLE would not tell of it; search once more.
+                self.open("INBOX", true).await?;
+                if let Some(&uid) = self.search(&query).await?.first() {
+                    return Ok(inbox(uid));
+                }
+            }
+            self.pause(poll).await?;
+        }
+    }
+
+    /// Waits `poll`, or less when IDLE says INBOX changed.
+    async fn pause(&mut self, poll: Duration) -> Result<(), StepError> {
+        if !self.idle {
+            tokio::time::sleep(poll).await;
+            return Ok(());
+        }
+        let session = self
+            .session
+            .take()
+            .ok_or_else(|| StepError::new(Reason::ImapProtocol, "the IMAP session was lost"))?;
+        let mut handle = session.idle();
+        handle.init().await.map_err(|e| imap_error("IDLE", e))?;
+        let (wait, _stop) = handle.wait_with_timeout(poll);
+        wait.await.map_err(|e| imap_error("IDLE", e))?;
+        self.session = Some(handle.done().await.map_err(|e| imap_error("DONE", e))?);
+        Ok(())
+    }
+
+    /// The header of the message found, read without setting `\Seen`.
+    pub async fn header(&mut self, found: &Found) -> Result<Vec<u8>, StepError> {
+        self.open(&found.name, true).await?;
+        let fetches: Vec<_> = self
+            .session()?
+            .uid_fetch(found.uid.to_string(), "BODY.PEEK[HEADER]")
+            .await
+            .map_err(|e| imap_error("UID FETCH", e))?
+            .try_collect()
+            .await
+            .map_err(|e| imap_error("UID FETCH", e))?;
+        fetches
+            .iter()
+            .find_map(|f| f.header().map(<[u8]>::to_vec))
+            .ok_or_else(|| StepError::new(Reason::ImapProtocol, "UID FETCH: no header in the answer"))
+    }
+
+    /// Deletes the message found, then sweeps the probe messages older than `sweep_after`
+    /// from INBOX, the junk folder and the folder it was found in. Returns how many
+    /// leftovers it deleted.
+    pub async fn clean_up(&mut self, found: &Found, sweep_after: Duration) -> Result<u32, StepError> {
+        self.delete(&found.name, &[found.uid]).await?;
+        let mut folders = vec!["INBOX".to_owned()];
+        folders.extend(self.junk.clone());
+        if !folders.contains(&found.name) {
+            folders.push(found.name.clone());
+        }
+        let mut swept = 0;
+        for folder in folders {
+            swept += self.sweep(&folder, sweep_after).await?;
+        }
+        self.open("INBOX", true).await?;
+        Ok(swept)
+    }
+
+    /// Deletes the probe messages of `folder` whose token is older than `sweep_after`.
+    async fn sweep(&mut self, folder: &str, sweep_after: Duration) -> Result<u32, StepError> {
+        self.open(folder, true).await?;
+        let candidates = self.search(&format!("HEADER {TOKEN_HEADER} \"\"")).await?;
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let set: Vec<String> = candidates.iter().take(MAX_SWEEP).map(u32::to_string).collect();
+        let fetches: Vec<_> = self
+            .session()?
+            .uid_fetch(set.join(","), "(UID BODY.PEEK[HEADER])")
+            .await
+            .map_err(|e| imap_error("UID FETCH", e))?
+            .try_collect()
+            .await
+            .map_err(|e| imap_error("UID FETCH", e))?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let stale: Vec<u32> = fetches
+            .iter()
+            .filter_map(|f| {
+                let made = made_at(&token_of(f.header()?)?)?;
+                (now.saturating_sub(made) >= sweep_after.as_secs()).then_some(f.uid?)
+            })
+            .collect();
+        if !stale.is_empty() {
+            self.delete(folder, &stale).await?;
+        }
+        Ok(u32::try_from(stale.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Flags `uids` of `folder` `\Deleted` and expunges exactly those (UIDPLUS).
+    async fn delete(&mut self, folder: &str, uids: &[u32]) -> Result<(), StepError> {
+        if !self.uidplus {
+            return Err(StepError::new(
+                Reason::ImapProtocol,
+                "the IMAP server lacks UIDPLUS: the probe message cannot be expunged alone (EXPUNGE would also remove other messages marked \\Deleted)",
+            ));
+        }
+        self.open(folder, true).await?;
+        let set: Vec<String> = uids.iter().map(u32::to_string).collect();
+        let set = set.join(",");
+        let session = self.session()?;
+        session
+            .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
+            .await
+            .map_err(|e| imap_error("UID STORE", e))?
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| imap_error("UID STORE", e))?;
+        session
+            .uid_expunge(&set)
+            .await
+            .map_err(|e| imap_error("UID EXPUNGE", e))?
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| imap_error("UID EXPUNGE", e))?;
+        Ok(())
+    }
+
+    /// LOGOUT, bounded by the caller.
+    pub async fn logout(mut self) {
+        if let Some(session) = self.session.as_mut() {
+            let _ = session.logout().await;
+        }
+    }
+}
