@@ -144,6 +144,16 @@ fn imap_error(what: &str, e: async_imap::error::Error) -> StepError {
     }
 }
 
+/// The server's text of a NO or BAD, which async-imap gives as
+/// `code: Some(..), info: Some("text")`: the text, bounded.
+fn server_text(error: &str) -> String {
+    let text = match error.split_once("info: Some(\"") {
+        Some((_, rest)) => rest.strip_suffix("\")").unwrap_or(rest),
+        None => error,
+    };
+    crate::probe::truncate(text)
+}
+
 /// Connects to the mailbox's server: resolve (the spec's resolver), TCP, then TLS from the
 /// first byte or after STARTTLS, and the greeting. A handshake or certificate failure is
 /// `imap_tls`.
@@ -260,10 +270,16 @@ impl Connected {
         let mut session = match self.client.login(&imap.username, imap.password.expose()).await {
             Ok(session) => session,
             Err((async_imap::error::Error::No(text), _)) => {
-                return Err(StepError::new(
-                    Reason::ImapAuthFailed,
-                    format!("LOGIN as {:?} refused: {}", imap.username, crate::probe::truncate(&text)),
-                ));
+                let text = server_text(&text);
+                // RFC 5530: a refusal for another reason than the credentials (too many
+                // connections, the server unavailable) is not the mailbox's password.
+                let other = ["[LIMIT]", "[UNAVAILABLE]", "[INUSE]", "[SERVERBUG]", "[CONTACTADMIN]"];
+                let reason = if other.iter().any(|code| text.starts_with(code)) {
+                    Reason::ImapProtocol
+                } else {
+                    Reason::ImapAuthFailed
+                };
+                return Err(StepError::new(reason, format!("LOGIN as {:?} refused: {text}", imap.username)));
             }
             // Never the error's own text: it could quote the command.
             Err((async_imap::error::Error::Io(e), _)) => {
@@ -489,5 +505,17 @@ impl Mailbox {
         if let Some(session) = self.session.as_mut() {
             let _ = session.logout().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_text_is_taken_out_of_async_imaps_wording() {
+        let said = "code: None, info: Some(\"[LIMIT] Maximum number of connections from user+IP exceeded\")";
+        assert_eq!(server_text(said), "[LIMIT] Maximum number of connections from user+IP exceeded");
+        assert_eq!(server_text("plain words"), "plain words");
     }
 }

@@ -151,7 +151,8 @@ pub enum Reason {
     /// Delivery probe: the message landed in the junk folder, and the module requires the
     /// inbox.
     DeliveredToJunk,
-    /// Delivery probe: the IMAP server refused the mailbox's LOGIN.
+    /// Delivery probe: the IMAP server refused the mailbox's LOGIN (bad credentials; a
+    /// refusal with `[LIMIT]` or `[UNAVAILABLE]` is `imap_protocol`).
     ImapAuthFailed,
     /// Delivery probe: the IMAP TLS handshake failed, or its certificate did not verify.
     ImapTls,

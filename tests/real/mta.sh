@@ -559,6 +559,11 @@ protocol lmtp {
   mail_plugins = \$mail_plugins sieve
 }
 
+# The delivery tests run 20 probes of one mailbox at once (the default allows 10).
+protocol imap {
+  mail_max_userip_connections = 40
+}
+
 plugin {
   sieve_before = $DC_DIR/sieve/before.sieve
 }

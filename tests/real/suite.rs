@@ -19,6 +19,8 @@ use testkit::exposition::{find, parse_exposition, Sample};
 
 /// Attacks on the exporter, bounded in count and time (issue 12).
 mod attack;
+/// End-to-end delivery through Postfix, LMTP and Dovecot's IMAP (issue 15).
+mod delivery;
 /// Mail domains against knot and Postfix.
 mod domains;
 /// TLS, basic authentication and the lifecycle API with real clients (issue 12).
@@ -1503,7 +1505,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 29] = [
+    let checks: [NamedCheck; 33] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1541,6 +1543,19 @@ fn main() {
         ("transcript_of_a_real_session_redacts_auth", transcript_of_a_real_session_redacts_auth),
         ("status_page_history_strip_in_chromium", status_page_history_strip_in_chromium),
         ("envelope_checks_on_postfix", envelope_checks_on_postfix),
+        ("delivery_through_postfix_lmtp_and_dovecot", delivery::delivery_through_postfix_lmtp_and_dovecot),
+        (
+            "delivery_held_message_shows_in_the_deliver_phase",
+            delivery::held_message_shows_in_the_deliver_phase,
+        ),
+        (
+            "delivery_a_killed_probe_leaves_a_message_the_next_one_sweeps",
+            delivery::a_killed_probe_leaves_a_message_the_next_one_sweeps,
+        ),
+        (
+            "delivery_a_hundred_probes_leave_the_mailbox_empty",
+            delivery::a_hundred_probes_leave_the_mailbox_empty,
+        ),
         // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];
