@@ -80,6 +80,16 @@ def main():
         codes.setdefault(s["metric"]["target"], set()).add(s["value"][1])
     expect("AUTH reply codes per target", codes, {"mx": {"235"}, "mx-bad-password": {"535"}})
 
+    # The delivery probe through Postfix into Dovecot: INBOX, two Received hops (Postfix,
+    # LMTP), and the verdicts mta.sh's header_checks prepend.
+    delivered = {(s["metric"]["target"], s["metric"]["folder"], s["value"][1])
+                 for s in series("Delivery: folder and hops", "A")}
+    expect("delivery folder and hops", delivered, {("mx", "inbox", "2")})
+    verdicts = {s["metric"]["method"]: s["value"][1] for s in series("Delivery: authentication results", "A")}
+    expect("delivery authentication results", verdicts, {"dkim": "1", "spf": "1", "dmarc": "0"})
+    hops = {s["metric"]["phase"] for s in series("Delivery time by hop", "A")}
+    expect("delivery phases", hops, {"submit", "deliver", "fetch", "cleanup"})
+
     errors = {(s["metric"]["target"], s["metric"]["error"]) for s in series("Certificate errors", "A")}
     expect("certificate errors", errors, {("mx-wrong-ca", "unknown_issuer")})
 

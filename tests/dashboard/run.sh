@@ -42,6 +42,7 @@ BASE=${DASH_PORT_BASE:-20000}
 export REAL_STATE_DIR=${DASH_REAL_STATE_DIR:-/tmp/smtp-exporter-dashboard-real}
 export RELAY_PORT=$((BASE + 25)) NOTLS_PORT=$((BASE + 26)) SUBMISSIONS_PORT=$((BASE + 465))
 export SUBMISSION_PORT=$((BASE + 587)) ALT_PORT=$((BASE + 2525)) DNS_PORT=$((BASE + 53)) MTA_STS_PORT=$((BASE + 443))
+export OPENRELAY_PORT=$((BASE + 28)) IMAP_PORT=$((BASE + 143)) IMAPS_PORT=$((BASE + 993))
 
 export PYTHONDONTWRITEBYTECODE=1
 
@@ -117,7 +118,8 @@ PROMETHEUS_PORT=$(free_port)
 # Every spec is here for a panel:
 #   mx             relay (STARTTLS, verified), submission on the submission port and on the
 #                  "2525" port (STARTTLS required + AUTH), submissions (implicit TLS + AUTH);
-#                  its expect block holds -> Expectations shows 0s
+#                  its expect block holds -> Expectations shows 0s; a delivery probe through
+#                  the submission port into Dovecot's INBOX -> the delivery row
 #   mx-wrong-ca    relay trusting an unrelated CA, on_invalid_cert: report -> certificate not
 #                  verified (unknown_issuer) without failing; its banner expectation fails
 #   mx-bad-password submissions with a wrong password -> auth_failed, AUTH reply 535
@@ -156,6 +158,23 @@ modules:
     tls: starttls_required
     timeout: 10s
     tls_config: { ca_file: "$CA_FILE", server_name: "$SERVER_NAME" }
+  delivery:
+    tls: starttls_required
+    timeout: 10s
+    tls_config: { ca_file: "$CA_FILE", server_name: "$SERVER_NAME" }
+    auth: { username: "$AUTH_USER", password_file: "$AUTH_PASSWORD_FILE" }
+    delivery:
+      mail_from: monitor@example.test
+      rcpt_to: "$INBOX_USER"
+      interval: 15s
+      sweep_after: 10s
+      imap:
+        host: "$SERVER_NAME"
+        port: $IMAPS_PORT
+        tls: implicit
+        tls_config: { ca_file: "$CA_FILE" }
+        username: "$INBOX_USER"
+        password_file: "$INBOX_PASSWORD_FILE"
 targets:
   - name: mx
     host: $MTA_HOST
@@ -165,6 +184,7 @@ targets:
       - { port: $SUBMISSION_PORT, module: submission }
       - { port: $SUBMISSIONS_PORT, module: submissions }
       - { port: $ALT_PORT, module: submission }
+      - { port: $SUBMISSION_PORT, module: delivery }
   - name: mx-wrong-ca
     host: $MTA_HOST
     expect: { banner_hostname: mx1.example.com }
