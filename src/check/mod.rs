@@ -20,6 +20,7 @@ use crate::config::{
     self, Auth, CredentialSource, Credentials, Expectations, IpProtocol, Module, ProbeSpec, Secret, Tls,
     TlsMode, Transport,
 };
+mod deliver;
 mod domain;
 
 use crate::dns::{DnsSettings, Resolver};
@@ -78,6 +79,35 @@ pub struct CheckArgs {
     /// of IANA's root keys.
     #[arg(long = "dns-trust-anchors", value_name = "FILE")]
     pub dns_trust_anchors: Option<std::path::PathBuf>,
+
+    /// Send a message to ADDRESS through one port (the first --port, else 587) and read it
+    /// back over IMAP (--imap-user, --imap-password-file); it is deleted once seen.
+    #[arg(long, value_name = "ADDRESS", requires_all = ["imap_user", "imap_password_file"])]
+    pub deliver: Option<String>,
+
+    /// The delivery's sender. Default: --user, when it is an address.
+    #[arg(long = "mail-from", value_name = "ADDRESS", requires = "deliver")]
+    pub mail_from: Option<String>,
+
+    /// The mailbox's IMAP server. Default: HOST.
+    #[arg(long = "imap-host", value_name = "HOST", requires = "deliver")]
+    pub imap_host: Option<String>,
+
+    /// The IMAP port. Default: 993, or 143 with --imap-starttls.
+    #[arg(long = "imap-port", value_name = "PORT", requires = "deliver")]
+    pub imap_port: Option<u16>,
+
+    /// IMAP with STARTTLS instead of implicit TLS.
+    #[arg(long = "imap-starttls", requires = "deliver")]
+    pub imap_starttls: bool,
+
+    /// The mailbox's IMAP login.
+    #[arg(long = "imap-user", value_name = "USER", requires = "deliver")]
+    pub imap_user: Option<String>,
+
+    /// File holding the password for --imap-user.
+    #[arg(long = "imap-password-file", value_name = "PATH", requires = "deliver")]
+    pub imap_password_file: Option<PathBuf>,
 }
 
 /// `--dns-server`: an address, with port 53 unless one is given.
@@ -282,6 +312,9 @@ enum Detected {
 /// argument with MX records) is walked like a sender instead (`domain`).
 pub async fn run(args: &CheckArgs) -> Result<CheckOutput, CheckError> {
     let plan = Plan::new(args)?;
+    if args.deliver.is_some() {
+        return deliver::run(args, &plan).await;
+    }
     if domain::mx_walk_wanted(args, &plan.resolver).await {
         return domain::run(args, &plan).await;
     }

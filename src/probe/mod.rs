@@ -458,8 +458,8 @@ impl<'a> Walk<'a> {
             Ok(Err(e)) => return Err(e.at(Phase::Deliver)),
             Err(_) => {
                 let detail = format!(
-                    "the message (token {token}) was not in the mailbox {:?} after it was accepted",
-                    submitted.elapsed()
+                    "the message (token {token}) was not in the mailbox {:.1} s after it was accepted",
+                    submitted.elapsed().as_secs_f64()
                 );
                 return Err(StepError::new(Reason::NotDelivered, detail).at(Phase::Deliver));
             }
@@ -504,13 +504,17 @@ impl<'a> Walk<'a> {
     }
 
     /// Closes the walk: records the outcome and the total time, then, after an SMTP-level
-    /// failure, says QUIT politely (untimed, bounded).
+    /// failure or one of a delivery probe's mailbox before submit, says QUIT politely
+    /// (untimed, bounded).
     async fn finish(mut self, outcome: Result<(), Failure>) -> ProbeReport {
         self.report.duration = self.start.elapsed();
         self.report.expectations =
             expect::evaluate(&self.spec.expect, self.spec.transport.mode(), &self.report);
         if let Err(failure) = outcome {
-            if failure.reason.session_still_usable() {
+            // A delivery probe's mailbox is opened with the SMTP session idle after AUTH:
+            // whatever failed there, the session can still say QUIT.
+            let imap_side = matches!(failure.phase, Phase::ImapConnect | Phase::ImapLogin);
+            if failure.reason.session_still_usable() || imap_side {
                 if let Some(mut session) = self.session.take() {
                     let _ = tokio::time::timeout(COURTESY_QUIT_TIMEOUT, async {
                         let _ = session.command("QUIT").await;

@@ -161,6 +161,13 @@ fn check_args(domain: &str, dns: &FakeDns, port: u16, json: bool) -> smtp_export
         mx: false,
         dns_server: Some(dns.addr),
         dns_trust_anchors: None,
+        deliver: None,
+        mail_from: None,
+        imap_host: None,
+        imap_port: None,
+        imap_starttls: false,
+        imap_user: None,
+        imap_password_file: None,
     }
 }
 

@@ -348,3 +348,73 @@ pub(super) fn a_hundred_probes_leave_the_mailbox_empty(mta: &Mta) -> Check {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `check HOST --deliver ADDRESS` against the real parts: delivered into the inbox (exit
+/// 0, every hop named, the verdicts), and a discarded message (exit 1, `not_delivered`
+/// within `--timeout`), read over STARTTLS IMAP; the IMAP password never printed.
+pub(super) fn check_deliver_on_postfix_and_dovecot(mta: &Mta) -> Check {
+    let bin = env!("CARGO_BIN_EXE_smtp_exporter");
+    let inbox = mta.get("INBOX_USER");
+    let (local, domain) = inbox.split_once('@').ok_or("INBOX_USER is not an address")?;
+    let void = format!("{local}+void@{domain}");
+    let submission = format!("{}:starttls_required", mta.get("SUBMISSION_PORT"));
+    let common = |to: &str, imap: &[&str]| {
+        let mut a: Vec<String> = [
+            "check",
+            "localhost",
+            "--port",
+            &submission,
+            "--user",
+            mta.get("AUTH_USER"),
+            "--password-file",
+            mta.get("AUTH_PASSWORD_FILE"),
+            "--ca-file",
+            mta.get("CA_FILE"),
+            "--deliver",
+            to,
+            "--mail-from",
+            "monitor@example.test",
+            "--imap-user",
+            inbox,
+            "--imap-password-file",
+            mta.get("INBOX_PASSWORD_FILE"),
+            "--timeout",
+            "3s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(imap.iter().map(|s| s.to_string()));
+        a
+    };
+    let run_check = |args: Vec<String>| -> Result<(i32, String), String> {
+        let out = Command::new(bin).args(&args).output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        Ok((out.status.code().unwrap_or(-1), text))
+    };
+    let (code, text) = run_check(common(inbox, &["--imap-port", mta.get("IMAPS_PORT")]))?;
+    let wanted = [
+        "delivered in",
+        "into the inbox folder",
+        "hops: imap_connect",
+        "deliver",
+        "cleanup",
+        "dkim pass, spf pass, dmarc not pass; 2 Received hops",
+    ];
+    if code != 0 || !wanted.iter().all(|w| text.contains(w)) {
+        return Err(format!("check --deliver: exit {code}, output:\n{text}"));
+    }
+    let (code, text) = run_check(common(&void, &["--imap-port", mta.get("IMAP_PORT"), "--imap-starttls"]))?;
+    if code != 1 || !text.contains("NOT delivered: phase deliver, not_delivered") {
+        return Err(format!("check --deliver to a discarding address: exit {code}, output:\n{text}"));
+    }
+    let password = std::fs::read_to_string(mta.get("INBOX_PASSWORD_FILE")).map_err(|e| e.to_string())?;
+    if text.contains(password.trim()) {
+        return Err("the IMAP password is printed".into());
+    }
+    let left = probe_messages(mta)?;
+    if !left.is_empty() {
+        return Err(format!("check left probe messages: {left:?}"));
+    }
+    Ok(())
+}

@@ -1505,7 +1505,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 33] = [
+    let checks: [NamedCheck; 34] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1556,6 +1556,7 @@ fn main() {
             "delivery_a_hundred_probes_leave_the_mailbox_empty",
             delivery::a_hundred_probes_leave_the_mailbox_empty,
         ),
+        ("delivery_check_deliver_on_postfix_and_dovecot", delivery::check_deliver_on_postfix_and_dovecot),
         // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];
