@@ -350,7 +350,19 @@ fn row(
                 link = escape(&transcript_link(paths, key)),
             );
         }
-        None => html.push_str("<td class=\"reason\"></td>"),
+        None => match report.delivery.as_ref().and_then(|d| d.folder) {
+            // A delivery probe says where the message went and how long it took.
+            Some(folder) => {
+                let deliver = report.phase(Phase::Deliver).unwrap_or_default();
+                let _ = write!(
+                    html,
+                    "<td class=\"reason delivered\" data-folder=\"{f}\">delivered to {f} in {ms:.1} ms</td>",
+                    f = folder.as_str(),
+                    ms = deliver.as_secs_f64() * 1e3
+                );
+            }
+            None => html.push_str("<td class=\"reason\"></td>"),
+        },
     }
     certificate_cell(html, report, now);
     html.push_str("</tr>\n");

@@ -187,6 +187,13 @@ pub(super) fn delivery_through_postfix_lmtp_and_dovecot(mta: &Mta) -> Check {
     if !left.is_empty() {
         return Err(format!("probe messages left in the mailbox: {left:?}"));
     }
+    // The status page says where each delivered message went.
+    let (status, page) = http_get(exporter.addr, "/")?;
+    for folder in ["inbox", "junk", "other"] {
+        if status != 200 || !page.contains(&format!("data-folder=\"{folder}\">delivered to {folder} in ")) {
+            return Err(format!("the status page does not show a delivery to {folder}"));
+        }
+    }
     // The wrong IMAP password: nothing was submitted for it, and no password in the log.
     let log = std::fs::read_to_string(path.with_extension("log")).map_err(|e| e.to_string())?;
     if !log.contains("imap_auth_failed") {
