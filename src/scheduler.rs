@@ -438,6 +438,15 @@ fn log_report(key: &SpecKey, report: &probe::ProbeReport, previous: Option<bool>
             "probe succeeded"
         ),
     }
+    // A delivery probe's message, for finding it in the MTA's log.
+    if let Some(d) = &report.delivery {
+        tracing::debug!(
+            target = %key.target, port = key.port, module = %key.module, token = %d.token,
+            queue_id = d.queue_id.as_deref().unwrap_or("none"),
+            folder = d.folder.map_or("not found", |f| f.as_str()),
+            "delivery probe message"
+        );
+    }
 }
 
 /// A stable pseudo-random offset in `[0, interval)` for a spec, from `SpecKey::stable_hash`:

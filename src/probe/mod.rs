@@ -457,8 +457,10 @@ impl<'a> Walk<'a> {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => return Err(e.at(Phase::Deliver)),
             Err(_) => {
+                let queue_id =
+                    self.report.delivery.as_ref().and_then(|d| d.queue_id.as_deref()).unwrap_or("none");
                 let detail = format!(
-                    "the message (token {token}) was not in the mailbox {:.1} s after it was accepted",
+                    "the message (queue id {queue_id}, token {token}) was not in the mailbox {:.1} s after it was accepted",
                     submitted.elapsed().as_secs_f64()
                 );
                 return Err(StepError::new(Reason::NotDelivered, detail).at(Phase::Deliver));
