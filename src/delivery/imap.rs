@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_imap::imap_proto::NameAttribute;
 use async_imap::{Client, Session};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -296,11 +296,11 @@ impl Connected {
                 .list(Some(""), Some("*"))
                 .await
                 .map_err(|e| imap_error("LIST", e))?
-                .take(MAX_FOLDERS)
                 .try_collect()
                 .await
                 .map_err(|e| imap_error("LIST", e))?;
-            for name in &names {
+            // The whole answer is read (the read bound caps it), and the first folders used.
+            for name in names.iter().take(MAX_FOLDERS) {
                 let attributes = name.attributes();
                 if attributes.contains(&NameAttribute::NoSelect) || name.name().eq_ignore_ascii_case("INBOX")
                 {
@@ -346,11 +346,42 @@ impl Mailbox {
         Ok(())
     }
 
+    /// `UID SEARCH query`, with its tagged answer checked: async-imap's own `uid_search`
+    /// takes a NO or BAD for an empty result, which would turn a refused search into a
+    /// wait until `not_delivered`.
     async fn search(&mut self, query: &str) -> Result<Vec<u32>, StepError> {
-        let uids = self.session()?.uid_search(query).await.map_err(|e| imap_error("UID SEARCH", e))?;
-        let mut uids: Vec<u32> = uids.into_iter().collect();
-        uids.sort_unstable();
-        Ok(uids)
+        use async_imap::imap_proto::{MailboxDatum, Response, Status};
+        let session = self.session()?;
+        let tag = session
+            .run_command(format!("UID SEARCH {query}"))
+            .await
+            .map_err(|e| imap_error("UID SEARCH", e))?;
+        let mut uids = Vec::new();
+        loop {
+            let response = session
+                .read_response()
+                .await
+                .map_err(|e| imap_error("UID SEARCH", async_imap::error::Error::Io(e)))?
+                .ok_or_else(|| {
+                    StepError::new(Reason::Closed, "UID SEARCH: the IMAP server closed the connection")
+                })?;
+            match response.parsed() {
+                Response::MailboxData(MailboxDatum::Search(found)) => uids.extend_from_slice(found),
+                Response::Done { tag: done, status, outcome } if *done == tag => {
+                    if *status != Status::Ok {
+                        let text = outcome.information.as_deref().unwrap_or("");
+                        return Err(StepError::new(
+                            Reason::ImapProtocol,
+                            format!("UID SEARCH: {status:?} {}", crate::probe::truncate(text)),
+                        ));
+                    }
+                    uids.sort_unstable();
+                    return Ok(uids);
+                }
+                // Untagged news of the mailbox (EXISTS, EXPUNGE, FETCH flags): not asked for.
+                _ => {}
+            }
+        }
     }
 
     /// Waits until a message with `token` is in some folder: INBOX first (woken by IDLE
@@ -483,18 +514,15 @@ impl Mailbox {
         let set: Vec<String> = uids.iter().map(u32::to_string).collect();
         let set = set.join(",");
         let session = self.session()?;
+        // Run so that the tagged answer is checked: async-imap's `uid_store` and
+        // `uid_expunge` streams end at it without looking, so a NO (no right to delete)
+        // would pass for a deletion.
         session
-            .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
-            .await
-            .map_err(|e| imap_error("UID STORE", e))?
-            .try_collect::<Vec<_>>()
+            .run_command_and_check_ok(format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))
             .await
             .map_err(|e| imap_error("UID STORE", e))?;
         session
-            .uid_expunge(&set)
-            .await
-            .map_err(|e| imap_error("UID EXPUNGE", e))?
-            .try_collect::<Vec<_>>()
+            .run_command_and_check_ok(format!("UID EXPUNGE {set}"))
             .await
             .map_err(|e| imap_error("UID EXPUNGE", e))?;
         Ok(())

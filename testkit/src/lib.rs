@@ -3,7 +3,10 @@
 //! - [`pki`]: a private CA and server certificates made at test time (rcgen), and TLS
 //!   acceptors for certificates made elsewhere;
 //! - [`smtp`]: the scriptable fake SMTP server, on 127.0.0.1:0, on listeners the caller
-//!   bound (the bench's responder), or over any stream;
+//!   bound (the bench's responder), or over any stream; it can hand each message it
+//!   accepts to a hook;
+//! - [`imap`]: a fake IMAP server on 127.0.0.1:0 with a mailbox the test shares (where the
+//!   SMTP hook delivers), for the delivery probe;
 //! - [`exposition`]: the Prometheus text format parsed into samples, with lookups;
 //! - [`http`]: the one HTTP/1.1 client;
 //! - [`https`]: an HTTPS server with one canned answer per Host (MTA-STS policies);
@@ -16,5 +19,6 @@ pub mod dns;
 pub mod exposition;
 pub mod http;
 pub mod https;
+pub mod imap;
 pub mod pki;
 pub mod smtp;

@@ -1,10 +1,12 @@
 //! A scriptable fake SMTP server: the one SMTP responder of the tests and of the bench.
 //!
 //! It speaks just enough SMTP for the probe (greeting, EHLO/HELO, STARTTLS, AUTH PLAIN,
-//! LOGIN, CRAM-MD5 and XOAUTH2, QUIT, RSET/NOOP) and lets a test bend each step: delay or
-//! break the greeting, withhold STARTTLS, inject bytes after STARTTLS, reject AUTH, slow
-//! every reply down. It records what the client sent and what the server measured, so
-//! tests can check both sides.
+//! LOGIN, CRAM-MD5 and XOAUTH2, MAIL/RCPT/DATA, QUIT, RSET/NOOP) and lets a test bend each
+//! step: delay or break the greeting, withhold STARTTLS, inject bytes after STARTTLS, reject
+//! AUTH or a recipient, slow every reply down. It records what the client sent and what the
+//! server measured, so tests can check both sides; a message accepted after DATA is handed
+//! to [`Behaviour::on_message`], which a test uses to deliver it (into the fake IMAP store of
+//! `crate::imap`, say).
 //!
 //! Three ways in, from the most to the least managed:
 //! - [`FakeSmtp::start`]: a listener on 127.0.0.1:0 that keeps an [`Observed`] for every
@@ -30,6 +32,14 @@ use crate::pki::TestPki;
 
 /// How long the server waits for each command line.
 const COMMAND_WAIT: Duration = Duration::from_secs(10);
+/// The most bytes of one message after DATA, dot-stuffing included; more ends the session
+/// as a failure.
+const MAX_MESSAGE_BYTES: usize = 10 << 20;
+
+/// What the server does with a message it accepted: called with the message (dot-stuffing
+/// undone, the final `.` line removed) right after the 250 has been written. It runs on the
+/// server's task, inside the runtime: to deliver later, spawn.
+pub type MessageHook = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
 
 /// How the fake server behaves. Start from [`Behaviour::default`] and change what the
 /// test is about.
@@ -89,6 +99,12 @@ pub struct Behaviour {
     pub mail_reply_override: Option<String>,
     /// Replies to RCPT TO by address (without the angle brackets); any other gets 250.
     pub rcpt_replies: Vec<(String, String)>,
+    /// Reply to the end of DATA with this instead of `250 2.0.0 Ok: queued as <ID>`; the
+    /// message is then neither recorded nor handed on.
+    pub data_reply_override: Option<String>,
+    /// Gets every message accepted after DATA; `None`: the message is only recorded (in
+    /// [`Observed::messages`]) and goes nowhere, as if dropped.
+    pub on_message: Option<MessageHook>,
 }
 
 impl Default for Behaviour {
@@ -119,6 +135,8 @@ impl Default for Behaviour {
             session_time_limit: None,
             mail_reply_override: None,
             rcpt_replies: Vec::new(),
+            data_reply_override: None,
+            on_message: None,
         }
     }
 }
@@ -143,6 +161,17 @@ pub struct Observed {
     /// handshake, a bound of [`Behaviour`]. `None` also when the behaviour itself ended
     /// it (`close_after_greeting`, the TLS alert).
     pub failure: Option<String>,
+    /// The messages accepted after DATA, in order.
+    pub messages: Vec<Message>,
+}
+
+/// A message the server accepted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Message {
+    /// The id named in the 250 (`queued as <ID>`).
+    pub queue_id: String,
+    /// The message as the client meant it: dot-stuffing undone, without the final `.`.
+    pub data: Vec<u8>,
 }
 
 /// Hears how each session goes, as it goes, so that a long-running server can count and
@@ -372,6 +401,8 @@ async fn converse(
     let eol = if b.bare_lf { "\n" } else { "\r\n" };
     let mut tls = seen.tls_established;
     let mut reader = BufReader::new(stream);
+    // Whether MAIL FROM and at least one RCPT TO were accepted since the last reset.
+    let (mut mail, mut rcpt) = (false, false);
     for _ in 0..b.max_commands {
         let Some(line) = read_line(&mut reader, b).await? else { return Ok(()) };
         seen.lines.push(line.clone());
@@ -395,18 +426,33 @@ async fn converse(
                 let _ = w.shutdown().await;
                 return Ok(());
             }
-            "NOOP" | "RSET" => Next::Reply(format!("250 2.0.0 Ok{eol}")),
-            "MAIL" => Next::Reply(match &b.mail_reply_override {
-                Some(r) => format!("{r}{eol}"),
-                None => format!("250 2.1.0 Ok{eol}"),
-            }),
+            "NOOP" => Next::Reply(format!("250 2.0.0 Ok{eol}")),
+            "RSET" => {
+                (mail, rcpt) = (false, false);
+                Next::Reply(format!("250 2.0.0 Ok{eol}"))
+            }
+            "MAIL" => {
+                let text = match &b.mail_reply_override {
+                    Some(r) => r.clone(),
+                    None => "250 2.1.0 Ok".to_owned(),
+                };
+                (mail, rcpt) = (text.starts_with('2'), false);
+                Next::Reply(format!("{text}{eol}"))
+            }
             "RCPT" => {
                 let address = line.split_once('<').and_then(|(_, rest)| rest.split_once('>')).map(|(a, _)| a);
                 let listed = b.rcpt_replies.iter().find(|(a, _)| Some(a.as_str()) == address);
-                Next::Reply(match listed {
-                    Some((_, r)) => format!("{r}{eol}"),
-                    None => format!("250 2.1.5 Ok{eol}"),
-                })
+                let text = match listed {
+                    Some((_, r)) => r.clone(),
+                    None => "250 2.1.5 Ok".to_owned(),
+                };
+                rcpt |= mail && text.starts_with('2');
+                Next::Reply(format!("{text}{eol}"))
+            }
+            "DATA" if !rcpt => Next::Reply(format!("503 5.5.1 Error: need RCPT command{eol}")),
+            "DATA" => {
+                (mail, rcpt) = (false, false);
+                data(&mut reader, b, eol, seen).await?
             }
             _ => Next::Reply(format!("502 5.5.2 command not recognized{eol}")),
         };
@@ -417,6 +463,53 @@ async fn converse(
         }
     }
     Err(format!("more than {} commands", b.max_commands))
+}
+
+/// DATA: 354, the message up to the lone `.` (dot-stuffing undone, at most
+/// [`MAX_MESSAGE_BYTES`]), then 250 with a queue id; the message is recorded and handed to
+/// the behaviour's hook after the 250 is written.
+async fn data(
+    reader: &mut BufReader<Stream>,
+    b: &Behaviour,
+    eol: &str,
+    seen: &mut Observed,
+) -> Result<Next, String> {
+    static QUEUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    reply(reader.get_mut(), b, format!("354 End data with <CR><LF>.<CR><LF>{eol}").as_bytes()).await?;
+    let mut message = Vec::new();
+    let mut read = 0usize;
+    loop {
+        let mut line = Vec::new();
+        let left = MAX_MESSAGE_BYTES.saturating_sub(read) as u64;
+        let mut bounded = (&mut *reader).take(left);
+        let n = match tokio::time::timeout(COMMAND_WAIT, bounded.read_until(b'\n', &mut line)).await {
+            Ok(n) => n.map_err(|e| format!("read message: {e}"))?,
+            Err(_) => return Err(format!("no message line within {COMMAND_WAIT:?}")),
+        };
+        read += n;
+        if !line.ends_with(b"\n") {
+            if read >= MAX_MESSAGE_BYTES {
+                return Err(format!("message longer than {MAX_MESSAGE_BYTES} bytes"));
+            }
+            // The client went away in the middle of the message.
+            return Ok(Next::Closed);
+        }
+        if line == b".\r\n" || line == b".\n" {
+            break;
+        }
+        let unstuffed = if line.starts_with(b".") { &line[1..] } else { &line[..] };
+        message.extend_from_slice(unstuffed);
+    }
+    if let Some(r) = &b.data_reply_override {
+        return Ok(Next::Reply(format!("{r}{eol}")));
+    }
+    let queue_id = format!("FAKE{:08X}", QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    reply(reader.get_mut(), b, format!("250 2.0.0 Ok: queued as {queue_id}{eol}").as_bytes()).await?;
+    seen.messages.push(Message { queue_id, data: message.clone() });
+    if let Some(hook) = &b.on_message {
+        hook(message);
+    }
+    Ok(Next::Read)
 }
 
 /// The capability list: STARTTLS until TLS is up, AUTH once it is (or before, when the
@@ -731,6 +824,41 @@ mod tests {
                 (authenticated, Some(false), false)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn data_is_unstuffed_recorded_and_handed_on_after_the_250() {
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let hook: MessageHook = {
+            let delivered = delivered.clone();
+            Arc::new(move |message| delivered.lock().unwrap().push(message))
+        };
+        let behaviour = Behaviour { starttls: false, on_message: Some(hook), ..Behaviour::default() };
+        let (mut client, session, _pki) = serve_in_memory(behaviour, Start::Accepted(Instant::now()));
+        read_reply(&mut client).await;
+        client.write_all(b"DATA\r\n").await.unwrap();
+        assert!(read_reply(&mut client).await.starts_with("503 "), "DATA before RCPT TO");
+        for (command, code) in
+            [("MAIL FROM:<a@example.test>", "250 "), ("RCPT TO:<b@example.test>", "250 "), ("DATA", "354 ")]
+        {
+            client.write_all(format!("{command}\r\n").as_bytes()).await.unwrap();
+            assert!(read_reply(&mut client).await.starts_with(code), "{command}");
+        }
+        assert!(delivered.lock().unwrap().is_empty());
+        client.write_all(b"Subject: x\r\n\r\n..leading dot\r\n..\r\nlast\r\n.\r\n").await.unwrap();
+        let queued = read_reply(&mut client).await;
+        let queue_id = queued
+            .strip_prefix("250 2.0.0 Ok: queued as ")
+            .unwrap_or_else(|| panic!("{queued:?}"))
+            .trim_end();
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        read_reply(&mut client).await;
+        let seen = session.await.unwrap();
+        let message = b"Subject: x\r\n\r\n.leading dot\r\n.\r\nlast\r\n".to_vec();
+        assert_eq!(*delivered.lock().unwrap(), vec![message.clone()]);
+        assert_eq!(seen.messages, vec![Message { queue_id: queue_id.to_owned(), data: message }]);
+        assert_eq!(seen.lines.last().map(String::as_str), Some("QUIT"), "message lines are not commands");
+        assert_eq!(seen.failure, None);
     }
 
     /// Counts what a watcher hears, and keeps the finished sessions.

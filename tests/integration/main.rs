@@ -16,5 +16,8 @@ mod domains;
 /// MTA-STS and TLS-RPT against the fake name server and an HTTPS server.
 mod policy;
 
+/// Delivery probes against the fake SMTP and IMAP servers: submit, read back, clean up.
+mod delivery;
+
 /// The binary as a user starts it: exit codes, `--config.check`, log lines.
 mod cli;

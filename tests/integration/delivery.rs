@@ -1,0 +1,468 @@
+//! Delivery probe tests: a module with `delivery:` against the fake SMTP server, whose
+//! DATA hook files the message into the fake IMAP server's store (or drops it), and the
+//! fake IMAP server the probe reads it back from. Each test names the behaviour it guards.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use smtp_exporter::config::ProbeSpec;
+use smtp_exporter::delivery::headers::PathInfo;
+use smtp_exporter::delivery::Folder;
+use smtp_exporter::probe::{self, Phase, ProbeReport, Reason};
+
+use crate::support::spec;
+use testkit::imap::{self, FakeImap, Mailstore};
+use testkit::pki::TestPki;
+use testkit::smtp::{self, FakeSmtp, MessageHook};
+
+const SMTP_AUTH: &str = "auth: { username: probe@example.test, password: correct horse }";
+const IMAP_PASSWORD: &str = "imap secret";
+const TOKEN_HEADER: &str = "X-Smtp-Exporter-Probe";
+
+/// What the hook of [`with_path`] puts on top of the message, as an MX and a submission
+/// server would: two Received hops and the MX's verdicts.
+const PATH_HEADERS: &[u8] = b"Received: from submit.fake.test by mx.fake.test with ESMTPS id FAKE1;\r\n\
+\tMon, 30 Nov 2026 11:00:01 +0000\r\n\
+Authentication-Results: mx.fake.test; dkim=pass header.d=example.test;\r\n\
+\tspf=pass smtp.mailfrom=example.test; dmarc=fail (p=none) header.from=example.test\r\n\
+Received: from client by submit.fake.test with ESMTPSA id FAKE0; Mon, 30 Nov 2026 11:00:00 +0000\r\n";
+
+/// The fake MTA and mailbox of one test, and the PKI both serve from.
+struct Rig {
+    smtp: FakeSmtp,
+    imap: FakeImap,
+    store: Mailstore,
+    pki: TestPki,
+}
+
+impl Rig {
+    /// Starts the IMAP server with `imap`, then the SMTP server with what `smtp` makes of
+    /// the store (its DATA hook delivers there).
+    async fn start(imap: imap::Behaviour, smtp: impl FnOnce(&Mailstore) -> smtp::Behaviour) -> Rig {
+        let pki = TestPki::new();
+        let imap = FakeImap::start(imap, &pki).await;
+        let store = imap.store();
+        let smtp = FakeSmtp::start(smtp(&store), &pki).await;
+        Rig { smtp, imap, store, pki }
+    }
+
+    /// A delivery module on the fake servers: STARTTLS and AUTH on the SMTP side, implicit
+    /// TLS on the IMAP side, `timeout: 5s`. `module` adds lines to the module (a `timeout`
+    /// there wins), `delivery` to its `delivery:`, and `imap` fields (`key: value`) to the
+    /// flow mapping of its `imap:` (a key there wins).
+    fn spec(&self, module: &str, delivery: &str, imap: &[&str]) -> ProbeSpec {
+        let ca = self.pki.ca_file.display().to_string();
+        let mut imap_fields = vec![
+            "host: 127.0.0.1".to_owned(),
+            format!("port: {}", self.imap.port()),
+            "tls: implicit".to_owned(),
+            format!("tls_config: {{ ca_file: {ca} }}"),
+            "username: inbox@example.test".to_owned(),
+            format!("password: {IMAP_PASSWORD}"),
+        ];
+        for field in imap {
+            let key = field.split(':').next().unwrap_or("");
+            imap_fields.retain(|f| !f.starts_with(&format!("{key}:")));
+            imap_fields.push((*field).to_owned());
+        }
+        let timeout = if module.contains("timeout:") { "" } else { "timeout: 5s\n" };
+        let delivery: String = delivery.lines().map(|l| format!("  {l}\n")).collect();
+        let yaml = format!(
+            "tls: starttls_required\ntls_config: {{ ca_file: {ca} }}\n{SMTP_AUTH}\n{timeout}{module}\n\
+             delivery:\n  mail_from: monitor@example.test\n  rcpt_to: inbox@example.test\n  interval: 10s\n\
+             {delivery}  imap: {{ {} }}",
+            imap_fields.join(", ")
+        );
+        spec(&yaml, self.smtp.port())
+    }
+
+    async fn probe(&self, module: &str, delivery: &str, imap: &[&str]) -> ProbeReport {
+        probe::run(&self.spec(module, delivery, imap)).await
+    }
+
+    /// The SMTP command lines of every finished connection.
+    fn smtp_lines(&self) -> Vec<String> {
+        self.smtp.observed().into_iter().flat_map(|o| o.lines).collect()
+    }
+
+    /// The messages the SMTP server accepted.
+    fn accepted(&self) -> Vec<smtp::Message> {
+        self.smtp.observed().into_iter().flat_map(|o| o.messages).collect()
+    }
+}
+
+/// A hook that files every message into `folder` at once, with [`PATH_HEADERS`] on top.
+fn with_path(store: &Mailstore, folder: &str) -> MessageHook {
+    let (store, folder) = (store.clone(), folder.to_owned());
+    Arc::new(move |message: Vec<u8>| {
+        let mut delivered = PATH_HEADERS.to_vec();
+        delivered.extend(message);
+        store.deposit(&folder, delivered);
+    })
+}
+
+/// The SMTP behaviour whose hook is `hook(store)`.
+fn delivering(hook: impl FnOnce(&Mailstore) -> MessageHook) -> impl FnOnce(&Mailstore) -> smtp::Behaviour {
+    |store| smtp::Behaviour { on_message: Some(hook(store)), ..smtp::Behaviour::default() }
+}
+
+fn phases(report: &ProbeReport) -> Vec<Phase> {
+    report.phases.iter().map(|(p, _)| *p).collect()
+}
+
+fn assert_failed(report: &ProbeReport, phase: Phase, reason: Reason) {
+    let failure =
+        report.failure.as_ref().unwrap_or_else(|| panic!("expected a failure, got success: {report:?}"));
+    assert_eq!((failure.phase, failure.reason), (phase, reason), "detail: {}", failure.detail);
+}
+
+/// The value of the token header in a message.
+fn token_in(message: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let header = text.split("\r\n\r\n").next().unwrap_or("");
+    header.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case(TOKEN_HEADER).then(|| value.trim().to_owned())
+    })
+}
+
+/// A message as an earlier probe (or someone else) left it.
+fn leftover(token_header: Option<&str>) -> Vec<u8> {
+    let token = token_header.map(|t| format!("{TOKEN_HEADER}: {t}\r\n")).unwrap_or_default();
+    format!(
+        "From: monitor@example.test\r\nTo: inbox@example.test\r\n{token}Subject: left over\r\n\r\nbody\r\n"
+    )
+    .into_bytes()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test]
+async fn a_message_delivered_to_the_inbox_is_found_read_for_its_path_and_deleted() {
+    let rig = Rig::start(imap::Behaviour::default(), delivering(|s| with_path(s, "INBOX"))).await;
+    let report = rig.probe("", "", &[]).await;
+    assert!(report.success(), "{:?}", report.failure);
+    use Phase::*;
+    assert_eq!(
+        phases(&report),
+        vec![
+            Resolve,
+            Connect,
+            Banner,
+            Ehlo,
+            Starttls,
+            TlsHandshake,
+            EhloTls,
+            Auth,
+            ImapConnect,
+            ImapLogin,
+            Submit,
+            Quit,
+            Deliver,
+            Fetch,
+            Cleanup
+        ]
+    );
+    let delivery = report.delivery.as_ref().expect("a delivery outcome");
+    let accepted = rig.accepted();
+    assert_eq!(accepted.len(), 1, "one message submitted");
+    assert_eq!(delivery.queue_id.as_deref(), Some(accepted[0].queue_id.as_str()), "the 250's queue id");
+    assert_eq!(token_in(&accepted[0].data).as_deref(), Some(delivery.token.as_str()), "the token submitted");
+    assert_eq!(delivery.folder, Some(Folder::Inbox));
+    assert_eq!(
+        delivery.path,
+        Some(PathInfo { dkim_pass: true, spf_pass: true, dmarc_pass: false, received_hops: 2 }),
+        "read from the header the MX put on top"
+    );
+    assert_eq!(delivery.swept, Some(0));
+    assert!(rig.store.messages("INBOX").is_empty(), "{:?}", rig.store.messages("INBOX"));
+
+    let seen = rig.imap.wait_for_connections(1).await;
+    assert_eq!(seen[0].failure, None);
+    assert_eq!(seen[0].lines.last().map(String::as_str).map(|l| l.ends_with(" LOGOUT")), Some(true));
+    // The message was read without \Seen, and only its UID was flagged and expunged.
+    let lines = rig.imap.lines();
+    let commands: Vec<&str> = lines.iter().map(|l| l.split_once(' ').map_or("", |(_, c)| c)).collect();
+    assert!(commands.contains(&"UID FETCH 1 BODY.PEEK[HEADER]"), "{commands:?}");
+    assert!(commands.contains(&r"UID STORE 1 +FLAGS.SILENT (\Deleted)"), "{commands:?}");
+    assert!(commands.contains(&"UID EXPUNGE 1"), "{commands:?}");
+    assert!(!commands.iter().any(|c| c.contains("BODY[")), "a FETCH that sets \\Seen: {commands:?}");
+    // The mailbox password went to the IMAP server's LOGIN and nowhere else.
+    let with_password: Vec<&String> = lines.iter().filter(|l| l.contains(IMAP_PASSWORD)).collect();
+    assert!(with_password.len() == 1 && with_password[0].contains(" LOGIN "), "{with_password:?}");
+    assert!(rig.smtp_lines().iter().all(|l| !l.contains(IMAP_PASSWORD)));
+    assert!(accepted.iter().all(|m| !String::from_utf8_lossy(&m.data).contains(IMAP_PASSWORD)));
+}
+
+#[tokio::test]
+async fn a_message_filed_into_junk_is_delivered_to_junk_and_still_deleted() {
+    let rig =
+        Rig::start(imap::Behaviour::default(), delivering(|s| s.deliver_to("Junk", Duration::ZERO))).await;
+    let report = rig.probe("", "require_inbox: true", &[]).await;
+    assert_failed(&report, Phase::Deliver, Reason::DeliveredToJunk);
+    // Found, read and cleaned up before the verdict.
+    assert!(
+        phases(&report).ends_with(&[Phase::Deliver, Phase::Fetch, Phase::Cleanup]),
+        "{:?}",
+        phases(&report)
+    );
+    let delivery = report.delivery.as_ref().unwrap();
+    assert_eq!((delivery.folder, delivery.swept), (Some(Folder::Junk), Some(0)));
+    assert!(rig.store.messages("Junk").is_empty(), "{:?}", rig.store.messages("Junk"));
+}
+
+#[tokio::test]
+async fn a_message_in_junk_passes_when_the_inbox_is_not_required() {
+    let rig =
+        Rig::start(imap::Behaviour::default(), delivering(|s| s.deliver_to("Junk", Duration::ZERO))).await;
+    let report = rig.probe("", "require_inbox: false", &[]).await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert_eq!(report.delivery.as_ref().unwrap().folder, Some(Folder::Junk));
+    assert!(rig.store.messages("Junk").is_empty(), "{:?}", rig.store.messages("Junk"));
+}
+
+#[tokio::test]
+async fn the_junk_folder_is_the_one_marked_junk_whatever_its_name_or_the_configured_one() {
+    let marked = imap::Behaviour { junk_folder: Some("Junk E-mail".into()), ..imap::Behaviour::default() };
+    let unmarked = imap::Behaviour {
+        junk_folder: None,
+        other_folders: vec!["Spam".into()],
+        ..imap::Behaviour::default()
+    };
+    for (imap, folder, configured) in [
+        (marked, "Junk E-mail", None),
+        (unmarked.clone(), "Spam", Some("junk_mailbox: Spam")),
+        (unmarked, "Spam", None),
+    ] {
+        let rig = Rig::start(imap, delivering(|s| s.deliver_to(folder, Duration::ZERO))).await;
+        let report = rig.probe("", "", &configured.into_iter().collect::<Vec<_>>()).await;
+        let delivery = report.delivery.as_ref().unwrap();
+        if configured.is_none() && folder == "Spam" {
+            assert!(report.success(), "neither marked nor configured: another folder; {:?}", report.failure);
+            assert_eq!(delivery.folder, Some(Folder::Other));
+        } else {
+            assert_failed(&report, Phase::Deliver, Reason::DeliveredToJunk);
+            assert_eq!(delivery.folder, Some(Folder::Junk), "{folder}");
+            assert!(report.failure.as_ref().unwrap().detail.contains(folder));
+        }
+        assert!(rig.store.messages(folder).is_empty(), "{folder}: {:?}", rig.store.messages(folder));
+    }
+}
+
+#[tokio::test]
+async fn a_message_filed_into_another_folder_is_found_there_as_other() {
+    let imap = imap::Behaviour { other_folders: vec!["Archive".into()], ..imap::Behaviour::default() };
+    let rig = Rig::start(imap, delivering(|s| s.deliver_to("Archive", Duration::ZERO))).await;
+    let report = rig.probe("", "", &[]).await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert_eq!(report.delivery.as_ref().unwrap().folder, Some(Folder::Other));
+    assert!(rig.store.messages("Archive").is_empty(), "{:?}", rig.store.messages("Archive"));
+}
+
+#[tokio::test]
+async fn a_dropped_message_is_not_delivered_within_the_module_timeout() {
+    // No hook: the server says 250 and the message goes nowhere.
+    let rig = Rig::start(imap::Behaviour::default(), |_| smtp::Behaviour::default()).await;
+    let report = rig.probe("timeout: 2s", "poll_interval: 500ms", &[]).await;
+    assert_failed(&report, Phase::Deliver, Reason::NotDelivered);
+    assert_eq!(phases(&report).last(), Some(&Phase::Deliver));
+    assert_eq!(rig.accepted().len(), 1, "the message was accepted");
+    assert!(report.delivery.as_ref().unwrap().queue_id.is_some());
+    // The probe's deadline ends the wait: not before it, and not long after.
+    assert!(
+        report.duration >= Duration::from_secs(2) && report.duration < Duration::from_millis(2800),
+        "{:?}",
+        report.duration
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_imap_password_is_imap_auth_failed_before_any_mail_is_submitted() {
+    let rig =
+        Rig::start(imap::Behaviour::default(), delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
+    let report = rig.probe("", "", &["password: not the imap secret"]).await;
+    assert_failed(&report, Phase::ImapLogin, Reason::ImapAuthFailed);
+    assert!(!report.failure.as_ref().unwrap().detail.contains("not the imap secret"));
+    assert_eq!(phases(&report).last(), Some(&Phase::ImapLogin));
+    assert!(report.delivery.is_none());
+    let seen = rig.smtp.wait_for_connections(1).await;
+    assert!(seen[0].lines.iter().all(|l| !l.starts_with("MAIL") && l != "DATA"), "{:?}", seen[0].lines);
+    assert_eq!(seen[0].lines.last().map(String::as_str), Some("QUIT"), "the SMTP session is closed politely");
+    assert!(rig.store.messages("INBOX").is_empty());
+}
+
+#[tokio::test]
+async fn a_login_refused_for_too_many_connections_is_imap_protocol_not_imap_auth_failed() {
+    let imap = imap::Behaviour {
+        replies: vec![(
+            "LOGIN".into(),
+            "NO [LIMIT] Maximum number of connections from user+IP exceeded".into(),
+        )],
+        ..imap::Behaviour::default()
+    };
+    let rig = Rig::start(imap, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
+    let report = rig.probe("", "", &[]).await;
+    assert_failed(&report, Phase::ImapLogin, Reason::ImapProtocol);
+    let detail = &report.failure.as_ref().unwrap().detail;
+    assert!(detail.contains("[LIMIT] Maximum number of connections"), "the server's own words: {detail}");
+}
+
+#[tokio::test]
+async fn an_untrusted_imap_certificate_is_imap_tls_and_the_password_is_never_sent() {
+    let rig =
+        Rig::start(imap::Behaviour::default(), delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
+    let other_ca = rig.pki.other_ca_file.display().to_string();
+    let report = rig.probe("", "", &[&format!("tls_config: {{ ca_file: {other_ca} }}")]).await;
+    assert_failed(&report, Phase::ImapConnect, Reason::ImapTls);
+    // The handshake completes (the verdict is the probe's), then the probe hangs up.
+    let seen = rig.imap.wait_for_connections(1).await;
+    assert!(seen[0].lines.is_empty() && !seen[0].logged_in, "{:?}", seen[0]);
+    let smtp = rig.smtp.wait_for_connections(1).await;
+    assert!(smtp[0].lines.iter().all(|l| !l.starts_with("MAIL")), "{:?}", smtp[0].lines);
+}
+
+#[tokio::test]
+async fn a_rejected_recipient_is_submit_rejected_and_the_mailbox_is_logged_out() {
+    let rig = Rig::start(imap::Behaviour::default(), |store| smtp::Behaviour {
+        rcpt_replies: vec![(
+            "inbox@example.test".into(),
+            "550 5.1.1 <inbox@example.test>: no such user".into(),
+        )],
+        on_message: Some(store.deliver_to("INBOX", Duration::ZERO)),
+        ..smtp::Behaviour::default()
+    })
+    .await;
+    let report = rig.probe("", "", &[]).await;
+    assert_failed(&report, Phase::Submit, Reason::SubmitRejected);
+    let seen = rig.smtp.wait_for_connections(1).await;
+    assert!(seen[0].lines.iter().all(|l| l != "DATA"), "{:?}", seen[0].lines);
+    assert_eq!(seen[0].lines.last().map(String::as_str), Some("QUIT"), "polite QUIT after the 550");
+    assert!(rig.accepted().is_empty());
+    let imap = rig.imap.wait_for_connections(1).await;
+    assert!(imap[0].lines.last().is_some_and(|l| l.ends_with(" LOGOUT")), "{:?}", imap[0].lines);
+}
+
+#[tokio::test]
+async fn a_message_refused_at_the_end_of_data_is_submit_rejected() {
+    let rig = Rig::start(imap::Behaviour::default(), |store| smtp::Behaviour {
+        data_reply_override: Some("554 5.7.1 message content rejected".into()),
+        on_message: Some(store.deliver_to("INBOX", Duration::ZERO)),
+        ..smtp::Behaviour::default()
+    })
+    .await;
+    let report = rig.probe("", "", &[]).await;
+    assert_failed(&report, Phase::Submit, Reason::SubmitRejected);
+    assert!(report.failure.as_ref().unwrap().detail.contains("554"), "{:?}", report.failure);
+    assert_eq!(report.delivery.as_ref().unwrap().queue_id, None, "nothing was queued");
+    assert!(rig.accepted().is_empty() && rig.store.messages("INBOX").is_empty());
+}
+
+#[tokio::test]
+async fn leftovers_older_than_sweep_after_are_swept_and_nothing_else_is_touched() {
+    let imap = imap::Behaviour { other_folders: vec!["Archive".into()], ..imap::Behaviour::default() };
+    let rig = Rig::start(imap, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
+    let store = &rig.store;
+    let stale = "1000000000-0123456789abcdef";
+    let young = format!("{}-fedcba9876543210", unix_now() - 60);
+    store.deposit("INBOX", leftover(Some(stale)));
+    let young_uid = store.deposit("INBOX", leftover(Some(&young)));
+    let foreign_uid = store.deposit("INBOX", leftover(Some("not-one-of-ours")));
+    // Someone else's message, flagged \Deleted but not expunged: UID EXPUNGE leaves it.
+    let plain_uid = store.deposit_with_flags("INBOX", leftover(None), &[r"\Deleted"]);
+    // Old, but in a folder the sweep does not cover.
+    store.deposit("Archive", leftover(Some(stale)));
+
+    let report = rig.probe("", "sweep_after: 1h", &[]).await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert_eq!(report.delivery.as_ref().unwrap().swept, Some(1));
+    let inbox = store.messages("INBOX");
+    let uids: Vec<u32> = inbox.iter().map(|m| m.uid).collect();
+    assert_eq!(uids, vec![young_uid, foreign_uid, plain_uid], "{inbox:?}");
+    assert!(!inbox[0].has_flag(r"\Deleted") && !inbox[1].has_flag(r"\Deleted"), "{inbox:?}");
+    assert!(inbox.iter().all(|m| !m.has_flag(r"\Seen")), "{inbox:?}");
+    assert_eq!(store.messages("Archive").len(), 1);
+}
+
+#[tokio::test]
+async fn without_idle_the_inbox_is_polled_until_the_message_arrives() {
+    let imap = imap::Behaviour { idle: false, ..imap::Behaviour::default() };
+    let delay = Duration::from_millis(300);
+    let rig = Rig::start(imap, delivering(move |s| s.deliver_to("INBOX", delay))).await;
+    let report = rig.probe("", "poll_interval: 200ms", &[]).await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert_eq!(report.delivery.as_ref().unwrap().folder, Some(Folder::Inbox));
+    assert!(report.phase(Phase::Deliver).unwrap() >= delay, "{:?}", report.phases);
+    assert!(rig.imap.lines().iter().all(|l| !l.ends_with(" IDLE")), "{:?}", rig.imap.lines());
+    assert!(rig.store.messages("INBOX").is_empty());
+}
+
+#[tokio::test]
+async fn without_uidplus_nothing_is_expunged_and_cleanup_fails_as_imap_protocol() {
+    let imap = imap::Behaviour { uidplus: false, ..imap::Behaviour::default() };
+    let rig = Rig::start(imap, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
+    let report = rig.probe("", "", &[]).await;
+    assert_failed(&report, Phase::Cleanup, Reason::ImapProtocol);
+    assert_eq!(report.delivery.as_ref().unwrap().folder, Some(Folder::Inbox));
+    let inbox = rig.store.messages("INBOX");
+    assert_eq!(inbox.len(), 1, "the message stays");
+    assert!(inbox[0].flags.is_empty(), "neither flagged \\Deleted nor seen: {:?}", inbox[0].flags);
+    let lines = rig.imap.lines();
+    assert!(lines.iter().all(|l| !l.contains("STORE") && !l.contains("EXPUNGE")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_refused_delete_fails_cleanup_as_imap_protocol() {
+    // A mailbox shared without the right to delete: the flag is refused, so nothing goes.
+    let imap = imap::Behaviour {
+        replies: vec![("UID STORE".into(), "NO [NOPERM] Permission denied".into())],
+        ..imap::Behaviour::default()
+    };
+    let rig = Rig::start(imap, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
+    let report = rig.probe("", "", &[]).await;
+    assert_failed(&report, Phase::Cleanup, Reason::ImapProtocol);
+    assert!(report.failure.as_ref().unwrap().detail.contains("UID STORE"), "{:?}", report.failure);
+    assert_eq!(rig.store.messages("INBOX").len(), 1, "the message stays");
+}
+
+/// A refused search is the server's fault, said at once: not a silent empty result that
+/// waits out the deadline as `not_delivered` (async-imap's own `uid_search` would).
+#[tokio::test]
+async fn a_refused_search_is_imap_protocol_at_once_not_a_wait() {
+    let imap = imap::Behaviour {
+        replies: vec![("UID SEARCH".into(), "NO [SERVERBUG] search failed".into())],
+        ..imap::Behaviour::default()
+    };
+    let rig = Rig::start(imap, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
+    let report = rig.probe("", "", &[]).await;
+    assert_failed(&report, Phase::Deliver, Reason::ImapProtocol);
+    let failure = report.failure.as_ref().unwrap();
+    assert!(failure.detail.contains("UID SEARCH") && failure.detail.contains("search failed"), "{failure:?}");
+    assert!(report.phase(Phase::Deliver).unwrap() < Duration::from_secs(1), "it did not wait: {report:?}");
+}
+
+#[tokio::test]
+async fn a_delayed_delivery_is_timed_in_deliver_and_idle_wakes_the_wait() {
+    let delay = Duration::from_millis(300);
+    let rig = Rig::start(imap::Behaviour::default(), delivering(move |s| s.deliver_to("INBOX", delay))).await;
+    // Polling alone would look again only after 2 s.
+    let report = rig.probe("", "poll_interval: 2s", &[]).await;
+    assert!(report.success(), "{:?}", report.failure);
+    let deliver = report.phase(Phase::Deliver).unwrap();
+    assert!(deliver >= delay && deliver < Duration::from_millis(1500), "deliver took {deliver:?}");
+    let lines = rig.imap.lines();
+    assert!(lines.iter().any(|l| l.ends_with(" IDLE")) && lines.iter().any(|l| l == "DONE"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn imap_over_starttls_reads_the_message_back_like_implicit_tls() {
+    let imap = imap::Behaviour { tls: imap::Tls::Starttls, ..imap::Behaviour::default() };
+    let rig = Rig::start(imap, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
+    let report = rig.probe("", "", &["tls: starttls"]).await;
+    assert!(report.success(), "{:?}", report.failure);
+    assert_eq!(report.delivery.as_ref().unwrap().folder, Some(Folder::Inbox));
+    let seen = rig.imap.wait_for_connections(1).await;
+    assert!(seen[0].tls_established && seen[0].logged_in);
+    assert!(rig.store.messages("INBOX").is_empty());
+}
