@@ -466,3 +466,90 @@ async fn imap_over_starttls_reads_the_message_back_like_implicit_tls() {
     assert!(seen[0].tls_established && seen[0].logged_in);
     assert!(rig.store.messages("INBOX").is_empty());
 }
+
+/// `check HOST --deliver ADDRESS` runs the same probe from the command line: delivered into
+/// the inbox (a success, every hop and the verdicts in the text, the message gone), and a
+/// dropped message is a failure naming `not_delivered`, within `--timeout`; the JSON form
+/// says the same.
+#[tokio::test]
+async fn check_deliver_reports_the_hops_and_fails_when_nothing_arrives() {
+    let dir = std::env::temp_dir().join(format!("smtp-exporter-check-deliver-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (smtp_pw, imap_pw) = (dir.join("smtp"), dir.join("imap"));
+    std::fs::write(&smtp_pw, "correct horse\n").unwrap();
+    std::fs::write(&imap_pw, format!("{IMAP_PASSWORD}\n")).unwrap();
+    // Mail to dropped@ is lost on the way; the rest lands in INBOX.
+    let rig = Rig::start(imap::Behaviour::default(), |store| {
+        let inbox = with_path(store, "INBOX");
+        let hook: MessageHook = Arc::new(move |message: Vec<u8>| {
+            if !String::from_utf8_lossy(&message).contains("To: <dropped@example.test>") {
+                inbox(message);
+            }
+        });
+        smtp::Behaviour { on_message: Some(hook), ..smtp::Behaviour::default() }
+    })
+    .await;
+    /// The check subcommand's arguments, parsed as the binary parses them.
+    #[derive(clap::Parser)]
+    struct CheckCommand {
+        #[command(flatten)]
+        args: smtp_exporter::check::CheckArgs,
+    }
+    let args = |to: &str, json: bool| {
+        let argv = [
+            "check",
+            "127.0.0.1",
+            "--port",
+            &format!("{}:starttls_required", rig.smtp.port()),
+            "--user",
+            "probe@example.test",
+            "--password-file",
+            &smtp_pw.display().to_string(),
+            "--ca-file",
+            &rig.pki.ca_file.display().to_string(),
+            "--deliver",
+            to,
+            "--mail-from",
+            "monitor@example.test",
+            "--imap-port",
+            &rig.imap.port().to_string(),
+            "--imap-user",
+            "inbox@example.test",
+            "--imap-password-file",
+            &imap_pw.display().to_string(),
+            "--timeout",
+            "2s",
+        ]
+        .map(str::to_owned);
+        let mut argv = argv.to_vec();
+        if json {
+            argv.push("--json".into());
+        }
+        argv
+    };
+    let run = |argv: Vec<String>| async move {
+        use clap::Parser as _;
+        let command = CheckCommand::try_parse_from(argv).unwrap();
+        smtp_exporter::check::run(&command.args).await.unwrap()
+    };
+    let ok = run(args("inbox@example.test", false)).await;
+    assert!(ok.any_success, "{}", ok.text);
+    for wanted in [
+        "Delivery to inbox@example.test through 127.0.0.1:",
+        "into the inbox folder; the message was deleted",
+        "hops: imap_connect ",
+        "queue id: FAKE",
+        "Authentication-Results: dkim pass, spf pass, dmarc not pass; 2 Received hops",
+    ] {
+        assert!(ok.text.contains(wanted), "{wanted:?} missing from:\n{}", ok.text);
+    }
+    assert!(!ok.text.contains(IMAP_PASSWORD));
+    assert!(rig.store.messages("INBOX").is_empty(), "the message was deleted");
+    let dropped = run(args("dropped@example.test", true)).await;
+    assert!(!dropped.any_success, "{}", dropped.text);
+    let json: serde_json::Value = serde_json::from_str(&dropped.text).unwrap();
+    assert_eq!(json["delivered"], false);
+    assert_eq!((json["phase"].as_str(), json["reason"].as_str()), (Some("deliver"), Some("not_delivered")));
+    assert!(json["detail"].as_str().unwrap().contains("queue id FAKE"), "{json}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -611,6 +611,13 @@ async fn gzip_route_prefix_and_telemetry_path() {
         let mut client = testkit::http::Client::new(addr, Duration::from_secs(10));
         let mut get =
             |path: &str, headers: &[(&str, &str)]| client.request("GET", path, headers, b"").unwrap();
+        // The scrapes compared below must see the same families: wait for the one probe
+        // (refused at once; the next is a minute away) before the first of them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !get("/smtp/stats", &[]).text().contains("smtp_probe_success{") {
+            assert!(std::time::Instant::now() < deadline, "no probe recorded within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         (
             get("/smtp/stats", &[]),
             get("/smtp/stats", &[("Accept-Encoding", "deflate, gzip;q=0.8")]),
