@@ -73,5 +73,6 @@ mod tests {
             "<x@y> [InternalId=123] Queued mail for delivery"
         );
         assert_eq!(queue_id("Ok"), "Ok");
+        assert_eq!(queue_id("Message accepted for delivery"), "Message accepted for delivery");
     }
 }

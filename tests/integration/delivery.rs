@@ -51,6 +51,11 @@ impl Rig {
     /// there wins), `delivery` to its `delivery:`, and `imap` fields (`key: value`) to the
     /// flow mapping of its `imap:` (a key there wins).
     fn spec(&self, module: &str, delivery: &str, imap: &[&str]) -> ProbeSpec {
+        spec(&self.module_yaml(module, delivery, imap), self.smtp.port())
+    }
+
+    /// The module YAML of [`Rig::spec`], unindented.
+    fn module_yaml(&self, module: &str, delivery: &str, imap: &[&str]) -> String {
         let ca = self.pki.ca_file.display().to_string();
         let mut imap_fields = vec![
             "host: 127.0.0.1".to_owned(),
@@ -67,13 +72,12 @@ impl Rig {
         }
         let timeout = if module.contains("timeout:") { "" } else { "timeout: 5s\n" };
         let delivery: String = delivery.lines().map(|l| format!("  {l}\n")).collect();
-        let yaml = format!(
+        format!(
             "tls: starttls_required\ntls_config: {{ ca_file: {ca} }}\n{SMTP_AUTH}\n{timeout}{module}\n\
              delivery:\n  mail_from: monitor@example.test\n  rcpt_to: inbox@example.test\n  interval: 10s\n\
              {delivery}  imap: {{ {} }}",
             imap_fields.join(", ")
-        );
-        spec(&yaml, self.smtp.port())
+        )
     }
 
     async fn probe(&self, module: &str, delivery: &str, imap: &[&str]) -> ProbeReport {
@@ -552,4 +556,56 @@ async fn check_deliver_reports_the_hops_and_fails_when_nothing_arrives() {
     assert_eq!((json["phase"].as_str(), json["reason"].as_str()), (Some("deliver"), Some("not_delivered")));
     assert!(json["detail"].as_str().unwrap().contains("queue id FAKE"), "{json}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The exporter writes what a delivery probe and an envelope check found: the folder, the
+/// verdicts and hops, the sweep, the delivery phases, and each envelope reply code.
+#[tokio::test]
+async fn the_exporter_exposes_delivery_and_envelope_results() {
+    let rig = Rig::start(imap::Behaviour::default(), |store| smtp::Behaviour {
+        on_message: Some(with_path(store, "INBOX")),
+        rcpt_replies: vec![("relay@foreign.example".into(), "554 5.7.1 Relay access denied".into())],
+        ..smtp::Behaviour::default()
+    })
+    .await;
+    let indent = |yaml: String| yaml.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let yaml = format!(
+        "modules:\n  d:\n{}  e:\n    tls: none\n    envelope: {{ accept: [postmaster@example.test], reject: [relay@foreign.example] }}\n\
+         targets:\n  - name: fake\n    host: 127.0.0.1\n    ports: [{{ port: {p}, module: d }}, {{ port: {p}, module: e }}]\n",
+        indent(rig.module_yaml("", "", &[])),
+        p = rig.smtp.port()
+    );
+    let exporter = crate::support::InProcess::start(yaml, "delivery.yml").await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(10), "both probes", |s| {
+            ["d", "e"]
+                .iter()
+                .all(|m| !testkit::exposition::find(s, "smtp_probe_success", &[("module", m)]).is_empty())
+        })
+        .await;
+    let value = |name: &str, labels: &[(&str, &str)]| testkit::exposition::value(&samples, name, labels);
+    assert_eq!(value("smtp_probe_success", &[("module", "d")]), 1.0);
+    assert_eq!(value("smtp_delivery_folder_info", &[("module", "d"), ("folder", "inbox")]), 1.0);
+    for (method, pass) in [("dkim", 1.0), ("spf", 1.0), ("dmarc", 0.0)] {
+        assert_eq!(value("smtp_delivery_authentication_pass", &[("method", method)]), pass, "{method}");
+    }
+    assert_eq!(value("smtp_delivery_received_hops", &[("module", "d")]), 2.0);
+    assert_eq!(value("smtp_delivery_swept_messages", &[("module", "d")]), 0.0);
+    for phase in ["imap_connect", "imap_login", "submit", "deliver", "fetch", "cleanup"] {
+        assert!(
+            value("smtp_probe_phase_duration_seconds", &[("module", "d"), ("phase", phase)]) > 0.0,
+            "{phase}"
+        );
+    }
+    assert_eq!(value("smtp_probe_success", &[("module", "e")]), 1.0);
+    assert_eq!(value("smtp_envelope_mail_from_reply_code", &[("module", "e")]), 250.0);
+    let rcpt = |recipient: &str, expect: &str| {
+        value(
+            "smtp_envelope_rcpt_reply_code",
+            &[("module", "e"), ("recipient", recipient), ("expect", expect)],
+        )
+    };
+    assert_eq!(rcpt("postmaster@example.test", "accept"), 250.0);
+    assert_eq!(rcpt("relay@foreign.example", "reject"), 554.0);
+    exporter.stop().await;
 }
