@@ -133,13 +133,17 @@ Subject: probe\r\n\r\n";
         let results = method_results("mx.test 1; DKIM/1=PASS (good (nested)) header.d=x; none");
         assert_eq!(results, vec![("dkim".to_owned(), "pass".to_owned())]);
         assert!(method_results("mx.test; none").is_empty());
+        // What a comment says is not a result, even when it looks like one.
+        let results = method_results("mx.test; (was: spf=pass; dkim=pass) dkim=fail");
+        assert_eq!(results, vec![("dkim".to_owned(), "fail".to_owned())]);
         let nothing = path_info(b"Subject: x\r\n\r\n");
         assert_eq!(nothing, PathInfo::default());
     }
 
     #[test]
     fn folded_fields_are_unfolded_and_junk_lines_skipped() {
-        let got = fields(b"A: one\r\n two\r\nnot a field\r\n\tstray\r\nB:x\r\n");
+        let got =
+            fields(b"A: one\r\n two\r\nnot a field\r\n\tstray\r\nnot a name: x\r\n: nameless\r\nB:x\r\n");
         assert_eq!(got, vec![("A".into(), "one two stray".into()), ("B".into(), "x".into())]);
     }
 }

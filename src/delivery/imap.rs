@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_imap::imap_proto::NameAttribute;
+use async_imap::imap_proto::{Capability, MailboxDatum, NameAttribute, Response, Status};
 use async_imap::{Client, Session};
 use futures_util::TryStreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
@@ -28,12 +28,14 @@ use crate::probe::{Reason, StepError, Stream};
 use crate::tls;
 
 /// The most bytes an IMAP server may send in one probe: a header, a folder list and a few
-/// searches take some kilobytes.
-const MAX_READ_BYTES: usize = 4 << 20;
+/// searches take some kilobytes. It also bounds the CPU a hostile server can cost: the
+/// client parses a line again as each piece of it arrives.
+const MAX_READ_BYTES: usize = 1 << 20;
 /// The most folders searched for the message (LIST answers beyond are ignored).
 const MAX_FOLDERS: usize = 100;
-/// The most leftover candidates examined per folder and probe.
-const MAX_SWEEP: usize = 50;
+/// The most leftover candidates examined per folder and probe (their headers are read);
+/// more are left for the next probes.
+const MAX_SWEEP: usize = 20;
 /// The longest line read before STARTTLS.
 const MAX_LINE: u64 = 4096;
 
@@ -46,7 +48,11 @@ pub struct Wire {
 
 impl Wire {
     fn new(inner: Box<dyn Stream>) -> Wire {
-        Wire { inner, left: MAX_READ_BYTES }
+        Wire::bounded(inner, MAX_READ_BYTES)
+    }
+
+    fn bounded(inner: Box<dyn Stream>, limit: usize) -> Wire {
+        Wire { inner, left: limit }
     }
 }
 
@@ -131,12 +137,8 @@ fn imap_error(what: &str, e: async_imap::error::Error) -> StepError {
         E::ConnectionLost => {
             StepError::new(Reason::Closed, format!("{what}: the IMAP server closed the connection"))
         }
-        E::No(text) => {
-            StepError::new(Reason::ImapProtocol, format!("{what}: NO {}", crate::probe::truncate(&text)))
-        }
-        E::Bad(text) => {
-            StepError::new(Reason::ImapProtocol, format!("{what}: BAD {}", crate::probe::truncate(&text)))
-        }
+        E::No(text) => StepError::new(Reason::ImapProtocol, format!("{what}: NO {}", server_text(&text))),
+        E::Bad(text) => StepError::new(Reason::ImapProtocol, format!("{what}: BAD {}", server_text(&text))),
         _ => StepError::new(
             Reason::ImapProtocol,
             format!("{what}: the IMAP server's answer could not be read"),
@@ -144,11 +146,28 @@ fn imap_error(what: &str, e: async_imap::error::Error) -> StepError {
     }
 }
 
-/// The server's text of a NO or BAD, which async-imap gives as
-/// `code: Some(..), info: Some("text")`: the text, bounded.
+/// A mailbox name as an IMAP quoted string.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The word of a tagged status, as the server wrote it.
+fn status_word(status: &Status) -> &'static str {
+    match status {
+        Status::Ok => "OK",
+        Status::No => "NO",
+        Status::Bad => "BAD",
+        Status::PreAuth => "PREAUTH",
+        Status::Bye => "BYE",
+    }
+}
+
+/// The server's text of a NO or BAD, which async-imap gives in Debug form
+/// (`code: None, info: Some("text")`, or `outcome: Outcome { .., information: Some("text") }`):
+/// the text, bounded.
 fn server_text(error: &str) -> String {
-    let text = match error.split_once("info: Some(\"") {
-        Some((_, rest)) => rest.strip_suffix("\")").unwrap_or(rest),
+    let text = match error.split_once("info: Some(\"").or_else(|| error.split_once("information: Some(\"")) {
+        Some((_, rest)) => rest.rsplit_once("\")").map_or(rest, |(text, _)| text),
         None => error,
     };
     crate::probe::truncate(text)
@@ -267,7 +286,7 @@ impl Connected {
     /// LOGIN, then the capabilities, the folder list (the junk folder by `\Junk` unless
     /// configured) and SELECT INBOX. A refused LOGIN is `imap_auth_failed`.
     pub async fn login(self, imap: &Imap) -> Result<Mailbox, StepError> {
-        let mut session = match self.client.login(&imap.username, imap.password.expose()).await {
+        let session = match self.client.login(&imap.username, imap.password.expose()).await {
             Ok(session) => session,
             Err((async_imap::error::Error::No(text), _)) => {
                 let text = server_text(&text);
@@ -287,35 +306,55 @@ impl Connected {
             }
             Err(_) => return Err(StepError::new(Reason::ImapProtocol, "LOGIN: unexpected answer")),
         };
-        let caps = session.capabilities().await.map_err(|e| imap_error("CAPABILITY", e))?;
-        let (idle, uidplus) = (caps.has_str("IDLE"), caps.has_str("UIDPLUS"));
-        let mut junk = imap.junk_mailbox.clone();
+        let mut mailbox = Mailbox {
+            session: Some(session),
+            idle: false,
+            uidplus: false,
+            junk: imap.junk_mailbox.clone(),
+            others: Vec::new(),
+            selected: String::new(),
+        };
+        let mut capabilities = Vec::new();
+        mailbox
+            .command("CAPABILITY", |response| {
+                if let Response::Capabilities(caps) = response {
+                    capabilities.extend(caps.iter().map(|c| match c {
+                        Capability::Imap4rev1 => "IMAP4REV1".to_owned(),
+                        Capability::Auth(a) => format!("AUTH={}", a.to_ascii_uppercase()),
+                        Capability::Atom(a) => a.to_ascii_uppercase(),
+                    }));
+                }
+            })
+            .await?;
+        mailbox.idle = capabilities.iter().any(|c| c == "IDLE");
+        mailbox.uidplus = capabilities.iter().any(|c| c == "UIDPLUS");
+        // The whole answer is read (the read bound caps it), and the first folders used.
         let mut others = Vec::new();
-        {
-            let names: Vec<_> = session
-                .list(Some(""), Some("*"))
-                .await
-                .map_err(|e| imap_error("LIST", e))?
-                .try_collect()
-                .await
-                .map_err(|e| imap_error("LIST", e))?;
-            // The whole answer is read (the read bound caps it), and the first folders used.
-            for name in names.iter().take(MAX_FOLDERS) {
-                let attributes = name.attributes();
-                if attributes.contains(&NameAttribute::NoSelect) || name.name().eq_ignore_ascii_case("INBOX")
+        let mut junk = None;
+        mailbox
+            .command("LIST \"\" *", |response| {
+                let Response::MailboxData(MailboxDatum::List(list)) = response else { return };
+                let attributes = &list.name_attributes;
+                if others.len() >= MAX_FOLDERS
+                    || attributes.contains(&NameAttribute::NoSelect)
+                    || list.name.eq_ignore_ascii_case("INBOX")
                 {
-                    continue;
+                    return;
                 }
                 if junk.is_none() && attributes.contains(&NameAttribute::Junk) {
-                    junk = Some(name.name().to_owned());
+                    junk = Some(list.name.to_string());
                 } else {
-                    others.push(name.name().to_owned());
+                    others.push(list.name.to_string());
                 }
-            }
+            })
+            .await?;
+        if mailbox.junk.is_none() {
+            mailbox.junk = junk;
         }
-        others.retain(|o| Some(o) != junk.as_ref());
-        session.select("INBOX").await.map_err(|e| imap_error("SELECT INBOX", e))?;
-        Ok(Mailbox { session: Some(session), idle, uidplus, junk, others, selected: "INBOX".into() })
+        others.retain(|o| Some(o) != mailbox.junk.as_ref());
+        mailbox.others = others;
+        mailbox.open("INBOX", true).await?;
+        Ok(mailbox)
     }
 }
 
@@ -339,9 +378,11 @@ impl Mailbox {
         if self.selected == name && write {
             return Ok(());
         }
-        let session = self.session()?;
-        let result = if write { session.select(name).await } else { session.examine(name).await };
-        result.map_err(|e| imap_error(&format!("SELECT {name}"), e))?;
+        let verb = if write { "SELECT" } else { "EXAMINE" };
+        self.command(&format!("{verb} {}", quote(name)), |_| {}).await.map_err(|e| StepError {
+            detail: e.detail.replacen(&format!("{verb} {}", quote(name)), &format!("SELECT {name}"), 1),
+            ..e
+        })?;
         self.selected = if write { name.to_owned() } else { String::new() };
         Ok(())
     }
@@ -350,36 +391,45 @@ impl Mailbox {
     /// takes a NO or BAD for an empty result, which would turn a refused search into a
     /// wait until `not_delivered`.
     async fn search(&mut self, query: &str) -> Result<Vec<u32>, StepError> {
-        use async_imap::imap_proto::{MailboxDatum, Response, Status};
-        let session = self.session()?;
-        let tag = session
-            .run_command(format!("UID SEARCH {query}"))
-            .await
-            .map_err(|e| imap_error("UID SEARCH", e))?;
         let mut uids = Vec::new();
+        self.command(&format!("UID SEARCH {query}"), |response| {
+            if let Response::MailboxData(MailboxDatum::Search(found)) = response {
+                uids.extend(found.iter().copied());
+            }
+        })
+        .await?;
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    /// Sends `command` and reads its answer up to the tagged status, which must be OK; the
+    /// untagged responses go to `each`. async-imap's own methods take the end of the
+    /// connection, and some a NO, for an empty answer: a SELECT that failed would pass, a
+    /// refused SEARCH would find nothing. Errors name the command's first two words.
+    async fn command(&mut self, command: &str, mut each: impl FnMut(&Response<'_>)) -> Result<(), StepError> {
+        let what: String = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        let session = self.session()?;
+        let tag = session.run_command(command).await.map_err(|e| imap_error(&what, e))?;
         loop {
             let response = session
                 .read_response()
                 .await
-                .map_err(|e| imap_error("UID SEARCH", async_imap::error::Error::Io(e)))?
+                .map_err(|e| imap_error(&what, async_imap::error::Error::Io(e)))?
                 .ok_or_else(|| {
-                    StepError::new(Reason::Closed, "UID SEARCH: the IMAP server closed the connection")
+                    StepError::new(Reason::Closed, format!("{what}: the IMAP server closed the connection"))
                 })?;
             match response.parsed() {
-                Response::MailboxData(MailboxDatum::Search(found)) => uids.extend_from_slice(found),
                 Response::Done { tag: done, status, outcome } if *done == tag => {
                     if *status != Status::Ok {
                         let text = outcome.information.as_deref().unwrap_or("");
                         return Err(StepError::new(
                             Reason::ImapProtocol,
-                            format!("UID SEARCH: {status:?} {}", crate::probe::truncate(text)),
+                            format!("{what}: {} {}", status_word(status), crate::probe::truncate(text)),
                         ));
                     }
-                    uids.sort_unstable();
-                    return Ok(uids);
+                    return Ok(());
                 }
-                // Untagged news of the mailbox (EXISTS, EXPUNGE, FETCH flags): not asked for.
-                _ => {}
+                untagged => each(untagged),
             }
         }
     }
@@ -513,18 +563,11 @@ impl Mailbox {
         self.open(folder, true).await?;
         let set: Vec<String> = uids.iter().map(u32::to_string).collect();
         let set = set.join(",");
-        let session = self.session()?;
-        // Run so that the tagged answer is checked: async-imap's `uid_store` and
-        // `uid_expunge` streams end at it without looking, so a NO (no right to delete)
+        // Through `command`, so that the tagged answer is checked: async-imap's `uid_store`
+        // and `uid_expunge` streams end at it without looking, so a NO (no right to delete)
         // would pass for a deletion.
-        session
-            .run_command_and_check_ok(format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"))
-            .await
-            .map_err(|e| imap_error("UID STORE", e))?;
-        session
-            .run_command_and_check_ok(format!("UID EXPUNGE {set}"))
-            .await
-            .map_err(|e| imap_error("UID EXPUNGE", e))?;
+        self.command(&format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"), |_| {}).await?;
+        self.command(&format!("UID EXPUNGE {set}"), |_| {}).await?;
         Ok(())
     }
 
@@ -540,10 +583,44 @@ impl Mailbox {
 mod tests {
     use super::*;
 
+    /// The read bound counts the bytes each read adds, not what the buffer held before,
+    /// and fails the read after the last allowed byte.
+    #[tokio::test]
+    async fn the_read_bound_counts_new_bytes_only() {
+        use tokio::io::AsyncWriteExt as _;
+        let (client, mut server) = tokio::io::duplex(64);
+        let mut wire = Wire::bounded(Box::new(client), 20);
+        let poll = |wire: &mut Wire, buf: &mut ReadBuf<'_>| {
+            let waker = std::task::Waker::noop();
+            Pin::new(wire).poll_read(&mut Context::from_waker(waker), buf)
+        };
+        // Six bytes were in the buffer already; only the four read now count.
+        server.write_all(b"0123").await.unwrap();
+        let mut storage = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut storage);
+        buf.advance(6);
+        assert!(matches!(poll(&mut wire, &mut buf), Poll::Ready(Ok(()))));
+        assert_eq!((buf.filled().len(), wire.left), (10, 16));
+        // The sixteen left are allowed; the byte after them is not.
+        server.write_all(&[b'x'; 17]).await.unwrap();
+        let mut storage = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut storage);
+        assert!(matches!(poll(&mut wire, &mut buf), Poll::Ready(Ok(()))));
+        assert_eq!((buf.filled().len(), wire.left), (16, 0));
+        let mut more = [0u8; 4];
+        let mut next = ReadBuf::new(&mut more);
+        match poll(&mut wire, &mut next) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::InvalidData),
+            other => panic!("read past the bound: {other:?}"),
+        }
+    }
+
     #[test]
     fn the_servers_text_is_taken_out_of_async_imaps_wording() {
         let said = "code: None, info: Some(\"[LIMIT] Maximum number of connections from user+IP exceeded\")";
         assert_eq!(server_text(said), "[LIMIT] Maximum number of connections from user+IP exceeded");
         assert_eq!(server_text("plain words"), "plain words");
+        let bad = "outcome: Outcome { code: None, information: Some(\"[CLIENTBUG] try again\") }";
+        assert_eq!(server_text(bad), "[CLIENTBUG] try again");
     }
 }

@@ -71,9 +71,15 @@ pub struct Behaviour {
     /// The whole session ends as a failure after this long.
     pub session_time_limit: Option<Duration>,
     /// Replies to commands by name (`"UID STORE"`, `"SELECT"`; any case) with this status
-    /// and text after the tag (`"NO [NOPERM] Permission denied"`) instead of serving them.
+    /// and text after the tag (`"NO [NOPERM] Permission denied"`) instead of serving them;
+    /// [`CLOSE`] closes the connection instead of answering.
     pub replies: Vec<(String, String)>,
+    /// The greeting line, CRLF added (`* OK ...` by default).
+    pub greeting: String,
 }
+
+/// A reply in [`Behaviour::replies`] that closes the connection instead of answering.
+pub const CLOSE: &str = "<close>";
 
 impl Default for Behaviour {
     fn default() -> Behaviour {
@@ -89,6 +95,7 @@ impl Default for Behaviour {
             max_commands: 10_000,
             session_time_limit: Some(Duration::from_secs(60)),
             replies: Vec::new(),
+            greeting: "* OK fake.example.test IMAP4rev1 ready".into(),
         }
     }
 }
@@ -438,7 +445,7 @@ async fn serve_session(
         Tls::Starttls => stream,
     };
     let mut conn = Conn::new(stream, b.max_line_bytes);
-    conn.write(b"* OK fake.example.test IMAP4rev1 ready\r\n").await?;
+    conn.write(format!("{}\r\n", b.greeting).as_bytes()).await?;
     let mut session =
         Session { b, store, recorder, tls: seen.tls_established, logged_in: false, selected: None };
     for _ in 0..b.max_commands {
@@ -510,6 +517,9 @@ impl Session<'_> {
         let mut out = Vec::new();
         let name = if uid { format!("UID {verb}") } else { verb.clone() };
         if let Some((_, reply)) = self.b.replies.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            if reply == CLOSE {
+                return Ok(Flow::End);
+            }
             conn.write(format!("{tag} {reply}\r\n").as_bytes()).await?;
             return Ok(Flow::Go);
         }

@@ -426,7 +426,8 @@ async fn a_refused_delete_fails_cleanup_as_imap_protocol() {
     let rig = Rig::start(imap, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
     let report = rig.probe("", "", &[]).await;
     assert_failed(&report, Phase::Cleanup, Reason::ImapProtocol);
-    assert!(report.failure.as_ref().unwrap().detail.contains("UID STORE"), "{:?}", report.failure);
+    let detail = &report.failure.as_ref().unwrap().detail;
+    assert_eq!(detail, "UID STORE: NO [NOPERM] Permission denied", "the server's own words");
     assert_eq!(rig.store.messages("INBOX").len(), 1, "the message stays");
 }
 
@@ -608,4 +609,54 @@ async fn the_exporter_exposes_delivery_and_envelope_results() {
     assert_eq!(rcpt("postmaster@example.test", "accept"), 250.0);
     assert_eq!(rcpt("relay@foreign.example", "reject"), 554.0);
     exporter.stop().await;
+}
+
+/// Each way an IMAP server can fail is named for what it is, with the server's words: a
+/// greeting that is not `* OK`, a BAD to SELECT, a connection closed in the middle, and an
+/// answer past the 1 MiB read bound.
+#[tokio::test]
+async fn imap_failures_are_classified_with_the_servers_words() {
+    let cases: Vec<(imap::Behaviour, Phase, Reason, &str)> = vec![
+        (
+            imap::Behaviour { greeting: "* BYE too busy".into(), ..imap::Behaviour::default() },
+            Phase::ImapConnect,
+            Reason::ImapProtocol,
+            "IMAP greeting: not * OK",
+        ),
+        (
+            imap::Behaviour {
+                replies: vec![("SELECT".into(), "BAD [CLIENTBUG] try again".into())],
+                ..imap::Behaviour::default()
+            },
+            Phase::ImapLogin,
+            Reason::ImapProtocol,
+            "SELECT INBOX: BAD [CLIENTBUG] try again",
+        ),
+        (
+            imap::Behaviour {
+                replies: vec![("SELECT".into(), imap::CLOSE.into())],
+                ..imap::Behaviour::default()
+            },
+            Phase::ImapLogin,
+            Reason::Closed,
+            "SELECT INBOX: ",
+        ),
+        (
+            imap::Behaviour {
+                replies: vec![("SELECT".into(), format!("OK {}", "x".repeat(2 << 20)))],
+                ..imap::Behaviour::default()
+            },
+            Phase::ImapLogin,
+            Reason::ImapProtocol,
+            "SELECT INBOX: the IMAP server sent more than 1 MiB",
+        ),
+    ];
+    for (behaviour, phase, reason, detail) in cases {
+        let rig = Rig::start(behaviour, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
+        let report = rig.probe("", "", &[]).await;
+        assert_failed(&report, phase, reason);
+        let got = &report.failure.as_ref().unwrap().detail;
+        assert!(got.starts_with(detail), "{got:?} does not start with {detail:?}");
+        assert!(rig.accepted().is_empty(), "nothing is submitted when the mailbox cannot be read");
+    }
 }
