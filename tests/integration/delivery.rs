@@ -660,3 +660,43 @@ async fn imap_failures_are_classified_with_the_servers_words() {
         assert!(rig.accepted().is_empty(), "nothing is submitted when the mailbox cannot be read");
     }
 }
+
+/// Over STARTTLS, the plain-text greeting is read with a line bound: a greeting longer
+/// than 4 KiB is refused before STARTTLS is even sent.
+#[tokio::test]
+async fn an_endless_plain_greeting_is_refused_before_starttls() {
+    let imap = imap::Behaviour {
+        tls: imap::Tls::Starttls,
+        greeting: format!("* OK {}", "x".repeat(5000)),
+        ..imap::Behaviour::default()
+    };
+    let rig = Rig::start(imap, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
+    let report = rig.probe("", "", &["tls: starttls"]).await;
+    assert_failed(&report, Phase::ImapConnect, Reason::ImapProtocol);
+    assert_eq!(report.failure.as_ref().unwrap().detail, "an IMAP line too long");
+    assert!(rig.imap.lines().is_empty(), "no command was sent: {:?}", rig.imap.lines());
+}
+
+/// The transcript of a delivery probe tells what the mailbox offers, and the message's
+/// path through it; INBOX is searched as itself, never EXAMINEd as one of the others.
+#[tokio::test]
+async fn the_transcript_describes_the_mailbox_and_inbox_is_not_an_other_folder() {
+    let imap = imap::Behaviour { other_folders: vec!["Archive".into()], ..imap::Behaviour::default() };
+    let delay = Duration::from_millis(200);
+    let rig = Rig::start(imap, delivering(move |s| s.deliver_to("INBOX", delay))).await;
+    let report = probe::run_recorded(&rig.spec("", "poll_interval: 300ms", &[])).await;
+    assert!(report.success(), "{:?}", report.failure);
+    let mut transcript = String::new();
+    report.transcript.as_ref().expect("a transcript").render(&mut transcript);
+    for wanted in [
+        "IMAP logged in; IDLE offered; junk folder Junk; 1 other folders",
+        "found in INBOX (inbox), uid ",
+        "(the message, ",
+    ] {
+        assert!(transcript.contains(wanted), "{wanted:?} missing from:\n{transcript}");
+    }
+    let lines = rig.imap.lines();
+    assert!(lines.iter().any(|l| l.contains("EXAMINE \"Archive\"")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("EXAMINE \"INBOX\"")), "{lines:?}");
+    assert!(!transcript.contains(IMAP_PASSWORD));
+}
