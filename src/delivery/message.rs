@@ -68,6 +68,8 @@ mod tests {
         assert_eq!(made_at(&a), Some(1_796_036_400));
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'), "{a}");
         assert_eq!(made_at("1796036400-xyz"), None);
+        assert_eq!(made_at("1796036400-zzzzzzzzzzzzzzzz"), None, "sixteen, but not hex");
+        assert_eq!(made_at("1796036400-abc"), None, "hex, but not sixteen");
         assert_eq!(made_at("someone else's"), None);
     }
 

@@ -389,6 +389,20 @@ async fn leftovers_older_than_sweep_after_are_swept_and_nothing_else_is_touched(
     assert_eq!(store.messages("Archive").len(), 1);
 }
 
+/// The folder the message was found in is swept too: an old leftover there goes, whereas
+/// the same leftover in a folder the message did not go to stays (the test above).
+#[tokio::test]
+async fn the_folder_the_message_landed_in_is_swept_too() {
+    let imap = imap::Behaviour { other_folders: vec!["Archive".into()], ..imap::Behaviour::default() };
+    let rig = Rig::start(imap, delivering(|s| s.deliver_to("Archive", Duration::ZERO))).await;
+    rig.store.deposit("Archive", leftover(Some("1000000000-0123456789abcdef")));
+    let report = rig.probe("", "sweep_after: 1h", &[]).await;
+    assert!(report.success(), "{:?}", report.failure);
+    let outcome = report.delivery.as_ref().unwrap();
+    assert_eq!((outcome.folder, outcome.swept), (Some(Folder::Other), Some(1)));
+    assert!(rig.store.messages("Archive").is_empty(), "{:?}", rig.store.messages("Archive"));
+}
+
 #[tokio::test]
 async fn without_idle_the_inbox_is_polled_until_the_message_arrives() {
     let imap = imap::Behaviour { idle: false, ..imap::Behaviour::default() };

@@ -1002,3 +1002,23 @@ async fn refused_and_deferred_envelopes_have_their_reasons() {
         assert_eq!(seen[0].lines.last().map(String::as_str), Some("QUIT"));
     }
 }
+
+/// Issue 15: of two recipients refused alike, the failure names the first; a graver one
+/// later still wins.
+#[tokio::test]
+async fn the_first_of_equally_grave_envelope_failures_is_reported() {
+    let behaviour = Behaviour {
+        rcpt_replies: vec![
+            ("a@example.test".into(), "550 5.1.1 no a".into()),
+            ("b@example.test".into(), "550 5.1.1 no b".into()),
+        ],
+        ..Behaviour::default()
+    };
+    let module = "tls: none\nenvelope: { accept: [a@example.test, b@example.test] }";
+    let (report, _server, _pki) = probe_with(behaviour, module).await;
+    assert_failed(&report, Phase::Envelope, Reason::EnvelopeRejected);
+    assert_eq!(
+        report.failure.as_ref().unwrap().detail,
+        "RCPT TO:<a@example.test>: 550 5.1.1 no a (expected acceptance)"
+    );
+}
