@@ -130,10 +130,7 @@ pub struct Found {
 fn imap_error(what: &str, e: async_imap::error::Error) -> StepError {
     use async_imap::error::Error as E;
     match e {
-        E::Io(e) if e.kind() == io::ErrorKind::InvalidData => {
-            StepError::new(Reason::ImapProtocol, format!("{what}: {e}"))
-        }
-        E::Io(e) => StepError::new(Reason::from_io(&e), format!("{what}: {e}")),
+        E::Io(e) => io_error(what, &e),
         E::ConnectionLost => {
             StepError::new(Reason::Closed, format!("{what}: the IMAP server closed the connection"))
         }
@@ -144,6 +141,20 @@ fn imap_error(what: &str, e: async_imap::error::Error) -> StepError {
             format!("{what}: the IMAP server's answer could not be read"),
         ),
     }
+}
+
+/// A socket error in an open IMAP session: past the read bound it is `imap_protocol`; an
+/// end of the session (async-imap reports some as "refused", with no text) is `closed`.
+fn io_error(what: &str, e: &io::Error) -> StepError {
+    use io::ErrorKind as K;
+    let (reason, text) = match e.kind() {
+        K::InvalidData => (Reason::ImapProtocol, e.to_string()),
+        K::UnexpectedEof | K::ConnectionRefused | K::ConnectionAborted => {
+            (Reason::Closed, "the IMAP server closed the connection".to_owned())
+        }
+        _ => (Reason::from_io(e), e.to_string()),
+    };
+    StepError::new(reason, format!("{what}: {text}"))
 }
 
 /// A mailbox name as an IMAP quoted string.
@@ -411,11 +422,8 @@ impl Mailbox {
         let session = self.session()?;
         let tag = session.run_command(command).await.map_err(|e| imap_error(&what, e))?;
         loop {
-            let response = session
-                .read_response()
-                .await
-                .map_err(|e| imap_error(&what, async_imap::error::Error::Io(e)))?
-                .ok_or_else(|| {
+            let response =
+                session.read_response().await.map_err(|e| io_error(&what, &e))?.ok_or_else(|| {
                     StepError::new(Reason::Closed, format!("{what}: the IMAP server closed the connection"))
                 })?;
             match response.parsed() {

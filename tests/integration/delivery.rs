@@ -714,3 +714,32 @@ async fn the_transcript_describes_the_mailbox_and_inbox_is_not_an_other_folder()
     assert!(!lines.iter().any(|l| l.contains("EXAMINE \"INBOX\"")), "{lines:?}");
     assert!(!transcript.contains(IMAP_PASSWORD));
 }
+
+/// A connection closed while the probe waits in IDLE is `closed`, in `deliver`, at once.
+#[tokio::test]
+async fn a_connection_closed_during_idle_is_closed_in_deliver() {
+    let imap =
+        imap::Behaviour { replies: vec![("IDLE".into(), imap::CLOSE.into())], ..imap::Behaviour::default() };
+    let rig = Rig::start(imap, delivering(|s| s.deliver_to("INBOX", Duration::from_secs(3)))).await;
+    let report = rig.probe("", "poll_interval: 2s", &[]).await;
+    assert_failed(&report, Phase::Deliver, Reason::Closed);
+    assert!(report.failure.as_ref().unwrap().detail.starts_with("IDLE: "), "{:?}", report.failure);
+    assert!(report.phase(Phase::Deliver).unwrap() < Duration::from_secs(1), "{:?}", report.phases);
+}
+
+/// A 4xx to the submission is `reply_4xx` (try again later), not `submit_rejected`.
+#[tokio::test]
+async fn a_deferred_recipient_is_reply_4xx_not_submit_rejected() {
+    let rig = Rig::start(imap::Behaviour::default(), |store| smtp::Behaviour {
+        on_message: Some(with_path(store, "INBOX")),
+        rcpt_replies: vec![("inbox@example.test".into(), "451 4.3.0 try again later".into())],
+        ..smtp::Behaviour::default()
+    })
+    .await;
+    let report = rig.probe("", "", &[]).await;
+    assert_failed(&report, Phase::Submit, Reason::Reply4xx);
+    assert_eq!(
+        report.failure.as_ref().unwrap().detail,
+        "RCPT TO:<inbox@example.test>: 451 4.3.0 try again later"
+    );
+}
