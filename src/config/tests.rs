@@ -507,3 +507,77 @@ fn envelope_errors_and_the_domain_placeholder() {
         .unwrap()
         .uses_domain());
 }
+
+/// Issue 15, the delivery module's configuration: its defaults, and errors that name the
+/// field for each rule (pacing against the timeout, no plain IMAP, no opportunistic
+/// STARTTLS for the message, no domains, no `both`, not by `/probe`).
+#[test]
+fn delivery_defaults_and_errors() {
+    let module = |extra: &str, delivery: &str, imap: &str| {
+        format!(
+            "modules:\n  d:\n    tls: starttls_required\n{extra}    delivery:\n      mail_from: monitor@example.test\n      rcpt_to: inbox@example.test\n{delivery}      imap: {{ username: inbox, password: p{imap} }}\n"
+        )
+    };
+    let target = "targets:\n  - host: mx.example.test\n    ports: [{ port: 587, module: d }]\n";
+    let ok = |yaml: &str| parse(yaml, "t").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let config = ok(&format!("{}{target}", module("", "", ", tls: implicit")));
+    let d = config.modules["d"].delivery.as_ref().unwrap();
+    assert_eq!(config.modules["d"].timeout, Duration::from_secs(60), "a delivery module's default timeout");
+    assert_eq!(
+        (d.interval, d.poll_interval, d.sweep_after),
+        (Duration::from_secs(300), Duration::from_secs(2), Duration::from_secs(3600))
+    );
+    assert!(d.require_inbox);
+    assert_eq!(
+        (d.imap.port, d.imap.transport.mode(), d.imap.host.as_deref()),
+        (993, TlsMode::Implicit, None)
+    );
+    assert_eq!(config.schedule[0].interval, Duration::from_secs(300), "the spec runs on delivery.interval");
+    let starttls = ok(&format!("{}{target}", module("", "", ", tls: starttls")));
+    let imap = &starttls.modules["d"].delivery.as_ref().unwrap().imap;
+    assert_eq!((imap.port, imap.transport.mode()), (143, TlsMode::StarttlsRequired));
+    assert_eq!(
+        starttls.on_demand_spec("mx.example.test", 587, "d", None).unwrap_err(),
+        OnDemandError::Delivery
+    );
+
+    let cases = [
+        (module("", "", ", tls: none"), "modules.d.delivery.imap.tls: unknown variant `none`, expected `implicit` or `starttls`"),
+        (module("", "      interval: 5s\n", ", tls: implicit"), "modules.d.delivery.interval: 5s is out of range (10s to 86400s)"),
+        (module("    timeout: 2m\n", "      interval: 1m\n", ", tls: implicit"), "modules.d.delivery.interval: 60s is shorter than the module timeout 120s"),
+        (module("    timeout: 30s\n", "      sweep_after: 10s\n", ", tls: implicit"), "modules.d.delivery.sweep_after: 10s is out of range (30s to 2592000s) (at least the module timeout, so that no probe still waiting loses its message)"),
+        (module("", "      poll_interval: 100ms\n", ", tls: implicit"), "modules.d.delivery.poll_interval: 100ms is out of range (200ms to 60s)"),
+        (module("", "", ", tls: implicit, port: 0"), "modules.d.delivery.imap.port: must be between 1 and 65535"),
+        (module("", "", ", tls: implicit, junk_mailbox: \"\""), "modules.d.delivery.imap.junk_mailbox: must be a mailbox name"),
+        (module("", "", ", tls: implicit, host: \" \""), "modules.d.delivery.imap.host: must not be empty (leave it out to use the target's host)"),
+        (module("", "", ", tls: implicit, password_env: X"), "modules.d.delivery.imap.password: password, password_file and password_env are mutually exclusive"),
+        (module("", "", ", tls: implicit").replace("tls: starttls_required", "tls: starttls"), "modules.d.delivery: tls: starttls may send the message in plain text; use starttls_required or implicit (or none, to say so)"),
+        (module("", "", ", tls: implicit").replace("rcpt_to: inbox@example.test", "rcpt_to: inbox"), "modules.d.delivery.rcpt_to: \"inbox\" is not an address (local@domain, printable, no spaces or <>)"),
+    ];
+    for (yaml, want) in cases {
+        let error = error_of(&format!("{yaml}{target}"));
+        assert!(error.starts_with(&format!("test.yml: {want}")), "{error}\nwanted: {want}");
+    }
+    let no_password = module("", "", ", tls: implicit").replace(", password: p", "");
+    assert!(error_of(&format!("{no_password}{target}")).starts_with(
+        "test.yml: modules.d.delivery.imap.password: one of password, password_file or password_env is required"
+    ));
+    let domain = format!(
+        "{}domains:\n  - name: example.test\n    ports: [{{ port: 25, module: d }}]\n",
+        module("", "", ", tls: implicit")
+    );
+    assert!(
+        error_of(&domain)
+            .starts_with("test.yml: domains[0].ports[0].module: module \"d\" delivers a message"),
+        "{}",
+        error_of(&domain)
+    );
+    let both = format!("{}{target}", module("    ip_protocol: both\n", "", ", tls: implicit"));
+    assert!(
+        error_of(&both).starts_with(
+            "test.yml: targets[0].ports[0].module: module \"d\" delivers a message; ip_protocol: both"
+        ),
+        "{}",
+        error_of(&both)
+    );
+}
