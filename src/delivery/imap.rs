@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_imap::imap_proto::{Capability, MailboxDatum, NameAttribute, Response, Status};
 use async_imap::{Client, Session};
-use futures_util::TryStreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -38,6 +37,24 @@ const MAX_FOLDERS: usize = 100;
 const MAX_SWEEP: usize = 20;
 /// The longest line read before STARTTLS.
 const MAX_LINE: u64 = 4096;
+
+/// The next response of `session` (async-imap's response type cannot be named outside
+/// it, hence a macro); the end of the connection is `closed`, a socket error `io_error`.
+macro_rules! next_response {
+    ($session:expr, $what:expr) => {
+        $session.read_response().await.map_err(|e| io_error($what, &e))?.ok_or_else(|| {
+            StepError::new(Reason::Closed, format!("{}: the IMAP server closed the connection", $what))
+        })?
+    };
+}
+
+/// A NO, BAD or BYE as the answer to `what`: `imap_protocol`, with the server's words.
+fn refused(what: &str, status: &Status, text: Option<&str>) -> StepError {
+    StepError::new(
+        Reason::ImapProtocol,
+        format!("{what}: {} {}", status_word(status), crate::probe::truncate(text.unwrap_or(""))),
+    )
+}
 
 /// The stream under the IMAP client: TCP or TLS, failing once the server has sent more
 /// than [`MAX_READ_BYTES`].
@@ -155,6 +172,26 @@ fn io_error(what: &str, e: &io::Error) -> StepError {
         _ => (Reason::from_io(e), e.to_string()),
     };
     StepError::new(reason, format!("{what}: {text}"))
+}
+
+/// The UID and the header of a FETCH response that carries `BODY[HEADER]`.
+fn fetched_header<'r>(response: &'r Response<'_>) -> Option<(Option<u32>, &'r [u8])> {
+    use async_imap::imap_proto::{AttributeValue, MessageSection, SectionPath};
+    let Response::Fetch(_, attributes) = response else { return None };
+    let mut uid = None;
+    let mut header = None;
+    for attribute in attributes {
+        match attribute {
+            AttributeValue::Uid(u) => uid = Some(*u),
+            AttributeValue::BodySection {
+                section: Some(SectionPath::Full(MessageSection::Header)),
+                data: Some(data),
+                ..
+            } => header = Some(data.as_ref()),
+            _ => {}
+        }
+    }
+    header.map(|h| (uid, h))
 }
 
 /// A mailbox name as an IMAP quoted string.
@@ -422,18 +459,11 @@ impl Mailbox {
         let session = self.session()?;
         let tag = session.run_command(command).await.map_err(|e| imap_error(&what, e))?;
         loop {
-            let response =
-                session.read_response().await.map_err(|e| io_error(&what, &e))?.ok_or_else(|| {
-                    StepError::new(Reason::Closed, format!("{what}: the IMAP server closed the connection"))
-                })?;
+            let response = next_response!(session, &what);
             match response.parsed() {
                 Response::Done { tag: done, status, outcome } if *done == tag => {
                     if *status != Status::Ok {
-                        let text = outcome.information.as_deref().unwrap_or("");
-                        return Err(StepError::new(
-                            Reason::ImapProtocol,
-                            format!("{what}: {} {}", status_word(status), crate::probe::truncate(text)),
-                        ));
+                        return Err(refused(&what, status, outcome.information.as_deref()));
                     }
                     return Ok(());
                 }
@@ -483,33 +513,61 @@ impl Mailbox {
             tokio::time::sleep(poll).await;
             return Ok(());
         }
-        let session = self
-            .session
-            .take()
-            .ok_or_else(|| StepError::new(Reason::ImapProtocol, "the IMAP session was lost"))?;
-        let mut handle = session.idle();
-        handle.init().await.map_err(|e| imap_error("IDLE", e))?;
-        let (wait, _stop) = handle.wait_with_timeout(poll);
-        wait.await.map_err(|e| imap_error("IDLE", e))?;
-        self.session = Some(handle.done().await.map_err(|e| imap_error("DONE", e))?);
-        Ok(())
+        // IDLE by hand (RFC 2177): async-imap's own waits for ever on a NO to IDLE.
+        let session = self.session()?;
+        let tag = session.run_command("IDLE").await.map_err(|e| imap_error("IDLE", e))?;
+        loop {
+            let response = next_response!(session, "IDLE");
+            match response.parsed() {
+                Response::Continue { .. } => break,
+                Response::Done { tag: done, status, outcome } if *done == tag => {
+                    return Err(refused("IDLE", status, outcome.information.as_deref()));
+                }
+                _ => {}
+            }
+        }
+        // Any news of the mailbox ends the wait early; the poll bounds it.
+        let news = tokio::time::timeout(poll, async {
+            loop {
+                let response = next_response!(session, "IDLE");
+                if let Response::MailboxData(MailboxDatum::Exists(_) | MailboxDatum::Recent(_)) =
+                    response.parsed()
+                {
+                    return Ok::<(), StepError>(());
+                }
+            }
+        })
+        .await;
+        if let Ok(Err(e)) = news {
+            return Err(e);
+        }
+        session.run_command_untagged("DONE").await.map_err(|e| imap_error("DONE", e))?;
+        loop {
+            let response = next_response!(session, "DONE");
+            if let Response::Done { tag: done, status, outcome } = response.parsed() {
+                if *done == tag {
+                    return match status {
+                        Status::Ok => Ok(()),
+                        _ => Err(refused("IDLE", status, outcome.information.as_deref())),
+                    };
+                }
+            }
+        }
     }
 
     /// The header of the message found, read without setting `\Seen`.
     pub async fn header(&mut self, found: &Found) -> Result<Vec<u8>, StepError> {
         self.open(&found.name, true).await?;
-        let fetches: Vec<_> = self
-            .session()?
-            .uid_fetch(found.uid.to_string(), "BODY.PEEK[HEADER]")
-            .await
-            .map_err(|e| imap_error("UID FETCH", e))?
-            .try_collect()
-            .await
-            .map_err(|e| imap_error("UID FETCH", e))?;
-        fetches
-            .iter()
-            .find_map(|f| f.header().map(<[u8]>::to_vec))
-            .ok_or_else(|| StepError::new(Reason::ImapProtocol, "UID FETCH: no header in the answer"))
+        let mut header = None;
+        self.command(&format!("UID FETCH {} (UID BODY.PEEK[HEADER])", found.uid), |response| {
+            if let Some((uid, h)) = fetched_header(response) {
+                if uid == Some(found.uid) {
+                    header = Some(h.to_vec());
+                }
+            }
+        })
+        .await?;
+        header.ok_or_else(|| StepError::new(Reason::ImapProtocol, "UID FETCH: no header in the answer"))
     }
 
     /// Deletes the message found, then sweeps the probe messages older than `sweep_after`
@@ -538,22 +596,16 @@ impl Mailbox {
             return Ok(0);
         }
         let set: Vec<String> = candidates.iter().take(MAX_SWEEP).map(u32::to_string).collect();
-        let fetches: Vec<_> = self
-            .session()?
-            .uid_fetch(set.join(","), "(UID BODY.PEEK[HEADER])")
-            .await
-            .map_err(|e| imap_error("UID FETCH", e))?
-            .try_collect()
-            .await
-            .map_err(|e| imap_error("UID FETCH", e))?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let stale: Vec<u32> = fetches
-            .iter()
-            .filter_map(|f| {
-                let made = made_at(&token_of(f.header()?)?)?;
-                (now.saturating_sub(made) >= sweep_after.as_secs()).then_some(f.uid?)
-            })
-            .collect();
+        let mut stale: Vec<u32> = Vec::new();
+        self.command(&format!("UID FETCH {} (UID BODY.PEEK[HEADER])", set.join(",")), |response| {
+            let Some((Some(uid), header)) = fetched_header(response) else { return };
+            let made = token_of(header).as_deref().and_then(made_at);
+            if made.is_some_and(|made| now.saturating_sub(made) >= sweep_after.as_secs()) {
+                stale.push(uid);
+            }
+        })
+        .await?;
         if !stale.is_empty() {
             self.delete(folder, &stale).await?;
         }

@@ -189,7 +189,7 @@ async fn a_message_delivered_to_the_inbox_is_found_read_for_its_path_and_deleted
     // The message was read without \Seen, and only its UID was flagged and expunged.
     let lines = rig.imap.lines();
     let commands: Vec<&str> = lines.iter().map(|l| l.split_once(' ').map_or("", |(_, c)| c)).collect();
-    assert!(commands.contains(&"UID FETCH 1 BODY.PEEK[HEADER]"), "{commands:?}");
+    assert!(commands.contains(&"UID FETCH 1 (UID BODY.PEEK[HEADER])"), "{commands:?}");
     assert!(commands.contains(&r"UID STORE 1 +FLAGS.SILENT (\Deleted)"), "{commands:?}");
     assert!(commands.contains(&"UID EXPUNGE 1"), "{commands:?}");
     assert!(!commands.iter().any(|c| c.contains("BODY[")), "a FETCH that sets \\Seen: {commands:?}");
@@ -742,4 +742,30 @@ async fn a_deferred_recipient_is_reply_4xx_not_submit_rejected() {
         report.failure.as_ref().unwrap().detail,
         "RCPT TO:<inbox@example.test>: 451 4.3.0 try again later"
     );
+}
+
+/// The server's NO or BAD to IDLE, and to the header's FETCH, are `imap_protocol` in their
+/// phase, with the server's words.
+#[tokio::test]
+async fn refusals_of_idle_and_fetch_are_imap_protocol_with_the_servers_words() {
+    let cases = [
+        ("IDLE", "NO [CANNOT] no idling here", Phase::Deliver, "IDLE: NO [CANNOT] no idling here"),
+        ("IDLE", "BAD [CLIENTBUG] idle what", Phase::Deliver, "IDLE: BAD [CLIENTBUG] idle what"),
+        (
+            "UID FETCH",
+            "NO [SERVERBUG] cannot read it",
+            Phase::Fetch,
+            "UID FETCH: NO [SERVERBUG] cannot read it",
+        ),
+    ];
+    for (command, reply, phase, detail) in cases {
+        let imap =
+            imap::Behaviour { replies: vec![(command.into(), reply.into())], ..imap::Behaviour::default() };
+        // Delivered late for the IDLE cases, so that the probe waits; at once for FETCH.
+        let delay = if command == "IDLE" { Duration::from_secs(3) } else { Duration::ZERO };
+        let rig = Rig::start(imap, delivering(move |s| s.deliver_to("INBOX", delay))).await;
+        let report = rig.probe("", "poll_interval: 2s", &[]).await;
+        assert_failed(&report, phase, Reason::ImapProtocol);
+        assert_eq!(report.failure.as_ref().unwrap().detail, detail);
+    }
 }
