@@ -141,18 +141,12 @@ pub struct Found {
     pub uid: u32,
 }
 
-/// An IMAP failure as a step error: the server's NO/BAD text (bounded), a socket error by
-/// its kind, a parse error without the bytes. The error's own text is never used for a
-/// command that carried the password.
+/// An error of async-imap where only a command was written (every answer is read by
+/// [`Mailbox::command`] and the IDLE reader): a socket error by its kind, anything else
+/// without its text, which could quote the command.
 fn imap_error(what: &str, e: async_imap::error::Error) -> StepError {
-    use async_imap::error::Error as E;
     match e {
-        E::Io(e) => io_error(what, &e),
-        E::ConnectionLost => {
-            StepError::new(Reason::Closed, format!("{what}: the IMAP server closed the connection"))
-        }
-        E::No(text) => StepError::new(Reason::ImapProtocol, format!("{what}: NO {}", server_text(&text))),
-        E::Bad(text) => StepError::new(Reason::ImapProtocol, format!("{what}: BAD {}", server_text(&text))),
+        async_imap::error::Error::Io(e) => io_error(what, &e),
         _ => StepError::new(
             Reason::ImapProtocol,
             format!("{what}: the IMAP server's answer could not be read"),

@@ -163,6 +163,14 @@ impl Mailstore {
         Mailstore { folders: Arc::new(Mutex::new(folders)), changes: Arc::new(watch::channel(0).0) }
     }
 
+    /// Adds `attribute` (`\\Noselect`) to what LIST says of `folder`. Panics when there is
+    /// no such folder.
+    pub fn mark(&self, folder: &str, attribute: &str) {
+        let mut folders = self.folders.lock().unwrap();
+        let folder = find(&mut folders, folder).expect("a folder of the store");
+        folder.attributes.push(attribute.to_owned());
+    }
+
     /// Adds a message to `folder` (INBOX in any case) and returns its UID. Panics when
     /// there is no such folder.
     pub fn deposit(&self, folder: &str, raw: impl Into<Vec<u8>>) -> u32 {

@@ -695,9 +695,14 @@ async fn an_endless_plain_greeting_is_refused_before_starttls() {
 /// path through it; INBOX is searched as itself, never EXAMINEd as one of the others.
 #[tokio::test]
 async fn the_transcript_describes_the_mailbox_and_inbox_is_not_an_other_folder() {
-    let imap = imap::Behaviour { other_folders: vec!["Archive".into()], ..imap::Behaviour::default() };
+    let imap = imap::Behaviour {
+        other_folders: vec!["Archive".into(), "Shared".into()],
+        ..imap::Behaviour::default()
+    };
     let delay = Duration::from_millis(200);
     let rig = Rig::start(imap, delivering(move |s| s.deliver_to("INBOX", delay))).await;
+    // A folder that only holds others, which cannot be selected.
+    rig.store.mark("Shared", r"\Noselect");
     let report = probe::run_recorded(&rig.spec("", "poll_interval: 300ms", &[])).await;
     assert!(report.success(), "{:?}", report.failure);
     let mut transcript = String::new();
@@ -711,7 +716,7 @@ async fn the_transcript_describes_the_mailbox_and_inbox_is_not_an_other_folder()
     }
     let lines = rig.imap.lines();
     assert!(lines.iter().any(|l| l.contains("EXAMINE \"Archive\"")), "{lines:?}");
-    assert!(!lines.iter().any(|l| l.contains("EXAMINE \"INBOX\"")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("EXAMINE \"INBOX\"") || l.contains("\"Shared\"")), "{lines:?}");
     assert!(!transcript.contains(IMAP_PASSWORD));
 }
 
