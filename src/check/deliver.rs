@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{known_mode, ms, CheckArgs, CheckError, CheckOutput, Plan};
-use crate::config::{Delivery, Expectations, Imap, Module, Secret, Tls, TlsMode, Transport};
+use crate::config::{Delivery, Imap, Module, Secret, Tls, TlsMode, Transport};
 use crate::probe::{self, Phase, ProbeReport};
 
 /// The port a delivery is submitted on when no --port is given: submission with STARTTLS.
@@ -38,16 +38,7 @@ pub(super) async fn run(args: &CheckArgs, plan: &Plan) -> Result<CheckOutput, Ch
     }
     let base = plan.module(args, port, mode);
     let module = Arc::new(Module { delivery: Some(delivery), ..Module::clone(&base) });
-    let spec = module
-        .spec(
-            &args.host,
-            &args.host,
-            port,
-            &format!("port_{port}"),
-            Arc::new(Expectations::default()),
-            &plan.resolver,
-        )
-        .map_err(CheckError::Host)?;
+    let spec = plan.spec_with(args, port, module)?;
     let report = probe::run_recorded(&spec).await;
     let text =
         if args.json { render_json(args, port, &report) } else { render_text(args, port, mode, &report) };

@@ -252,7 +252,12 @@ impl Plan {
 
     /// The spec that probes `host:port` in `mode`.
     fn spec(&self, args: &CheckArgs, port: u16, mode: TlsMode) -> Result<ProbeSpec, CheckError> {
-        self.module(args, port, mode)
+        self.spec_with(args, port, self.module(args, port, mode))
+    }
+
+    /// The spec that probes `host:port` with `module`.
+    fn spec_with(&self, args: &CheckArgs, port: u16, module: Arc<Module>) -> Result<ProbeSpec, CheckError> {
+        module
             .spec(
                 &args.host,
                 &args.host,

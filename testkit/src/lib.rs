@@ -13,7 +13,9 @@
 //! - [`dns`]: a fake authoritative name server on 127.0.0.1:0, with a zone the test can
 //!   change and answers it can break (SERVFAIL, silence).
 //!
-//! It does not depend on the exporter, so that the exporter's tests can depend on it.
+//! It does not depend on the exporter, so that the exporter's tests can depend on it (and
+//! its parsers, such as the IMAP fake's header reader, stay independent of the code they
+//! test).
 
 pub mod dns;
 pub mod exposition;
@@ -22,3 +24,20 @@ pub mod https;
 pub mod imap;
 pub mod pki;
 pub mod smtp;
+
+/// Waits (bounded: 2 s) until `sessions` holds `n` finished connections of a fake server
+/// named `server`, then returns them all.
+pub(crate) async fn wait_for_sessions<T: Clone>(
+    sessions: &std::sync::Mutex<Vec<T>>,
+    n: usize,
+    server: &str,
+) -> Vec<T> {
+    for _ in 0..200 {
+        let seen = sessions.lock().unwrap().clone();
+        if seen.len() >= n {
+            return seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{server} saw {} connections, wanted {n}", sessions.lock().unwrap().len());
+}

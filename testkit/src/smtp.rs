@@ -242,14 +242,7 @@ impl FakeSmtp {
 
     /// Waits (bounded) until `n` connections have finished, then returns them.
     pub async fn wait_for_connections(&self, n: usize) -> Vec<Observed> {
-        for _ in 0..200 {
-            let seen = self.observed();
-            if seen.len() >= n {
-                return seen;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("fake server saw {} connections, wanted {n}", self.observed().len());
+        crate::wait_for_sessions(&self.recorder.sessions, n, "fake server").await
     }
 }
 
