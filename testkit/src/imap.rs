@@ -80,6 +80,8 @@ pub struct Behaviour {
 
 /// A reply in [`Behaviour::replies`] that closes the connection instead of answering.
 pub const CLOSE: &str = "<close>";
+/// A reply in [`Behaviour::replies`] that sends part of a line, then closes.
+pub const CLOSE_MIDWAY: &str = "<close midway>";
 
 impl Default for Behaviour {
     fn default() -> Behaviour {
@@ -519,6 +521,10 @@ impl Session<'_> {
         let name = if uid { format!("UID {verb}") } else { verb.clone() };
         if let Some((_, reply)) = self.b.replies.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
             if reply == CLOSE {
+                return Ok(Flow::End);
+            }
+            if reply == CLOSE_MIDWAY {
+                conn.write(b"* OK [UIDVALIDITY 1").await?;
                 return Ok(Flow::End);
             }
             conn.write(format!("{tag} {reply}\r\n").as_bytes()).await?;

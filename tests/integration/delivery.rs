@@ -657,6 +657,15 @@ async fn imap_failures_are_classified_with_the_servers_words() {
         ),
         (
             imap::Behaviour {
+                replies: vec![("SELECT".into(), imap::CLOSE_MIDWAY.into())],
+                ..imap::Behaviour::default()
+            },
+            Phase::ImapLogin,
+            Reason::Closed,
+            "SELECT INBOX: the IMAP server closed the connection",
+        ),
+        (
+            imap::Behaviour {
                 replies: vec![("SELECT".into(), format!("OK {}", "x".repeat(2 << 20)))],
                 ..imap::Behaviour::default()
             },
