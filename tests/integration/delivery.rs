@@ -10,7 +10,7 @@ use smtp_exporter::delivery::headers::PathInfo;
 use smtp_exporter::delivery::Folder;
 use smtp_exporter::probe::{self, Phase, ProbeReport, Reason};
 
-use crate::support::spec;
+use crate::support::{assert_failed, phases, spec};
 use testkit::imap::{self, FakeImap, Mailstore};
 use testkit::pki::TestPki;
 use testkit::smtp::{self, FakeSmtp, MessageHook};
@@ -108,16 +108,6 @@ fn with_path(store: &Mailstore, folder: &str) -> MessageHook {
 /// The SMTP behaviour whose hook is `hook(store)`.
 fn delivering(hook: impl FnOnce(&Mailstore) -> MessageHook) -> impl FnOnce(&Mailstore) -> smtp::Behaviour {
     |store| smtp::Behaviour { on_message: Some(hook(store)), ..smtp::Behaviour::default() }
-}
-
-fn phases(report: &ProbeReport) -> Vec<Phase> {
-    report.phases.iter().map(|(p, _)| *p).collect()
-}
-
-fn assert_failed(report: &ProbeReport, phase: Phase, reason: Reason) {
-    let failure =
-        report.failure.as_ref().unwrap_or_else(|| panic!("expected a failure, got success: {report:?}"));
-    assert_eq!((failure.phase, failure.reason), (phase, reason), "detail: {}", failure.detail);
 }
 
 /// The value of the token header in a message.

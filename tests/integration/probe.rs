@@ -5,21 +5,11 @@ use std::time::Duration;
 use smtp_exporter::probe::expect::Check;
 use smtp_exporter::probe::{self, Phase, PortState, ProbeReport, Reason};
 
-use crate::support::{spec, spec_expecting};
+use crate::support::{assert_failed, phases, spec, spec_expecting};
 use testkit::pki::TestPki;
 use testkit::smtp::{Behaviour, FakeSmtp};
 
 const CREDS: &str = "auth: { username: probe@example.test, password: correct horse }";
-
-fn phases(report: &ProbeReport) -> Vec<Phase> {
-    report.phases.iter().map(|(p, _)| *p).collect()
-}
-
-fn assert_failed(report: &ProbeReport, phase: Phase, reason: Reason) {
-    let failure =
-        report.failure.as_ref().unwrap_or_else(|| panic!("expected a failure, got success: {report:?}"));
-    assert_eq!((failure.phase, failure.reason), (phase, reason), "detail: {}", failure.detail);
-}
 
 async fn probe_with(behaviour: Behaviour, module: &str) -> (ProbeReport, FakeSmtp, TestPki) {
     let pki = TestPki::new();

@@ -89,7 +89,8 @@ fn of(samples: &[Sample], name: &str, module: &str, labels: &[(&str, &str)]) -> 
 pub(super) fn delivery_through_postfix_lmtp_and_dovecot(mta: &Mta) -> Check {
     let (sub, ca, user, pw) =
         (mta.get("SUBMISSION_PORT"), mta.get("CA_FILE"), mta.get("AUTH_USER"), mta.get("AUTH_PASSWORD_FILE"));
-    let (imaps, inbox) = (mta.get("IMAPS_PORT"), mta.get("INBOX_USER"));
+    let (imaps, inbox, inbox_pw) =
+        (mta.get("IMAPS_PORT"), mta.get("INBOX_USER"), mta.get("INBOX_PASSWORD_FILE"));
     let (local, domain) = inbox.split_once('@').ok_or("INBOX_USER is not an address")?;
     let extra = format!(
         r#"  deliver_void:
@@ -101,7 +102,7 @@ pub(super) fn delivery_through_postfix_lmtp_and_dovecot(mta: &Mta) -> Check {
       mail_from: monitor@example.test
       rcpt_to: {local}+void@{domain}
       interval: 1m
-      imap: {{ host: localhost, port: {imaps}, tls: implicit, tls_config: {{ ca_file: {ca} }}, username: {inbox}, password: not-the-inbox-password-either }}
+      imap: {{ host: localhost, port: {imaps}, tls: implicit, tls_config: {{ ca_file: {ca} }}, username: {inbox}, password_file: {inbox_pw} }}
   deliver_wrong_imap_password:
     tls: starttls_required
     timeout: 4s
@@ -125,13 +126,7 @@ pub(super) fn delivery_through_postfix_lmtp_and_dovecot(mta: &Mta) -> Check {
     ];
     let ports: String = modules.iter().map(|m| format!("      - {{ port: {sub}, module: {m} }}\n")).collect();
     let targets = format!("  - name: postfix\n    host: localhost\n    ports:\n{ports}");
-    let mut config = delivery_config(mta, "1m", &extra, &targets);
-    // The void module has its own, correct, password: only the wrong-password module fails
-    // at login.
-    config = config.replace(
-        "password: not-the-inbox-password-either",
-        &format!("password_file: {}", mta.get("INBOX_PASSWORD_FILE")),
-    );
+    let config = delivery_config(mta, "1m", &extra, &targets);
     let path = mta.state_dir.join("delivery.yml");
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let exporter = Exporter::spawn(&path, &[], None)?;

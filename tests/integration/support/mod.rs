@@ -85,3 +85,19 @@ impl InProcess {
         }
     }
 }
+
+/// The phases a probe ran, in order.
+pub fn phases(report: &smtp_exporter::probe::ProbeReport) -> Vec<smtp_exporter::probe::Phase> {
+    report.phases.iter().map(|(p, _)| *p).collect()
+}
+
+/// Asserts that the probe failed in `phase` with `reason`, showing the detail otherwise.
+pub fn assert_failed(
+    report: &smtp_exporter::probe::ProbeReport,
+    phase: smtp_exporter::probe::Phase,
+    reason: smtp_exporter::probe::Reason,
+) {
+    let failure =
+        report.failure.as_ref().unwrap_or_else(|| panic!("expected a failure, got success: {report:?}"));
+    assert_eq!((failure.phase, failure.reason), (phase, reason), "detail: {}", failure.detail);
+}
