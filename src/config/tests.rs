@@ -581,3 +581,33 @@ fn delivery_defaults_and_errors() {
         error_of(&both)
     );
 }
+
+/// Issue 17: a scrape's timeout shortens an on-demand probe's deadlines, and never
+/// lengthens them past what the module allows.
+#[test]
+fn a_scrape_timeout_only_ever_shortens_the_module_timeout() {
+    let yaml = "modules:\n  m:\n    tls: implicit\n    timeout: 10s\n    phase_timeout: 4s\ntargets:\n  - host: mx.example.test\n    ports: [{ port: 465, module: m }]\n";
+    let config = parse(yaml, "t").unwrap();
+    let deadlines = |timeout| {
+        let spec = config.on_demand_spec("mx.example.test", 465, "m", timeout).unwrap();
+        (spec.module.timeout, spec.module.phase_timeout)
+    };
+    let s = Duration::from_secs;
+    assert_eq!(deadlines(None), (s(10), s(4)));
+    assert_eq!(deadlines(Some(s(30))), (s(10), s(4)), "a longer scrape timeout is not taken");
+    assert_eq!(deadlines(Some(s(6))), (s(6), s(4)));
+    assert_eq!(deadlines(Some(s(2))), (s(2), s(2)), "the phase deadline fits in the shorter one");
+    assert_eq!(config.modules["m"].timeout, s(10), "the configured module is left as it was");
+}
+
+/// Issue 17: `/config` replaces a secret at any depth of the YAML, inside lists and tagged
+/// values too, not only in the mappings the configuration has today.
+#[test]
+fn secrets_are_replaced_inside_lists_and_tagged_values() {
+    let page = shown("a:\n  - password: in-a-list\n  - [{ password: in-a-nested-list }]\nb: !tag { password: in-a-tag }\nc: { password_file: /run/pw }\n");
+    for secret in ["in-a-list", "in-a-nested-list", "in-a-tag"] {
+        assert!(!page.contains(secret), "{secret} shown:\n{page}");
+    }
+    assert_eq!(page.matches("<secret>").count(), 3, "{page}");
+    assert!(page.contains("password_file: /run/pw"), "{page}");
+}
