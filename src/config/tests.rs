@@ -611,3 +611,16 @@ fn secrets_are_replaced_inside_lists_and_tagged_values() {
     assert_eq!(page.matches("<secret>").count(), 3, "{page}");
     assert!(page.contains("password_file: /run/pw"), "{page}");
 }
+
+/// Issue 17: durations are written back in the config's own grammar: whole seconds as
+/// `Ns`, anything with milliseconds (or zero) as `Nms`, and what is written parses back.
+#[test]
+fn durations_are_written_as_the_config_writes_them() {
+    for (millis, text) in [(0, "0ms"), (250, "250ms"), (1500, "1500ms"), (2000, "2s"), (90_000, "90s")] {
+        let d = Duration::from_millis(millis);
+        assert_eq!(format_duration(d), text);
+        if millis > 0 {
+            assert_eq!(parse_duration(text), Ok(d));
+        }
+    }
+}

@@ -235,6 +235,46 @@ async fn scrape_shows_every_core_series() {
     exporter.stop().await;
 }
 
+/// Issue 17: every page takes only the methods it is for. The read-only pages answer
+/// anything but GET and HEAD with 405 and `Allow: GET, HEAD`; reload takes POST or PUT and
+/// says so to a GET. (A POST must never start an on-demand probe or show the config.)
+#[tokio::test]
+async fn every_page_refuses_the_methods_it_does_not_take() {
+    let Fixture { exporter, .. } = Fixture::start().await;
+    let addr = exporter.addr;
+    let ask = move |method: &'static str, path: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            testkit::http::Client::new(addr, Duration::from_secs(10))
+                .request(method, path, &[], b"")
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        })
+    };
+    let pages = [
+        "/metrics",
+        "/probe?target=127.0.0.1:9&module=submission",
+        "/",
+        "/config",
+        "/transcript",
+        "/history",
+        "/-/healthy",
+        "/-/ready",
+    ];
+    for path in pages {
+        for method in ["POST", "PUT", "DELETE"] {
+            let response = ask(method, path).await.unwrap();
+            assert_eq!(
+                (response.status, response.header("allow")),
+                (405, Some("GET, HEAD")),
+                "{method} {path}"
+            );
+        }
+        assert_ne!(ask("GET", path).await.unwrap().status, 405, "GET {path}");
+    }
+    let response = ask("GET", "/-/reload").await.unwrap();
+    assert_eq!((response.status, response.header("allow")), (405, Some("POST, PUT")));
+    exporter.stop().await;
+}
+
 #[tokio::test]
 async fn endpoints_answer_with_the_right_status() {
     let Fixture { exporter, .. } = Fixture::start().await;
