@@ -375,6 +375,21 @@ async fn probe_endpoint_runs_one_probe_and_answers_with_its_series_only() {
     // Never before the 1 s cap; how late depends on the machine's load, so the upper bound
     // only tells the cap from the module's own 5 s.
     assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "took {took:?}");
+    // A scrape timeout that is not a positive number is ignored: the module's own 5 s
+    // holds, so a greeting 400 ms late still arrives (a zero once became a 100 ms cap, and
+    // an infinite or negative one would have panicked the connection).
+    let unhurried = FakeSmtp::start(
+        Behaviour { greeting_delay: Duration::from_millis(400), ..Behaviour::default() },
+        &pki,
+    )
+    .await;
+    let path = format!("/probe?target=127.0.0.1:{}&module=relay", unhurried.port());
+    for header in ["0", "-1", "-inf", "inf", "NaN", "soon"] {
+        let (status, body) =
+            http_with(exporter.addr, "GET", &path, &[("X-Prometheus-Scrape-Timeout-Seconds", header)]).await;
+        assert_eq!(status, 200, "{header}: {body}");
+        assert_eq!(value(&parse_exposition(&body), "smtp_probe_success", &[]), 1.0, "{header}: {body}");
+    }
 
     for (path, status, needle) in [
         ("/probe?target=127.0.0.1:25&module=nope".to_owned(), 400, "unknown module \"nope\""),
@@ -814,6 +829,14 @@ async fn transcripts_are_bounded_and_linked_from_the_status_page() {
         "Result: FAILED in phase connect",
     ] {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    // Only the spec named by all of target, port and module is shown.
+    for (target, port, module) in
+        [("nope", refused_port, "relay"), ("down", 1, "relay"), ("down", refused_port, "submission")]
+    {
+        let path = format!("/transcript?target={target}&port={port}&module={module}");
+        let (status, text) = http(exporter.addr, "GET", &path).await;
+        assert_eq!((status, text.as_str()), (404, "No such scheduled spec.\n"), "{path}");
     }
     // The good target has not failed: nothing to show.
     let (status, _) =
