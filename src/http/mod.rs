@@ -541,6 +541,9 @@ mod tests {
         assert!(split_target("mx:99999").is_err());
         assert!(split_target(":25").is_err());
         assert!(split_target("user@mx:25").is_err());
+        assert!(split_target("mx example.com:25").is_err(), "whitespace");
+        assert!(split_target("mx\t:25").is_err(), "whitespace");
+        assert!(split_target("mx/x:25").is_err(), "a path");
         assert!(split_target("2001:db8::1:25").is_err(), "bare IPv6 needs brackets");
     }
 
