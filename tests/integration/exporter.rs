@@ -225,6 +225,7 @@ async fn scrape_shows_every_core_series() {
     assert_eq!(value(&m, "smtp_ehlo_size_limit_bytes", &[good[0], ("session", "tls")]), 10_240_000.0);
     assert_eq!(value(&m, "smtp_probe_bare_lf_lines", &good), 0.0);
 
+    assert_eq!(value(&m, "smtp_exporter_web_config_last_reload_successful", &[]), 1.0);
     assert_eq!(value(&m, "smtp_exporter_config_last_reload_successful", &[]), 1.0);
     assert_eq!(find(&m, "smtp_exporter_build_info", &[("version", env!("CARGO_PKG_VERSION"))]).len(), 1);
     assert!(value(&m, "process_resident_memory_bytes", &[]) > 0.0);
@@ -630,7 +631,12 @@ async fn one_concurrency_limit_holds_across_reloads() {
 #[tokio::test]
 async fn reload_over_http_needs_the_lifecycle_flag_and_the_same_origin() {
     let Fixture { exporter, config, pki: _pki, server: _server, .. } = Fixture::start().await;
+    // The testkit client sends `Host: 127.0.0.1:PORT`; a page of the exporter itself says so.
+    let own_origin: &'static str = Box::leak(format!("http://{}", exporter.addr).into_boxed_str());
     for (headers, status, needle) in [
+        (vec![("Sec-Fetch-Site", "same-origin")], 200, "reloaded"),
+        (vec![("Sec-Fetch-Site", "none")], 200, "reloaded"),
+        (vec![("Origin", own_origin)], 200, "reloaded"),
         (vec![("Origin", "http://evil.example"), ("Content-Type", "text/plain")], 403, "Cross-origin"),
         (vec![("Sec-Fetch-Site", "cross-site")], 403, "Cross-origin"),
         (vec![("Origin", "null")], 403, "Cross-origin"),
