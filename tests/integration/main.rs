@@ -21,3 +21,7 @@ mod delivery;
 
 /// The binary as a user starts it: exit codes, `--config.check`, log lines.
 mod cli;
+
+/// The web configuration's TLS settings (versions, suites, groups, client certificates
+/// and their names) against the exporter in-process.
+mod web_tls;
