@@ -509,4 +509,103 @@ mod tests {
         assert_eq!(next_slot(base, off, iv, base + off), base + off + iv);
         assert_eq!(next_slot(base, off, iv, base + Duration::from_secs(200)), base + off + iv * 4);
     }
+
+    /// Issue 17: shrinking `max_concurrency` takes the free permits at once and the held
+    /// ones as their probes end, so the limit ends exactly at the new size; growing adds.
+    #[tokio::test]
+    async fn the_limit_shrinks_as_held_permits_come_back() {
+        let tracker = TaskTracker::new();
+        let mut limit = Limit::new();
+        limit.resize(4, &tracker);
+        assert_eq!(limit.semaphore.available_permits(), 4);
+        let held = limit.semaphore.clone().acquire_many_owned(3).await.unwrap();
+        limit.resize(1, &tracker);
+        assert_eq!(limit.semaphore.available_permits(), 0, "the free permit is taken at once");
+        drop(held);
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("the owed permits come back");
+        assert_eq!(limit.semaphore.available_permits(), 1, "two of the three returned are owed");
+        let tracker = TaskTracker::new();
+        limit.resize(3, &tracker);
+        assert_eq!(limit.semaphore.available_permits(), 3);
+        limit.resize(3, &tracker);
+        assert_eq!(limit.semaphore.available_permits(), 3);
+        limit.resize(0, &tracker);
+        assert_eq!((limit.semaphore.available_permits(), tracker.len()), (0, 0), "nothing owed");
+    }
+
+    /// A listener that counts the connections made to it (each is closed at once).
+    async fn counting_listener() -> (u16, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = Arc::new(AtomicU64::new(0));
+        let counted = count.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        (port, count)
+    }
+
+    fn schedule(ports: &[(&str, u16)]) -> Vec<Arc<Scheduled>> {
+        let mut yaml = String::from("interval: 1s\nmodules:\n  m: { tls: none, timeout: 500ms }\ntargets:\n");
+        for (name, port) in ports {
+            yaml.push_str(&format!(
+                "  - {{ name: {name}, host: 127.0.0.1, ports: [{{ port: {port}, module: m }}] }}\n"
+            ));
+        }
+        crate::config::parse(&yaml, "t").unwrap().schedule
+    }
+
+    fn scheduler() -> Scheduler {
+        let store = Arc::new(Store::new());
+        let exporter = crate::metrics::Exporter::new(store.clone(), Default::default());
+        Scheduler::new(store, exporter.schedule.clone())
+    }
+
+    async fn at_least(count: &AtomicU64, n: u64) {
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while count.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        waited.await.unwrap_or_else(|_| panic!("fewer than {n} probes in 5 s"));
+    }
+
+    /// Issue 17: a spec removed by a reload stops probing while a kept one goes on, and a
+    /// stopped scheduler probes nothing more.
+    #[tokio::test]
+    async fn removed_specs_and_a_stopped_scheduler_probe_no_more() {
+        let ((a_port, a), (b_port, b)) = (counting_listener().await, counting_listener().await);
+        let mut scheduler = scheduler();
+        scheduler.apply(&schedule(&[("a", a_port), ("b", b_port)]), 8);
+        at_least(&a, 1).await;
+        at_least(&b, 1).await;
+        scheduler.apply(&schedule(&[("b", b_port)]), 8);
+        let (a_then, b_then) = (a.load(Ordering::SeqCst), b.load(Ordering::SeqCst));
+        at_least(&b, b_then + 2).await;
+        assert_eq!(a.load(Ordering::SeqCst), a_then, "the removed spec was probed again");
+        scheduler.stop().await;
+        let b_then = b.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(b.load(Ordering::SeqCst), b_then, "probed after stop");
+    }
+
+    /// Issue 17: dropping the scheduler without `stop` (the exporter's future dropped)
+    /// ends its tasks too.
+    #[tokio::test]
+    async fn a_dropped_scheduler_probes_no_more() {
+        let (port, count) = counting_listener().await;
+        let mut scheduler = scheduler();
+        scheduler.apply(&schedule(&[("a", port)]), 8);
+        at_least(&count, 1).await;
+        drop(scheduler);
+        let then = count.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(count.load(Ordering::SeqCst), then, "probed after the scheduler was dropped");
+    }
 }
