@@ -552,7 +552,12 @@ mod tests {
     }
 
     fn schedule(ports: &[(&str, u16)]) -> Vec<Arc<Scheduled>> {
-        let mut yaml = String::from("interval: 1s\nmodules:\n  m: { tls: none, timeout: 500ms }\ntargets:\n");
+        schedule_with(ports, "500ms")
+    }
+
+    fn schedule_with(ports: &[(&str, u16)], timeout: &str) -> Vec<Arc<Scheduled>> {
+        let mut yaml =
+            format!("interval: 1s\nmodules:\n  m: {{ tls: none, timeout: {timeout} }}\ntargets:\n");
         for (name, port) in ports {
             yaml.push_str(&format!(
                 "  - {{ name: {name}, host: 127.0.0.1, ports: [{{ port: {port}, module: m }}] }}\n"
@@ -562,9 +567,13 @@ mod tests {
     }
 
     fn scheduler() -> Scheduler {
+        scheduler_and_metrics().0
+    }
+
+    fn scheduler_and_metrics() -> (Scheduler, ScheduleMetrics) {
         let store = Arc::new(Store::new());
         let exporter = crate::metrics::Exporter::new(store.clone(), Default::default());
-        Scheduler::new(store, exporter.schedule.clone())
+        (Scheduler::new(store, exporter.schedule.clone()), exporter.schedule.clone())
     }
 
     async fn at_least(count: &AtomicU64, n: u64) {
@@ -607,5 +616,30 @@ mod tests {
         let then = count.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(count.load(Ordering::SeqCst), then, "probed after the scheduler was dropped");
+    }
+
+    /// Issue 17: a probe that runs past its spec's next slot (a silent server, a timeout
+    /// as long as the interval) is counted in `smtp_exporter_probe_slots_skipped_total`.
+    #[tokio::test]
+    async fn a_probe_that_runs_past_its_next_slot_is_counted_as_skipped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    drop(stream);
+                });
+            }
+        });
+        let (mut scheduler, metrics) = scheduler_and_metrics();
+        scheduler.apply(&schedule_with(&[("silent", port)], "1s"), 8);
+        let counted = tokio::time::timeout(Duration::from_secs(8), async {
+            while metrics.skipped.get() == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        counted.await.expect("no skipped slot counted in 8 s");
+        scheduler.stop().await;
     }
 }
