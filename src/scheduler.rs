@@ -642,4 +642,21 @@ mod tests {
         counted.await.expect("no skipped slot counted in 8 s");
         scheduler.stop().await;
     }
+
+    /// Issue 17: an episode of lateness starts with its first occurrence and ends only
+    /// after a calm minute, once.
+    #[tokio::test(start_paused = true)]
+    async fn an_episode_ends_after_a_calm_minute() {
+        let episode = Episode::new(Instant::now());
+        assert!(!episode.calm(), "nothing to end");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(episode.occurred(), "the first occurrence starts an episode");
+        assert!(!episode.occurred(), "a second one is the same episode");
+        tokio::time::advance(CALM_AFTER - Duration::from_secs(1)).await;
+        assert!(!episode.calm(), "not yet a calm minute");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(episode.calm(), "a calm minute ends it");
+        assert!(!episode.calm(), "it ends once");
+        assert!(episode.occurred(), "the next occurrence starts a new one");
+    }
 }

@@ -197,6 +197,16 @@ fn bad_starts_fail_before_listening_with_a_clear_error() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--web.external-url \"proxy.example/smtp\": must be an absolute"), "{err}");
 
+    // An address that cannot be bound (not one of this machine's) is named as it was
+    // given, an IPv6 address in brackets.
+    let example_file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yml");
+    for address in ["192.0.2.1:9", "[2001:db8::1]:9"] {
+        let (code, _out, err) =
+            run(&[&format!("--config.file={example_file}"), &format!("--web.listen-address={address}")]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("cannot listen") && err.contains(&format!("address={address} ")), "{err}");
+    }
+
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yml");
     let (code, out, err) = run(&["--config.check", &format!("--config.file={example}")]);
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
