@@ -659,4 +659,75 @@ mod tests {
         assert!(!episode.calm(), "it ends once");
         assert!(episode.occurred(), "the next occurrence starts a new one");
     }
+
+    /// Issue 17: starved probes start an episode that a calm minute of probes that ran
+    /// ends (`fed`).
+    #[tokio::test(start_paused = true)]
+    async fn probes_that_run_again_end_a_starved_episode() {
+        let (_, metrics) = scheduler_and_metrics();
+        let lateness = Lateness::new(metrics.clone(), Instant::now());
+        lateness.starved("EMFILE");
+        assert_eq!(metrics.local_failures.get(), 1);
+        assert!(lateness.starved.active.load(Ordering::Relaxed));
+        tokio::time::advance(CALM_AFTER + Duration::from_secs(1)).await;
+        lateness.fed();
+        assert!(!lateness.starved.active.load(Ordering::Relaxed), "fed after a calm minute ends it");
+    }
+
+    /// What `log_report` writes at `level`, for a report that failed or not, after a
+    /// previous result.
+    fn logged(level: tracing::Level, failed: bool, previous: Option<bool>) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let mut report = probe::ProbeReport::new();
+        if failed {
+            report.failure = Some(crate::probe::Failure {
+                phase: crate::probe::Phase::Banner,
+                reason: crate::probe::Reason::Timeout,
+                detail: "no greeting".into(),
+            });
+        }
+        tracing::subscriber::with_default(subscriber, || log_report(&key("mx", 25), &report, previous));
+        let text = buffer.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    /// Issue 17: a first failure, a new failure after a success and a recovery are logged
+    /// at warn and info level; a repeated result only at debug level.
+    #[test]
+    fn only_transitions_are_logged_above_debug() {
+        use tracing::Level;
+        let says = |level, failed, previous, level_word: &str, message: &str| {
+            let text = logged(level, failed, previous);
+            assert!(
+                text.contains(level_word) && text.contains(message),
+                "{failed} after {previous:?} at {level}: wanted {level_word} {message:?}, got {text:?}"
+            );
+        };
+        says(Level::INFO, true, None, "WARN", "probe failed");
+        says(Level::INFO, true, Some(true), "WARN", "probe failed");
+        says(Level::INFO, false, Some(false), "INFO", "probe recovered");
+        for (failed, previous) in [(true, Some(false)), (false, Some(true)), (false, None)] {
+            assert_eq!(logged(Level::INFO, failed, previous), "", "{failed} after {previous:?}");
+        }
+        says(Level::DEBUG, true, Some(false), "DEBUG", "probe failed again");
+        says(Level::DEBUG, false, Some(true), "DEBUG", "probe succeeded");
+        says(Level::DEBUG, false, None, "DEBUG", "probe succeeded");
+    }
 }
