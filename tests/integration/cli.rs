@@ -226,6 +226,21 @@ fn config_check_prints_warnings() {
     assert!(err.starts_with("warning: modules.relay: a banner deadline of 3s"), "{err}");
 }
 
+/// Issue 17: the running exporter logs the same warnings when it loads the configuration.
+#[test]
+fn the_exporter_logs_configuration_warnings_at_start() {
+    let mut exporter = Running::start(
+        "modules:\n  relay: { tls: starttls, phase_timeout: 3s }\ntargets:\n  - { host: 127.0.0.1, ports: [{ port: 25, module: relay }] }\n",
+        &[],
+    );
+    let lines = exporter.log_lines_until(Duration::from_secs(10), |l| l.contains("configuration warning"));
+    let warning = lines.iter().find(|l| l.contains("configuration warning"));
+    assert!(
+        warning.is_some_and(|l| l.contains("level=warn") && l.contains("a banner deadline of 3s")),
+        "{lines:#?}"
+    );
+}
+
 /// The exposition of the running exporter, parsed.
 fn scrape(exporter: &Running) -> Vec<testkit::exposition::Sample> {
     let (status, body) = exporter.get("/metrics");
