@@ -234,4 +234,30 @@ mod tests {
         assert_eq!(read_bounded(&file, 1000).unwrap_err(), "2000 bytes, more than the 1000 accepted");
         assert_eq!(read_bounded(&file, 4000).unwrap().len(), 2000);
     }
+
+    /// Issue 17: each bound is inclusive: a file of exactly the limit is read (an empty
+    /// one too), and text at exactly the deepest nesting or the largest alias growth passes.
+    #[test]
+    fn the_bounds_are_inclusive() {
+        let file = crate::test_support::temp_file("bounded-exact", &"y".repeat(2000));
+        assert_eq!(read_bounded(&file, 2000).unwrap().len(), 2000);
+        let empty = crate::test_support::temp_file("bounded-empty", "");
+        assert_eq!(read_bounded(&empty, 2000).unwrap(), Vec::<u8>::new());
+
+        let nested = |depth: usize| format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        assert!(check_text(&nested(MAX_FLOW_DEPTH)).is_ok());
+        assert!(check_text(&nested(MAX_FLOW_DEPTH + 1)).is_err());
+
+        // One alias of one anchored scalar adds the anchored node's text once.
+        let aliased = |n: usize| format!("a: &x \"{}\"\nb: *x\n", "x".repeat(n));
+        let overhead = {
+            let text = aliased(10);
+            let scan = scan(&text);
+            scan.anchors[0].1.len() - 10
+        };
+        let at_bound = aliased(MAX_ALIAS_GROWTH - overhead);
+        assert_eq!(expanded_size(&at_bound, &scan(&at_bound)) - at_bound.len(), MAX_ALIAS_GROWTH);
+        assert!(check_text(&at_bound).is_ok());
+        assert!(check_text(&aliased(MAX_ALIAS_GROWTH - overhead + 1)).is_err());
+    }
 }
