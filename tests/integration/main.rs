@@ -19,6 +19,9 @@ mod policy;
 /// Delivery probes against the fake SMTP and IMAP servers: submit, read back, clean up.
 mod delivery;
 
+/// `check HOST` in-process: port roles sniffed, the implicit-TLS hint.
+mod check;
+
 /// The binary as a user starts it: exit codes, `--config.check`, log lines.
 mod cli;
 
