@@ -260,4 +260,23 @@ mod tests {
         assert!(check_text(&at_bound).is_ok());
         assert!(check_text(&aliased(MAX_ALIAS_GROWTH - overhead + 1)).is_err());
     }
+
+    /// Issue 17: quotes are read as YAML reads them: `\"` does not end a double-quoted
+    /// string, `''` does not end a single-quoted one, and a backslash escapes nothing in
+    /// single quotes; brackets inside a string do not count, outside they do.
+    #[test]
+    fn quotes_are_read_as_yaml_reads_them() {
+        let deep = format!("{}{}", "[".repeat(MAX_FLOW_DEPTH + 1), "]".repeat(MAX_FLOW_DEPTH + 1));
+        for inside in [format!("a: \"x\\\" {deep}\"\n"), format!("a: 'it''s {deep}'\n")] {
+            assert_eq!(check_text(&inside), Ok(()), "{inside}");
+        }
+        for outside in [
+            format!("a: 'x\\' {deep}\n"),
+            format!("a: 'abc' {deep}\n"),
+            format!("a: \"x\\\\\" {deep}\n"),
+            format!("a: \"x'\" {deep}\n"),
+        ] {
+            assert!(check_text(&outside).is_err(), "{outside}");
+        }
+    }
 }
