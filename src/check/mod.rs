@@ -820,6 +820,24 @@ mod tests {
         assert_eq!(advice, vec!["Port 2525 works, but without TLS: do not send passwords over it."]);
     }
 
+    /// Issue 17: among STARTTLS ports, 587 (the registered submission port) comes first,
+    /// then any other, and 2525 (unofficial) only when nothing else works; a port that
+    /// failed is never called working without TLS.
+    #[test]
+    fn prefers_587_then_other_ports_then_2525() {
+        let required = |port| outcome_in(port, TlsMode::StarttlsRequired, None);
+        let first = |results: &[Checked]| recommend("mx", results, false)[0].clone();
+        assert_eq!(
+            first(&[required(2525), required(2526), outcome(587, None)]),
+            "Use 587 (submission with STARTTLS)."
+        );
+        assert_eq!(first(&[required(2525), required(2526)]), "Use 2526 (submission with STARTTLS).");
+        assert!(first(&[required(2525)]).starts_with("Use 2525 (STARTTLS): an unofficial alternative"));
+        let failed = outcome_in(2526, TlsMode::Starttls, Some((Phase::Connect, Reason::Refused)));
+        let advice = recommend("mx", &[failed], false);
+        assert!(!advice.iter().any(|a| a.contains("without TLS")), "{advice:#?}");
+    }
+
     #[test]
     fn says_so_when_nothing_works() {
         let results = vec![outcome(587, Some((Phase::Auth, Reason::AuthFailed)))];

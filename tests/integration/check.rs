@@ -72,6 +72,18 @@ async fn unknown_ports_are_sniffed_and_silent_tls_ports_are_named() {
     assert_eq!(row(2), (Some("starttls"), None, Some("silent"), Some(false)), "{}", output.text);
     assert_eq!(row(3), (Some("starttls"), None, Some("silent"), Some(false)), "{}", output.text);
     let advice = json["recommendation"].as_array().unwrap();
+    assert_eq!(
+        advice[0].as_str(),
+        Some(
+            format!(
+                "Use {} (implicit TLS, RFC 8314); {} (STARTTLS) works too.",
+                implicit.port(),
+                plain.port()
+            )
+            .as_str()
+        ),
+        "a sniffed port that negotiated STARTTLS counts as submission with STARTTLS"
+    );
     let hints: Vec<&str> =
         advice.iter().filter_map(|a| a.as_str()).filter(|a| a.contains("answers TLS")).collect();
     assert_eq!(
