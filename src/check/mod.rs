@@ -836,6 +836,12 @@ mod tests {
         let failed = outcome_in(2526, TlsMode::Starttls, Some((Phase::Connect, Reason::Refused)));
         let advice = recommend("mx", &[failed], false);
         assert!(!advice.iter().any(|a| a.contains("without TLS")), "{advice:#?}");
+        let filtered = outcome_in(2526, TlsMode::StarttlsRequired, Some((Phase::Connect, Reason::Timeout)));
+        assert_eq!(
+            recommend("mx", &[filtered], false)[0],
+            "Port 2526 is filtered: the connection attempt got no answer (a firewall dropping it).",
+            "only port 25's filter is blamed on the provider"
+        );
     }
 
     #[test]

@@ -275,6 +275,7 @@ mod tests {
             format!("a: 'abc' {deep}\n"),
             format!("a: \"x\\\\\" {deep}\n"),
             format!("a: \"x'\" {deep}\n"),
+            format!("a: it's {deep}\n"),
         ] {
             assert!(check_text(&outside).is_err(), "{outside}");
         }
