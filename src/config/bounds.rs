@@ -280,4 +280,17 @@ mod tests {
             assert!(check_text(&outside).is_err(), "{outside}");
         }
     }
+
+    /// Issue 17: an anchored node ends where a line is indented no deeper than the
+    /// anchor's own line, for an anchor on an indented line too.
+    #[test]
+    fn an_indented_anchor_ends_at_its_own_indentation() {
+        let text =
+            "modules:\n  a: &x\n    tls: starttls\n\n    # a comment\n    timeout: 5s\n  b: *x\nother: 1\n";
+        let scan = scan(text);
+        assert_eq!(
+            &text[scan.anchors[0].1.clone()],
+            "&x\n    tls: starttls\n\n    # a comment\n    timeout: 5s\n"
+        );
+    }
 }

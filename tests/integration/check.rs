@@ -71,6 +71,33 @@ async fn unknown_ports_are_sniffed_and_silent_tls_ports_are_named() {
     assert_eq!(row(1), (Some("implicit"), Some("tls"), Some("open"), Some(true)), "{}", output.text);
     assert_eq!(row(2), (Some("starttls"), None, Some("silent"), Some(false)), "{}", output.text);
     assert_eq!(row(3), (Some("starttls"), None, Some("silent"), Some(false)), "{}", output.text);
+    // What a mail admin reads off a working TLS port: its AUTH mechanisms and when its
+    // certificate expires, in the JSON and in the table.
+    let tls_port = &ports[1];
+    assert_eq!(tls_port["auth_mechanisms"], serde_json::json!(["PLAIN", "LOGIN"]), "{}", output.text);
+    let expires = tls_port["cert_expiry"].as_str().unwrap().to_owned();
+    let not_after = tls_port["cert_expiry_timestamp_seconds"].as_i64().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!(expires.len() == 10 && not_after > now, "{}", output.text);
+    let argv = [
+        "check",
+        "127.0.0.1",
+        "--port",
+        &format!("{}:implicit", implicit.port()),
+        "--ca-file",
+        &pki.ca_file.display().to_string(),
+        "--timeout",
+        "3s",
+    ];
+    let table =
+        smtp_exporter::check::run(&CheckCommand::try_parse_from(argv).unwrap().args).await.unwrap().text;
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&implicit.port().to_string()))
+        .unwrap_or_else(|| panic!("{table}"));
+    let days = (not_after - now).div_euclid(86_400);
+    assert!(row.contains(&format!("{expires} ({days} d)")) && row.ends_with("PLAIN LOGIN"), "{row}");
+
     let advice = json["recommendation"].as_array().unwrap();
     assert_eq!(
         advice[0].as_str(),
