@@ -293,4 +293,14 @@ mod tests {
             "&x\n    tls: starttls\n\n    # a comment\n    timeout: 5s\n"
         );
     }
+
+    /// Issue 17: an alias on the line that ends an anchored node is not inside it, so an
+    /// alias of that node does not count it twice.
+    #[test]
+    fn an_alias_where_a_node_ends_is_outside_it() {
+        let text = "b: &y hello\na: &x [1,\n*y]\nc: *x\n";
+        let scan = scan(text);
+        assert_eq!(&text[scan.anchors[1].1.clone()], "&x [1,\n");
+        assert_eq!(expanded_size(text, &scan), text.len() + "&y hello\n".len() + "&x [1,\n".len());
+    }
 }
