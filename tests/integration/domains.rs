@@ -233,6 +233,36 @@ async fn the_cache_answers_within_the_ttl_and_can_be_turned_off() {
     }
 }
 
+/// Issue 17: an IP literal is its own answer in its family and no record in the other;
+/// a name with more addresses than are probed keeps as many as are probed, of its own.
+#[tokio::test]
+async fn literals_answer_themselves_and_long_answers_keep_the_first_addresses() {
+    use smtp_exporter::dns::{DnsFailure, DnsSettings, Family, Resolver, MAX_ADDRESSES_PER_FAMILY};
+    let dns = FakeDns::start(60).await;
+    let many: Vec<std::net::IpAddr> =
+        (1..=MAX_ADDRESSES_PER_FAMILY + 2).map(|i| ip(&format!("127.0.1.{i}"))).collect();
+    for address in &many {
+        dns.add("many.example.test", Rr::Addr(*address));
+    }
+    let settings = DnsSettings { nameservers: vec![dns.addr], ..DnsSettings::default() };
+    let resolver = Resolver::new(&settings).unwrap();
+    for (host, family, want) in [
+        ("127.0.0.1", Family::Ip4, Some(ip("127.0.0.1"))),
+        ("[::1]", Family::Ip6, Some(ip("::1"))),
+        ("127.0.0.1", Family::Ip6, None),
+        ("::1", Family::Ip4, None),
+    ] {
+        match (resolver.addresses(host, family).await, want) {
+            (Ok(answer), Some(want)) => assert_eq!(answer.value, vec![want], "{host}"),
+            (Err(e), None) => assert_eq!(e.failure, DnsFailure::NoRecords, "{host}"),
+            (other, _) => panic!("{host} {family:?}: {other:?}"),
+        }
+    }
+    let answer = resolver.addresses("many.example.test", Family::Ip4).await.unwrap();
+    assert_eq!(answer.value.len(), MAX_ADDRESSES_PER_FAMILY, "{:?}", answer.value);
+    assert!(answer.value.iter().all(|a| many.contains(a)), "{:?}", answer.value);
+}
+
 /// Issue 14: a domain checks DANE by default: the walk looks the TLSA records of each MX
 /// up at `_PORT._tcp.MX` with DNSSEC validation. From a server that does not sign (this fake
 /// one), records are not secure: the status says so, and no spec carries them, so no
