@@ -394,12 +394,6 @@ pub struct Expectations {
     pub cert_names: Vec<String>,
 }
 
-impl Expectations {
-    pub fn is_empty(&self) -> bool {
-        self == &Expectations::default()
-    }
-}
-
 /// What to probe: one (target, port) with one module, and the TLS name for that host.
 /// How often is the schedule's business ([`Scheduled`]); `/probe` and `check` probe a spec
 /// once.

@@ -233,6 +233,56 @@ async fn the_cache_answers_within_the_ttl_and_can_be_turned_off() {
     }
 }
 
+/// Issue 17: an envelope check's `{domain}` is the name of the `domains:` entry whose MX is
+/// probed, not the MX's own name.
+#[tokio::test]
+async fn the_envelope_names_the_domain_whose_mx_is_probed() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let dns = FakeDns::start(60).await;
+    dns.add("env.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("mx1.example.test", Rr::Addr(ip("127.0.0.1")));
+    let yaml = format!(
+        "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\nmodules:\n  mx:\n    tls: starttls\n    timeout: 2s\n    envelope: {{ accept: [\"postmaster@{{domain}}\"] }}\ndomains:\n  - name: env.example.test\n    ports: [{{ port: {}, module: mx }}]\n    policy: {{ dane: false }}\n",
+        dns.addr,
+        server.port()
+    );
+    let exporter = InProcess::start(yaml, "envelope-domain.yml").await;
+    let sessions = tokio::time::timeout(Duration::from_secs(10), server.wait_for_connections(1))
+        .await
+        .expect("the MX is probed");
+    let rcpt: Vec<&String> = sessions[0].lines.iter().filter(|l| l.starts_with("RCPT")).collect();
+    assert_eq!(rcpt, ["RCPT TO:<postmaster@env.example.test>"], "{:?}", sessions[0].lines);
+    exporter.stop().await;
+}
+
+/// Issue 17: a probe's address is IPv4 first, then IPv6 when the name has no A record;
+/// any other failure of the A lookup is final, and "neither an A nor an AAAA record" is
+/// said only when both were asked.
+#[tokio::test]
+async fn the_first_address_falls_back_to_ipv6_only_for_a_missing_a_record() {
+    use smtp_exporter::dns::{DnsFailure, DnsSettings, Family, Resolver};
+    let dns = FakeDns::start(60).await;
+    dns.add("six.example.test", Rr::Addr(ip("::1")))
+        .add("both.example.test", Rr::Addr(ip("127.0.0.1")))
+        .add("both.example.test", Rr::Addr(ip("::1")))
+        .add("none.example.test", Rr::Mx(10, "mx.example.test".into()))
+        .add("failing.example.test", Rr::Addr(ip("::1")));
+    dns.set_behaviour("failing.example.test", Dns::Servfail);
+    let settings = DnsSettings { nameservers: vec![dns.addr], attempts: 1, ..DnsSettings::default() };
+    let resolver = Resolver::new(&settings).unwrap();
+    assert_eq!(resolver.first_address("six.example.test", None).await.unwrap(), ip("::1"));
+    assert_eq!(resolver.first_address("both.example.test", None).await.unwrap(), ip("127.0.0.1"));
+    let failed = resolver.first_address("failing.example.test", None).await.unwrap_err();
+    assert_eq!(failed.failure, DnsFailure::Servfail, "{failed:?}");
+    assert!(!failed.detail.contains("neither"), "{failed:?}");
+    let neither = resolver.first_address("none.example.test", None).await.unwrap_err();
+    assert_eq!(neither.failure, DnsFailure::NoRecords);
+    assert_eq!(neither.detail, "none.example.test has neither an A nor an AAAA record");
+    let no_a = resolver.first_address("none.example.test", Some(Family::Ip4)).await.unwrap_err();
+    assert_eq!((no_a.failure, no_a.detail.contains("neither")), (DnsFailure::NoRecords, false), "{no_a:?}");
+}
+
 /// Issue 17: an IP literal is its own answer in its family and no record in the other;
 /// a name with more addresses than are probed keeps as many as are probed, of its own.
 #[tokio::test]
