@@ -624,3 +624,24 @@ fn durations_are_written_as_the_config_writes_them() {
         }
     }
 }
+
+/// Issue 17: which shard owns a spec never changes between releases: replicas of a
+/// sharded fleet upgraded one at a time must still split the specs between them, none
+/// probed twice and none dropped. These owners were computed at the commit that added
+/// this test; a change of the hash breaks it on purpose.
+#[test]
+fn shard_owners_are_stable_across_releases() {
+    let shards: Vec<Shard> = (0..4).map(|i| Shard::parse(&format!("{i}/4")).unwrap()).collect();
+    let owners: Vec<usize> = (0..16)
+        .map(|i| {
+            let key = SpecKey {
+                target: format!("mx{i}.example.test"),
+                port: 25,
+                module: "relay".into(),
+                via: None,
+            };
+            (0..4).find(|&s| shards[s].owns(&key)).unwrap()
+        })
+        .collect();
+    assert_eq!(owners, [3, 2, 0, 0, 1, 2, 2, 2, 1, 0, 3, 0, 0, 1, 0, 0]);
+}

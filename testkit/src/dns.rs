@@ -1,6 +1,7 @@
 //! A fake authoritative name server for hermetic tests: UDP on 127.0.0.1:0, a zone held in
 //! memory that the test may change while it runs, and names that answer SERVFAIL or not
-//! at all. Unknown names are NXDOMAIN; a known name without the type asked is NODATA.
+//! at all. Unknown names are NXDOMAIN; a known name without the type asked is NODATA; both
+//! carry an SOA whose minimum is the zone's TTL, so a resolver caches them for that long.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, TLSA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TLSA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::net::UdpSocket;
 
@@ -129,6 +130,7 @@ fn answer(query: &Message, zone: &Zone) -> Option<Message> {
         let Some(rrs) = zone.records.get(&name) else {
             if reply.answers.is_empty() {
                 reply.metadata.response_code = ResponseCode::NXDomain;
+                reply.add_authority(soa(zone.ttl));
             }
             return Some(reply);
         };
@@ -159,7 +161,26 @@ fn answer(query: &Message, zone: &Zone) -> Option<Message> {
             };
             reply.add_answer(Record::from_rdata(owner(&name), zone.ttl, data));
         }
+        if reply.answers.is_empty() {
+            reply.add_authority(soa(zone.ttl));
+        }
         return Some(reply);
     }
     Some(reply)
+}
+
+/// The SOA record of a negative answer (NXDOMAIN, or a name without the type asked): its
+/// minimum, the zone's TTL, is how long a resolver may cache the absence (RFC 2308).
+fn soa(ttl: u32) -> Record {
+    let apex = Name::from_ascii("test.").expect("a valid name");
+    let data = SOA::new(
+        apex.clone(),
+        Name::from_ascii("hostmaster.test.").expect("a valid name"),
+        1,
+        3600,
+        600,
+        86_400,
+        ttl,
+    );
+    Record::from_rdata(apex, ttl, RData::SOA(data))
 }

@@ -283,6 +283,33 @@ async fn the_first_address_falls_back_to_ipv6_only_for_a_missing_a_record() {
     assert_eq!((no_a.failure, no_a.detail.contains("neither")), (DnsFailure::NoRecords, false), "{no_a:?}");
 }
 
+/// Issue 17: a negative answer carries how long it holds (its SOA's minimum), for the
+/// walk to look again no sooner; NXDOMAIN and a name without the type asked alike. A name
+/// server that is not there is a timeout.
+#[tokio::test]
+async fn negative_answers_hold_for_their_soa_minimum() {
+    use smtp_exporter::dns::{DnsFailure, DnsSettings, Family, Resolver};
+    let dns = FakeDns::start(45).await;
+    dns.add("mx-only.example.test", Rr::Mx(10, "mx.example.test".into()));
+    let settings = DnsSettings { nameservers: vec![dns.addr], attempts: 1, ..DnsSettings::default() };
+    let resolver = Resolver::new(&settings).unwrap();
+    for (name, failure) in
+        [("nx.example.test", DnsFailure::Nxdomain), ("mx-only.example.test", DnsFailure::NoRecords)]
+    {
+        let e = resolver.addresses(name, Family::Ip4).await.unwrap_err();
+        assert_eq!((e.failure, e.ttl), (failure, Duration::from_secs(45)), "{name}: {e:?}");
+    }
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let settings = DnsSettings {
+        nameservers: vec![closed],
+        attempts: 1,
+        timeout: Duration::from_millis(300),
+        ..DnsSettings::default()
+    };
+    let e = Resolver::new(&settings).unwrap().addresses("mx.example.test", Family::Ip4).await.unwrap_err();
+    assert_eq!(e.failure, DnsFailure::Timeout, "a name server that is not there: {e:?}");
+}
+
 /// Issue 17: an IP literal is its own answer in its family and no record in the other;
 /// a name with more addresses than are probed keeps as many as are probed, of its own.
 #[tokio::test]
