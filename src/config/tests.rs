@@ -645,3 +645,21 @@ fn shard_owners_are_stable_across_releases() {
         .collect();
     assert_eq!(owners, [3, 2, 0, 0, 1, 2, 2, 2, 1, 0, 3, 0, 0, 1, 0, 0]);
 }
+
+/// Issue 17: `ehlo_metrics` takes a name or a boolean, and says so when given anything
+/// else.
+#[test]
+fn ehlo_metrics_take_a_name_or_a_boolean() {
+    for (value, want) in [
+        ("all", EhloMetrics::All),
+        ("offered", EhloMetrics::Offered),
+        ("none", EhloMetrics::None),
+        ("true", EhloMetrics::All),
+        ("false", EhloMetrics::None),
+    ] {
+        let yaml = format!("modules:\n  m: {{ tls: implicit, ehlo_metrics: {value} }}\n{TARGET_M}");
+        assert_eq!(parse(&yaml, "t").unwrap().modules["m"].ehlo_metrics, want, "{value}");
+    }
+    let err = error_of(&format!("modules:\n  m: {{ tls: implicit, ehlo_metrics: 5 }}\n{TARGET_M}"));
+    assert!(err.contains("expected one of all, offered, none, or true / false"), "{err}");
+}

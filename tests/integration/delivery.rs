@@ -71,10 +71,11 @@ impl Rig {
             imap_fields.push((*field).to_owned());
         }
         let timeout = if module.contains("timeout:") { "" } else { "timeout: 5s\n" };
+        let interval = if delivery.contains("interval:") { "" } else { "  interval: 10s\n" };
         let delivery: String = delivery.lines().map(|l| format!("  {l}\n")).collect();
         format!(
             "tls: starttls_required\ntls_config: {{ ca_file: {ca} }}\n{SMTP_AUTH}\n{timeout}{module}\n\
-             delivery:\n  mail_from: monitor@example.test\n  rcpt_to: inbox@example.test\n  interval: 10s\n\
+             delivery:\n  mail_from: monitor@example.test\n  rcpt_to: inbox@example.test\n{interval}\
              {delivery}  imap: {{ {} }}",
             imap_fields.join(", ")
         )
@@ -666,7 +667,9 @@ async fn imap_failures_are_classified_with_the_servers_words() {
     ];
     for (behaviour, phase, reason, detail) in cases {
         let rig = Rig::start(behaviour, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
-        let report = rig.probe("", "", &[]).await;
+        // Generous deadlines: parsing a 1 MiB answer costs a debug build seconds of CPU on a
+        // loaded machine (a mutation run), and a timeout would hide the classification.
+        let report = rig.probe("timeout: 60s\nphase_timeout: 60s", "interval: 60s", &[]).await;
         assert_failed(&report, phase, reason);
         let got = &report.failure.as_ref().unwrap().detail;
         assert!(got.starts_with(detail), "{got:?} does not start with {detail:?}");
