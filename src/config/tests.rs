@@ -663,3 +663,40 @@ fn ehlo_metrics_take_a_name_or_a_boolean() {
     let err = error_of(&format!("modules:\n  m: {{ tls: implicit, ehlo_metrics: 5 }}\n{TARGET_M}"));
     assert!(err.contains("expected one of all, offered, none, or true / false"), "{err}");
 }
+
+/// Issue 17: the bounds of `dns:`, `policy.interval` and `probe_endpoint.allowed_hosts`
+/// hold at their edges: equal TTL bounds and the largest cache are accepted, a week is the
+/// longest policy interval, and a host pattern with a space in it is refused.
+#[test]
+fn dns_policy_and_endpoint_bounds_hold_at_their_edges() {
+    let dns = |fields: &str| {
+        format!("dns: {{ {fields} }}\n{MODULES}targets:\n  - {{ host: mx.example.test, ports: [{{ port: 25, module: relay }}] }}\n")
+    };
+    let config = parse(&dns("min_ttl: 30s, max_ttl: 30s, cache_size: 1000000"), "t").unwrap();
+    assert_eq!(
+        (config.dns.min_ttl, config.dns.max_ttl, config.dns.cache_size),
+        (Duration::from_secs(30), Duration::from_secs(30), 1_000_000)
+    );
+    assert_eq!(parse(&dns("cache_size: 0"), "t").unwrap().dns.cache_size, 0);
+    assert_eq!(
+        error_of(&dns("cache_size: 1000001")),
+        "test.yml: dns.cache_size: 1000001 is out of range (0 to 1000000)"
+    );
+    assert!(error_of(&dns("min_ttl: 31s, max_ttl: 30s")).contains("min_ttl: 31s exceeds max_ttl 30s"));
+
+    let policy = |interval: &str| {
+        format!("{MODULES}domains:\n  - {{ name: example.test, ports: [{{ port: 25, module: relay }}], policy: {{ interval: {interval} }} }}\n")
+    };
+    let config = parse(&policy("168h"), "t").unwrap();
+    assert_eq!(config.expansions[0].policy.as_ref().unwrap().interval, Duration::from_secs(7 * 24 * 3600));
+    assert!(error_of(&policy("169h")).contains("policy.interval"), "{}", error_of(&policy("169h")));
+
+    let endpoint = |host: &str| format!("{MODULES}probe_endpoint: {{ allowed_hosts: [\"{host}\"] }}\n");
+    assert!(parse(&endpoint("*.example.test"), "t").is_ok());
+    for bad in ["mx example.test", "mx.example.test\t", " "] {
+        assert_eq!(
+            error_of(&endpoint(bad)),
+            format!("test.yml: probe_endpoint.allowed_hosts: {bad:?} is not a host name or pattern")
+        );
+    }
+}
