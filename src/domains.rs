@@ -748,4 +748,52 @@ mod tests {
             ]
         );
     }
+
+    /// Issue 17: a domain is deliverable when some MX accepted and the walk found where
+    /// mail goes (no failure, no null MX); its primary is judged on the MX hosts of the
+    /// lowest preference only.
+    #[test]
+    fn deliverable_and_primary_need_a_good_walk() {
+        let mx =
+            |host: &str, preference| MxFound { preference, host: host.into(), addresses: vec![], tlsa: None };
+        let walk = |failure: Option<(DnsFailure, String)>, null_mx: bool| Resolution {
+            name: "d.test".into(),
+            kind: ExpansionKind::Domain,
+            at: SystemTime::now(),
+            failure,
+            null_mx,
+            implicit_mx: false,
+            mx: vec![mx("primary", 10), mx("backup", 20)],
+            lookups: vec![],
+            delivery_port: 25,
+            delivery_module: "relay".into(),
+            policy: None,
+        };
+        let key = |mx: &str| crate::config::SpecKey {
+            target: "d.test".into(),
+            port: 25,
+            module: "relay".into(),
+            via: Some(Arc::new(Via { mx: mx.into(), address: "192.0.2.1".parse().unwrap() })),
+        };
+        let failed = {
+            let mut r = ProbeReport::new();
+            r.failure = Some(crate::probe::Failure {
+                phase: crate::probe::Phase::Connect,
+                reason: crate::probe::Reason::Refused,
+                detail: String::new(),
+            });
+            r
+        };
+        let keys = [key("primary"), key("backup")];
+        let judge = |walk: Resolution, primary_ok: bool| {
+            let walks = [Arc::new(walk)];
+            let reports = [if primary_ok { ProbeReport::new() } else { failed.clone() }, ProbeReport::new()];
+            let accepted = Accepted::new(&walks, keys.iter().zip(reports.iter().map(Some)));
+            (accepted.deliverable(&walks[0]), accepted.primary(&walks[0]))
+        };
+        assert_eq!(judge(walk(None, false), true), (true, true));
+        assert_eq!(judge(walk(None, false), false), (true, false), "only the backup accepted");
+        assert_eq!(judge(walk(Some((DnsFailure::Servfail, String::new())), false), true), (false, false));
+        assert_eq!(judge(walk(None, true), true), (false, false), "a null MX takes no mail");
+    }
 }
