@@ -356,7 +356,7 @@ async fn tlsa_records_of_an_unsigned_zone_are_reported_and_not_used() {
         .add("mx1.example.test", Rr::Addr(ip("127.0.0.1")))
         .add(&tlsa_name, Rr::Tlsa(3, 1, 1, vec![7; 32]));
     let yaml = format!(
-        "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\ndomains:\n  - name: dane.example.test\n    ports: [{{ port: {port}, module: relay }}]\n  - name: off.example.test\n    ports: [{{ port: {port}, module: relay }}]\n    policy: {{ dane: false }}\n",
+        "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\ndomains:\n  - name: dane.example.test\n    ports: [{{ port: {port}, module: relay }}]\n  - name: off.example.test\n    ports: [{{ port: {port}, module: relay }}]\n    policy: {{ dane: false }}\n",
         dns.addr
     );
     let exporter = InProcess::start(yaml, "dane.yml").await;
@@ -380,5 +380,13 @@ async fn tlsa_records_of_an_unsigned_zone_are_reported_and_not_used() {
     assert_eq!(lookups.len(), 1, "one TLSA lookup, for dane.example.test only: {lookups:?}");
     assert_eq!(lookups[0].labels["name"], tlsa_name);
     assert!(find(&samples, "smtp_domain_dane_status_info", &[("domain", "off.example.test")]).is_empty());
+    // A bogus answer carries no TTL of its own: the walk keeps the other records' 60 s
+    // instead of walking again after min_ttl (1 s here).
+    let walked = |s: &[testkit::exposition::Sample]| {
+        value(s, "smtp_domain_last_walk_timestamp_seconds", &[("domain", "dane.example.test")])
+    };
+    let first = walked(&samples);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(walked(&exporter.scrape().await), first, "walked again within 1.5 s");
     exporter.stop().await;
 }
