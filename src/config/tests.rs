@@ -700,3 +700,22 @@ fn dns_policy_and_endpoint_bounds_hold_at_their_edges() {
         );
     }
 }
+
+/// Issue 17: an EHLO name of 255 characters and a delivery interval equal to the module's
+/// timeout are accepted; one more is refused.
+#[test]
+fn ehlo_name_and_delivery_interval_bounds_are_inclusive() {
+    let name = |len: usize| {
+        format!("modules:\n  m: {{ tls: implicit, ehlo_hostname: {} }}\n{TARGET_M}", "a".repeat(len))
+    };
+    assert_eq!(parse(&name(255), "t").unwrap().modules["m"].ehlo_hostname.len(), 255);
+    assert!(parse(&name(256), "t").is_err());
+    let delivery = |interval: &str| {
+        format!("modules:\n  m:\n    tls: implicit\n    timeout: 30s\n    delivery: {{ mail_from: a@example.test, rcpt_to: b@example.test, interval: {interval}, imap: {{ tls: implicit, username: u, password: p }} }}\n{TARGET_M}")
+    };
+    assert_eq!(
+        parse(&delivery("30s"), "t").unwrap().modules["m"].delivery.as_ref().unwrap().interval,
+        Duration::from_secs(30)
+    );
+    assert!(error_of(&delivery("29s")).contains("interval: 29s is shorter than the module timeout 30s"));
+}

@@ -310,6 +310,56 @@ async fn negative_answers_hold_for_their_soa_minimum() {
     assert_eq!(e.failure, DnsFailure::Timeout, "a name server that is not there: {e:?}");
 }
 
+/// Issue 17: when a walk meets a transient failure (SERVFAIL) for an MX's addresses, the
+/// specs the last good walk made for that MX stay scheduled and keep probing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_keeps_probing_what_the_last_walk_found() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let dns = FakeDns::start(1).await;
+    dns.add("keep.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("mx1.example.test", Rr::Addr(ip("127.0.0.1")));
+    let yaml = format!(
+        "interval: 1s\ndns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\ndomains:\n  - name: keep.example.test\n    ports: [{{ port: {}, module: relay }}]\n    policy: {{ enabled: false, dane: false }}\n",
+        dns.addr,
+        server.port()
+    );
+    let exporter = InProcess::start(yaml, "keep.yml").await;
+    let keep = [("target", "keep.example.test"), ("mx", "mx1.example.test"), ("address", "127.0.0.1")];
+    let walked = |s: &[testkit::exposition::Sample]| {
+        find(s, "smtp_domain_last_walk_timestamp_seconds", &[("domain", "keep.example.test")])
+            .first()
+            .map(|x| x.value)
+    };
+    let first = exporter
+        .scrape_until(Duration::from_secs(10), "the MX probed", |s| {
+            find(s, "smtp_probe_success", &keep).len() == 1
+        })
+        .await;
+    let first_walk = walked(&first).unwrap();
+    dns.set_behaviour("mx1.example.test", Dns::Servfail);
+    let after = exporter
+        .scrape_until(Duration::from_secs(10), "a walk that met SERVFAIL", |s| {
+            walked(s).is_some_and(|t| t > first_walk)
+                && !find(
+                    s,
+                    "smtp_domain_dns_failure_info",
+                    &[("domain", "keep.example.test"), ("reason", "servfail")],
+                )
+                .is_empty()
+        })
+        .await;
+    assert_eq!(value(&after, "smtp_probe_success", &keep), 1.0, "the last walk's spec is still probed");
+    let probes = value(&after, "smtp_probes_total", &keep);
+    let later = exporter
+        .scrape_until(Duration::from_secs(10), "more probes", |s| {
+            value(s, "smtp_probes_total", &keep) > probes
+        })
+        .await;
+    assert_eq!(value(&later, "smtp_probe_success", &keep), 1.0);
+    exporter.stop().await;
+}
+
 /// Issue 17: an IP literal is its own answer in its family and no record in the other;
 /// a name with more addresses than are probed keeps as many as are probed, of its own.
 #[tokio::test]
