@@ -719,3 +719,39 @@ fn ehlo_name_and_delivery_interval_bounds_are_inclusive() {
     );
     assert!(error_of(&delivery("29s")).contains("interval: 29s is shorter than the module timeout 30s"));
 }
+
+/// Issue 17: an envelope address is `local@domain` with both parts, printable, without
+/// spaces or angle brackets; `tls_config` on a plain-text module is refused whichever
+/// field is set.
+#[test]
+fn addresses_and_plain_text_tls_config_are_refused_exactly() {
+    let module = |envelope: &str| {
+        format!("modules:\n  m:\n    tls: starttls\n    envelope: {{ accept: [\"{envelope}\"] }}\n{TARGET_M}")
+    };
+    for bad in [
+        "@example.test",
+        "postmaster@",
+        // YAML escapes: a BEL and a tab.
+        "a\\x07b@example.test",
+        "a\\tb@example.test",
+        "a>b@example.test",
+        "<ab@example.test",
+    ] {
+        let error = error_of(&module(bad));
+        assert!(
+            error.ends_with("is not an address (local@domain, printable, no spaces or <>)"),
+            "{bad:?}: {error}"
+        );
+    }
+    assert!(parse(&module("postmaster@example.test"), "t").is_ok());
+    for field in [
+        "ca_file: /etc/ssl/ca.pem",
+        "server_name: mx.example.test",
+        "insecure_skip_verify: true",
+        "system_roots: true",
+        "on_invalid_cert: report",
+    ] {
+        let yaml = format!("modules:\n  m: {{ tls: none, tls_config: {{ {field} }} }}\n{TARGET_M}");
+        assert_eq!(error_of(&yaml), "test.yml: modules.m.tls_config: set, but tls is none", "{field}");
+    }
+}
