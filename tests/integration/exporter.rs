@@ -899,3 +899,61 @@ async fn history_is_served_as_json_within_its_bounds() {
     assert_eq!(serde_json::from_str::<serde_json::Value>(&nothing).unwrap()["specs"], serde_json::json!([]));
     exporter.stop().await;
 }
+
+/// Issue 17: a reload that removes a domain forgets its walk (no `smtp_domain_*` series
+/// left for it), and once the exporter stops, no walk asks the name server again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_domains_are_forgotten_and_a_stopped_exporter_walks_no_more() {
+    use testkit::dns::{FakeDns, Rr};
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let dns = FakeDns::start(1).await;
+    for domain in ["kept.example.test", "gone.example.test"] {
+        dns.add(domain, Rr::Mx(10, "mx1.example.test".into()));
+    }
+    dns.add("mx1.example.test", Rr::Addr("127.0.0.1".parse().unwrap()));
+    let yaml = |domains: &[&str]| {
+        let mut yaml = format!(
+            "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\ndomains:\n",
+            dns.addr
+        );
+        for d in domains {
+            yaml.push_str(&format!(
+                "  - {{ name: {d}, ports: [{{ port: {}, module: relay }}], policy: {{ enabled: false, dane: false }} }}\n",
+                server.port()
+            ));
+        }
+        yaml
+    };
+    let dir = std::env::temp_dir().join(format!("smtp-exporter-forget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yml");
+    std::fs::write(&config, yaml(&["kept.example.test", "gone.example.test"])).unwrap();
+    let exporter = Running::start(&config).await;
+    let walked =
+        |m: &[Sample], domain: &str| !find(m, "smtp_domain_deliverable", &[("domain", domain)]).is_empty();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(walked(&exporter.metrics().await, "kept.example.test")
+        && walked(&exporter.metrics().await, "gone.example.test"))
+    {
+        assert!(std::time::Instant::now() < deadline, "both domains walked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(&config, yaml(&["kept.example.test"])).unwrap();
+    assert_eq!(http(exporter.addr, "POST", "/-/reload").await.0, 200);
+    let m = exporter.metrics().await;
+    let gone: Vec<_> = m
+        .iter()
+        .filter(|s| {
+            s.name.starts_with("smtp_domain_")
+                && s.labels.get("domain").is_some_and(|d| d == "gone.example.test")
+        })
+        .collect();
+    assert!(gone.is_empty(), "{gone:?}");
+    assert!(walked(&m, "kept.example.test"));
+    exporter.stop().await;
+    let queries = dns.queries();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(dns.queries(), queries, "a walk asked the name server after the exporter stopped");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
