@@ -93,3 +93,33 @@ impl hyper::body::Body for Body {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// Issue 17: a whole body says when it has nothing to send; a chunked one ends after
+    /// its chunks, with an error when the render was given up (so hyper breaks the
+    /// response off instead of ending it as if whole).
+    #[tokio::test]
+    async fn bodies_end_cleanly_or_with_an_error_when_the_render_was_given_up() {
+        use hyper::body::Body as _;
+        assert!(Body::whole("").is_end_stream());
+        assert!(!Body::whole("x").is_end_stream());
+        for aborted in [false, true] {
+            let (tx, rx) = mpsc::channel(2);
+            tx.send(Bytes::from_static(b"chunk")).await.unwrap();
+            drop(tx);
+            let mut body = Body::chunks(rx, Arc::new(AtomicBool::new(aborted)));
+            assert!(!body.is_end_stream());
+            let first = body.frame().await.unwrap().unwrap();
+            assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"chunk"));
+            match body.frame().await {
+                None => assert!(!aborted, "a given-up render ended as if whole"),
+                Some(Err(e)) => assert!(aborted && e.kind() == io::ErrorKind::TimedOut, "{e}"),
+                Some(Ok(_)) => panic!("a frame after the last chunk"),
+            }
+        }
+    }
+}

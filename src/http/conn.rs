@@ -258,4 +258,23 @@ mod tests {
         assert!(connections.admit().is_some());
         assert!(slots[5].cancel.is_cancelled());
     }
+
+    /// Issue 17: among waiting connections, the one that has waited longest gives way,
+    /// whatever the order they came in; a body handed to a slot makes it wait for its next
+    /// request once the body is done with (dropped).
+    #[tokio::test]
+    async fn the_longest_waiting_gives_way_and_a_sent_body_makes_its_slot_wait() {
+        let connections = Arc::new(Connections::default());
+        let slots: Vec<Arc<Slot>> = (0..MAX_CONNECTIONS).map(|_| connections.admit().unwrap()).collect();
+        for slot in &slots {
+            slot.busy();
+        }
+        // The second slot's answer goes out first, the first slot's 20 ms later.
+        drop(super::super::body::Body::whole("answer").for_slot(slots[1].clone()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(super::super::body::Body::whole("answer").for_slot(slots[0].clone()));
+        assert!(connections.admit().is_some());
+        assert!(slots[1].cancel.is_cancelled(), "the longest waiting gives way");
+        assert!(!slots[0].cancel.is_cancelled());
+    }
 }
