@@ -246,6 +246,55 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+
+    /// One event formatted by [`Lines`] in `format`.
+    fn line(format: LogFormat) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .event_format(Lines(format))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(ok = true, count = 3u64, delta = -2i64, ts = "x", msg = "y", "probe {} done", 7);
+        });
+        let text = buffer.0.lock().unwrap().clone();
+        String::from_utf8(text).unwrap()
+    }
+
+    /// Issue 17: the message, booleans, numbers and fields that would repeat `ts` or `msg`
+    /// come out the same in both formats, typed in JSON.
+    #[test]
+    fn events_keep_their_message_and_typed_fields() {
+        let logfmt = line(LogFormat::Logfmt);
+        assert!(
+            logfmt.ends_with(
+                " level=info msg=\"probe 7 done\" ok=true count=3 delta=-2 field_ts=x field_msg=y\n"
+            ),
+            "{logfmt}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&line(LogFormat::Json)).unwrap();
+        assert_eq!(json["msg"], "probe 7 done");
+        assert_eq!(
+            (&json["ok"], &json["count"], &json["delta"]),
+            (&serde_json::json!(true), &serde_json::json!(3), &serde_json::json!(-2))
+        );
+        assert_eq!(
+            (&json["field_ts"], &json["field_msg"]),
+            (&serde_json::json!("x"), &serde_json::json!("y"))
+        );
+    }
     use super::*;
 
     #[test]
