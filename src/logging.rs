@@ -278,6 +278,10 @@ mod tests {
     #[test]
     fn events_keep_their_message_and_typed_fields() {
         let logfmt = line(LogFormat::Logfmt);
+        // ts=2026-11-30T14:01:21.123Z, now.
+        let ts = logfmt.strip_prefix("ts=").and_then(|l| l.split(' ').next()).unwrap_or_default();
+        let year = format_time(std::time::SystemTime::now())[..4].to_owned();
+        assert!(ts.len() == 24 && ts.starts_with(&year) && ts.ends_with('Z'), "{logfmt}");
         assert!(
             logfmt.ends_with(
                 " level=info msg=\"probe 7 done\" ok=true count=3 delta=-2 field_ts=x field_msg=y\n"
@@ -304,6 +308,16 @@ mod tests {
         s.push(' ');
         push_value(&mut s, "has space \"and\" quote");
         assert_eq!(s, r#"plain "has space \"and\" quote""#);
+        for (value, written) in [
+            ("a=b", r#""a=b""#),
+            ("a\u{1}b", r#""a\u{1}b""#),
+            ("", r#""""#),
+            ("line\nbreak", r#""line\nbreak""#),
+        ] {
+            let mut s = String::new();
+            push_value(&mut s, value);
+            assert_eq!(s, written, "{value:?}");
+        }
     }
 
     #[test]

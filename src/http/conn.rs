@@ -277,4 +277,42 @@ mod tests {
         assert!(slots[1].cancel.is_cancelled(), "the longest waiting gives way");
         assert!(!slots[0].cancel.is_cancelled());
     }
+
+    /// Issue 17: a write that cannot go on arms the stall deadline and records when it
+    /// began; progress clears both; past the deadline the write fails with `TimedOut`.
+    /// A dropped slot frees its place.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_write_fails_after_its_deadline_and_progress_clears_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let connections = Arc::new(Connections::default());
+        let slot = connections.admit().unwrap();
+        assert_eq!(connections.len(), 1);
+        let (client, mut peer) = tokio::io::duplex(8);
+        let mut guard = slot.guard(client);
+        guard.write_all(b"12345678").await.unwrap();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        // The pipe is full: the next write waits, and the stall is recorded.
+        let mut write = Box::pin(guard.write_all(b"more"));
+        assert!(futures_poll(&mut write).is_pending());
+        assert!(slot.stalled_since.load(Ordering::Relaxed) > 0);
+        // The client reads: the write goes on and the stall is cleared.
+        let mut read = [0u8; 8];
+        peer.read_exact(&mut read).await.unwrap();
+        write.await.unwrap();
+        assert_eq!(slot.stalled_since.load(Ordering::Relaxed), 0);
+        guard.write_all(b"1234").await.unwrap();
+        // Now nobody reads: past the deadline the write fails.
+        let stalled = tokio::spawn(async move { guard.write_all(b"and more and more").await });
+        tokio::time::sleep(WRITE_STALL_TIMEOUT + Duration::from_millis(10)).await;
+        let error = stalled.await.unwrap().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        drop(slot);
+        assert_eq!(connections.len(), 0, "a dropped slot frees its place");
+    }
+
+    /// Polls a future once, with a waker that does nothing.
+    fn futures_poll<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        let waker = std::task::Waker::noop();
+        Pin::new(future).poll(&mut Context::from_waker(waker))
+    }
 }
