@@ -325,5 +325,11 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_420), (2025, 11, 28));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        // Before 1970 (certificates may say so), a century that is not a leap year, far on.
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(-25_567), (1900, 1, 1));
+        assert_eq!(civil_from_days(-25_508), (1900, 3, 1));
+        assert_eq!(civil_from_days(2_932_896), (9999, 12, 31));
+        assert_eq!(format_date(-86_400), "1969-12-31");
     }
 }

@@ -438,6 +438,34 @@ fn certificate_cell(html: &mut String, report: &ProbeReport, now: SystemTime) {
 mod tests {
     use super::*;
 
+    /// Issue 17: a result's age reads in seconds under two minutes, minutes under two
+    /// hours, hours beyond; a start in the future (a clock step) is "0 s".
+    #[test]
+    fn ages_read_in_the_unit_that_fits() {
+        let now = SystemTime::now();
+        let mut report = ProbeReport::new();
+        use std::time::Duration;
+        for (secs_ago, want) in
+            [(0, "0 s"), (119, "119 s"), (120, "2 min"), (7199, "119 min"), (7200, "2 h"), (90_000, "25 h")]
+        {
+            report.started_at = now - Duration::from_secs(secs_ago);
+            assert_eq!(age(&report, now), want, "{secs_ago} s ago");
+        }
+        report.started_at = now + Duration::from_secs(5);
+        assert_eq!(age(&report, now), "0 s");
+    }
+
+    /// Issue 17: every phase has a colour of its own on the timing bars.
+    #[test]
+    fn every_phase_has_its_own_colour() {
+        let colours: Vec<&str> = Phase::VARIANTS.iter().copied().map(phase_colour).collect();
+        let mut distinct = colours.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), colours.len(), "{colours:?}");
+        assert!(colours.iter().all(|c| c.len() == 7 && c.starts_with('#')), "{colours:?}");
+    }
+
     #[test]
     fn the_bar_scale_is_logarithmic_and_shared() {
         assert_eq!(scale_percent(0.0), 0.0);
