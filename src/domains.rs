@@ -660,6 +660,33 @@ mod tests {
     use crate::dane::{Outcome, Tlsa};
     use crate::probe::ProbeReport;
 
+    /// A walk of `d.test` (port 25, module relay) that found `mx`.
+    fn walk_of(mx: Vec<MxFound>) -> Resolution {
+        Resolution {
+            name: "d.test".into(),
+            kind: ExpansionKind::Domain,
+            at: SystemTime::now(),
+            failure: None,
+            null_mx: false,
+            implicit_mx: false,
+            mx,
+            lookups: vec![],
+            delivery_port: 25,
+            delivery_module: "relay".into(),
+            policy: None,
+        }
+    }
+
+    /// The key of `d.test`'s spec through `mx` at 192.0.2.1.
+    fn key_via(mx: &str) -> crate::config::SpecKey {
+        crate::config::SpecKey {
+            target: "d.test".into(),
+            port: 25,
+            module: "relay".into(),
+            via: Some(Arc::new(Via { mx: mx.into(), address: "192.0.2.1".parse().unwrap() })),
+        }
+    }
+
     fn tls(outcome: Option<Outcome>) -> crate::tls::TlsInfo {
         crate::tls::TlsInfo {
             version: "TLS1.3".into(),
@@ -688,35 +715,18 @@ mod tests {
         let set = |dnssec, records: Vec<Tlsa>| Some(Ok(Arc::new(TlsaSet { dnssec, records })));
         let mx = |host: &str, tlsa| MxFound { preference: 10, host: host.into(), addresses: vec![], tlsa };
         let pkix = Tlsa { usage: 1, ..record.clone() };
-        let walk = Resolution {
-            name: "d.test".into(),
-            kind: ExpansionKind::Domain,
-            at: SystemTime::now(),
-            failure: None,
-            null_mx: false,
-            implicit_mx: false,
-            mx: vec![
-                mx("ok", set(Dnssec::Secure, vec![record.clone(), pkix.clone()])),
-                mx("stale", set(Dnssec::Secure, vec![record.clone()])),
-                mx("silent", set(Dnssec::Secure, vec![record.clone()])),
-                mx("pkix", set(Dnssec::Secure, vec![pkix])),
-                mx("unsigned", set(Dnssec::Insecure, vec![record.clone()])),
-                mx("bogus", Some(Err((DnsFailure::Bogus, String::new())))),
-                mx("failed", Some(Err((DnsFailure::Servfail, String::new())))),
-                mx("none", Some(Err((DnsFailure::NoRecords, String::new())))),
-                mx("off", None),
-            ],
-            lookups: vec![],
-            delivery_port: 25,
-            delivery_module: "relay".into(),
-            policy: None,
-        };
-        let key = |mx: &str| crate::config::SpecKey {
-            target: "d.test".into(),
-            port: 25,
-            module: "relay".into(),
-            via: Some(Arc::new(Via { mx: mx.into(), address: "192.0.2.1".parse().unwrap() })),
-        };
+        let walk = walk_of(vec![
+            mx("ok", set(Dnssec::Secure, vec![record.clone(), pkix.clone()])),
+            mx("stale", set(Dnssec::Secure, vec![record.clone()])),
+            mx("silent", set(Dnssec::Secure, vec![record.clone()])),
+            mx("pkix", set(Dnssec::Secure, vec![pkix])),
+            mx("unsigned", set(Dnssec::Insecure, vec![record.clone()])),
+            mx("bogus", Some(Err((DnsFailure::Bogus, String::new())))),
+            mx("failed", Some(Err((DnsFailure::Servfail, String::new())))),
+            mx("none", Some(Err((DnsFailure::NoRecords, String::new())))),
+            mx("off", None),
+        ]);
+        let key = key_via;
         let report = |matched: bool| {
             let mut r = ProbeReport::new();
             r.tls = Some(tls(Some(Outcome {
@@ -757,24 +767,11 @@ mod tests {
         let mx =
             |host: &str, preference| MxFound { preference, host: host.into(), addresses: vec![], tlsa: None };
         let walk = |failure: Option<(DnsFailure, String)>, null_mx: bool| Resolution {
-            name: "d.test".into(),
-            kind: ExpansionKind::Domain,
-            at: SystemTime::now(),
             failure,
             null_mx,
-            implicit_mx: false,
-            mx: vec![mx("primary", 10), mx("backup", 20)],
-            lookups: vec![],
-            delivery_port: 25,
-            delivery_module: "relay".into(),
-            policy: None,
+            ..walk_of(vec![mx("primary", 10), mx("backup", 20)])
         };
-        let key = |mx: &str| crate::config::SpecKey {
-            target: "d.test".into(),
-            port: 25,
-            module: "relay".into(),
-            via: Some(Arc::new(Via { mx: mx.into(), address: "192.0.2.1".parse().unwrap() })),
-        };
+        let key = key_via;
         let failed = {
             let mut r = ProbeReport::new();
             r.failure = Some(crate::probe::Failure {

@@ -57,4 +57,30 @@ mod test_support {
     pub fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
     }
+
+    /// What a tracing subscriber writes, kept in memory: give it `writer` and read `text`.
+    #[derive(Clone, Default)]
+    pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Captured {
+        pub fn writer(&self) -> impl Fn() -> Captured + Send + Sync + 'static {
+            let me = self.clone();
+            move || me.clone()
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }

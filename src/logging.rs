@@ -249,28 +249,13 @@ mod tests {
 
     /// One event formatted by [`Lines`] in `format`.
     fn line(format: LogFormat) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .event_format(Lines(format))
-            .finish();
+        let captured = crate::test_support::Captured::default();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(captured.writer()).event_format(Lines(format)).finish();
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(ok = true, count = 3u64, delta = -2i64, ts = "x", msg = "y", "probe {} done", 7);
         });
-        let text = buffer.0.lock().unwrap().clone();
-        String::from_utf8(text).unwrap()
+        captured.text()
     }
 
     /// Issue 17: the message, booleans, numbers and fields that would repeat `ts` or `msg`

@@ -677,23 +677,11 @@ mod tests {
     /// What `log_report` writes at `level`, for a report that failed or not, after a
     /// previous result.
     fn logged(level: tracing::Level, failed: bool, previous: Option<bool>) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
+        let captured = crate::test_support::Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(level)
             .with_ansi(false)
-            .with_writer(move || writer.clone())
+            .with_writer(captured.writer())
             .finish();
         let mut report = probe::ProbeReport::new();
         if failed {
@@ -704,8 +692,7 @@ mod tests {
             });
         }
         tracing::subscriber::with_default(subscriber, || log_report(&key("mx", 25), &report, previous));
-        let text = buffer.0.lock().unwrap().clone();
-        String::from_utf8(text).unwrap()
+        captured.text()
     }
 
     /// Issue 17: a first failure, a new failure after a success and a recovery are logged
