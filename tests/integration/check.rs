@@ -99,6 +99,11 @@ async fn unknown_ports_are_sniffed_and_silent_tls_ports_are_named() {
     assert!(row.contains(&format!("{expires} ({days} d)")) && row.ends_with("PLAIN LOGIN"), "{row}");
 
     let advice = json["recommendation"].as_array().unwrap();
+    let greeted = format!(
+        "Port {p} greeted in plain text: probed with opportunistic STARTTLS (--port {p}:starttls_required insists on it).",
+        p = plain.port()
+    );
+    assert!(advice.iter().any(|a| a.as_str() == Some(greeted.as_str())), "{}", output.text);
     assert_eq!(
         advice[0].as_str(),
         Some(
@@ -123,4 +128,34 @@ async fn unknown_ports_are_sniffed_and_silent_tls_ports_are_named() {
         "{}",
         output.text
     );
+}
+
+/// Issue 17: a certificate that does not verify gets advice that fits why: an issuer this
+/// machine does not trust, or a name that does not match.
+#[tokio::test]
+async fn certificate_failures_get_the_advice_that_fits() {
+    let pki = TestPki::new();
+    let untrusted = FakeSmtp::start(Behaviour { implicit_tls: true, ..Behaviour::default() }, &pki).await;
+    let other = TestPki::with_names(&["other.example.test"]);
+    let misnamed = FakeSmtp::start(Behaviour { implicit_tls: true, ..Behaviour::default() }, &other).await;
+    let check = |port: u16, ca: Option<&std::path::Path>| {
+        let mut argv =
+            vec!["check".to_owned(), "127.0.0.1".into(), "--port".into(), format!("{port}:implicit")];
+        if let Some(ca) = ca {
+            argv.extend(["--ca-file".to_owned(), ca.display().to_string()]);
+        }
+        argv.extend(["--timeout".to_owned(), "3s".into()]);
+        async move {
+            use clap::Parser as _;
+            smtp_exporter::check::run(&CheckCommand::try_parse_from(argv).unwrap().args).await.unwrap().text
+        }
+    };
+    let text = check(untrusted.port(), None).await;
+    assert!(
+        text.contains(&format!("Port {}: ", untrusted.port()))
+            && text.contains("; if you trust it, pass its (CA) certificate with --ca-file, or skip verification with --insecure."),
+        "{text}"
+    );
+    let text = check(misnamed.port(), Some(&other.ca_file)).await;
+    assert!(text.contains("; check the name you gave, or skip verification with --insecure."), "{text}");
 }
