@@ -554,6 +554,14 @@ async fn check_deliver_reports_the_hops_and_fails_when_nothing_arrives() {
         assert!(ok.text.contains(wanted), "{wanted:?} missing from:\n{}", ok.text);
     }
     assert!(!ok.text.contains(IMAP_PASSWORD));
+    // Each hop in milliseconds with two decimals: "imap_connect 1.23 ms".
+    let hop =
+        ok.text.split("hops: imap_connect ").nth(1).and_then(|rest| rest.split(" ms").next()).unwrap_or("");
+    assert!(
+        hop.parse::<f64>().is_ok() && hop.split_once('.').is_some_and(|(_, d)| d.len() == 2),
+        "{hop:?} in:\n{}",
+        ok.text
+    );
     assert!(rig.store.messages("INBOX").is_empty(), "the message was deleted");
     let dropped = run(args("dropped@example.test", true)).await;
     assert!(!dropped.any_success, "{}", dropped.text);
