@@ -901,14 +901,15 @@ async fn history_is_served_as_json_within_its_bounds() {
 }
 
 /// Issue 17: a reload that removes a domain forgets its walk (no `smtp_domain_*` series
-/// left for it), and once the exporter stops, no walk asks the name server again.
+/// left for it), one it adds is walked and probed, and once the exporter stops, no walk
+/// asks the name server again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_domains_are_forgotten_and_a_stopped_exporter_walks_no_more() {
     use testkit::dns::{FakeDns, Rr};
     let pki = TestPki::new();
     let server = FakeSmtp::start(Behaviour::default(), &pki).await;
     let dns = FakeDns::start(1).await;
-    for domain in ["kept.example.test", "gone.example.test"] {
+    for domain in ["kept.example.test", "gone.example.test", "added.example.test"] {
         dns.add(domain, Rr::Mx(10, "mx1.example.test".into()));
     }
     dns.add("mx1.example.test", Rr::Addr("127.0.0.1".parse().unwrap()));
@@ -939,8 +940,17 @@ async fn removed_domains_are_forgotten_and_a_stopped_exporter_walks_no_more() {
         assert!(std::time::Instant::now() < deadline, "both domains walked");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    std::fs::write(&config, yaml(&["kept.example.test"])).unwrap();
+    std::fs::write(&config, yaml(&["kept.example.test", "added.example.test"])).unwrap();
     assert_eq!(http(exporter.addr, "POST", "/-/reload").await.0, 200);
+    // A domain the reload adds is walked and its MX probed (the walk's specs reach the
+    // scheduler under the new configuration's generation).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while find(&exporter.metrics().await, "smtp_probe_success", &[("target", "added.example.test")])
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "the added domain's MX was not probed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let m = exporter.metrics().await;
     let gone: Vec<_> = m
         .iter()
