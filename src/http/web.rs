@@ -604,6 +604,56 @@ mod tests {
         assert_eq!(settings.authorize(&config, None).await, Access::Denied);
     }
 
+    #[test]
+    fn user_names_and_hashes_are_checked_one_by_one() {
+        let hash = "$2y$10$Kj2NOcqXgqK0Nq7sM8Bx0e6GEq4K7yUVMvB6u7S2uT7d9Lx6C.0aO";
+        assert_eq!(hash.len(), 60);
+        for (user, want) in [("\"\"", r#""""#), ("\"a:b\"", r#""a:b""#)] {
+            let err = build(&format!("basic_auth_users:\n  {user}: {hash}\n")).err().unwrap_or_default();
+            assert_eq!(err, format!("basic_auth_users: {want} is not a valid user name"));
+        }
+        // A bcrypt prefix of the wrong length, and the right length without the prefix.
+        for bad in [&hash[..59], &hash.replace("$2y$", "$2x$")] {
+            let err = build(&format!("basic_auth_users:\n  u: {bad}\n")).err().unwrap_or_default();
+            assert!(err.starts_with("basic_auth_users.u: not a bcrypt hash"), "{bad}: {err}");
+        }
+        for prefix in ["$2a$", "$2b$", "$2y$"] {
+            build(&format!("basic_auth_users:\n  u: {}\n", hash.replace("$2y$", prefix))).unwrap();
+        }
+    }
+
+    /// Passed checks are remembered, up to `PASSED_MAX`; then the memory starts over.
+    #[tokio::test]
+    async fn passed_checks_are_remembered_within_their_bound() {
+        let hash = bcrypt::hash("right", 4).unwrap();
+        let users = ["alice", "bob", "dave"].map(|u| (u.to_owned(), hash.clone())).into();
+        let raw = RawWebConfig { basic_auth_users: users, ..RawWebConfig::default() };
+        let config = WebConfig::build(raw, Path::new("")).unwrap();
+        let settings = WebSettings::new(None, prometheus::IntGauge::new("t", "t").unwrap()).unwrap();
+        let check = |user: &str| {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:right"));
+            let header = HeaderValue::try_from(format!("Basic {basic}")).unwrap();
+            let (settings, config) = (&settings, &config);
+            async move { settings.authorize(config, Some(&header)).await }
+        };
+        let remembered = || settings.passed.lock().unwrap().len();
+        assert_eq!(check("alice").await, Access::Granted);
+        assert_eq!(remembered(), 1);
+        settings.passed.lock().unwrap().extend((1..PASSED_MAX - 1).map(|n| {
+            let mut key = [7u8; 32];
+            key[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            key
+        }));
+        assert_eq!(check("carol").await, Access::Denied);
+        assert_eq!(remembered(), PASSED_MAX - 1, "a failed check is not remembered");
+        assert_eq!(check("bob").await, Access::Granted);
+        assert_eq!(remembered(), PASSED_MAX, "the last place below the bound is used");
+        assert_eq!(check("alice").await, Access::Granted);
+        assert_eq!(remembered(), PASSED_MAX, "a remembered check is not added again");
+        assert_eq!(check("dave").await, Access::Granted);
+        assert_eq!(remembered(), 1, "a new check at the bound starts the memory over");
+    }
+
     /// A renewed certificate is taken up without a restart, as a changed file is.
     #[test]
     fn a_renewed_certificate_is_taken_up() {
