@@ -38,6 +38,8 @@ struct Zone {
     records: BTreeMap<String, Vec<Rr>>,
     behaviours: BTreeMap<String, Behaviour>,
     ttl: u32,
+    /// The SOA minimum of negative answers, when it differs from `ttl`.
+    negative_ttl: Option<u32>,
 }
 
 /// The running fake server; it stops when dropped.
@@ -79,6 +81,12 @@ impl FakeDns {
     /// Makes `name` answer SERVFAIL, or nothing at all.
     pub fn set_behaviour(&self, name: &str, behaviour: Behaviour) {
         self.zone.lock().unwrap().behaviours.insert(key(name), behaviour);
+    }
+
+    /// Makes negative answers (NXDOMAIN, NODATA) cacheable for `ttl` seconds instead of
+    /// the zone's TTL.
+    pub fn set_negative_ttl(&self, ttl: u32) {
+        self.zone.lock().unwrap().negative_ttl = Some(ttl);
     }
 
     /// How many queries came in.
@@ -130,7 +138,7 @@ fn answer(query: &Message, zone: &Zone) -> Option<Message> {
         let Some(rrs) = zone.records.get(&name) else {
             if reply.answers.is_empty() {
                 reply.metadata.response_code = ResponseCode::NXDomain;
-                reply.add_authority(soa(zone.ttl));
+                reply.add_authority(soa(zone.negative_ttl.unwrap_or(zone.ttl)));
             }
             return Some(reply);
         };
@@ -162,7 +170,7 @@ fn answer(query: &Message, zone: &Zone) -> Option<Message> {
             reply.add_answer(Record::from_rdata(owner(&name), zone.ttl, data));
         }
         if reply.answers.is_empty() {
-            reply.add_authority(soa(zone.ttl));
+            reply.add_authority(soa(zone.negative_ttl.unwrap_or(zone.ttl)));
         }
         return Some(reply);
     }

@@ -360,6 +360,41 @@ async fn a_transient_failure_keeps_probing_what_the_last_walk_found() {
     exporter.stop().await;
 }
 
+/// Issue 17: a negative answer's own TTL (the SOA minimum) bounds the walk's like any
+/// record's: an MX without AAAA records, whose absence may be cached for 1 s, is walked
+/// again after about 1 s although its other records last 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_negative_ttl_brings_the_next_walk_forward() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let dns = FakeDns::start(60).await;
+    dns.set_negative_ttl(1);
+    dns.add("neg.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("mx1.example.test", Rr::Addr(ip("127.0.0.1")));
+    let yaml = format!(
+        "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s, ip_protocol: both }}\ndomains:\n  - name: neg.example.test\n    ports: [{{ port: {}, module: relay }}]\n    policy: {{ enabled: false, dane: false }}\n",
+        dns.addr,
+        server.port()
+    );
+    let exporter = InProcess::start(yaml, "negative.yml").await;
+    let walked = |s: &[testkit::exposition::Sample]| {
+        find(s, "smtp_domain_last_walk_timestamp_seconds", &[("domain", "neg.example.test")])
+            .first()
+            .map(|x| x.value)
+    };
+    let first =
+        exporter.scrape_until(Duration::from_secs(10), "the first walk", |s| walked(s).is_some()).await;
+    let aaaa = [("domain", "neg.example.test"), ("name", "mx1.example.test"), ("type", "aaaa")];
+    assert_eq!(find(&first, "smtp_domain_dns_lookup_seconds", &aaaa).len(), 1, "the AAAA lookup was made");
+    let first_walk = walked(&first).unwrap();
+    exporter
+        .scrape_until(Duration::from_secs(10), "a second walk, well before the 60 s records expire", |s| {
+            walked(s).is_some_and(|t| t > first_walk)
+        })
+        .await;
+    exporter.stop().await;
+}
+
 /// Issue 17: an IP literal is its own answer in its family and no record in the other;
 /// a name with more addresses than are probed keeps as many as are probed, of its own.
 #[tokio::test]
