@@ -370,11 +370,13 @@ async fn a_short_negative_ttl_brings_the_next_walk_forward() {
     let dns = FakeDns::start(60).await;
     dns.set_negative_ttl(1);
     dns.add("neg.example.test", Rr::Mx(10, "mx1.example.test".into()))
-        .add("mx1.example.test", Rr::Addr(ip("127.0.0.1")));
+        .add("mx1.example.test", Rr::Addr(ip("127.0.0.1")))
+        .add("four.example.test", Rr::Mx(10, "mx4.example.test".into()))
+        .add("mx4.example.test", Rr::Addr(ip("127.0.0.1")));
     let yaml = format!(
-        "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s, ip_protocol: both }}\ndomains:\n  - name: neg.example.test\n    ports: [{{ port: {}, module: relay }}]\n    policy: {{ enabled: false, dane: false }}\n",
+        "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\ndomains:\n  - name: neg.example.test\n    ports: [{{ port: {port}, module: relay }}]\n    policy: {{ enabled: false, dane: false }}\n  - name: four.example.test\n    ip_protocol: ip4\n    ports: [{{ port: {port}, module: relay }}]\n    policy: {{ enabled: false, dane: false }}\n",
         dns.addr,
-        server.port()
+        port = server.port()
     );
     let exporter = InProcess::start(yaml, "negative.yml").await;
     let walked = |s: &[testkit::exposition::Sample]| {
@@ -386,6 +388,10 @@ async fn a_short_negative_ttl_brings_the_next_walk_forward() {
         exporter.scrape_until(Duration::from_secs(10), "the first walk", |s| walked(s).is_some()).await;
     let aaaa = [("domain", "neg.example.test"), ("name", "mx1.example.test"), ("type", "aaaa")];
     assert_eq!(find(&first, "smtp_domain_dns_lookup_seconds", &aaaa).len(), 1, "the AAAA lookup was made");
+    // Each lookup is named by its own type: an IPv4-only domain makes one, of type a.
+    let four = find(&first, "smtp_domain_dns_lookup_seconds", &[("domain", "four.example.test")]);
+    let kinds: Vec<_> = four.iter().map(|x| (x.labels["name"].as_str(), x.labels["type"].as_str())).collect();
+    assert_eq!(kinds, [("four.example.test", "mx"), ("mx4.example.test", "a")]);
     let first_walk = walked(&first).unwrap();
     exporter
         .scrape_until(Duration::from_secs(10), "a second walk, well before the 60 s records expire", |s| {

@@ -173,3 +173,83 @@ async fn mta_sts_and_tls_rpt_are_checked_like_a_sender_would() {
 
     exporter.stop().await;
 }
+
+/// Issue 17: a policy is checked once per `policy.interval`, however often the walk
+/// runs; and a failed check keeps the time of the last success, which is what tells how
+/// long senders can still rely on their cached policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_are_checked_once_per_interval_and_failures_keep_the_last_success() {
+    let pki = TestPki::with_names(&[
+        "mx1.example.test",
+        "mta-sts.steady.example.test",
+        "mta-sts.lapsed.example.test",
+    ]);
+    let smtp = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let https = HttpsServer::start(pki.acceptor()).await;
+    // TTL 1 s: the walk runs every second.
+    let dns = FakeDns::start(1).await;
+    dns.add("mx1.example.test", Rr::Addr("127.0.0.1".parse().unwrap()));
+    for d in ["steady", "lapsed"] {
+        let domain = format!("{d}.example.test");
+        dns.add(&domain, Rr::Mx(10, "mx1.example.test".into()))
+            .add(&format!("mta-sts.{domain}"), Rr::Addr("127.0.0.1".parse().unwrap()))
+            .add(&format!("_mta-sts.{domain}"), Rr::Txt("v=STSv1; id=1".into()));
+        https.set(&format!("mta-sts.{domain}"), Answer::policy(&policy("enforce", &["mx1.example.test"])));
+    }
+    let domain = |d: &str, interval: &str| {
+        format!(
+            "  - name: {d}.example.test\n    ports: [{{ port: {}, module: relay }}]\n    policy: {{ interval: {interval}, timeout: 2s, https_port: {}, dane: false }}\n",
+            smtp.port(),
+            https.addr.port()
+        )
+    };
+    let yaml = format!(
+        "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s, tls_config: {{ ca_file: \"{}\" }} }}\ndomains:\n{}{}",
+        dns.addr,
+        pki.ca_file.display(),
+        domain("steady", "1h"),
+        domain("lapsed", "1s"),
+    );
+    let exporter = InProcess::start(yaml, "policy-interval.yml").await;
+    let of = |s: &[testkit::exposition::Sample], family: &str, d: &str| {
+        let d = format!("{d}.example.test");
+        find(s, family, &[("domain", d.as_str())]).first().map(|x| x.value)
+    };
+    let first = exporter
+        .scrape_until(WITHIN, "both policies fetched", |s| {
+            of(s, "smtp_domain_mta_sts_success", "steady") == Some(1.0)
+                && of(s, "smtp_domain_mta_sts_success", "lapsed") == Some(1.0)
+        })
+        .await;
+    let steady = of(&first, "smtp_domain_mta_sts_last_success_timestamp_seconds", "steady").unwrap();
+    let lapsed = of(&first, "smtp_domain_mta_sts_last_success_timestamp_seconds", "lapsed").unwrap();
+    let walk = of(&first, "smtp_domain_last_walk_timestamp_seconds", "steady").unwrap();
+
+    https.set("mta-sts.lapsed.example.test", Answer { status: 404, ..Answer::policy("") });
+    let later = exporter
+        .scrape_until(WITHIN, "two more walks and the failed check", |s| {
+            of(s, "smtp_domain_last_walk_timestamp_seconds", "steady").is_some_and(|t| t >= walk + 2.0)
+                && of(s, "smtp_domain_mta_sts_success", "lapsed") == Some(0.0)
+        })
+        .await;
+    assert_eq!(
+        of(&later, "smtp_domain_mta_sts_last_success_timestamp_seconds", "steady"),
+        Some(steady),
+        "the steady domain's policy was fetched again within its hour"
+    );
+    assert_eq!(
+        find(
+            &later,
+            "smtp_domain_mta_sts_failure_info",
+            &[("domain", "lapsed.example.test"), ("reason", "https_status")]
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        of(&later, "smtp_domain_mta_sts_last_success_timestamp_seconds", "lapsed"),
+        Some(lapsed),
+        "a failed check keeps the time of the last success"
+    );
+    exporter.stop().await;
+}
