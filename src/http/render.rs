@@ -308,4 +308,98 @@ mod tests {
         assert_eq!(older.id, 100);
         assert!(renders.slots.lock().unwrap().waiting.is_empty());
     }
+
+    /// The bound on a stall is inclusive: a render stalled for exactly `STALL_GIVE_UP`
+    /// gives way, one a millisecond short of it does not (on a paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_of_exactly_the_bound_gives_way() {
+        let renders = Arc::new(Renders::default());
+        let taken: Vec<Taken> = (0..MAX_RENDERS as u64).map(|t| renders.try_take(t).unwrap()).collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let bound = u64::try_from(STALL_GIVE_UP.as_millis()).unwrap();
+        taken[1].stalled_since.store(renders.now_ms() - bound + 1, Ordering::Relaxed);
+        assert!(renders.try_take(10).is_none(), "a millisecond short of the bound");
+        taken[1].stalled_since.store(renders.now_ms() - bound, Ordering::Relaxed);
+        assert_eq!(renders.try_take(10).expect("stalled for the bound").index, 1);
+        assert!(taken[1].cancel.is_cancelled());
+    }
+
+    /// Fills every slot; the next request's ticket is 100.
+    fn full(renders: &Arc<Renders>) -> Vec<Taken> {
+        let taken: Vec<Taken> = (0..MAX_RENDERS).map(|_| renders.try_take(u64::MAX).unwrap()).collect();
+        renders.next_id.store(100, Ordering::Relaxed);
+        taken
+    }
+
+    /// Nothing frees a slot or wakes the waiting request here: while it is the newest, it
+    /// looks again on its own and takes the stalled render's slot once that is given up.
+    #[tokio::test]
+    async fn the_newest_request_looks_again_on_its_own() {
+        let renders = Arc::new(Renders::default());
+        let taken = full(&renders);
+        taken[3].stalled_since.store(renders.now_ms(), Ordering::Relaxed);
+        let waiting = renders.take();
+        let taken = tokio::time::timeout(STALL_GIVE_UP * 5, waiting).await.expect("the stalled slot taken");
+        assert_eq!((taken.index, taken.id), (3, 100));
+    }
+
+    /// When the newest request leaves the queue (its client went away), the one before it,
+    /// which waited to be woken, is woken to look again.
+    #[tokio::test]
+    async fn when_the_newest_request_leaves_the_one_before_it_takes_over() {
+        let renders = Arc::new(Renders::default());
+        let taken = full(&renders);
+        let older = tokio::spawn({
+            let renders = renders.clone();
+            async move { renders.take().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let newer = tokio::spawn({
+            let renders = renders.clone();
+            async move { renders.take().await }
+        });
+        // Long enough for the older one to stop looking on its own and wait to be woken.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(renders.slots.lock().unwrap().waiting.len(), 2);
+        // A render stalled long ago: whoever looks next takes its slot.
+        taken[3].stalled_since.store(1, Ordering::Relaxed);
+        newer.abort();
+        let older =
+            tokio::time::timeout(Duration::from_secs(2), older).await.expect("the older one woken").unwrap();
+        assert_eq!((older.index, older.id), (3, 100));
+    }
+
+    /// Gzipped, the compressed bytes leave as soon as they fill a chunk (`CHUNK`), not all
+    /// at the end; the chunks make up the whole exposition.
+    #[tokio::test]
+    async fn gzipped_bodies_leave_in_whole_chunks() {
+        use http_body_util::BodyExt;
+        let exporter = Arc::new(Exporter::new(Arc::new(crate::store::Store::new()), Default::default()));
+        let gauges =
+            prometheus::IntGaugeVec::new(prometheus::Opts::new("t_rows", "Rows."), &["row"]).unwrap();
+        // Label values that compress poorly, so that the gzip stream spans several chunks.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..40_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            gauges.with_label_values(&[&format!("{state:016x}")]).set(1);
+        }
+        exporter.register(Box::new(gauges));
+        let renders = Arc::new(Renders::default());
+        let mut body = renders.metrics_body(exporter, true);
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        assert!(frames.len() >= 2, "{} frames", frames.len());
+        for frame in &frames[..frames.len() - 1] {
+            assert!(frame.len() >= CHUNK, "a frame of {} bytes", frame.len());
+        }
+        let gzipped: Vec<u8> = frames.concat();
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gzipped.as_slice()), &mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(text.lines().filter(|l| l.starts_with("t_rows{")).count(), 40_000);
+    }
 }
