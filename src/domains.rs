@@ -688,21 +688,7 @@ mod tests {
     }
 
     fn tls(outcome: Option<Outcome>) -> crate::tls::TlsInfo {
-        crate::tls::TlsInfo {
-            version: "TLS1.3".into(),
-            cipher: String::new(),
-            kx_group: None,
-            cert_error: None,
-            cert_error_detail: None,
-            leaf_not_after: None,
-            chain_earliest_not_after: None,
-            leaf_names: Vec::new(),
-            subject_cn: String::new(),
-            issuer_cn: String::new(),
-            serial: String::new(),
-            fingerprint_sha256: String::new(),
-            dane: outcome,
-        }
+        crate::tls::TlsInfo { dane: outcome, ..crate::test_support::tls_info() }
     }
 
     /// Issue 14, judged hermetically: a secure MX whose probes matched holds; one whose

@@ -43,6 +43,25 @@ pub mod tls;
 mod test_support {
     use std::path::PathBuf;
 
+    /// A TLS 1.3 handshake's details with every optional part empty and the chain verified.
+    pub fn tls_info() -> crate::tls::TlsInfo {
+        crate::tls::TlsInfo {
+            version: "TLS1.3".into(),
+            cipher: String::new(),
+            kx_group: None,
+            cert_error: None,
+            cert_error_detail: None,
+            leaf_not_after: None,
+            chain_earliest_not_after: None,
+            leaf_names: Vec::new(),
+            subject_cn: String::new(),
+            issuer_cn: String::new(),
+            serial: String::new(),
+            fingerprint_sha256: String::new(),
+            dane: None,
+        }
+    }
+
     /// Writes `contents` to a file named `name` in a directory of this test run's own,
     /// and returns its path.
     pub fn temp_file(name: &str, contents: &str) -> PathBuf {

@@ -455,6 +455,37 @@ mod tests {
         assert_eq!(age(&report, now), "0 s");
     }
 
+    /// Issue 17: the summary counts the specs whose certificate did not verify, among
+    /// those that succeed, fail or wait, and only those.
+    #[test]
+    fn the_summary_counts_unverified_certificates() {
+        let key =
+            |n: u16| SpecKey { target: "mx.example.test".into(), port: n, module: "m".into(), via: None };
+        let with_tls = |cert_error| {
+            let mut r = ProbeReport::new();
+            r.tls = Some(crate::tls::TlsInfo { cert_error, ..crate::test_support::tls_info() });
+            Some(Arc::new(r))
+        };
+        let specs = [
+            (key(1), with_tls(Some(crate::tls::CertError::Expired))),
+            (key(2), with_tls(Some(crate::tls::CertError::NameMismatch))),
+            (key(3), with_tls(None)),
+            (key(4), Some(Arc::new(ProbeReport::new()))),
+            (key(5), None),
+        ];
+        let mut html = String::new();
+        summary(&mut html, &specs);
+        for want in [
+            "<span id=\"count-total\">5 specs</span>",
+            "<span id=\"count-ok\">4 succeeding</span>",
+            "<span id=\"count-failing\">0 failing</span>",
+            "<span id=\"count-unverified\">2 with a certificate that did not verify</span>",
+            "<span id=\"count-pending\">1 not yet probed</span>",
+        ] {
+            assert!(html.contains(want), "{want} in {html}");
+        }
+    }
+
     /// Issue 17: every phase has a colour of its own on the timing bars.
     #[test]
     fn every_phase_has_its_own_colour() {
