@@ -401,6 +401,49 @@ async fn a_short_negative_ttl_brings_the_next_walk_forward() {
     exporter.stop().await;
 }
 
+/// Issue 17: a change of the zone is handed to the scheduler by the walk that sees it,
+/// not by the one after: with walks 5 s apart, the new MX is probed before the next walk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_change_is_probed_from_the_walk_that_sees_it() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let dns = FakeDns::start(5).await;
+    dns.add("moving.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("mx1.example.test", Rr::Addr(ip("127.0.0.1")))
+        .add("mx2.example.test", Rr::Addr(ip("127.0.0.1")));
+    let yaml = format!(
+        "interval: 1s\ndns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\ndomains:\n  - name: moving.example.test\n    ip_protocol: ip4\n    ports: [{{ port: {}, module: relay }}]\n    policy: {{ enabled: false, dane: false }}\n",
+        dns.addr,
+        server.port()
+    );
+    let exporter = InProcess::start(yaml, "moving.yml").await;
+    let domain = [("domain", "moving.example.test")];
+    let mx2 = [("target", "moving.example.test"), ("mx", "mx2.example.test")];
+    exporter
+        .scrape_until(Duration::from_secs(10), "mx1 probed", |s| {
+            find(s, "smtp_probe_success", &[("mx", "mx1.example.test")]).len() == 1
+        })
+        .await;
+    dns.add("moving.example.test", Rr::Mx(20, "mx2.example.test".into()));
+    let seen = exporter
+        .scrape_until(Duration::from_secs(15), "a walk that found mx2", |s| {
+            find(s, "smtp_domain_mx_info", &[domain[0], ("mx", "mx2.example.test")]).len() == 1
+        })
+        .await;
+    let walk = value(&seen, "smtp_domain_last_walk_timestamp_seconds", &domain);
+    let probed = exporter
+        .scrape_until(Duration::from_secs(15), "mx2 probed", |s| {
+            !find(s, "smtp_probe_success", &mx2).is_empty()
+        })
+        .await;
+    assert_eq!(
+        value(&probed, "smtp_domain_last_walk_timestamp_seconds", &domain),
+        walk,
+        "mx2 was probed only after a later walk"
+    );
+    exporter.stop().await;
+}
+
 /// Issue 17: an IP literal is its own answer in its family and no record in the other;
 /// a name with more addresses than are probed keeps as many as are probed, of its own.
 #[tokio::test]
