@@ -313,7 +313,8 @@ fn client_verifier(
             Ok(WebPkiClientVerifier::no_client_auth())
         }
         "RequestClientCert" => Ok(Arc::new(AnyClientCert { mandatory: false, algorithms: provider.signature_verification_algorithms })),
-        "RequireAnyClientCert" => Ok(Arc::new(AnyClientCert { mandatory: true, algorithms: provider.signature_verification_algorithms })),
+        // RequireClientCert: the toolkit's older name, still read there.
+        "RequireAnyClientCert" | "RequireClientCert" => Ok(Arc::new(AnyClientCert { mandatory: true, algorithms: provider.signature_verification_algorithms })),
         "VerifyClientCertIfGiven" => verifying(true),
         "RequireAndVerifyClientCert" => verifying(false),
         other => Err(format!(

@@ -344,8 +344,9 @@ async fn verifying_client_auth_types_take_certificates_the_client_ca_signed() {
     if_given.stop().await;
 }
 
-/// Issue 17: `RequireAnyClientCert` and `RequestClientCert` ask for a certificate without
-/// verifying it; only the first insists on one.
+/// Issue 17: `RequireAnyClientCert` (or its older name `RequireClientCert`, which the
+/// toolkit still reads) and `RequestClientCert` ask for a certificate without verifying
+/// it; only the first insists on one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unverified_client_auth_types_ask_for_any_certificate() {
     let pki = Pki::new();
@@ -355,8 +356,12 @@ async fn unverified_client_auth_types_ask_for_any_certificate() {
     let requested = pki.start(&["client_auth_type: RequestClientCert"]).await;
     pki.assert_served(requested.addr, any(), "requested, none given").await;
     pki.assert_served(requested.addr, cert(&pki.self_signed), "requested, self-signed").await;
+    let old_name = pki.start(&["client_auth_type: RequireClientCert"]).await;
+    pki.assert_refused(old_name.addr, any(), "required by the old name, none given").await;
+    pki.assert_served(old_name.addr, cert(&pki.self_signed), "required by the old name, self-signed").await;
     required.stop().await;
     requested.stop().await;
+    old_name.stop().await;
 }
 
 /// Issue 17: `client_auth_type` and `client_ca_file` must agree, and an unknown kind is
