@@ -55,6 +55,8 @@ pub struct Scheduler {
     lateness: Arc<Lateness>,
     tasks: HashMap<SpecKey, Arc<Settings>>,
     /// Bumped after a reload has written the tasks' settings: every task looks at its own.
+    /// Dropped with the scheduler, which ends every task (the exporter's future dropped
+    /// without `stop`).
     reloaded: watch::Sender<()>,
     tracker: TaskTracker,
     /// Cancelled on shutdown; every task holds a clone.
@@ -137,12 +139,6 @@ impl Scheduler {
         if tokio::time::timeout(DRAIN_TIMEOUT, self.tracker.wait()).await.is_err() {
             tracing::warn!(tasks = self.tracker.len(), "probe tasks still running at shutdown");
         }
-    }
-}
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
     }
 }
 
@@ -605,7 +601,7 @@ mod tests {
     }
 
     /// Issue 17: dropping the scheduler without `stop` (the exporter's future dropped)
-    /// ends its tasks too.
+    /// ends its tasks too: their `reloaded` channel closes.
     #[tokio::test]
     async fn a_dropped_scheduler_probes_no_more() {
         let (port, count) = counting_listener().await;
@@ -658,6 +654,18 @@ mod tests {
         assert!(episode.calm(), "a calm minute ends it");
         assert!(!episode.calm(), "it ends once");
         assert!(episode.occurred(), "the next occurrence starts a new one");
+    }
+
+    /// Issue 17: a probe is late only when it starts more than `LATE_AFTER` after its
+    /// slot; at exactly that it is on time.
+    #[tokio::test]
+    async fn late_means_more_than_late_after() {
+        let (_, metrics) = scheduler_and_metrics();
+        let lateness = Lateness::new(metrics.clone(), Instant::now());
+        lateness.started(LATE_AFTER);
+        assert_eq!(metrics.late.get(), 0);
+        lateness.started(LATE_AFTER + Duration::from_millis(1));
+        assert_eq!(metrics.late.get(), 1);
     }
 
     /// Issue 17: starved probes start an episode that a calm minute of probes that ran

@@ -352,7 +352,8 @@ pub fn parse_tlsrpt(text: &str) -> Result<Vec<String>, String> {
     }
     if let Some(bad) = uris.iter().find(|u| {
         let lower = u.to_ascii_lowercase();
-        !(lower.starts_with("mailto:") && lower.len() > 7 && lower.contains('@')
+        let address = lower.strip_prefix("mailto:").and_then(|a| a.split_once('@'));
+        !(address.is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
             || lower.starts_with("https://"))
     }) {
         return Err(format!("{text:?}: rua {bad:?} is neither mailto: an address nor an https: URL"));
@@ -377,6 +378,8 @@ mod tests {
         ] {
             assert!(parse_sts_txt(bad).is_err(), "{bad}");
         }
+        let longest = "a".repeat(32);
+        assert_eq!(parse_sts_txt(&format!("v=STSv1; id={longest}")).unwrap(), longest);
     }
 
     #[test]
@@ -429,6 +432,10 @@ mod tests {
             "v=TLSRPTv1; rua=http://x.example",
             "rua=mailto:a@b; v=TLSRPTv1",
             "v=TLSRPTv1; rua=mailto:",
+            "v=TLSRPTv1; rua=mailto:tls.example.com",
+            "v=TLSRPTv1; rua=mailto:@example.com",
+            "v=TLSRPTv1; rua=mailto:tls@",
+            "v=TLSRPTv1; rua=mailto:tls@example.com,mailto:x",
         ] {
             assert!(parse_tlsrpt(bad).is_err(), "{bad}");
         }

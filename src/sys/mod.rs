@@ -70,3 +70,15 @@ pub fn no_local_route(addr: SocketAddr) -> bool {
         Err(e) => platform::family_unsupported(&e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17: the loopback address always has a route. (An address without one needs a
+    /// machine or a network namespace without a default route: the real suite's.)
+    #[test]
+    fn loopback_has_a_local_route() {
+        assert!(!no_local_route(([127, 0, 0, 1], 25).into()));
+    }
+}

@@ -16,8 +16,8 @@ use testkit::smtp::{Behaviour, FakeSmtp};
 /// How long a change may take to show.
 const WITHIN: Duration = Duration::from_secs(10);
 
-const DOMAINS: [&str; 9] =
-    ["good", "missing", "testing", "nf", "redirect", "big", "ctype", "notxt", "badtxt"];
+const DOMAINS: [&str; 10] =
+    ["good", "missing", "testing", "nf", "redirect", "big", "ctype", "notxt", "badtxt", "dnsfail"];
 
 fn policy(mode: &str, mx: &[&str]) -> String {
     let mut text = format!("version: STSv1\r\nmode: {mode}\r\n");
@@ -48,6 +48,9 @@ async fn mta_sts_and_tls_rpt_are_checked_like_a_sender_would() {
             dns.add(&format!("_mta-sts.{domain}"), Rr::Txt(id.into()));
         }
     }
+    // A name server that fails is not a missing record.
+    dns.set_behaviour("_mta-sts.dnsfail.example.test", testkit::dns::Behaviour::Servfail);
+    dns.set_behaviour("_smtp._tls.dnsfail.example.test", testkit::dns::Behaviour::Servfail);
     dns.add("good.example.test", Rr::Mx(20, "mx2.example.test".into()));
     dns.add("missing.example.test", Rr::Mx(20, "mx2.example.test".into()));
     dns.add("_smtp._tls.good.example.test", Rr::Txt("v=TLSRPTv1; rua=mailto:tls@good.example.test".into()));
@@ -135,22 +138,41 @@ async fn mta_sts_and_tls_rpt_are_checked_like_a_sender_would() {
         ("ctype", "https_content_type"),
         ("notxt", "no_txt"),
         ("badtxt", "txt_malformed"),
+        ("dnsfail", "dns"),
     ] {
         assert_eq!(get("smtp_domain_mta_sts_failure_info", d, &[("reason", reason)]), 1.0, "{d}");
         assert_eq!(get("smtp_domain_mta_sts_success", d, &[]), 0.0, "{d}");
     }
 
+    assert_eq!(get("smtp_domain_tlsrpt_failure_info", "dnsfail", &[("reason", "dns")]), 1.0);
+
+    // A check that finds what the last one found says that neither changed.
+    let good = [("domain", "good.example.test")];
+    let fetched = get("smtp_domain_mta_sts_last_success_timestamp_seconds", "good", &[]);
+    let samples = exporter
+        .scrape_until(WITHIN, "a second check of the same policy", |s| {
+            value(s, "smtp_domain_mta_sts_last_success_timestamp_seconds", &good) > fetched
+        })
+        .await;
+    let changed = |s: &[testkit::exposition::Sample]| {
+        (
+            value(s, "smtp_domain_mta_sts_id_changed_without_policy_change", &good),
+            value(s, "smtp_domain_mta_sts_policy_changed_without_id_change", &good),
+        )
+    };
+    assert_eq!(changed(&samples), (0.0, 0.0));
+
     // The TXT id changes while the policy does not; then the policy while the id does not.
     dns.retain("_mta-sts.good.example.test", |_| false);
     dns.add("_mta-sts.good.example.test", Rr::Txt("v=STSv1; id=2".into()));
-    let good = [("domain", "good.example.test")];
-    exporter
+    let samples = exporter
         .scrape_until(WITHIN, "id changed alone", |s| {
             find(s, "smtp_domain_mta_sts_id_changed_without_policy_change", &good)
                 .first()
                 .is_some_and(|x| x.value == 1.0)
         })
         .await;
+    assert_eq!(changed(&samples), (1.0, 0.0));
     https.set(
         "mta-sts.good.example.test",
         Answer::policy(&policy("testing", &["mx1.example.test", "*.example.test"])),
@@ -162,6 +184,7 @@ async fn mta_sts_and_tls_rpt_are_checked_like_a_sender_would() {
                 .is_some_and(|x| x.value == 1.0)
         })
         .await;
+    assert_eq!(changed(&samples), (0.0, 1.0));
     assert_eq!(
         value(
             &samples,
