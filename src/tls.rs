@@ -599,3 +599,96 @@ impl ServerCertVerifier for SignaturesOnly {
         self.0.supported_verify_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17: each way rustls and webpki reject a chain lands in its own class; a
+    /// CA certificate as the leaf is self-signed when it issued itself, else the wrong
+    /// purpose; anything else is `other`.
+    #[test]
+    fn verifier_errors_are_sorted_into_their_class() {
+        use CertificateError as E;
+        let webpki = |e: webpki::Error| E::Other(rustls::OtherError(Arc::new(e)));
+        let cases = [
+            (E::Expired, false, CertError::Expired),
+            (E::NotValidYet, false, CertError::NotYetValid),
+            (E::UnknownIssuer, false, CertError::UnknownIssuer),
+            (E::UnknownIssuer, true, CertError::SelfSigned),
+            (E::NotValidForName, false, CertError::NameMismatch),
+            (E::InvalidPurpose, false, CertError::InvalidPurpose),
+            (E::BadSignature, false, CertError::BadSignature),
+            (E::Revoked, false, CertError::Revoked),
+            (webpki(webpki::Error::CaUsedAsEndEntity), true, CertError::SelfSigned),
+            (webpki(webpki::Error::CaUsedAsEndEntity), false, CertError::InvalidPurpose),
+            (webpki(webpki::Error::EndEntityUsedAsCa), true, CertError::InvalidPurpose),
+            (webpki(webpki::Error::PathLenConstraintViolated), false, CertError::InvalidPurpose),
+            (webpki(webpki::Error::UnsupportedCriticalExtension), false, CertError::Other),
+            (E::BadEncoding, false, CertError::Other),
+        ];
+        for (error, self_issued, want) in cases {
+            let shown = format!("{error:?}");
+            let got = CertError::from_rustls(&rustls::Error::InvalidCertificate(error), self_issued);
+            assert_eq!(got, want, "{shown} (self-issued: {self_issued})");
+        }
+        assert_eq!(CertError::from_rustls(&rustls::Error::DecryptError, false), CertError::Other);
+    }
+
+    /// Issue 17: a leaf that is itself a trust anchor is valid from its notBefore to its
+    /// notAfter, both seconds included.
+    #[test]
+    fn a_trusted_leaf_is_valid_on_both_of_its_dates() {
+        let made = rcgen::generate_simple_self_signed(vec!["mx.example.test".to_owned()]).unwrap();
+        let leaf = made.cert.der().clone();
+        let name = ServerName::try_from("mx.example.test").unwrap();
+        let fields = CertFields {
+            leaf_not_before: Some(1_000),
+            leaf_not_after: Some(2_000),
+            ..describe_chain(&[leaf.clone()])
+        };
+        let at = |secs: u64| {
+            trusted_leaf_verdict(
+                &leaf,
+                &name,
+                &fields,
+                UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
+            )
+            .map(|(class, _)| class)
+        };
+        assert_eq!(at(999), Some(CertError::NotYetValid));
+        assert_eq!(at(1_000), None);
+        assert_eq!(at(2_000), None);
+        assert_eq!(at(2_001), Some(CertError::Expired));
+        let other = ServerName::try_from("other.example.test").unwrap();
+        let verdict = trusted_leaf_verdict(
+            &leaf,
+            &other,
+            &fields,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_500)),
+        );
+        assert_eq!(verdict.map(|(class, _)| class), Some(CertError::NameMismatch));
+    }
+
+    /// Issue 17: described chains are remembered, up to `DESCRIBED_CHAINS_MAX`; then the
+    /// memory starts over.
+    #[test]
+    fn described_chains_are_remembered_within_their_bound() {
+        let settings = TlsSettings::new(&Roots::Bundled, true).unwrap();
+        let chain = |name: &str| {
+            vec![rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap().cert.der().clone()]
+        };
+        let remembered = || settings.described.lock().unwrap().len();
+        let first = chain("a.example.test");
+        let described = settings.describe(&first);
+        assert!(Arc::ptr_eq(&described, &settings.describe(&first)), "the second time from memory");
+        settings.describe(&chain("b.example.test"));
+        assert_eq!(remembered(), 2);
+        let filler =
+            (2..DESCRIBED_CHAINS_MAX).map(|n| (n.to_le_bytes().to_vec(), Arc::new(CertFields::default())));
+        settings.described.lock().unwrap().extend(filler);
+        assert_eq!(remembered(), DESCRIBED_CHAINS_MAX);
+        settings.describe(&chain("c.example.test"));
+        assert_eq!(remembered(), 1, "a new chain at the bound starts the memory over");
+    }
+}

@@ -25,8 +25,14 @@ fn free_port() -> u16 {
 
 /// Runs the binary to completion (bounded) and returns (exit code, stdout, stderr).
 fn run(args: &[&str]) -> (i32, String, String) {
+    run_with_env(args, &[])
+}
+
+/// `run`, with these environment variables set for the binary.
+fn run_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> (i32, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -478,4 +484,27 @@ fn version_names_the_revision_and_the_build_date() {
     let digits: Vec<&str> = date.split('-').collect();
     assert!(digits.len() == 3 && digits[0].len() == 4 && date.len() == 10, "{line}");
     assert!(date.as_bytes().iter().all(|b| b.is_ascii_digit() || *b == b'-'), "{line}");
+}
+
+/// Issue 17: `system_roots: true` reads the machine's store (here the file SSL_CERT_FILE
+/// names, as OpenSSL does), and a store without one usable certificate is an error that
+/// says so, not a module that trusts nothing.
+#[test]
+fn system_roots_come_from_the_machines_store() {
+    let config = temp_file(
+        "system-roots.yml",
+        "modules:\n  m: { tls: starttls, tls_config: { system_roots: true } }\ntargets:\n  - { name: t, host: 127.0.0.1, ports: [{ port: 25, module: m }] }\n",
+    );
+    let ca = rcgen::generate_simple_self_signed(vec!["ca.example.test".to_owned()]).unwrap();
+    let store = temp_file("store.pem", &ca.cert.pem());
+    let empty = temp_file("empty-store.pem", "");
+    // SSL_CERT_DIR adds to SSL_CERT_FILE: an empty directory, whatever this machine sets.
+    let no_dir = empty.parent().unwrap().join("no-certs");
+    std::fs::create_dir_all(&no_dir).unwrap();
+    let args = ["--config.check", &format!("--config.file={}", config.display())];
+    let (code, _out, err) = run_with_env(&args, &[("SSL_CERT_FILE", &store), ("SSL_CERT_DIR", &no_dir)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _out, err) = run_with_env(&args, &[("SSL_CERT_FILE", &empty), ("SSL_CERT_DIR", &no_dir)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tls_config.system_roots: no usable certificate in the system store"), "{err}");
 }
