@@ -691,4 +691,37 @@ mod tests {
         settings.describe(&chain("c.example.test"));
         assert_eq!(remembered(), 1, "a new chain at the bound starts the memory over");
     }
+
+    /// Issue 17: the words name the first four names of the certificate and mark the
+    /// rest; with no names, the subject's common name.
+    #[test]
+    fn explanations_name_what_the_certificate_covers() {
+        let name = ServerName::try_from("mx.example.test").unwrap();
+        let cause = rustls::Error::InvalidCertificate(CertificateError::NotValidForName);
+        let with = |names: &[&str]| CertFields {
+            leaf_names: names.iter().map(|n| (*n).to_owned()).collect(),
+            subject_cn: "cn.example.test".into(),
+            ..CertFields::default()
+        };
+        let said = |fields: &CertFields| explain(CertError::SelfSigned, &cause, fields, &name);
+        assert_eq!(said(&with(&["a", "b", "c", "d"])), "self-signed certificate for a, b, c, d");
+        assert_eq!(said(&with(&["a", "b", "c", "d", "e"])), "self-signed certificate for a, b, c, d, …");
+        assert_eq!(said(&with(&[])), "self-signed certificate for cn.example.test");
+        assert_eq!(said(&CertFields::default()), "self-signed certificate for an unnamed subject");
+    }
+
+    /// Issue 17: a certificate's names are its DNS names and its IP addresses of both
+    /// families, as written.
+    #[test]
+    fn subject_alt_names_of_both_families_are_read() {
+        let params = rcgen::CertificateParams::new(vec![
+            "mx.example.test".to_owned(),
+            "192.0.2.25".to_owned(),
+            "2001:db8::25".to_owned(),
+        ])
+        .unwrap();
+        let cert = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        let fields = describe_chain(&[cert.der().clone()]);
+        assert_eq!(fields.leaf_names, ["mx.example.test", "192.0.2.25", "2001:db8::25"]);
+    }
 }
