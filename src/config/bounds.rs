@@ -235,6 +235,16 @@ mod tests {
         assert_eq!(read_bounded(&file, 4000).unwrap().len(), 2000);
     }
 
+    /// Issue 17: a file longer than its size said (one that grew after it was looked at,
+    /// or a /proc file, which says 0) is refused, not cut at the limit.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_longer_than_its_size_said_is_refused_not_cut() {
+        let status = Path::new("/proc/self/status");
+        assert_eq!(std::fs::metadata(status).unwrap().len(), 0);
+        assert_eq!(read_bounded(status, 100).unwrap_err(), "more than the 100 bytes accepted");
+    }
+
     /// Issue 17: each bound is inclusive: a file of exactly the limit is read (an empty
     /// one too), and text at exactly the deepest nesting or the largest alias growth passes.
     #[test]
