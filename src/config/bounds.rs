@@ -313,4 +313,25 @@ mod tests {
         assert_eq!(&text[scan.anchors[1].1.clone()], "&x [1,\n");
         assert_eq!(expanded_size(text, &scan), text.len() + "&y hello\n".len() + "&x [1,\n".len());
     }
+
+    /// Issue 17: an anchored node counts only the aliases inside it: one that comes
+    /// before the anchor adds nothing to it.
+    #[test]
+    fn an_alias_before_an_anchor_is_not_inside_it() {
+        let text = "a: &x [1, 2, 3]\nb: *x\nc: &y [4]\nd: *y\n";
+        let scan = scan(text);
+        assert_eq!(expanded_size(text, &scan), text.len() + "&x [1, 2, 3]\n".len() + "&y [4]\n".len());
+    }
+
+    /// Issue 17: `#` starts a comment only where a token may start; inside a word it is
+    /// text, and what follows on the line is scanned. A comment may end the text without
+    /// a line break.
+    #[test]
+    fn a_hash_inside_a_word_is_not_a_comment() {
+        let found = scan("a: x#y &z [1]\n");
+        assert_eq!((found.anchors.len(), found.max_flow_depth), (1, 1));
+        let found = scan("a: x # [1] &z");
+        assert_eq!((found.anchors.len(), found.max_flow_depth), (0, 0));
+        assert!(check_text("a: 1 # the end, without a line break").is_ok());
+    }
 }
