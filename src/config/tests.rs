@@ -274,6 +274,11 @@ fn errors_name_the_field() {
             "modules:\n  m:\n    tls: implicit\n  m:\n    tls: none\n",
             "test.yml: modules: \"m\" is defined twice at line 2 column 3",
         ),
+        // Issue 17: what a map of unique names expected, when it is given a list.
+        (
+            "modules: [m]\n",
+            "test.yml: modules: invalid type: sequence, expected a map with unique names at line 1 column 10",
+        ),
         (
             "modules:\n  m:\n    tls: implicit\ntargets:\n  - host: \"bad host!\"\n    ports: [{ port: 465, module: m }]\n",
             "test.yml: targets[0].ports[0]: \"bad host!\" is not a valid TLS server name; set tls_config.server_name in module \"m\"",
@@ -683,6 +688,16 @@ fn dns_policy_and_endpoint_bounds_hold_at_their_edges() {
         "test.yml: dns.cache_size: 1000001 is out of range (0 to 1000000)"
     );
     assert!(error_of(&dns("min_ttl: 31s, max_ttl: 30s")).contains("min_ttl: 31s exceeds max_ttl 30s"));
+    // A week is the longest TTL either bound takes.
+    let week = parse(&dns("min_ttl: 168h, max_ttl: 168h"), "t").unwrap();
+    assert_eq!(
+        (week.dns.min_ttl, week.dns.max_ttl),
+        (Duration::from_secs(604_800), Duration::from_secs(604_800))
+    );
+    assert_eq!(
+        error_of(&dns("max_ttl: 604801s")),
+        "test.yml: dns.max_ttl: 604801s is out of range (1s to 604800s)"
+    );
 
     let policy = |interval: &str| {
         format!("{MODULES}domains:\n  - {{ name: example.test, ports: [{{ port: 25, module: relay }}], policy: {{ interval: {interval} }} }}\n")
