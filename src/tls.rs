@@ -645,7 +645,7 @@ mod tests {
         let fields = CertFields {
             leaf_not_before: Some(1_000),
             leaf_not_after: Some(2_000),
-            ..describe_chain(&[leaf.clone()])
+            ..describe_chain(std::slice::from_ref(&leaf))
         };
         let at = |secs: u64| {
             trusted_leaf_verdict(

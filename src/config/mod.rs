@@ -13,6 +13,7 @@ mod raw;
 mod validate;
 
 pub use bounds::{read_bounded, MAX_CONFIG_BYTES};
+pub use validate::check_address;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -640,7 +640,8 @@ fn validate_envelope(raw: RawEnvelope) -> Result<Envelope, String> {
 
 /// A mailbox as MAIL FROM and RCPT TO carry it: `local@domain`, printable, no spaces or
 /// angle brackets, at most 254 characters (RFC 5321's path limit less the brackets).
-fn check_address(address: &str) -> Result<(), String> {
+/// `check --deliver` holds its flags to the same rule.
+pub fn check_address(address: &str) -> Result<(), String> {
     let bad = address.is_empty()
         || address.len() > 254
         || address.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
