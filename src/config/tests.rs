@@ -240,6 +240,11 @@ fn errors_name_the_field() {
             "modules:\n  m:\n    tls: implicit\n    auth: { username: u, token_file: /etc/hostname, password: p }\n",
             "test.yml: modules.m.auth.token_file: token_file and password, password_file or password_env are mutually exclusive",
         ),
+        // Issue 17: a token goes with xoauth2 only.
+        (
+            "modules:\n  m:\n    tls: implicit\n    auth: { username: u, token_file: /etc/hostname, mechanism: plain }\n",
+            "test.yml: modules.m.auth.mechanism: token_file goes with mechanism xoauth2",
+        ),
         (
             "modules:\n  m:\n    tls: none\n    tls_config: { insecure_skip_verify: true }\n",
             "test.yml: modules.m.tls_config: set, but tls is none",
@@ -725,6 +730,11 @@ fn ehlo_name_and_delivery_interval_bounds_are_inclusive() {
     };
     assert_eq!(parse(&name(255), "t").unwrap().modules["m"].ehlo_hostname.len(), 255);
     assert!(parse(&name(256), "t").is_err());
+    // A space (white but not a control) and a BEL (a control but not white) are refused.
+    for bad in ["\"a b\"", "\"a\\x07b\""] {
+        let yaml = format!("modules:\n  m: {{ tls: implicit, ehlo_hostname: {bad} }}\n{TARGET_M}");
+        assert!(error_of(&yaml).contains("is not a valid host name"), "{bad}: {}", error_of(&yaml));
+    }
     let delivery = |interval: &str| {
         format!("modules:\n  m:\n    tls: implicit\n    timeout: 30s\n    delivery: {{ mail_from: a@example.test, rcpt_to: b@example.test, interval: {interval}, imap: {{ tls: implicit, username: u, password: p }} }}\n{TARGET_M}")
     };
@@ -759,6 +769,10 @@ fn addresses_and_plain_text_tls_config_are_refused_exactly() {
         );
     }
     assert!(parse(&module("postmaster@example.test"), "t").is_ok());
+    // At most 254 characters.
+    let long = |len: usize| format!("{}@example.test", "a".repeat(len - "@example.test".len()));
+    assert!(parse(&module(&long(254)), "t").is_ok());
+    assert!(error_of(&module(&long(255))).ends_with("is not an address (local@domain, printable, no spaces or <>)"));
     for field in [
         "ca_file: /etc/ssl/ca.pem",
         "server_name: mx.example.test",
@@ -768,5 +782,21 @@ fn addresses_and_plain_text_tls_config_are_refused_exactly() {
     ] {
         let yaml = format!("modules:\n  m: {{ tls: none, tls_config: {{ {field} }} }}\n{TARGET_M}");
         assert_eq!(error_of(&yaml), "test.yml: modules.m.tls_config: set, but tls is none", "{field}");
+    }
+}
+
+/// Issue 17: a `token_file` makes the mechanism xoauth2, whether the module names it or
+/// not; another mechanism beside it is refused (in the error table above).
+#[test]
+fn a_token_file_goes_with_xoauth2_named_or_not() {
+    let token = crate::test_support::temp_file("token", "ya29.token\n");
+    for mechanism in ["", ", mechanism: xoauth2"] {
+        let yaml = format!(
+            "modules:\n  m:\n    tls: implicit\n    auth: {{ username: u, token_file: {}{mechanism} }}\n{TARGET_M}",
+            token.display()
+        );
+        let config = parse(&yaml, "t").unwrap();
+        let auth = config.modules["m"].auth.as_ref().unwrap();
+        assert_eq!(auth.mechanism, Some(AuthMechanism::Xoauth2), "{mechanism:?}");
     }
 }
