@@ -712,6 +712,13 @@ async fn gzip_route_prefix_and_telemetry_path() {
     assert_eq!((root.status, old.status), (404, 404));
     assert!(root.text().contains("/smtp/"), "the 404 names the status page: {}", root.text());
     assert_eq!((status.status, healthy.status), (200, 200));
+    // A page known whole is sent with its length; the streamed exposition in chunks.
+    let length = healthy.body.len().to_string();
+    assert_eq!(
+        (healthy.header("content-length"), healthy.header("transfer-encoding")),
+        (Some(length.as_str()), None)
+    );
+    assert_eq!((plain.header("content-length"), plain.header("transfer-encoding")), (None, Some("chunked")));
     for link in
         ["href=\"/smtp/stats\"", "href=\"/smtp/config\"", "href=\"/smtp/-/ready\"", "href=\"/smtp/probe\""]
     {
