@@ -343,13 +343,18 @@ impl Policy {
                 (Some(Err(DaneFailure::NoMatch)), _) => {
                     format!("{host} does NOT match — DANE-validating senders will not deliver to {host}")
                 }
-                (Some(Err(failure)), _) => format!("{host}: {}", failure.explain()),
-                _ => match (status, lookup) {
-                    (TlsaStatus::Insecure, _) => {
+                // A failed lookup says what the resolver said too.
+                (Some(Err(failure)), _) => match lookup {
+                    Err((_, detail)) if !detail.is_empty() => {
+                        format!("{host}: {} (the resolver said: {detail})", failure.explain())
+                    }
+                    _ => format!("{host}: {}", failure.explain()),
+                },
+                _ => match status {
+                    TlsaStatus::Insecure => {
                         format!("{host} has TLSA records in an unsigned zone (DANE does not apply)")
                     }
-                    (TlsaStatus::None, _) => format!("{host} has no TLSA record"),
-                    (_, Err((_, detail))) => format!("{host}: {detail}"),
+                    TlsaStatus::None => format!("{host} has no TLSA record"),
                     _ => format!("{host}: {}", status.as_str()),
                 },
             });
@@ -497,4 +502,581 @@ fn render_json(resolution: &Resolution, probed: &[Probed], verdict: &str, policy
     let mut text = serde_json::to_string_pretty(&json).expect("JSON of plain data");
     text.push('\n');
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SpecKey, Via};
+    use crate::dane::{Outcome, Tlsa};
+    use crate::dns::{DnsFailure, Dnssec, TlsaSet};
+    use crate::domains::{Lookup, MxFound};
+    use crate::policy::{RptReport, StsPolicy, StsReport};
+    use crate::probe::{Failure, Phase, Reason};
+    use crate::tls::CertError;
+    use serde_json::json;
+
+    const DOMAIN: &str = "d.example.test";
+
+    /// An MX of `d.example.test` with its addresses and no TLSA lookup.
+    fn mx(preference: u16, host: &str, addresses: &[&str]) -> MxFound {
+        MxFound {
+            preference,
+            host: host.into(),
+            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            tlsa: None,
+        }
+    }
+
+    /// A walk of `d.example.test` whose delivery port is 25 (module `port_25`, as `run`
+    /// names it).
+    fn walk(mx: Vec<MxFound>) -> Resolution {
+        Resolution {
+            name: DOMAIN.into(),
+            kind: ExpansionKind::Domain,
+            at: std::time::SystemTime::UNIX_EPOCH,
+            failure: None,
+            null_mx: false,
+            implicit_mx: false,
+            mx,
+            lookups: vec![],
+            delivery_port: 25,
+            delivery_module: "port_25".into(),
+            policy: None,
+        }
+    }
+
+    /// A session that greeted and completed.
+    fn ok() -> ProbeReport {
+        ProbeReport { banner_code: Some(220), ..ProbeReport::new() }
+    }
+
+    /// A session that failed in `phase`, after a greeting when `greeted`.
+    fn failed(phase: Phase, reason: Reason, greeted: bool) -> ProbeReport {
+        ProbeReport {
+            failure: Some(Failure { phase, reason, detail: "x".into() }),
+            banner_code: greeted.then_some(220),
+            ..ProbeReport::new()
+        }
+    }
+
+    /// `report` with a TLS 1.3 handshake, its certificate judged `cert_error`, and what
+    /// the TLSA records said of its chain.
+    fn tls(report: ProbeReport, cert_error: Option<CertError>, dane: Option<Outcome>) -> ProbeReport {
+        let tls = crate::tls::TlsInfo { cert_error, dane, ..crate::test_support::tls_info() };
+        ProbeReport { tls: Some(tls), ..report }
+    }
+
+    /// One probed (MX, address, port) of `d.example.test`, keyed as `run` keys it.
+    fn probed(preference: u16, mx: &str, address: &str, port: u16, report: ProbeReport) -> Probed {
+        let address: std::net::IpAddr = address.parse().unwrap();
+        Probed {
+            preference,
+            mx: mx.into(),
+            address,
+            port,
+            mode: TlsMode::Starttls,
+            report,
+            key: SpecKey {
+                target: DOMAIN.into(),
+                port,
+                module: format!("port_{port}"),
+                via: Some(Arc::new(Via { mx: mx.into(), address })),
+            },
+        }
+    }
+
+    fn policy_report(sts: StsReport, rpt: RptReport) -> PolicyReport {
+        PolicyReport { sts, rpt }
+    }
+
+    fn no_policy() -> PolicyReport {
+        policy_report(
+            StsReport { failure: Some((StsFailure::NoTxt, String::new())), ..StsReport::default() },
+            RptReport { rua: vec![], failure: Some((RptFailure::NoTxt, String::new())) },
+        )
+    }
+
+    /// An MTA-STS policy of `mode` with id `20240101` and these `mx` patterns, and a
+    /// TLS-RPT record with two addresses.
+    fn sts(mode: Mode, patterns: &[&str]) -> PolicyReport {
+        policy_report(
+            StsReport {
+                id: Some("20240101".into()),
+                policy: Some(StsPolicy {
+                    mode,
+                    mx: patterns.iter().map(|p| p.to_string()).collect(),
+                    max_age: 604_800,
+                }),
+                ..StsReport::default()
+            },
+            RptReport {
+                rua: vec!["mailto:tls@example.test".into(), "https://report.example.test/v1".into()],
+                failure: None,
+            },
+        )
+    }
+
+    /// Issue 17: a failing address is described by what its port did, in words; a session
+    /// that got past the greeting names the phase and reason it failed in.
+    #[test]
+    fn a_failing_address_is_described_by_its_port_state() {
+        let said = [
+            (failed(Phase::Connect, Reason::Refused, false), "refuses"),
+            (failed(Phase::Connect, Reason::Timeout, false), "is filtered"),
+            (failed(Phase::Connect, Reason::Unreachable, false), "is unreachable"),
+            (failed(Phase::Connect, Reason::NoRoute, false), "has no route from here"),
+            (failed(Phase::Banner, Reason::Timeout, false), "does not greet"),
+            (failed(Phase::Banner, Reason::Closed, false), "closes before greeting"),
+            (failed(Phase::Resolve, Reason::DnsNxdomain, false), "does not resolve"),
+            (
+                failed(Phase::Starttls, Reason::StarttlsUnavailable, true),
+                "fails in starttls (starttls_unavailable)",
+            ),
+            (ok(), "works"),
+        ];
+        for (report, words) in said {
+            assert_eq!(failing(&report), words, "{:?}", report.failure);
+        }
+    }
+
+    /// Issue 17: the verdict names the first MX (in preference order) with an address that
+    /// accepted on the delivery port, says when only one family works, and lists every
+    /// problem met on the way; other ports do not count.
+    #[test]
+    fn the_verdict_names_the_first_working_mx_and_every_problem() {
+        let resolution = walk(vec![
+            mx(10, "mx1.example.test", &["127.0.0.1", "::1"]),
+            mx(20, "mx2.example.test", &["127.0.0.2", "::1"]),
+            mx(30, "mx3.example.test", &[]),
+            mx(40, "mx4.example.test", &["127.0.0.1"]),
+        ]);
+        let probes = [
+            probed(10, "mx1.example.test", "127.0.0.1", 25, failed(Phase::Connect, Reason::Refused, false)),
+            probed(10, "mx1.example.test", "::1", 25, failed(Phase::Connect, Reason::Timeout, false)),
+            probed(10, "mx1.example.test", "127.0.0.1", 587, ok()),
+            probed(20, "mx2.example.test", "127.0.0.2", 25, ok()),
+            probed(20, "mx2.example.test", "::1", 25, failed(Phase::Banner, Reason::Timeout, false)),
+            probed(40, "mx4.example.test", "127.0.0.1", 25, ok()),
+        ];
+        assert_eq!(
+            verdict(&resolution, &probes, 25),
+            "mail to d.example.test is delivered via mx2.example.test (IPv4 only): mx1.example.test refuses, IPv6 of mx2.example.test does not greet, mx3.example.test has no address."
+        );
+        // On 587 only mx1 answered, and the others have no address there.
+        assert_eq!(
+            verdict(&resolution, &probes, 587),
+            "mail to d.example.test is delivered via mx1.example.test (IPv4 only): mx2.example.test has no address, mx3.example.test has no address, mx4.example.test has no address."
+        );
+    }
+
+    /// Issue 17: an MX that accepts only over IPv6 is named with "(IPv6 only)", and its
+    /// failing IPv4 address is a problem; one that accepts over both says neither.
+    #[test]
+    fn the_verdict_says_which_family_alone_works() {
+        let resolution = walk(vec![mx(10, "mx1.example.test", &["127.0.0.1", "::1"])]);
+        let six_only = [
+            probed(10, "mx1.example.test", "127.0.0.1", 25, failed(Phase::Connect, Reason::Timeout, false)),
+            probed(10, "mx1.example.test", "::1", 25, ok()),
+        ];
+        assert_eq!(
+            verdict(&resolution, &six_only, 25),
+            "mail to d.example.test is delivered via mx1.example.test (IPv6 only): IPv4 of mx1.example.test is filtered."
+        );
+        let both = [
+            probed(10, "mx1.example.test", "127.0.0.1", 25, ok()),
+            probed(10, "mx1.example.test", "::1", 25, ok()),
+        ];
+        assert_eq!(
+            verdict(&resolution, &both, 25),
+            "mail to d.example.test is delivered via mx1.example.test."
+        );
+    }
+
+    /// Issue 17: a null MX, a failed MX lookup, an implicit MX and an MX set where nothing
+    /// accepts each get their own verdict.
+    #[test]
+    fn the_verdict_speaks_of_null_failed_implicit_and_undeliverable_domains() {
+        let null = Resolution { null_mx: true, ..walk(vec![]) };
+        assert_eq!(
+            verdict(&null, &[], 25),
+            "d.example.test accepts no mail: it publishes a null MX (RFC 7505)."
+        );
+        let broken = Resolution {
+            failure: Some((DnsFailure::Servfail, "MX d.example.test: server failure".into())),
+            ..walk(vec![])
+        };
+        assert_eq!(
+            verdict(&broken, &[], 25),
+            "mail to d.example.test cannot be delivered: its DNS fails (servfail: MX d.example.test: server failure)."
+        );
+        let implicit = Resolution { implicit_mx: true, ..walk(vec![mx(0, DOMAIN, &["127.0.0.1"])]) };
+        let probes = [probed(0, DOMAIN, "127.0.0.1", 25, ok())];
+        assert_eq!(
+            verdict(&implicit, &probes, 25),
+            "mail to d.example.test is delivered via d.example.test (IPv4 only), its implicit MX (no MX record)."
+        );
+        let down =
+            walk(vec![mx(10, "mx1.example.test", &["::1", "127.0.0.1"]), mx(20, "mx2.example.test", &[])]);
+        let probes = [
+            probed(
+                10,
+                "mx1.example.test",
+                "::1",
+                25,
+                failed(Phase::TlsHandshake, Reason::TlsHandshake, true),
+            ),
+            probed(10, "mx1.example.test", "127.0.0.1", 25, failed(Phase::Connect, Reason::Refused, false)),
+        ];
+        assert_eq!(
+            verdict(&down, &probes, 25),
+            "mail to d.example.test is NOT delivered from here: mx1.example.test fails in tls_handshake (tls_handshake), mx2.example.test has no address."
+        );
+    }
+
+    /// Issue 17: under an enforced policy, an MX complies only when a pattern covers it and
+    /// an address presented a certificate valid for its name on the delivery port (another
+    /// MX's certificate, or another port's, does not count); each MX that does not comply
+    /// is said to be refused by MTA-STS senders.
+    #[test]
+    fn an_enforced_policy_judges_each_mx_by_its_cover_and_its_own_certificate() {
+        let resolution = walk(vec![
+            mx(10, "mx1.example.test", &["127.0.0.1"]),
+            mx(20, "mx2.example.test", &["127.0.0.2", "::1"]),
+            mx(30, "backup.other.test", &["127.0.0.1"]),
+        ]);
+        let probes = [
+            probed(10, "mx1.example.test", "127.0.0.1", 25, tls(ok(), None, None)),
+            probed(20, "mx2.example.test", "127.0.0.2", 25, tls(ok(), Some(CertError::NameMismatch), None)),
+            probed(20, "mx2.example.test", "::1", 25, ok()),
+            probed(20, "mx2.example.test", "127.0.0.2", 587, tls(ok(), None, None)),
+            probed(30, "backup.other.test", "127.0.0.1", 25, tls(ok(), None, None)),
+        ];
+        let report = sts(Mode::Enforce, &["mx1.example.test", "*.example.test"]);
+        let policy = Policy::of(&report, &resolution, &probes, 25);
+        assert_eq!(
+            policy.lines,
+            [
+                "MTA-STS: enforce, id 20240101, max_age 604800 s; mx1.example.test complies; mx2.example.test has no certificate valid for its name — MTA-STS senders will not deliver to it; backup.other.test is NOT covered by the policy — MTA-STS senders will not deliver to it",
+                "TLS-RPT: reports go to mailto:tls@example.test, https://report.example.test/v1",
+            ]
+        );
+        assert_eq!(
+            serde_json::to_value(&policy).unwrap(),
+            json!({
+                "mta_sts": {
+                    "mode": "enforce",
+                    "id": "20240101",
+                    "max_age": 604800,
+                    "failure": null,
+                    "mx": [
+                        { "host": "mx1.example.test", "covered": true, "compliant": true },
+                        { "host": "mx2.example.test", "covered": true, "compliant": false },
+                        { "host": "backup.other.test", "covered": false, "compliant": false },
+                    ],
+                },
+                "tls_rpt": {
+                    "rua": ["mailto:tls@example.test", "https://report.example.test/v1"],
+                    "failure": null,
+                },
+                "dane": [],
+                "lines": policy.lines,
+            })
+        );
+    }
+
+    /// Issue 17: under a testing or withdrawn policy the same MX findings carry no
+    /// consequence for senders, and a missing id is shown as `?`.
+    #[test]
+    fn a_policy_that_is_not_enforced_names_its_mode_without_consequences() {
+        let resolution = walk(vec![
+            mx(10, "mx1.example.test", &["127.0.0.1"]),
+            mx(20, "mx2.example.test", &["127.0.0.1"]),
+        ]);
+        let probes = [
+            probed(10, "mx1.example.test", "127.0.0.1", 25, tls(ok(), Some(CertError::UnknownIssuer), None)),
+            probed(20, "mx2.example.test", "127.0.0.1", 25, tls(ok(), None, None)),
+        ];
+        let report = sts(Mode::Testing, &["mx1.example.test"]);
+        assert_eq!(
+            Policy::of(&report, &resolution, &probes, 25).lines[0],
+            "MTA-STS: testing (senders report failures but deliver), id 20240101, max_age 604800 s; mx1.example.test has no certificate valid for its name; mx2.example.test is NOT covered by the policy"
+        );
+        let mut report = sts(Mode::None, &["*.example.test"]);
+        report.sts.id = None;
+        assert_eq!(
+            Policy::of(&report, &resolution, &probes, 25).lines[0],
+            "MTA-STS: none (the policy is withdrawn), id ?, max_age 604800 s; mx1.example.test has no certificate valid for its name; mx2.example.test complies"
+        );
+    }
+
+    /// Issue 17: a domain without MTA-STS or TLS-RPT records is told so; a policy that
+    /// cannot be fetched and a malformed TLS-RPT record give their reason and detail; a
+    /// check that found nothing either way says nothing of MTA-STS.
+    #[test]
+    fn missing_and_broken_policies_are_explained() {
+        let resolution = walk(vec![mx(10, "mx1.example.test", &["127.0.0.1"])]);
+        let probes = [probed(10, "mx1.example.test", "127.0.0.1", 25, tls(ok(), None, None))];
+        let policy = Policy::of(&no_policy(), &resolution, &probes, 25);
+        assert_eq!(
+            policy.lines,
+            [
+                "MTA-STS: none (no _mta-sts record)",
+                "TLS-RPT: none (no _smtp._tls record): nobody hears of failed TLS",
+            ]
+        );
+        assert_eq!(
+            serde_json::to_value(&policy).unwrap(),
+            json!({
+                "mta_sts": { "mode": null, "id": null, "max_age": null, "failure": "no_txt", "mx": [] },
+                "tls_rpt": { "rua": [], "failure": "no_txt" },
+                "dane": [],
+                "lines": policy.lines,
+            })
+        );
+        let broken = policy_report(
+            StsReport {
+                id: Some("7".into()),
+                failure: Some((StsFailure::HttpsStatus, "HTTP 404".into())),
+                ..StsReport::default()
+            },
+            RptReport { rua: vec![], failure: Some((RptFailure::Malformed, "no rua".into())) },
+        );
+        assert_eq!(
+            Policy::of(&broken, &resolution, &probes, 25).lines,
+            [
+                "MTA-STS: the policy cannot be had (https_status: HTTP 404); senders that hold it keep it for its max_age",
+                "TLS-RPT: malformed (no rua)",
+            ]
+        );
+        let quiet = policy_report(
+            StsReport::default(),
+            RptReport { rua: vec!["mailto:a@example.test".into()], failure: None },
+        );
+        assert_eq!(
+            Policy::of(&quiet, &resolution, &probes, 25).lines,
+            ["TLS-RPT: reports go to mailto:a@example.test"]
+        );
+    }
+
+    /// Issue 14: the DANE line says, per MX with a TLSA lookup, which record its own
+    /// addresses' chains matched, that a chain matched none, why DANE fails, or why it does
+    /// not apply; an MX without a lookup is left out, and so is the line when none has one.
+    #[test]
+    fn the_dane_line_judges_each_mx_from_its_tlsa_records_and_its_own_probes() {
+        let ee = Tlsa { usage: 3, selector: 1, matching: 1, data: vec![1; 32] };
+        let ta = Tlsa { usage: 2, selector: 0, matching: 1, data: vec![2; 32] };
+        let pkix = Tlsa { usage: 1, ..ee.clone() };
+        let set = |dnssec, records: Vec<Tlsa>| Some(Ok(Arc::new(TlsaSet { dnssec, records })));
+        let lookup_failed = |failure, detail: &str| Some(Err((failure, detail.to_owned())));
+        let with = |host: &str, tlsa| MxFound { tlsa, ..mx(10, host, &["127.0.0.1"]) };
+        let resolution = Arc::new(walk(vec![
+            with("ee.example.test", set(Dnssec::Secure, vec![ee.clone(), ta.clone()])),
+            with("ta.example.test", set(Dnssec::Secure, vec![ta.clone()])),
+            with("stale.example.test", set(Dnssec::Secure, vec![ee.clone()])),
+            with("notls.example.test", set(Dnssec::Secure, vec![ee.clone()])),
+            with("pkix.example.test", set(Dnssec::Secure, vec![pkix])),
+            with("unsigned.example.test", set(Dnssec::Insecure, vec![ee.clone()])),
+            with("undecided.example.test", set(Dnssec::Indeterminate, vec![ee.clone()])),
+            with("none.example.test", lookup_failed(DnsFailure::NoRecords, "TLSA none: no records")),
+            with("bogus.example.test", lookup_failed(DnsFailure::Bogus, "TLSA bogus: bad signature")),
+            with("failed.example.test", lookup_failed(DnsFailure::Servfail, "TLSA failed: server failure")),
+            with("off.example.test", None),
+        ]));
+        let matched = |record: Option<&Tlsa>| {
+            Some(Outcome { usable: 1, matched: record.cloned(), anchor: record.map(|_| 0) })
+        };
+        let at = |host: &str, report| probed(10, host, "127.0.0.1", 25, report);
+        let probes = [
+            at("ee.example.test", tls(ok(), None, matched(Some(&ee)))),
+            at("ta.example.test", tls(ok(), None, matched(Some(&ta)))),
+            at("stale.example.test", tls(ok(), None, matched(None))),
+            at("notls.example.test", failed(Phase::Starttls, Reason::StarttlsUnavailable, true)),
+            at("off.example.test", tls(ok(), None, None)),
+        ];
+        let mut policy = Policy::of(&no_policy(), &resolution, &probes, 25);
+        policy.dane(&resolution, &probes);
+        assert_eq!(
+            policy.lines[2],
+            "DANE: ee.example.test matches 3 1 1; ta.example.test matches 2 0 1; stale.example.test does NOT match — DANE-validating senders will not deliver to stale.example.test; notls.example.test: no address completed a TLS handshake; DANE-validating senders will not deliver to it; pkix.example.test: its TLSA records are all unusable for SMTP (only DANE-TA(2) and DANE-EE(3) count); DANE-validating senders only insist on TLS; unsigned.example.test has TLSA records in an unsigned zone (DANE does not apply); undecided.example.test: its TLSA records cannot be looked up; DANE-validating senders defer mail to it; none.example.test has no TLSA record; bogus.example.test: the TLSA answer fails DNSSEC validation; DANE-validating senders defer all mail to it (the resolver said: TLSA bogus: bad signature); failed.example.test: its TLSA records cannot be looked up; DANE-validating senders defer mail to it (the resolver said: TLSA failed: server failure)"
+        );
+        assert_eq!(policy.lines.len(), 3);
+        let dane = |mx: &str, status: &str, usable: usize, matched: Option<&str>, failure: Option<&str>| json!({ "mx": mx, "status": status, "usable_records": usable, "matched": matched, "failure": failure });
+        assert_eq!(
+            serde_json::to_value(&policy.dane).unwrap(),
+            json!([
+                dane("ee.example.test", "secure", 2, Some("3 1 1"), None),
+                dane("ta.example.test", "secure", 1, Some("2 0 1"), None),
+                dane("stale.example.test", "secure", 1, None, Some("no_match")),
+                dane("notls.example.test", "secure", 1, None, Some("no_tls")),
+                dane("pkix.example.test", "secure", 0, None, Some("no_usable_records")),
+                dane("unsigned.example.test", "insecure", 0, None, None),
+                dane("undecided.example.test", "indeterminate", 0, None, Some("lookup_failed")),
+                dane("none.example.test", "none", 0, None, None),
+                dane("bogus.example.test", "bogus", 0, None, Some("bogus")),
+                dane("failed.example.test", "failed", 0, None, Some("lookup_failed")),
+            ])
+        );
+
+        let without = Arc::new(walk(vec![mx(10, "mx1.example.test", &["127.0.0.1"])]));
+        let mut policy = Policy::of(&no_policy(), &without, &[], 25);
+        policy.dane(&without, &[]);
+        assert_eq!(policy.lines.len(), 2, "no MX had a TLSA lookup: {:?}", policy.lines);
+        assert_eq!(serde_json::to_value(&policy.dane).unwrap(), json!([]));
+    }
+
+    /// Issue 17: the table lists every probed address in the order given, then each MX
+    /// that has no address, then the DNS lookups (with a failure's reason), the policy
+    /// lines and the verdict.
+    #[test]
+    fn the_table_lists_addresses_then_unresolved_mx_then_dns_policy_and_verdict() {
+        let mut resolution =
+            walk(vec![mx(10, "mx1.example.test", &["127.0.0.1", "::1"]), mx(20, "mx2.example.test", &[])]);
+        resolution.lookups = vec![
+            Lookup { name: DOMAIN.into(), kind: "mx", elapsed: Duration::from_micros(1500), failure: None },
+            Lookup {
+                name: "mx2.example.test".into(),
+                kind: "aaaa",
+                elapsed: Duration::from_micros(250),
+                failure: Some(DnsFailure::NoRecords),
+            },
+        ];
+        let probes = [
+            probed(10, "mx1.example.test", "127.0.0.1", 25, tls(ok(), None, None)),
+            Probed {
+                mode: TlsMode::StarttlsRequired,
+                ..probed(10, "mx1.example.test", "::1", 587, failed(Phase::Connect, Reason::Refused, false))
+            },
+        ];
+        let policy = Policy::of(&no_policy(), &resolution, &probes, 25);
+        let text = render_table(&resolution, &probes, "the verdict.", &policy);
+        assert_eq!(
+            text,
+            "smtp_exporter check d.example.test (mail domain)
+
+MX: 10 mx1.example.test, 20 mx2.example.test
+
+PREF  MX                ADDRESS    FAMILY  PORT                   STATE       RESULT            TLS
+10    mx1.example.test  127.0.0.1  ip4     25 starttls            open        ok                TLS1.3
+10    mx1.example.test  ::1        ip6     587 starttls_required  refused     connect: refused  -
+20    mx2.example.test  -          -       -                      unresolved  no address        -
+
+DNS (ms):
+  MX    d.example.test  1.50
+  AAAA  mx2.example.test  0.25  no_records
+
+Policy:
+  MTA-STS: none (no _mta-sts record)
+  TLS-RPT: none (no _smtp._tls record): nobody hears of failed TLS
+
+Verdict:
+  the verdict.
+"
+        );
+    }
+
+    /// Issue 17: a domain with nothing to probe (a null MX, a failed MX lookup) gets no
+    /// table, not a header alone; an implicit MX is named as such.
+    #[test]
+    fn a_domain_with_nothing_probed_gets_no_table() {
+        let null = Resolution { null_mx: true, ..walk(vec![]) };
+        let policy = Policy::of(&no_policy(), &null, &[], 25);
+        assert_eq!(
+            render_table(&null, &[], "none.", &policy),
+            "smtp_exporter check d.example.test (mail domain)\n\nMX: null MX (accepts no mail)\n\n\nDNS (ms):\n\nPolicy:\n  MTA-STS: none (no _mta-sts record)\n  TLS-RPT: none (no _smtp._tls record): nobody hears of failed TLS\n\nVerdict:\n  none.\n"
+        );
+        let implicit = Resolution { implicit_mx: true, ..walk(vec![mx(0, DOMAIN, &["127.0.0.1"])]) };
+        let probes = [probed(0, DOMAIN, "127.0.0.1", 25, ok())];
+        let text = render_table(&implicit, &probes, "v.", &policy);
+        assert_eq!(
+            text.lines().take(5).collect::<Vec<_>>(),
+            [
+                "smtp_exporter check d.example.test (mail domain)",
+                "",
+                "MX: none: the domain's own addresses are its implicit MX",
+                "",
+                "PREF  MX              ADDRESS    FAMILY  PORT         STATE  RESULT  TLS",
+            ]
+        );
+        assert_eq!(
+            text.lines().nth(5),
+            Some("0     d.example.test  127.0.0.1  ip4     25 starttls  open   ok      -")
+        );
+    }
+
+    /// Issue 17: the JSON gives each MX with its own probed addresses (none for one
+    /// without), the walk's flags and DNS failure, the policy and the verdict.
+    #[test]
+    fn the_json_puts_each_address_under_its_own_mx() {
+        let resolution = walk(vec![
+            mx(10, "mx1.example.test", &["127.0.0.1"]),
+            mx(20, "mx2.example.test", &["::1"]),
+            mx(30, "mx3.example.test", &[]),
+        ]);
+        let probes = [
+            probed(
+                10,
+                "mx1.example.test",
+                "127.0.0.1",
+                25,
+                ProbeReport { duration: Duration::from_millis(250), ..ok() },
+            ),
+            Probed {
+                mode: TlsMode::Implicit,
+                ..probed(
+                    20,
+                    "mx2.example.test",
+                    "::1",
+                    465,
+                    ProbeReport {
+                        duration: Duration::from_millis(1500),
+                        ..failed(Phase::TlsHandshake, Reason::TlsCertInvalid, false)
+                    },
+                )
+            },
+        ];
+        let policy = Policy::of(&no_policy(), &resolution, &probes, 25);
+        let text = render_json(&resolution, &probes, "the verdict.", &policy);
+        assert!(text.ends_with("}\n"), "{text}");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "domain": "d.example.test",
+                "null_mx": false,
+                "implicit_mx": false,
+                "dns_failure": null,
+                "mx": [
+                    {
+                        "preference": 10,
+                        "host": "mx1.example.test",
+                        "addresses": [{
+                            "address": "127.0.0.1", "family": "ip4", "port": 25, "mode": "starttls",
+                            "state": "open", "success": true, "phase": null, "reason": null,
+                            "duration_seconds": 0.25,
+                        }],
+                    },
+                    {
+                        "preference": 20,
+                        "host": "mx2.example.test",
+                        "addresses": [{
+                            "address": "::1", "family": "ip6", "port": 465, "mode": "implicit",
+                            "state": "open", "success": false, "phase": "tls_handshake",
+                            "reason": "tls_cert_invalid", "duration_seconds": 1.5,
+                        }],
+                    },
+                    { "preference": 30, "host": "mx3.example.test", "addresses": [] },
+                ],
+                "policy": serde_json::to_value(&policy).unwrap(),
+                "verdict": "the verdict.",
+            })
+        );
+        let failed = Resolution {
+            failure: Some((DnsFailure::Timeout, "MX d.example.test: timed out".into())),
+            ..walk(vec![])
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&render_json(&failed, &[], "v.", &policy)).unwrap();
+        assert_eq!((&value["dns_failure"], &value["mx"]), (&json!("timeout"), &json!([])));
+    }
 }

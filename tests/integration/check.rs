@@ -1,6 +1,8 @@
 //! `check HOST` in-process against fake servers on ports of no known role: how a port's
 //! role is found (a greeting, or silence and then TLS), and the hint for a port that is
-//! silent in plain text but answers TLS.
+//! silent in plain text but answers TLS. And `check DOMAIN` against the fake name server:
+//! which arguments are walked as a mail domain, the rows' MX preferences, and the
+//! delivery port's say over the result.
 
 use std::time::Duration;
 
@@ -158,4 +160,177 @@ async fn certificate_failures_get_the_advice_that_fits() {
     );
     let text = check(misnamed.port(), Some(&other.ca_file)).await;
     assert!(text.contains("; check the name you gave, or skip verification with --insecure."), "{text}");
+}
+
+/// Runs `check` in-process with these arguments (after `check`) and returns its output.
+async fn run_check(args: &[String]) -> smtp_exporter::check::CheckOutput {
+    use clap::Parser as _;
+    let argv = std::iter::once("check".to_owned()).chain(args.iter().cloned());
+    let command = CheckCommand::try_parse_from(argv).unwrap();
+    smtp_exporter::check::run(&command.args).await.unwrap()
+}
+
+/// The arguments that check `name` on `ports` (`PORT[:MODE]`) and ask `dns`.
+fn domain_args(name: &str, ports: &[String], dns: &testkit::dns::FakeDns) -> Vec<String> {
+    let mut args = vec![name.to_owned()];
+    for port in ports {
+        args.extend(["--port".to_owned(), port.clone()]);
+    }
+    args.extend(["--dns-server".to_owned(), dns.addr.to_string(), "--timeout".into(), "3s".into()]);
+    args
+}
+
+/// The whitespace-separated cells of each row of the table under the `PREF` header.
+fn table_rows(text: &str) -> Vec<Vec<&str>> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("PREF "))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect()
+}
+
+/// Issue 17: an IP address or a single label is checked as a host even when the name
+/// server holds MX records for it, and so is a name without MX records; a name with MX
+/// records is walked as a mail domain, and `--mx` walks any of them (a name without MX
+/// as its own implicit MX).
+#[tokio::test]
+async fn only_a_dotted_name_with_mx_records_is_walked_as_a_mail_domain_without_mx_flag() {
+    use testkit::dns::{FakeDns, Rr};
+    let pki = TestPki::new();
+    let smtp = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let dns = FakeDns::start(60).await;
+    let localhost = Rr::Addr("127.0.0.1".parse().unwrap());
+    for name in ["127.0.0.1", "mailhost", "mail.example.test"] {
+        dns.add(name, Rr::Mx(10, "mx.example.test".into()));
+    }
+    dns.add("mx.example.test", localhost.clone()).add("plain.example.test", localhost);
+    let check = |name: &str, mx: bool| {
+        let mut args = domain_args(name, &[format!("{}:starttls", smtp.port())], &dns);
+        args.push("--json".into());
+        if mx {
+            args.push("--mx".into());
+        }
+        async move {
+            let output = run_check(&args).await;
+            let json: serde_json::Value = serde_json::from_str(&output.text).unwrap();
+            json
+        }
+    };
+    let keys = |json: &serde_json::Value| {
+        let mut keys: Vec<String> = json.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    let host_keys = ["host", "ports", "recommendation", "working_ports"];
+    let domain_keys = ["dns_failure", "domain", "implicit_mx", "mx", "null_mx", "policy", "verdict"];
+    for name in ["127.0.0.1", "mailhost", "plain.example.test"] {
+        let json = check(name, false).await;
+        assert_eq!(keys(&json), host_keys, "{name}: {json:#}");
+        assert_eq!(json["host"], name, "{json:#}");
+    }
+    // With --mx any of them is walked, so the name server does answer their MX lookups.
+    for (name, mx) in
+        [("mail.example.test", false), ("mail.example.test", true), ("127.0.0.1", true), ("mailhost", true)]
+    {
+        let json = check(name, mx).await;
+        assert_eq!(keys(&json), domain_keys, "{name}: {json:#}");
+        let hosts: Vec<&serde_json::Value> =
+            json["mx"].as_array().unwrap().iter().map(|m| &m["host"]).collect();
+        assert_eq!(
+            (&json["domain"], &json["implicit_mx"]),
+            (&serde_json::json!(name), &serde_json::json!(false)),
+            "{json:#}"
+        );
+        assert_eq!(hosts, [&serde_json::json!("mx.example.test")], "{json:#}");
+    }
+    let json = check("plain.example.test", true).await;
+    assert_eq!(
+        (&json["implicit_mx"], &json["mx"][0]["host"], &json["mx"][0]["addresses"][0]["success"]),
+        (&serde_json::json!(true), &serde_json::json!("plain.example.test"), &serde_json::json!(true)),
+        "{json:#}"
+    );
+}
+
+/// Issue 17: `check DOMAIN` lists every (MX, address, port) with its MX's own preference,
+/// in preference order whatever order the name server gives the MX records in.
+#[tokio::test]
+async fn a_domains_addresses_are_listed_with_their_own_mx_preference() {
+    use testkit::dns::{FakeDns, Rr};
+    let pki = TestPki::new();
+    let smtp = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let dns = FakeDns::start(60).await;
+    let localhost = Rr::Addr("127.0.0.1".parse().unwrap());
+    dns.add("pref.example.test", Rr::Mx(20, "mx2.example.test".into()))
+        .add("pref.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("mx1.example.test", localhost.clone())
+        .add("mx2.example.test", localhost);
+    // Without a mode, a port of no known role is probed as opportunistic STARTTLS.
+    let output = run_check(&domain_args("pref.example.test", &[smtp.port().to_string()], &dns)).await;
+    let port = smtp.port().to_string();
+    let row =
+        |preference, mx| vec![preference, mx, "127.0.0.1", "ip4", &port, "starttls", "open", "ok", "TLS1.3"];
+    assert_eq!(
+        table_rows(&output.text),
+        [row("10", "mx1.example.test"), row("20", "mx2.example.test")],
+        "{}",
+        output.text
+    );
+    assert!(output.any_success, "{}", output.text);
+    let lines: Vec<&str> = output.text.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "smtp_exporter check pref.example.test (mail domain)",
+            "",
+            "MX: 10 mx1.example.test, 20 mx2.example.test"
+        ]
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"  mail to pref.example.test is delivered via mx1.example.test (IPv4 only)."),
+        "{}",
+        output.text
+    );
+}
+
+/// Issue 17: whether mail is delivered (and the exit status with it) is decided on the
+/// delivery port, the first one given: an MX that refuses there is not rescued by
+/// another port that works.
+#[tokio::test]
+async fn only_the_delivery_port_decides_whether_the_domain_gets_mail() {
+    use testkit::dns::{FakeDns, Rr};
+    let pki = TestPki::new();
+    let smtp = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dns = FakeDns::start(60).await;
+    dns.add("down.example.test", Rr::Mx(10, "mx1.example.test".into()))
+        .add("mx1.example.test", Rr::Addr("127.0.0.1".parse().unwrap()));
+    let ports = [format!("{refused}:starttls"), format!("{}:starttls", smtp.port())];
+    let output = run_check(&domain_args("down.example.test", &ports, &dns)).await;
+    assert!(!output.any_success, "{}", output.text);
+    let (refused, working) = (refused.to_string(), smtp.port().to_string());
+    let mut want = vec![
+        vec![
+            "10",
+            "mx1.example.test",
+            "127.0.0.1",
+            "ip4",
+            &refused,
+            "starttls",
+            "refused",
+            "connect:",
+            "refused",
+            "-",
+        ],
+        vec!["10", "mx1.example.test", "127.0.0.1", "ip4", &working, "starttls", "open", "ok", "TLS1.3"],
+    ];
+    want.sort_by_key(|row| row[4].parse::<u16>().unwrap());
+    assert_eq!(table_rows(&output.text), want, "{}", output.text);
+    assert_eq!(
+        output.text.lines().last(),
+        Some("  mail to down.example.test is NOT delivered from here: mx1.example.test refuses."),
+        "{}",
+        output.text
+    );
 }

@@ -19,7 +19,8 @@ mod policy;
 /// Delivery probes against the fake SMTP and IMAP servers: submit, read back, clean up.
 mod delivery;
 
-/// `check HOST` in-process: port roles sniffed, the implicit-TLS hint.
+/// `check HOST` and `check DOMAIN` in-process: port roles sniffed, the implicit-TLS hint,
+/// mail domains walked against the fake name server.
 mod check;
 
 /// The binary as a user starts it: exit codes, `--config.check`, log lines.
