@@ -369,12 +369,26 @@ mod tests {
         assert_eq!((older.index, older.id), (3, 100));
     }
 
-    /// Gzipped, the compressed bytes leave as soon as they fill a chunk (`CHUNK`), not all
-    /// at the end; the chunks make up the whole exposition.
+    /// The exposition leaves in chunks of 64 KiB, and gzipped, the compressed bytes leave
+    /// as soon as they fill such a chunk, not all at the end; the chunks make up the whole
+    /// exposition.
     #[tokio::test]
     async fn gzipped_bodies_leave_in_whole_chunks() {
         use http_body_util::BodyExt;
-        let exporter = Arc::new(Exporter::new(Arc::new(crate::store::Store::new()), Default::default()));
+        // Probe rows, which the exposition writes a chunk at a time.
+        let mut yaml = String::from("modules:\n  m: { tls: none }\ntargets:\n");
+        for i in 0..2000 {
+            yaml.push_str(&format!(
+                "  - {{ name: mx{i}, host: 127.0.0.1, ports: [{{ port: 25, module: m }}] }}\n"
+            ));
+        }
+        let config = crate::config::parse(&yaml, "t").unwrap();
+        let store = Arc::new(crate::store::Store::new());
+        store.reconcile(&config.schedule);
+        for scheduled in &config.schedule {
+            store.record(&scheduled.spec.key(), crate::probe::ProbeReport::new());
+        }
+        let exporter = Arc::new(Exporter::new(store, Default::default()));
         let gauges =
             prometheus::IntGaugeVec::new(prometheus::Opts::new("t_rows", "Rows."), &["row"]).unwrap();
         // Label values that compress poorly, so that the gzip stream spans several chunks.
@@ -387,15 +401,19 @@ mod tests {
         }
         exporter.register(Box::new(gauges));
         let renders = Arc::new(Renders::default());
-        let mut body = renders.metrics_body(exporter, true);
-        let mut frames = Vec::new();
-        while let Some(frame) = body.frame().await {
-            frames.push(frame.unwrap().into_data().unwrap());
+        async fn frames(mut body: Body) -> Vec<Bytes> {
+            let mut frames = Vec::new();
+            while let Some(frame) = body.frame().await {
+                frames.push(frame.unwrap().into_data().unwrap());
+            }
+            assert!(frames.len() >= 2, "{} frames", frames.len());
+            for frame in &frames[..frames.len() - 1] {
+                assert!(frame.len() >= 64 << 10, "a frame of {} bytes", frame.len());
+            }
+            frames
         }
-        assert!(frames.len() >= 2, "{} frames", frames.len());
-        for frame in &frames[..frames.len() - 1] {
-            assert!(frame.len() >= CHUNK, "a frame of {} bytes", frame.len());
-        }
+        frames(renders.metrics_body(exporter.clone(), false)).await;
+        let frames = frames(renders.metrics_body(exporter, true)).await;
         let gzipped: Vec<u8> = frames.concat();
         let mut text = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gzipped.as_slice()), &mut text).unwrap();

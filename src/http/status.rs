@@ -486,6 +486,26 @@ mod tests {
         }
     }
 
+    /// Issue 17: the days a certificate has left are whole days, rounded down, negative
+    /// once it has expired; none without TLS or a readable date.
+    #[test]
+    fn certificate_days_are_whole_days_rounded_down() {
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let days_at = |not_after: Option<i64>| {
+            let mut report = ProbeReport::new();
+            report.tls =
+                Some(crate::tls::TlsInfo { leaf_not_after: not_after, ..crate::test_support::tls_info() });
+            cert_days(&report, now)
+        };
+        let day = 86_400;
+        assert_eq!(days_at(Some(1_800_000_000 + 10 * day + 3600)), Some(10));
+        assert_eq!(days_at(Some(1_800_000_000 + day - 1)), Some(0));
+        assert_eq!(days_at(Some(1_800_000_000 - 1)), Some(-1));
+        assert_eq!(days_at(Some(1_800_000_000 - 2 * day)), Some(-2));
+        assert_eq!(days_at(None), None);
+        assert_eq!(cert_days(&ProbeReport::new(), now), None);
+    }
+
     /// Issue 17: every phase has a colour of its own on the timing bars.
     #[test]
     fn every_phase_has_its_own_colour() {
@@ -514,5 +534,6 @@ mod tests {
             escape("<script>\"x\" & 'y'</script>"),
             "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
         );
+        assert_eq!(escape("a\u{7}b\nc\u{7f}"), "a b c ", "control characters become spaces");
     }
 }
