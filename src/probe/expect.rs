@@ -91,8 +91,10 @@ mod tests {
         let mut report = ProbeReport::new();
         report.ehlo =
             Some(crate::probe::Capabilities::parse(&crate::test_support::strings(&["mx", "STARTTLS"])));
+        report.tls = Some(crate::test_support::tls_info());
         let none = Expectations::default();
         assert_eq!(evaluate(&none, TlsMode::Starttls, &report), vec![]);
+        assert_eq!(evaluate(&none, TlsMode::Implicit, &report), vec![]);
         let starttls = Expectations { starttls: Some(true), ..Expectations::default() };
         assert_eq!(evaluate(&starttls, TlsMode::Starttls, &report), vec![(Check::Starttls, true)]);
         assert_eq!(evaluate(&starttls, TlsMode::Implicit, &report), vec![]);

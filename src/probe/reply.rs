@@ -32,11 +32,6 @@ impl Reply {
     pub fn class(&self) -> u16 {
         self.code / 100
     }
-
-    /// True for 2xx.
-    pub fn is_positive(&self) -> bool {
-        self.class() == 2
-    }
 }
 
 /// Why some bytes are not a valid SMTP reply.
