@@ -376,3 +376,99 @@ impl Writer<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::config::{EhloMetrics, SpecKey, Via};
+    use crate::dane::{Outcome, Tlsa};
+    use crate::dns::{Dnssec, TlsaSet};
+    use crate::domains::MxFound;
+    use crate::probe::ProbeReport;
+
+    fn walk(name: &str, kind: ExpansionKind, mx: Vec<MxFound>) -> Arc<Resolution> {
+        Arc::new(Resolution {
+            name: name.into(),
+            kind,
+            at: SystemTime::UNIX_EPOCH,
+            failure: None,
+            null_mx: false,
+            implicit_mx: false,
+            mx,
+            lookups: vec![],
+            delivery_port: 25,
+            delivery_module: "relay".into(),
+            policy: None,
+        })
+    }
+
+    /// A row of `d.test`'s spec through `mx`, whose chain matched `matched` (or nothing).
+    fn row(mx: &str, matched: Option<Tlsa>) -> Row {
+        let key = SpecKey {
+            target: "d.test".into(),
+            port: 25,
+            module: "relay".into(),
+            via: Some(Arc::new(Via { mx: mx.into(), address: "192.0.2.1".parse().unwrap() })),
+        };
+        let mut report = ProbeReport::new();
+        let anchor = matched.as_ref().map(|_| 0);
+        let outcome = Outcome { usable: 1, matched, anchor };
+        report.tls = Some(crate::tls::TlsInfo { dane: Some(outcome), ..crate::test_support::tls_info() });
+        Row {
+            key,
+            report: Arc::new(report),
+            ehlo_metrics: EhloMetrics::default(),
+            probes_total: 1,
+            failures_total: vec![],
+        }
+    }
+
+    /// Issue 17: addresses are counted per family, for an MX of a domain and for a host
+    /// probed on every address; DANE holds (1) for an MX whose chain matched its secure
+    /// TLSA records and not (0) for one whose chain did not.
+    #[test]
+    fn families_are_counted_apart_and_dane_matches_are_written() {
+        let record = Tlsa { usage: 3, selector: 1, matching: 1, data: vec![7; 32] };
+        let secure = || Some(Ok(Arc::new(TlsaSet { dnssec: Dnssec::Secure, records: vec![record.clone()] })));
+        let addresses: Vec<std::net::IpAddr> =
+            ["192.0.2.1", "192.0.2.2", "2001:db8::1"].iter().map(|a| a.parse().unwrap()).collect();
+        let mx = |host: &str, tlsa| MxFound {
+            preference: 10,
+            host: host.into(),
+            addresses: addresses.clone(),
+            tlsa,
+        };
+        let domain = walk(
+            "d.test",
+            ExpansionKind::Domain,
+            vec![mx("mx1.d.test", secure()), mx("mx2.d.test", secure())],
+        );
+        let host = walk("h.test", ExpansionKind::Host("h.test".into()), vec![mx("h.test", None)]);
+        let rows = [row("mx1.d.test", Some(record.clone())), row("mx2.d.test", None)];
+        let mut out = Vec::new();
+        write(&mut out, &[domain, host], &rows);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("smtp_domain_mx_addresses{domain=\"d.test\",mx=\"mx1")
+                    || l.starts_with("smtp_target_addresses")
+                    || l.starts_with("smtp_domain_dane_match")
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "smtp_domain_mx_addresses{domain=\"d.test\",mx=\"mx1.d.test\",family=\"ip4\"} 2",
+                "smtp_domain_mx_addresses{domain=\"d.test\",mx=\"mx1.d.test\",family=\"ip6\"} 1",
+                "smtp_domain_dane_match{domain=\"d.test\",mx=\"mx1.d.test\"} 1",
+                "smtp_domain_dane_match{domain=\"d.test\",mx=\"mx2.d.test\"} 0",
+                "smtp_target_addresses{target=\"h.test\",family=\"ip4\"} 2",
+                "smtp_target_addresses{target=\"h.test\",family=\"ip6\"} 1",
+            ]
+        );
+    }
+}
