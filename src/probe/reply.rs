@@ -176,6 +176,48 @@ mod tests {
         assert!(parse_reply(too_long.as_bytes()).is_err());
     }
 
+    /// Issue 17: both bounds hold at their edge: a line of exactly `MAX_LINE_BYTES`, CRLF
+    /// included, is read and one more byte is refused; an unfinished reply of exactly
+    /// `MAX_REPLY_BYTES` waits for more and one more byte is refused.
+    #[test]
+    fn the_line_and_reply_bounds_are_inclusive() {
+        let line = |len: usize| {
+            let mut line = b"220 ".to_vec();
+            line.resize(len - 2, b'x');
+            line.extend_from_slice(b"\r\n");
+            line
+        };
+        let (reply, used) = parse_reply(&line(MAX_LINE_BYTES)).unwrap().unwrap();
+        assert_eq!((reply.code, used), (220, MAX_LINE_BYTES));
+        assert_eq!(parse_reply(&line(MAX_LINE_BYTES + 1)), Err(ReplyError::LineTooLong));
+
+        // Whole continuation lines, then a last line cut short, to exactly the bound.
+        let mut pending = Vec::new();
+        while pending.len() + 100 < MAX_REPLY_BYTES {
+            pending.extend_from_slice(
+                &line(100).iter().map(|&b| if b == b' ' { b'-' } else { b }).collect::<Vec<_>>(),
+            );
+        }
+        pending.extend_from_slice(b"220-");
+        pending.resize(MAX_REPLY_BYTES, b'y');
+        assert_eq!(parse_reply(&pending), Ok(None));
+        pending.push(b'y');
+        assert_eq!(parse_reply(&pending), Err(ReplyError::ReplyTooLong));
+    }
+
+    /// Issue 17: each reply error reads as what went wrong, with the bound it met.
+    #[test]
+    fn reply_errors_say_what_went_wrong() {
+        let said = |e: ReplyError| e.to_string();
+        assert_eq!(said(ReplyError::LineTooLong), "reply line longer than 1024 bytes");
+        assert_eq!(said(ReplyError::ReplyTooLong), "reply longer than 16384 bytes");
+        assert_eq!(said(ReplyError::Malformed), "malformed reply line");
+        assert_eq!(
+            said(ReplyError::CodeMismatch { first: 250, found: 550 }),
+            "reply code 550 in a continuation of a 250 reply"
+        );
+    }
+
     fn parse_all(s: &str) -> Reply {
         let (reply, used) = parse_reply(s.as_bytes()).unwrap().expect("complete reply");
         assert_eq!(used, s.len());
