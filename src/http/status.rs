@@ -116,8 +116,8 @@ fn bar(report: &ProbeReport) -> String {
     html
 }
 
-/// Where a row goes: failing specs first, then those not probed yet, then the rest; by
-/// label order within each group.
+/// Where a row goes: failing specs first, then those not probed yet, then those whose
+/// certificate did not verify, then the rest; by label order within each group.
 fn row_rank(report: &Option<Arc<ProbeReport>>) -> u8 {
     match report {
         Some(r) if !r.success() => 0,
@@ -271,7 +271,9 @@ fn domains(html: &mut String, walks: &[Arc<Resolution>], specs: &[(SpecKey, Opti
                 format!("<span class=\"warn\" title=\"{}\">{}</span>", escape(detail), failure.as_str())
             }
             None => {
-                let ms: f64 = walk.lookups.iter().map(|l| l.elapsed.as_secs_f64() * 1e3).sum();
+                // Durations added, then made milliseconds: an empty sum of floats is -0.0.
+                let ms =
+                    walk.lookups.iter().map(|l| l.elapsed).sum::<std::time::Duration>().as_secs_f64() * 1e3;
                 format!("{} queries, {ms:.1} ms", walk.lookups.len())
             }
         };
@@ -535,5 +537,298 @@ mod tests {
             "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
         );
         assert_eq!(escape("a\u{7}b\nc\u{7f}"), "a b c ", "control characters become spaces");
+    }
+
+    /// A report whose phases took `phases`, in that order.
+    fn timed(phases: &[(Phase, u64)]) -> ProbeReport {
+        let mut report = ProbeReport::new();
+        report.phases = phases.iter().map(|&(p, us)| (p, std::time::Duration::from_micros(us))).collect();
+        report
+    }
+
+    /// Issue 17: a probe's bar is as long as its total time on the shared logarithmic
+    /// scale (10 ms: two decades of six, 33.33 %), and each phase takes its share of that
+    /// length, in the order the phases ran.
+    #[test]
+    fn the_bar_is_split_between_the_phases_in_proportion_to_their_time() {
+        assert_eq!(
+            bar(&timed(&[(Phase::Connect, 1_000), (Phase::Banner, 9_000)])),
+            "<span class=\"bar\" data-length=\"33.33\">\
+             <span class=\"seg\" data-phase=\"connect\" style=\"width:3.33%;background:#5c6bc0\" title=\"connect: 1.00 ms\"></span>\
+             <span class=\"seg\" data-phase=\"banner\" style=\"width:30.00%;background:#26a69a\" title=\"banner: 9.00 ms\"></span>\
+             </span>"
+        );
+    }
+
+    /// Issue 17: a probe whose phases took no measurable time draws empty segments, not
+    /// "NaN %" widths; one with no phase draws an empty bar.
+    #[test]
+    fn a_bar_of_no_time_has_zero_widths() {
+        assert_eq!(
+            bar(&timed(&[(Phase::Resolve, 0)])),
+            "<span class=\"bar\" data-length=\"0.00\">\
+             <span class=\"seg\" data-phase=\"resolve\" style=\"width:0.00%;background:#9e9e9e\" title=\"resolve: 0.00 ms\"></span>\
+             </span>"
+        );
+        assert_eq!(bar(&ProbeReport::new()), "<span class=\"bar\" data-length=\"0.00\"></span>");
+    }
+
+    /// Issue 17: failing specs come first (whatever their certificate), then those not
+    /// probed yet, then those whose certificate did not verify, then the rest; the sort
+    /// keeps the label order within each group.
+    #[test]
+    fn failing_rows_come_first_then_pending_then_unverified_certificates_then_the_rest() {
+        let key =
+            |n: u16| SpecKey { target: "mx.example.test".into(), port: n, module: "m".into(), via: None };
+        let report = |failing: bool, cert_error| {
+            let mut r = ProbeReport::new();
+            if failing {
+                r.failure = Some(crate::probe::Failure {
+                    phase: Phase::Connect,
+                    reason: crate::probe::Reason::Refused,
+                    detail: String::new(),
+                });
+            }
+            r.tls = Some(crate::tls::TlsInfo { cert_error, ..crate::test_support::tls_info() });
+            Some(Arc::new(r))
+        };
+        let mut specs = [
+            (key(1), report(false, None)),
+            (key(2), report(false, Some(crate::tls::CertError::SelfSigned))),
+            (key(3), None),
+            (key(4), report(true, Some(crate::tls::CertError::Expired))),
+            (key(5), report(true, None)),
+            (key(6), report(false, None)),
+        ];
+        let ranks: Vec<u8> = specs.iter().map(|(_, r)| row_rank(r)).collect();
+        assert_eq!(ranks, [3, 2, 1, 0, 0, 3]);
+        specs.sort_by_key(|(_, report)| row_rank(report));
+        let ports: Vec<u16> = specs.iter().map(|(k, _)| k.port).collect();
+        assert_eq!(ports, [4, 5, 3, 2, 1, 6]);
+    }
+
+    /// Issue 17: the mail domains table lists the undeliverable domains first, then the
+    /// others, by name within each; it says whether mail reaches the primary MX, a backup
+    /// only, nothing, or is refused by a null MX; which families each MX accepted in; and
+    /// how many DNS queries the walk made and how long they took, or why it failed. Host
+    /// expansions are not mail domains and are left out.
+    #[test]
+    fn the_domains_table_ranks_undeliverable_domains_first_and_says_where_mail_goes() {
+        use crate::config::Via;
+        use crate::dns::DnsFailure;
+        use crate::domains::{Lookup, MxFound};
+        use std::time::Duration;
+        let mx = |preference, host: &str, addresses: &[&str]| MxFound {
+            preference,
+            host: host.into(),
+            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            tlsa: None,
+        };
+        let lookup = |name: &str, kind, us| Lookup {
+            name: name.into(),
+            kind,
+            elapsed: Duration::from_micros(us),
+            failure: None,
+        };
+        // A walk of a domain always asks for its MX first.
+        let walk = |name: &str, mx: Vec<MxFound>| Resolution {
+            name: name.into(),
+            kind: ExpansionKind::Domain,
+            at: SystemTime::UNIX_EPOCH,
+            failure: None,
+            null_mx: false,
+            implicit_mx: false,
+            mx,
+            lookups: vec![lookup(name, "mx", 400)],
+            delivery_port: 25,
+            delivery_module: "relay".into(),
+            policy: None,
+        };
+        let walks: Vec<Arc<Resolution>> = [
+            walk("a.test", vec![mx(10, "mx.a.test", &["192.0.2.1"])]),
+            walk(
+                "b.test",
+                vec![mx(10, "mx1.b.test", &["192.0.2.2"]), mx(20, "mx2.b.test", &["2001:db8::2"])],
+            ),
+            Resolution { null_mx: true, ..walk("c.test", vec![]) },
+            Resolution {
+                implicit_mx: true,
+                lookups: vec![lookup("d.test", "mx", 1_500), lookup("d.test", "a", 2_000)],
+                ..walk("d.test", vec![mx(0, "d.test", &[])])
+            },
+            Resolution {
+                failure: Some((DnsFailure::Servfail, "ns1.e.test said <servfail>".into())),
+                ..walk("e.test", vec![])
+            },
+            Resolution {
+                kind: ExpansionKind::Host("h.test".into()),
+                ..walk("h.test", vec![mx(0, "h.test", &["192.0.2.9"])])
+            },
+        ]
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+        let key = |target: &str, mx: &str, address: &str| SpecKey {
+            target: target.into(),
+            port: 25,
+            module: "relay".into(),
+            via: Some(Arc::new(Via { mx: mx.into(), address: address.parse().unwrap() })),
+        };
+        let failed = {
+            let mut r = ProbeReport::new();
+            r.failure = Some(crate::probe::Failure {
+                phase: Phase::Connect,
+                reason: crate::probe::Reason::Refused,
+                detail: String::new(),
+            });
+            r
+        };
+        let specs = [
+            (key("a.test", "mx.a.test", "192.0.2.1"), Some(Arc::new(ProbeReport::new()))),
+            (key("b.test", "mx1.b.test", "192.0.2.2"), Some(Arc::new(failed))),
+            (key("b.test", "mx2.b.test", "2001:db8::2"), Some(Arc::new(ProbeReport::new()))),
+            (key("h.test", "", "192.0.2.9"), Some(Arc::new(ProbeReport::new()))),
+        ];
+        let mut html = String::new();
+        domains(&mut html, &walks, &specs);
+        assert_eq!(
+            html,
+            "<h2>Mail domains</h2>\n<table id=\"domains\">\n<thead><tr><th>Domain</th><th>Mail</th><th>MX (preference: host, families that accept)</th><th>DNS</th></tr></thead>\n<tbody>\n\
+             <tr class=\"domain\" data-domain=\"d.test\" data-deliverable=\"0\"><td>d.test</td><td><span class=\"state state-refused\">NOT delivered</span></td>\
+             <td>implicit MX (no MX record): <span data-mx=\"d.test\">0: d.test (no address)</span></td><td>2 queries, 3.5 ms</td></tr>\n\
+             <tr class=\"domain\" data-domain=\"e.test\" data-deliverable=\"0\"><td>e.test</td><td><span class=\"state state-refused\">NOT delivered</span></td>\
+             <td></td><td><span class=\"warn\" title=\"ns1.e.test said &lt;servfail&gt;\">servfail</span></td></tr>\n\
+             <tr class=\"domain\" data-domain=\"a.test\" data-deliverable=\"1\"><td>a.test</td><td><span class=\"state state-open\">delivered</span></td>\
+             <td><span data-mx=\"mx.a.test\">10: mx.a.test (ip4)</span></td><td>1 queries, 0.4 ms</td></tr>\n\
+             <tr class=\"domain\" data-domain=\"b.test\" data-deliverable=\"1\"><td>b.test</td><td><span class=\"state state-open failing\">delivered via a backup MX only</span></td>\
+             <td><span data-mx=\"mx1.b.test\">10: mx1.b.test (fails)</span>; <span data-mx=\"mx2.b.test\">20: mx2.b.test (ip6)</span></td><td>1 queries, 0.4 ms</td></tr>\n\
+             <tr class=\"domain\" data-domain=\"c.test\" data-deliverable=\"0\"><td>c.test</td><td><span class=\"state state-unresolved\">accepts no mail (null MX)</span></td>\
+             <td></td><td>1 queries, 0.4 ms</td></tr>\n\
+             </tbody>\n</table>\n"
+        );
+    }
+
+    /// Issue 17: without a mail domain (only host expansions, or none) there is no
+    /// domains table at all.
+    #[test]
+    fn no_mail_domain_means_no_domains_table() {
+        let host = Resolution {
+            name: "h.test".into(),
+            kind: ExpansionKind::Host("h.test".into()),
+            at: SystemTime::UNIX_EPOCH,
+            failure: None,
+            null_mx: false,
+            implicit_mx: false,
+            mx: vec![],
+            lookups: vec![],
+            delivery_port: 25,
+            delivery_module: "relay".into(),
+            policy: None,
+        };
+        let mut html = String::new();
+        domains(&mut html, &[Arc::new(host)], &[]);
+        domains(&mut html, &[], &[]);
+        assert_eq!(html, "");
+    }
+
+    /// Issue 17: the legend shows every phase's colour, in the order the phases run.
+    #[test]
+    fn the_legend_names_every_phase_with_its_colour() {
+        let mut html = String::new();
+        legend(&mut html);
+        assert_eq!(
+            html,
+            "<p class=\"legend\">\
+             <span><i style=\"background:#9e9e9e\"></i>resolve</span>\
+             <span><i style=\"background:#5c6bc0\"></i>connect</span>\
+             <span><i style=\"background:#26a69a\"></i>banner</span>\
+             <span><i style=\"background:#66bb6a\"></i>ehlo</span>\
+             <span><i style=\"background:#ffa726\"></i>starttls</span>\
+             <span><i style=\"background:#ef5350\"></i>tls_handshake</span>\
+             <span><i style=\"background:#ab47bc\"></i>ehlo_tls</span>\
+             <span><i style=\"background:#8d6e63\"></i>auth</span>\
+             <span><i style=\"background:#d4e157\"></i>envelope</span>\
+             <span><i style=\"background:#29b6f6\"></i>imap_connect</span>\
+             <span><i style=\"background:#0288d1\"></i>imap_login</span>\
+             <span><i style=\"background:#ffca28\"></i>submit</span>\
+             <span><i style=\"background:#78909c\"></i>quit</span>\
+             <span><i style=\"background:#ec407a\"></i>deliver</span>\
+             <span><i style=\"background:#7e57c2\"></i>fetch</span>\
+             <span><i style=\"background:#bdbdbd\"></i>cleanup</span>\
+             </p>\n"
+        );
+    }
+
+    /// Issue 17: the recent-results strip has one mark per result, oldest first, each
+    /// titled with its start, what failed where (or "success") and its duration, then
+    /// the share of successes; a spec without history has an empty strip.
+    #[test]
+    fn the_strip_marks_each_recent_result_and_says_what_failed_where() {
+        use crate::store::history::{Entry, HistoryBounds};
+        let mut history = History::default();
+        let entry = |at, duration_us, failure: Option<(Phase, crate::probe::Reason)>| Entry {
+            at,
+            duration_us,
+            state: if failure.is_some() { PortState::Refused } else { PortState::Open },
+            phase: failure.map(|(p, _)| p),
+            reason: failure.map(|(_, r)| r),
+        };
+        history.push(entry(1_800_000_000, 12_300, None), HistoryBounds::default());
+        history.push(
+            entry(1_800_000_060, 1_000, Some((Phase::Connect, crate::probe::Reason::Refused))),
+            HistoryBounds::default(),
+        );
+        let mut html = String::new();
+        strip(&mut html, Some(&history), 30);
+        assert_eq!(
+            html,
+            "<td class=\"hide-narrow\"><span class=\"strip\">\
+             <i class=\"h-ok\" title=\"2027-01-15T08:00:00.000Z success, 12.3 ms\"></i>\
+             <i class=\"h-fail\" title=\"2027-01-15T08:01:00.000Z connect: refused, 1.0 ms\"></i>\
+             </span> <span class=\"uptime\" data-uptime=\"0.5000\">50%</span></td>"
+        );
+        let mut html = String::new();
+        strip(&mut html, None, 30);
+        assert_eq!(html, "<td class=\"hide-narrow\"><span class=\"strip\"></span></td>");
+    }
+
+    /// Issue 17: the certificate cell says "unverified" with why and the days left (when
+    /// known), the days left of a verified certificate (in red under 14), or a dash when
+    /// there is no certificate date.
+    #[test]
+    fn the_certificate_cell_warns_when_unverified_or_under_fourteen_days() {
+        use crate::tls::CertError;
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let day = 86_400;
+        let cell = |tls: Option<(Option<i64>, Option<CertError>, Option<&str>)>| {
+            let mut report = ProbeReport::new();
+            report.tls = tls.map(|(leaf_not_after, cert_error, detail)| crate::tls::TlsInfo {
+                leaf_not_after,
+                cert_error,
+                cert_error_detail: detail.map(str::to_owned),
+                ..crate::test_support::tls_info()
+            });
+            let mut html = String::new();
+            certificate_cell(&mut html, &report, now);
+            html
+        };
+        assert_eq!(
+            cell(Some((Some(1_800_000_000 + 13 * day + 1), None, None))),
+            "<td class=\"num warn\" data-cert-days=\"13\">13 d left</td>"
+        );
+        assert_eq!(
+            cell(Some((Some(1_800_000_000 + 14 * day), None, None))),
+            "<td class=\"num\" data-cert-days=\"14\">14 d left</td>"
+        );
+        assert_eq!(
+            cell(Some((Some(1_800_000_000 - 1), Some(CertError::Expired), Some("expired <yesterday>")))),
+            "<td class=\"warn\" data-cert-error=\"expired\" title=\"expired &lt;yesterday&gt;\">unverified: expired, -1 d</td>"
+        );
+        assert_eq!(
+            cell(Some((None, Some(CertError::NameMismatch), None))),
+            "<td class=\"warn\" data-cert-error=\"name_mismatch\" title=\"\">unverified: name_mismatch</td>"
+        );
+        assert_eq!(cell(Some((None, None, None))), "<td class=\"num\">–</td>");
+        assert_eq!(cell(None), "<td class=\"num\">–</td>");
     }
 }
