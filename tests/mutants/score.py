@@ -12,13 +12,14 @@ was learned about it; a function whose body changed since a run is matched only 
 the position still holds. Runs are taken in the order they ended: a later outcome wins.
 
 Usage:
-    tests/mutants/score.py [--suspect FILE.json]... [--todo FILE] DIR...
+    tests/mutants/score.py [--suspect FILE.json[@UNTIL]]... [--todo FILE] DIR...
 
 DIR is a `--output` directory of a run (holding mutants.out/outcomes.json) or the
 mutants.out itself. --suspect names a JSON list of mutants (as in outcomes.json) whose
-"caught" in runs that ended (or, if stopped, started) before --suspect-until (ISO) is not trusted, because
-only a flaky test failed. --todo writes the names of mutants with no trusted outcome,
-one per line, for `cargo mutants --re`.
+"caught" is not trusted, because only a flaky test failed, in runs that ended (or, if
+stopped, started) before UNTIL (ISO; --suspect-until when the file does not say).
+--todo writes the names of mutants with no trusted outcome, one per line, for
+`cargo mutants --re`.
 """
 
 import argparse
@@ -74,10 +75,12 @@ def main():
                              check=True, capture_output=True, text=True).stdout
     today = json.loads(listing)
 
-    suspects = set()
-    for path in args.suspect:
+    suspects = {}
+    for spec in args.suspect:
+        path, _, until = spec.partition("@")
         with open(path) as f:
-            suspects.update(key(m) for m in json.load(f))
+            for m in json.load(f):
+                suspects[key(m)] = until or args.suspect_until
 
     runs = sorted((load_run(p) for p in args.runs), key=lambda r: r.get("end_time") or r.get("start_time") or "")
     latest = {}
@@ -90,8 +93,7 @@ def main():
             mutant = mutant["Mutant"]
             summary = outcome["summary"]
             k = key(mutant)
-            if (summary == "CaughtMutant" and k in suspects
-                    and args.suspect_until and ended <= args.suspect_until):
+            if summary == "CaughtMutant" and k in suspects and ended <= suspects[k]:
                 continue
             latest[k] = summary
 
