@@ -662,19 +662,7 @@ mod tests {
 
     /// A walk of `d.test` (port 25, module relay) that found `mx`.
     fn walk_of(mx: Vec<MxFound>) -> Resolution {
-        Resolution {
-            name: "d.test".into(),
-            kind: ExpansionKind::Domain,
-            at: SystemTime::now(),
-            failure: None,
-            null_mx: false,
-            implicit_mx: false,
-            mx,
-            lookups: vec![],
-            delivery_port: 25,
-            delivery_module: "relay".into(),
-            policy: None,
-        }
+        Resolution { at: SystemTime::now(), ..crate::test_support::walk("d.test", mx) }
     }
 
     /// The key of `d.test`'s spec through `mx` at 192.0.2.1.

@@ -43,6 +43,24 @@ pub mod tls;
 mod test_support {
     use std::path::PathBuf;
 
+    /// A walk of the mail domain `name` that found `mx`, at the epoch, without failure or
+    /// policy; its delivery spec is port 25 with module `relay`.
+    pub fn walk(name: &str, mx: Vec<crate::domains::MxFound>) -> crate::domains::Resolution {
+        crate::domains::Resolution {
+            name: name.into(),
+            kind: crate::config::ExpansionKind::Domain,
+            at: std::time::SystemTime::UNIX_EPOCH,
+            failure: None,
+            null_mx: false,
+            implicit_mx: false,
+            mx,
+            lookups: vec![],
+            delivery_port: 25,
+            delivery_module: "relay".into(),
+            policy: None,
+        }
+    }
+
     /// A TLS 1.3 handshake's details with every optional part empty and the chain verified.
     pub fn tls_info() -> crate::tls::TlsInfo {
         crate::tls::TlsInfo {

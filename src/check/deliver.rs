@@ -197,13 +197,6 @@ mod tests {
     use crate::delivery::{DeliveryOutcome, Folder};
     use crate::probe::{Failure, Reason};
     use crate::test_support::temp_file;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        check: CheckArgs,
-    }
 
     /// A new file holding `contents`: tests run in parallel, and rewriting a file another
     /// test is reading would make it read empty.
@@ -217,10 +210,10 @@ mod tests {
     /// `imap secret`), then `extra`.
     fn args(to: &str, extra: &[&str]) -> CheckArgs {
         let pw = file_with("imap secret\r\n");
-        let mut argv = vec!["check", "mx.example.test", "--deliver", to, "--imap-user", "inbox@example.test"];
+        let mut argv = vec!["mx.example.test", "--deliver", to, "--imap-user", "inbox@example.test"];
         argv.extend(["--imap-password-file", &pw]);
         argv.extend(extra);
-        Cli::try_parse_from(argv).map(|c| c.check).unwrap()
+        super::super::tests::parse(&argv).unwrap()
     }
 
     /// `--user USER` with its password file.

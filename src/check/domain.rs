@@ -531,19 +531,7 @@ mod tests {
     /// A walk of `d.example.test` whose delivery port is 25 (module `port_25`, as `run`
     /// names it).
     fn walk(mx: Vec<MxFound>) -> Resolution {
-        Resolution {
-            name: DOMAIN.into(),
-            kind: ExpansionKind::Domain,
-            at: std::time::SystemTime::UNIX_EPOCH,
-            failure: None,
-            null_mx: false,
-            implicit_mx: false,
-            mx,
-            lookups: vec![],
-            delivery_port: 25,
-            delivery_module: "port_25".into(),
-            policy: None,
-        }
+        Resolution { delivery_module: "port_25".into(), ..crate::test_support::walk(DOMAIN, mx) }
     }
 
     /// A session that greeted and completed.

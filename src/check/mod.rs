@@ -696,7 +696,8 @@ mod tests {
         check: CheckArgs,
     }
 
-    fn parse(argv: &[&str]) -> Result<CheckArgs, String> {
+    /// `check ARGV...` as the command line gives it (the delivery tests use it too).
+    pub(super) fn parse(argv: &[&str]) -> Result<CheckArgs, String> {
         Cli::try_parse_from(std::iter::once("check").chain(argv.iter().copied()))
             .map(|c| c.check)
             .map_err(|e| e.to_string())

@@ -772,7 +772,8 @@ fn addresses_and_plain_text_tls_config_are_refused_exactly() {
     // At most 254 characters.
     let long = |len: usize| format!("{}@example.test", "a".repeat(len - "@example.test".len()));
     assert!(parse(&module(&long(254)), "t").is_ok());
-    assert!(error_of(&module(&long(255))).ends_with("is not an address (local@domain, printable, no spaces or <>)"));
+    assert!(error_of(&module(&long(255)))
+        .ends_with("is not an address (local@domain, printable, no spaces or <>)"));
     for field in [
         "ca_file: /etc/ssl/ca.pem",
         "server_name: mx.example.test",

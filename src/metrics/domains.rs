@@ -380,7 +380,6 @@ impl Writer<'_> {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::SystemTime;
 
     use super::*;
     use crate::config::{EhloMetrics, SpecKey, Via};
@@ -390,19 +389,7 @@ mod tests {
     use crate::probe::ProbeReport;
 
     fn walk(name: &str, kind: ExpansionKind, mx: Vec<MxFound>) -> Arc<Resolution> {
-        Arc::new(Resolution {
-            name: name.into(),
-            kind,
-            at: SystemTime::UNIX_EPOCH,
-            failure: None,
-            null_mx: false,
-            implicit_mx: false,
-            mx,
-            lookups: vec![],
-            delivery_port: 25,
-            delivery_module: "relay".into(),
-            policy: None,
-        })
+        Arc::new(Resolution { kind, ..crate::test_support::walk(name, mx) })
     }
 
     /// A row of `d.test`'s spec through `mx`, whose chain matched `matched` (or nothing).
