@@ -384,8 +384,13 @@ async fn a_short_negative_ttl_brings_the_next_walk_forward() {
             .first()
             .map(|x| x.value)
     };
-    let first =
-        exporter.scrape_until(Duration::from_secs(10), "the first walk", |s| walked(s).is_some()).await;
+    let first = exporter
+        .scrape_until(Duration::from_secs(10), "both domains walked", |s| {
+            walked(s).is_some()
+                && !find(s, "smtp_domain_last_walk_timestamp_seconds", &[("domain", "four.example.test")])
+                    .is_empty()
+        })
+        .await;
     let aaaa = [("domain", "neg.example.test"), ("name", "mx1.example.test"), ("type", "aaaa")];
     assert_eq!(find(&first, "smtp_domain_dns_lookup_seconds", &aaaa).len(), 1, "the AAAA lookup was made");
     // Each lookup is named by its own type: an IPv4-only domain makes one, of type a.
