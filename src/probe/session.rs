@@ -284,4 +284,24 @@ mod tests {
         assert!(session.has_pending_bytes());
         assert_eq!(session.pending_excerpt(), "INJECTED");
     }
+
+    /// Issue 17: a message goes out dot-stuffed, ended by CRLF only when it does not end
+    /// with a line break already, then the lone dot; and `shutdown` closes the write side.
+    #[tokio::test]
+    async fn data_is_dot_stuffed_and_ended_once() {
+        for (message, wire) in [
+            (&b"a\r\n.b"[..], &b"a\r\n..b\r\n.\r\n"[..]),
+            (b".x\r\n", b"..x\r\n.\r\n"),
+            (b"a\r\n", b"a\r\n.\r\n"),
+        ] {
+            let (client, mut server) = duplex(1024);
+            let mut session = Session::new(client);
+            server.write_all(b"250 queued\r\n").await.unwrap();
+            assert_eq!(session.data(message).await.unwrap().code, 250);
+            session.shutdown().await;
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, wire, "{:?}", String::from_utf8_lossy(message));
+        }
+    }
 }
