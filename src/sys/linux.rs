@@ -78,4 +78,12 @@ mod tests {
         assert_eq!(reason_of_code(libc::EINVAL), None);
         assert_eq!(crate::sys::reason_of(&io::Error::from_raw_os_error(libc::EINVAL)), Reason::Io);
     }
+
+    /// Issue 17: only EAFNOSUPPORT says the machine has no socket of that family.
+    #[test]
+    fn only_eafnosupport_means_the_family_is_missing() {
+        assert!(family_unsupported(&io::Error::from_raw_os_error(libc::EAFNOSUPPORT)));
+        assert!(!family_unsupported(&io::Error::from_raw_os_error(libc::ECONNREFUSED)));
+        assert!(!family_unsupported(&io::Error::other("no errno")));
+    }
 }
