@@ -285,17 +285,10 @@ mod tests {
     #[tokio::test]
     async fn the_newest_waiting_request_is_served_first() {
         let renders = Arc::new(Renders::default());
-        let taken: Vec<Taken> = (0..MAX_RENDERS).map(|_| renders.try_take(u64::MAX).unwrap()).collect();
-        renders.next_id.store(100, Ordering::Relaxed);
-        let older = tokio::spawn({
-            let renders = renders.clone();
-            async move { renders.take().await }
-        });
+        let taken = full(&renders);
+        let older = waiter(&renders);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let newer = tokio::spawn({
-            let renders = renders.clone();
-            async move { renders.take().await }
-        });
+        let newer = waiter(&renders);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(renders.slots.lock().unwrap().waiting.len(), 2);
         let mut taken = taken.into_iter();
@@ -324,6 +317,12 @@ mod tests {
         assert!(taken[1].cancel.is_cancelled());
     }
 
+    /// A request waiting for a render, in a task of its own.
+    fn waiter(renders: &Arc<Renders>) -> tokio::task::JoinHandle<Taken> {
+        let renders = renders.clone();
+        tokio::spawn(async move { renders.take().await })
+    }
+
     /// Fills every slot; the next request's ticket is 100.
     fn full(renders: &Arc<Renders>) -> Vec<Taken> {
         let taken: Vec<Taken> = (0..MAX_RENDERS).map(|_| renders.try_take(u64::MAX).unwrap()).collect();
@@ -349,15 +348,9 @@ mod tests {
     async fn when_the_newest_request_leaves_the_one_before_it_takes_over() {
         let renders = Arc::new(Renders::default());
         let taken = full(&renders);
-        let older = tokio::spawn({
-            let renders = renders.clone();
-            async move { renders.take().await }
-        });
+        let older = waiter(&renders);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let newer = tokio::spawn({
-            let renders = renders.clone();
-            async move { renders.take().await }
-        });
+        let newer = waiter(&renders);
         // Long enough for the older one to stop looking on its own and wait to be woken.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(renders.slots.lock().unwrap().waiting.len(), 2);
