@@ -149,6 +149,9 @@ fn render_text(args: &CheckArgs, port: u16, mode: TlsMode, report: &ProbeReport)
         if let Some(swept) = d.swept.filter(|n| *n > 0) {
             let _ = writeln!(out, "  deleted {swept} leftover probe messages older than an hour");
         }
+        for skipped in d.skipped_folders.iter().flatten() {
+            let _ = writeln!(out, "  folder not searched: {skipped}");
+        }
     }
     out
 }
@@ -167,6 +170,7 @@ struct Json<'a> {
     queue_id: Option<&'a str>,
     authentication_pass: Vec<(&'static str, bool)>,
     received_hops: Option<u32>,
+    skipped_folders: Vec<&'a str>,
 }
 
 fn render_json(args: &CheckArgs, port: u16, report: &ProbeReport) -> String {
@@ -184,6 +188,10 @@ fn render_json(args: &CheckArgs, port: u16, report: &ProbeReport) -> String {
         queue_id: outcome.and_then(|d| d.queue_id.as_deref()),
         authentication_pass: outcome.and_then(|d| d.path).map(|p| p.verdicts().to_vec()).unwrap_or_default(),
         received_hops: outcome.and_then(|d| d.path).map(|p| p.received_hops),
+        skipped_folders: outcome
+            .and_then(|d| d.skipped_folders.as_ref())
+            .map(|s| s.iter().map(String::as_str).collect())
+            .unwrap_or_default(),
     };
     let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
     text.push('\n');
@@ -418,6 +426,7 @@ mod tests {
             folder: Some(Folder::Inbox),
             path: Some(PathInfo { dkim_pass: true, spf_pass: false, dmarc_pass: true, received_hops: 2 }),
             swept: Some(2),
+            skipped_folders: Some(vec!["\"Shared\" (EXAMINE Shared: NO [NOPERM] Permission denied)".into()]),
         }));
         r
     }
@@ -436,7 +445,8 @@ mod tests {
              fetch 750.00 ms, cleanup 2000.00 ms\n\
              \x20 queue id: 4XyZ12\n\
              \x20 Authentication-Results: dkim pass, spf not pass, dmarc pass; 2 Received hops\n\
-             \x20 deleted 2 leftover probe messages older than an hour\n"
+             \x20 deleted 2 leftover probe messages older than an hour\n\
+             \x20 folder not searched: \"Shared\" (EXAMINE Shared: NO [NOPERM] Permission denied)\n"
         );
     }
 
@@ -509,7 +519,8 @@ mod tests {
                 ],
                 "queue_id": "4XyZ12",
                 "authentication_pass": [["dkim", true], ["spf", false], ["dmarc", true]],
-                "received_hops": 2
+                "received_hops": 2,
+                "skipped_folders": ["\"Shared\" (EXAMINE Shared: NO [NOPERM] Permission denied)"]
             })
         );
     }
@@ -536,7 +547,8 @@ mod tests {
                 "phases_ms": [["connect", 250.0]],
                 "queue_id": null,
                 "authentication_pass": [],
-                "received_hops": null
+                "received_hops": null,
+                "skipped_folders": []
             })
         );
     }

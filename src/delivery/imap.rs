@@ -7,36 +7,33 @@
 //! in one probe. Only messages carrying the probe's token header are ever read, flagged or
 //! expunged (`UID EXPUNGE`, so other messages marked `\Deleted` are left alone).
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_imap::imap_proto::{Capability, MailboxDatum, NameAttribute, Response, Status};
 use async_imap::{Client, Session};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::headers::{token_of, TOKEN_HEADER};
 use super::message::made_at;
+use super::wire::Wire;
 use super::Folder;
 use crate::config::{Imap, ProbeSpec, Transport};
 use crate::probe::{Reason, StepError, Stream};
 use crate::tls;
 
-/// The most bytes an IMAP server may send in one probe: a header, a folder list and a few
-/// searches take some kilobytes. It also bounds the CPU a hostile server can cost: the
-/// client parses a line again as each piece of it arrives.
-const MAX_READ_BYTES: usize = 1 << 20;
 /// The most folders searched for the message (LIST answers beyond are ignored).
 const MAX_FOLDERS: usize = 100;
 /// The most leftover candidates examined per folder and probe (their headers are read);
-/// more are left for the next probes.
+/// more are left for the next probes. Also the most UIDs a search for the probe's own
+/// token may name.
 const MAX_SWEEP: usize = 20;
 /// The longest line read before STARTTLS.
 const MAX_LINE: u64 = 4096;
+/// The longest excerpt of an unparseable answer shown in a failure.
+const MAX_EXCERPT: usize = 80;
 
 /// The next response of `session` (async-imap's response type cannot be named outside
 /// it, hence a macro); the end of the connection is `closed`, a socket error `io_error`.
@@ -54,61 +51,6 @@ fn refused(what: &str, status: &Status, text: Option<&str>) -> StepError {
         Reason::ImapProtocol,
         format!("{what}: {} {}", status_word(status), crate::probe::truncate(text.unwrap_or(""))),
     )
-}
-
-/// The stream under the IMAP client: TCP or TLS, failing once the server has sent more
-/// than [`MAX_READ_BYTES`].
-pub struct Wire {
-    inner: Box<dyn Stream>,
-    left: usize,
-}
-
-impl Wire {
-    fn new(inner: Box<dyn Stream>) -> Wire {
-        Wire::bounded(inner, MAX_READ_BYTES)
-    }
-
-    fn bounded(inner: Box<dyn Stream>, limit: usize) -> Wire {
-        Wire { inner, left: limit }
-    }
-}
-
-impl fmt::Debug for Wire {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wire").field("left", &self.left).finish()
-    }
-}
-
-impl AsyncRead for Wire {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.left == 0 {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("the IMAP server sent more than {} MiB", MAX_READ_BYTES >> 20),
-            )));
-        }
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        self.left = self.left.saturating_sub(read);
-        poll
-    }
-}
-
-impl AsyncWrite for Wire {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// A connected, greeted IMAP client, not yet logged in.
@@ -131,15 +73,30 @@ pub struct Mailbox {
     others: Vec<String>,
     /// The folder selected now.
     selected: String,
+    /// How long a command's answer may take.
+    answer_wait: Duration,
+    /// The command sent and not yet answered: what a probe cut off by its deadline was
+    /// waiting for, if anything.
+    waiting: Option<String>,
+    /// Folders the server listed that could not be searched, with why.
+    skipped: Vec<(String, String)>,
 }
 
-/// Where the message was found.
+/// Where a search for the probe's token pointed: the folder and the UIDs the server named.
+/// Not proof: [`Mailbox::header`] reads the headers and keeps only the message that
+/// carries the token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
     pub folder: Folder,
     pub name: String,
-    pub uid: u32,
+    /// The UIDs the search named (at most [`MAX_SWEEP`]); once the header was read, the
+    /// one message that carries the token.
+    pub uids: Vec<u32>,
 }
+
+/// The answer to a command: its tagged OK, or a refusal (NO, BAD) after which the session
+/// goes on. Anything that leaves the session unusable is the outer error.
+type Answer = Result<(), StepError>;
 
 /// An error of async-imap where only a command was written (every answer is read by
 /// [`Mailbox::command`] and the IDLE reader): a socket error by its kind, anything else
@@ -154,8 +111,11 @@ fn imap_error(what: &str, e: async_imap::error::Error) -> StepError {
     }
 }
 
-/// A socket error in an open IMAP session: past the read bound it is `imap_protocol`; an
-/// end of the session (async-imap reports some as "refused", with no text) is `closed`.
+/// An error reading an open IMAP session. What the server sent is `imap_protocol`: past a
+/// bound of the [`Wire`] (`InvalidData`, in its words), or what async-imap could not parse
+/// or would not buffer (its own errors, which carry no OS error code; an excerpt of the
+/// answer is kept, never the whole). An end of the session (async-imap reports some as
+/// "refused", with no text) is `closed`; any other socket error is classified by its code.
 fn io_error(what: &str, e: &io::Error) -> StepError {
     use io::ErrorKind as K;
     let (reason, text) = match e.kind() {
@@ -163,9 +123,24 @@ fn io_error(what: &str, e: &io::Error) -> StepError {
         K::UnexpectedEof | K::ConnectionRefused | K::ConnectionAborted => {
             (Reason::Closed, "the IMAP server closed the connection".to_owned())
         }
+        K::Other if e.raw_os_error().is_none() => (Reason::ImapProtocol, unparsed(e)),
         _ => (Reason::from_io(e), e.to_string()),
     };
     StepError::new(reason, format!("{what}: {text}"))
+}
+
+/// What async-imap's error says of an answer it could not parse: the answer's start, as it
+/// quotes it (`... during parsing of "<the buffer>"`), cut to [`MAX_EXCERPT`] characters.
+fn unparsed(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.split_once(" during parsing of ") {
+        Some((_, quoted)) => {
+            let excerpt: String = quoted.chars().take(MAX_EXCERPT).collect();
+            let cut = if quoted.chars().nth(MAX_EXCERPT).is_some() { "…" } else { "" };
+            format!("the IMAP server's answer is not IMAP: {excerpt}{cut}")
+        }
+        None => format!("the IMAP server's answer could not be read: {}", crate::probe::truncate(&text)),
+    }
 }
 
 /// The UID and the header of a FETCH response that carries `BODY[HEADER]`.
@@ -326,8 +301,9 @@ async fn read_line(reader: &mut BufReader<TcpStream>) -> Result<String, StepErro
 
 impl Connected {
     /// LOGIN, then the capabilities, the folder list (the junk folder by `\Junk` unless
-    /// configured) and SELECT INBOX. A refused LOGIN is `imap_auth_failed`.
-    pub async fn login(self, imap: &Imap) -> Result<Mailbox, StepError> {
+    /// configured) and SELECT INBOX. A refused LOGIN is `imap_auth_failed`. Each answer
+    /// may take `answer_wait`.
+    pub async fn login(self, imap: &Imap, answer_wait: Duration) -> Result<Mailbox, StepError> {
         let session = match self.client.login(&imap.username, imap.password.expose()).await {
             Ok(session) => session,
             Err((async_imap::error::Error::No(text), _)) => {
@@ -342,10 +318,8 @@ impl Connected {
                 };
                 return Err(StepError::new(reason, format!("LOGIN as {:?} refused: {text}", imap.username)));
             }
+            Err((async_imap::error::Error::Io(e), _)) => return Err(io_error("LOGIN", &e)),
             // Never the error's own text: it could quote the command.
-            Err((async_imap::error::Error::Io(e), _)) => {
-                return Err(StepError::new(Reason::from_io(&e), format!("LOGIN: {}", e.kind())))
-            }
             Err(_) => return Err(StepError::new(Reason::ImapProtocol, "LOGIN: unexpected answer")),
         };
         let mut mailbox = Mailbox {
@@ -355,6 +329,9 @@ impl Connected {
             junk: imap.junk_mailbox.clone(),
             others: Vec::new(),
             selected: String::new(),
+            answer_wait,
+            waiting: None,
+            skipped: Vec::new(),
         };
         let mut capabilities = Vec::new();
         mailbox
@@ -371,32 +348,49 @@ impl Connected {
         mailbox.idle = capabilities.iter().any(|c| c == "IDLE");
         mailbox.uidplus = capabilities.iter().any(|c| c == "UIDPLUS");
         // The whole answer is read (the read bound caps it), and the first folders used.
-        let mut others = Vec::new();
-        let mut junk = None;
+        let mut listed = Vec::new();
         mailbox
             .command("LIST \"\" *", |response| {
                 let Response::MailboxData(MailboxDatum::List(list)) = response else { return };
                 let attributes = &list.name_attributes;
-                if others.len() >= MAX_FOLDERS
-                    || attributes.contains(&NameAttribute::NoSelect)
-                    || list.name.eq_ignore_ascii_case("INBOX")
+                if listed.len() < MAX_FOLDERS
+                    && !attributes.contains(&NameAttribute::NoSelect)
+                    && !list.name.eq_ignore_ascii_case("INBOX")
                 {
-                    return;
-                }
-                if junk.is_none() && attributes.contains(&NameAttribute::Junk) {
-                    junk = Some(list.name.to_string());
-                } else {
-                    others.push(list.name.to_string());
+                    listed.push((list.name.to_string(), attributes.contains(&NameAttribute::Junk)));
                 }
             })
             .await?;
+        let mut junk = None;
+        for (name, is_junk) in listed {
+            if let Some(why) = unsendable(&name) {
+                mailbox.skipped.push((name, why.to_owned()));
+            } else if junk.is_none() && is_junk {
+                junk = Some(name);
+            } else {
+                mailbox.others.push(name);
+            }
+        }
         if mailbox.junk.is_none() {
             mailbox.junk = junk;
         }
-        others.retain(|o| Some(o) != mailbox.junk.as_ref());
-        mailbox.others = others;
-        mailbox.open("INBOX", true).await?;
+        let configured = mailbox.junk.clone();
+        mailbox.others.retain(|o| Some(o) != configured.as_ref());
+        mailbox.open("INBOX", true).await??;
         Ok(mailbox)
+    }
+}
+
+/// Why a listed folder name cannot be sent back: a control character would end the
+/// command line (and start another), and a name the client decoded with replacement
+/// characters (8-bit bytes that are not UTF-8) is no longer the server's name.
+fn unsendable(name: &str) -> Option<&'static str> {
+    if name.chars().any(char::is_control) {
+        Some("its name holds a control character")
+    } else if name.contains('\u{FFFD}') {
+        Some("its name is not UTF-8 and cannot be sent back as the server wrote it")
+    } else {
+        None
     }
 }
 
@@ -415,18 +409,37 @@ impl Mailbox {
         )
     }
 
-    /// Selects `name` read-write (`EXAMINE`, read-only, when only searching).
-    async fn open(&mut self, name: &str, write: bool) -> Result<(), StepError> {
+    /// The command the server has not answered yet, if any: after the probe's deadline
+    /// cut a wait off, what the IMAP server left unanswered.
+    pub fn waiting_for(&self) -> Option<&str> {
+        self.waiting.as_deref()
+    }
+
+    /// The folders that could not be searched, each as `"name" (why)`, cut to a line.
+    pub fn skipped(&self) -> Vec<String> {
+        self.skipped.iter().map(|(name, why)| crate::probe::truncate(&format!("{name:?} ({why})"))).collect()
+    }
+
+    /// Selects `name` read-write (`EXAMINE`, read-only, when only searching). A refusal is
+    /// the inner error.
+    async fn open(&mut self, name: &str, write: bool) -> Result<Answer, StepError> {
         if self.selected == name && write {
-            return Ok(());
+            return Ok(Ok(()));
         }
         let verb = if write { "SELECT" } else { "EXAMINE" };
-        self.command(&format!("{verb} {}", quote(name)), |_| {}).await.map_err(|e| StepError {
-            detail: e.detail.replacen(&format!("{verb} {}", quote(name)), &format!("SELECT {name}"), 1),
+        // Whatever was selected is not, once a SELECT or EXAMINE was sent.
+        self.selected = String::new();
+        let command = format!("{verb} {}", quote(name));
+        // Errors name the folder as the user wrote it, not quoted.
+        let named = |e: StepError| StepError {
+            detail: e.detail.replacen(&command, &format!("{verb} {name}"), 1),
             ..e
-        })?;
-        self.selected = if write { name.to_owned() } else { String::new() };
-        Ok(())
+        };
+        let answer = self.answer(&command, |_| {}).await.map_err(named)?;
+        if answer.is_ok() && write {
+            self.selected = name.to_owned();
+        }
+        Ok(answer.map_err(named))
     }
 
     /// `UID SEARCH query`, with its tagged answer checked: async-imap's own `uid_search`
@@ -441,60 +454,93 @@ impl Mailbox {
         })
         .await?;
         uids.sort_unstable();
+        uids.dedup();
         Ok(uids)
     }
 
-    /// Sends `command` and reads its answer up to the tagged status, which must be OK; the
-    /// untagged responses go to `each`. async-imap's own methods take the end of the
-    /// connection, and some a NO, for an empty answer: a SELECT that failed would pass, a
-    /// refused SEARCH would find nothing. Errors name the command's first two words.
-    async fn command(&mut self, command: &str, mut each: impl FnMut(&Response<'_>)) -> Result<(), StepError> {
-        let what: String = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
-        let session = self.session()?;
-        let tag = session.run_command(command).await.map_err(|e| imap_error(&what, e))?;
-        loop {
-            let response = next_response!(session, &what);
-            match response.parsed() {
-                Response::Done { tag: done, status, outcome } if *done == tag => {
-                    if *status != Status::Ok {
-                        return Err(refused(&what, status, outcome.information.as_deref()));
-                    }
-                    return Ok(());
-                }
-                untagged => each(untagged),
-            }
-        }
+    /// [`Mailbox::answer`], with a refusal as an error like any other.
+    async fn command(&mut self, command: &str, each: impl FnMut(&Response<'_>)) -> Result<(), StepError> {
+        self.answer(command, each).await?
     }
 
-    /// Waits until a message with `token` is in some folder: INBOX first (woken by IDLE
-    /// where offered), then the junk folder, then the others, every `poll` at least.
+    /// Sends `command` and reads its answer up to the tagged status; the untagged
+    /// responses go to `each`. async-imap's own methods take the end of the connection,
+    /// and some a NO, for an empty answer: a SELECT that failed would pass, a refused
+    /// SEARCH would find nothing. A server that does not answer within `answer_wait` is
+    /// `imap_protocol`: the IMAP server stopped, not the mail. Errors name the command's
+    /// first two words.
+    async fn answer(
+        &mut self,
+        command: &str,
+        mut each: impl FnMut(&Response<'_>),
+    ) -> Result<Answer, StepError> {
+        let what: String = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        let wait = self.answer_wait;
+        self.waiting = Some(what.clone());
+        let session = self.session()?;
+        let read = tokio::time::timeout(wait, async {
+            let tag = session.run_command(command).await.map_err(|e| imap_error(&what, e))?;
+            loop {
+                let response = next_response!(session, &what);
+                match response.parsed() {
+                    Response::Done { tag: done, status, outcome } if *done == tag => {
+                        return Ok(match status {
+                            Status::Ok => Ok(()),
+                            _ => Err(refused(&what, status, outcome.information.as_deref())),
+                        });
+                    }
+                    untagged => each(untagged),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(unanswered(&what, wait)));
+        if read.is_ok() {
+            self.waiting = None;
+        }
+        read
+    }
+
+    /// Waits until a search for `token` names a message in some folder: INBOX first
+    /// (woken by IDLE where offered), then the junk folder, then the others, every `poll`
+    /// at least. A folder the server will not open is skipped, and said so, not a failure.
     /// Returns when found; the caller's deadline ends the wait.
     pub async fn wait_for(&mut self, token: &str, poll: Duration) -> Result<Found, StepError> {
         let query = format!("HEADER {TOKEN_HEADER} \"{token}\"");
-        let inbox = |uid| Found { folder: Folder::Inbox, name: "INBOX".into(), uid };
-        let folders: Vec<(Folder, String)> = self
+        let inbox = |uids| Found { folder: Folder::Inbox, name: "INBOX".into(), uids };
+        let mut folders: Vec<(Folder, String)> = self
             .junk
             .iter()
             .map(|j| (Folder::Junk, j.clone()))
             .chain(self.others.iter().map(|o| (Folder::Other, o.clone())))
             .collect();
-        self.open("INBOX", true).await?;
+        self.open("INBOX", true).await??;
         loop {
-            if let Some(&uid) = self.search(&query).await?.first() {
-                return Ok(inbox(uid));
+            let uids = self.search(&query).await?;
+            if !uids.is_empty() {
+                return Ok(inbox(uids));
             }
-            for (folder, name) in &folders {
-                self.open(name, false).await?;
-                if let Some(&uid) = self.search(&query).await?.first() {
-                    return Ok(Found { folder: *folder, name: name.clone(), uid });
+            let mut i = 0;
+            while i < folders.len() {
+                let (folder, name) = folders[i].clone();
+                if let Err(refusal) = self.open(&name, false).await? {
+                    self.skipped.push((name, refusal.detail));
+                    folders.remove(i);
+                    continue;
                 }
+                let uids = self.search(&query).await?;
+                if !uids.is_empty() {
+                    return Ok(Found { folder, name, uids });
+                }
+                i += 1;
             }
             if !folders.is_empty() {
                 // Back in INBOX: what arrived while the others were searched is in the
                 // SELECT's view already, so IDLE would not tell of it; search once more.
-                self.open("INBOX", true).await?;
-                if let Some(&uid) = self.search(&query).await?.first() {
-                    return Ok(inbox(uid));
+                self.open("INBOX", true).await??;
+                let uids = self.search(&query).await?;
+                if !uids.is_empty() {
+                    return Ok(inbox(uids));
                 }
             }
             self.pause(poll).await?;
@@ -507,20 +553,29 @@ impl Mailbox {
             tokio::time::sleep(poll).await;
             return Ok(());
         }
+        let wait = self.answer_wait;
         // IDLE by hand (RFC 2177): async-imap's own waits for ever on a NO to IDLE.
+        self.waiting = Some("IDLE".to_owned());
         let session = self.session()?;
-        let tag = session.run_command("IDLE").await.map_err(|e| imap_error("IDLE", e))?;
-        loop {
-            let response = next_response!(session, "IDLE");
-            match response.parsed() {
-                Response::Continue { .. } => break,
-                Response::Done { tag: done, status, outcome } if *done == tag => {
-                    return Err(refused("IDLE", status, outcome.information.as_deref()));
+        let tag = tokio::time::timeout(wait, async {
+            let tag = session.run_command("IDLE").await.map_err(|e| imap_error("IDLE", e))?;
+            loop {
+                let response = next_response!(session, "IDLE");
+                match response.parsed() {
+                    Response::Continue { .. } => return Ok(tag),
+                    Response::Done { tag: done, status, outcome } if *done == tag => {
+                        return Err(refused("IDLE", status, outcome.information.as_deref()));
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        // Any news of the mailbox ends the wait early; the poll bounds it.
+        })
+        .await
+        .unwrap_or_else(|_| Err(unanswered("IDLE", wait)))?;
+        // In IDLE nothing is owed: any news of the mailbox ends the wait early; the poll
+        // bounds it.
+        self.waiting = None;
+        let session = self.session()?;
         let news = tokio::time::timeout(poll, async {
             loop {
                 let response = next_response!(session, "IDLE");
@@ -535,40 +590,75 @@ impl Mailbox {
         if let Ok(Err(e)) = news {
             return Err(e);
         }
-        session.run_command_untagged("DONE").await.map_err(|e| imap_error("DONE", e))?;
-        loop {
-            let response = next_response!(session, "DONE");
-            if let Response::Done { tag: done, status, outcome } = response.parsed() {
-                if *done == tag {
-                    return match status {
-                        Status::Ok => Ok(()),
-                        _ => Err(refused("IDLE", status, outcome.information.as_deref())),
-                    };
+        self.waiting = Some("DONE".to_owned());
+        let session = self.session()?;
+        tokio::time::timeout(wait, async {
+            session.run_command_untagged("DONE").await.map_err(|e| imap_error("DONE", e))?;
+            loop {
+                let response = next_response!(session, "DONE");
+                if let Response::Done { tag: done, status, outcome } = response.parsed() {
+                    if *done == tag {
+                        return match status {
+                            Status::Ok => Ok(()),
+                            _ => Err(refused("IDLE", status, outcome.information.as_deref())),
+                        };
+                    }
                 }
             }
+        })
+        .await
+        .unwrap_or_else(|_| Err(unanswered("DONE", wait)))?;
+        self.waiting = None;
+        Ok(())
+    }
+
+    /// Reads the headers of the messages the search named, without setting `\Seen`, and
+    /// returns the one that carries `token`, whose UID `found` keeps alone. A server whose
+    /// search named only messages without it (a broken index, a loose match, a proxy) is
+    /// `imap_protocol`, and nothing is flagged or deleted.
+    pub async fn header(&mut self, found: &mut Found, token: &str) -> Result<Vec<u8>, StepError> {
+        self.open(&found.name, true).await??;
+        let named: Vec<u32> = found.uids.iter().copied().take(MAX_SWEEP).collect();
+        let headers = self.headers(&named).await?;
+        let ours = headers.into_iter().find(|(_, header)| token_of(header).as_deref() == Some(token));
+        match ours {
+            Some((uid, header)) => {
+                found.uids = vec![uid];
+                Ok(header)
+            }
+            None => Err(StepError::new(
+                Reason::ImapProtocol,
+                format!(
+                    "the server's search for the probe's token named UID {} in {}, but no such message carries the token: the search disagrees with the messages; nothing was flagged or deleted",
+                    list_uids(&named),
+                    found.name
+                ),
+            )),
         }
     }
 
-    /// The header of the message found, read without setting `\Seen`.
-    pub async fn header(&mut self, found: &Found) -> Result<Vec<u8>, StepError> {
-        self.open(&found.name, true).await?;
-        let mut header = None;
-        self.command(&format!("UID FETCH {} (UID BODY.PEEK[HEADER])", found.uid), |response| {
-            if let Some((uid, h)) = fetched_header(response) {
-                if uid == Some(found.uid) {
-                    header = Some(h.to_vec());
+    /// `UID FETCH` of the headers of `uids` in the selected folder: (UID, header) for each
+    /// answer that names one of them (any other the server adds is ignored).
+    async fn headers(&mut self, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, StepError> {
+        let mut headers = Vec::new();
+        self.command(&format!("UID FETCH {} (UID BODY.PEEK[HEADER])", list_uids(uids)), |response| {
+            if let Some((Some(uid), header)) = fetched_header(response) {
+                if uids.contains(&uid) && !headers.iter().any(|(u, _)| *u == uid) {
+                    headers.push((uid, header.to_vec()));
                 }
             }
         })
         .await?;
-        header.ok_or_else(|| StepError::new(Reason::ImapProtocol, "UID FETCH: no header in the answer"))
+        Ok(headers)
     }
 
-    /// Deletes the message found, then sweeps the probe messages older than `sweep_after`
-    /// from INBOX, the junk folder and the folder it was found in. Returns how many
-    /// leftovers it deleted.
+    /// Deletes the message found (whose header [`Mailbox::header`] checked), then sweeps
+    /// the probe messages older than `sweep_after` from INBOX, the junk folder and the
+    /// folder it was found in. Returns how many leftovers it deleted.
     pub async fn clean_up(&mut self, found: &Found, sweep_after: Duration) -> Result<u32, StepError> {
-        self.delete(&found.name, &[found.uid]).await?;
+        if let [uid] = found.uids[..] {
+            self.delete(&found.name, &[uid]).await?;
+        }
         let mut folders = vec!["INBOX".to_owned()];
         folders.extend(self.junk.clone());
         if !folders.contains(&found.name) {
@@ -578,28 +668,32 @@ impl Mailbox {
         for folder in folders {
             swept += self.sweep(&folder, sweep_after).await?;
         }
-        self.open("INBOX", true).await?;
+        self.open("INBOX", true).await??;
         Ok(swept)
     }
 
-    /// Deletes the probe messages of `folder` whose token is older than `sweep_after`.
+    /// Deletes the probe messages of `folder` whose header carries a token of this
+    /// exporter older than `sweep_after`. A folder that will not open is left alone.
     async fn sweep(&mut self, folder: &str, sweep_after: Duration) -> Result<u32, StepError> {
-        self.open(folder, true).await?;
+        if self.open(folder, true).await?.is_err() {
+            return Ok(0);
+        }
         let candidates = self.search(&format!("HEADER {TOKEN_HEADER} \"\"")).await?;
         if candidates.is_empty() {
             return Ok(0);
         }
-        let set: Vec<String> = candidates.iter().take(MAX_SWEEP).map(u32::to_string).collect();
+        let named: Vec<u32> = candidates.into_iter().take(MAX_SWEEP).collect();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let mut stale: Vec<u32> = Vec::new();
-        self.command(&format!("UID FETCH {} (UID BODY.PEEK[HEADER])", set.join(",")), |response| {
-            let Some((Some(uid), header)) = fetched_header(response) else { return };
-            let made = token_of(header).as_deref().and_then(made_at);
-            if made.is_some_and(|made| now.saturating_sub(made) >= sweep_after.as_secs()) {
-                stale.push(uid);
-            }
-        })
-        .await?;
+        let stale: Vec<u32> = self
+            .headers(&named)
+            .await?
+            .into_iter()
+            .filter(|(_, header)| {
+                let made = token_of(header).as_deref().and_then(made_at);
+                made.is_some_and(|made| now.saturating_sub(made) >= sweep_after.as_secs())
+            })
+            .map(|(uid, _)| uid)
+            .collect();
         if !stale.is_empty() {
             self.delete(folder, &stale).await?;
         }
@@ -614,9 +708,8 @@ impl Mailbox {
                 "the IMAP server lacks UIDPLUS: the probe message cannot be expunged alone (EXPUNGE would also remove other messages marked \\Deleted)",
             ));
         }
-        self.open(folder, true).await?;
-        let set: Vec<String> = uids.iter().map(u32::to_string).collect();
-        let set = set.join(",");
+        self.open(folder, true).await??;
+        let set = list_uids(uids);
         // Through `command`, so that the tagged answer is checked: async-imap's `uid_store`
         // and `uid_expunge` streams end at it without looking, so a NO (no right to delete)
         // would pass for a deletion.
@@ -633,41 +726,22 @@ impl Mailbox {
     }
 }
 
+/// A UID set as IMAP writes it: `3,7,9`.
+fn list_uids(uids: &[u32]) -> String {
+    uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A command the IMAP server did not answer within `wait`.
+fn unanswered(what: &str, wait: Duration) -> StepError {
+    StepError::new(
+        Reason::ImapProtocol,
+        format!("{what}: the IMAP server did not answer within {:.1} s", wait.as_secs_f64()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The read bound counts the bytes each read adds, not what the buffer held before,
-    /// and fails the read after the last allowed byte.
-    #[tokio::test]
-    async fn the_read_bound_counts_new_bytes_only() {
-        use tokio::io::AsyncWriteExt as _;
-        let (client, mut server) = tokio::io::duplex(64);
-        let mut wire = Wire::bounded(Box::new(client), 20);
-        let poll = |wire: &mut Wire, buf: &mut ReadBuf<'_>| {
-            let waker = std::task::Waker::noop();
-            Pin::new(wire).poll_read(&mut Context::from_waker(waker), buf)
-        };
-        // Six bytes were in the buffer already; only the four read now count.
-        server.write_all(b"0123").await.unwrap();
-        let mut storage = [0u8; 16];
-        let mut buf = ReadBuf::new(&mut storage);
-        buf.advance(6);
-        assert!(matches!(poll(&mut wire, &mut buf), Poll::Ready(Ok(()))));
-        assert_eq!((buf.filled().len(), wire.left), (10, 16));
-        // The sixteen left are allowed; the byte after them is not.
-        server.write_all(&[b'x'; 17]).await.unwrap();
-        let mut storage = [0u8; 16];
-        let mut buf = ReadBuf::new(&mut storage);
-        assert!(matches!(poll(&mut wire, &mut buf), Poll::Ready(Ok(()))));
-        assert_eq!((buf.filled().len(), wire.left), (16, 0));
-        let mut more = [0u8; 4];
-        let mut next = ReadBuf::new(&mut more);
-        match poll(&mut wire, &mut next) {
-            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::InvalidData),
-            other => panic!("read past the bound: {other:?}"),
-        }
-    }
 
     #[test]
     fn the_servers_text_is_taken_out_of_async_imaps_wording() {

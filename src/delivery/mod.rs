@@ -10,6 +10,7 @@
 pub mod headers;
 pub mod imap;
 pub mod message;
+pub mod wire;
 
 /// Where the message was found: the label value of `smtp_delivery_folder_info`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
@@ -41,6 +42,9 @@ pub struct DeliveryOutcome {
     pub path: Option<headers::PathInfo>,
     /// Leftovers of earlier probes that this probe deleted.
     pub swept: Option<u32>,
+    /// Listed folders that could not be searched (refused by the server, or a name that
+    /// cannot be sent back), each as `"name" (why)`, bounded; `None` until the wait ended.
+    pub skipped_folders: Option<Vec<String>>,
 }
 
 /// The queue id in the 250 to the end of DATA: the word after `queued as` (Postfix,

@@ -163,6 +163,11 @@ const DELIVERY_SWEPT: Family<0> = gauge(
     "Leftover probe messages of earlier probes that the last delivery probe deleted {src}.",
     [],
 );
+const DELIVERY_SKIPPED: Family<0> = gauge(
+    "smtp_delivery_skipped_folders",
+    "Folders the IMAP server listed that the last delivery probe could not search (refused, or a name it cannot send back) {src}.",
+    [],
+);
 const EHLO_EXTENSION: Family<2> = gauge(
     "smtp_ehlo_extension",
     "1 if EHLO advertised the extension in the plain or TLS session {src}; 0 (rather than absent) only under ehlo_metrics: all.",
@@ -391,6 +396,11 @@ fn write_delivery(x: &mut Exposition<'_>) {
     x.family(&DELIVERY_SWEPT, |f, row| {
         if let Some(swept) = row.report.delivery.as_ref().and_then(|d| d.swept) {
             f.sample([], f64::from(swept));
+        }
+    });
+    x.family(&DELIVERY_SKIPPED, |f, row| {
+        if let Some(skipped) = row.report.delivery.as_ref().and_then(|d| d.skipped_folders.as_ref()) {
+            f.sample([], skipped.len() as f64);
         }
     });
 }

@@ -14,6 +14,7 @@ mod error;
 pub mod expect;
 mod quickack;
 pub mod reply;
+pub mod secrets;
 mod session;
 mod state;
 mod submit;
@@ -188,20 +189,24 @@ struct Walk<'a> {
     mailbox: Option<Box<crate::delivery::imap::Mailbox>>,
     /// When the submitted message was accepted (the 250 after DATA).
     submitted: Option<Instant>,
+    /// What no output of the probe may show.
+    secrets: secrets::Secrets,
 }
 
 impl<'a> Walk<'a> {
     fn new(spec: &'a ProbeSpec, recorded: bool) -> Walk<'a> {
         let start = Instant::now();
+        let secrets = secrets_of(spec);
         Walk {
             spec,
             report: ProbeReport::new(),
             start,
             clock: Deadlines { probe: start + spec.module.timeout, phase: spec.module.phase_timeout },
             session: None,
-            recorder: recorded.then(|| transcript::Transcript::recorder(start)),
+            recorder: recorded.then(|| transcript::Transcript::recorder(start, secrets.clone())),
             mailbox: None,
             submitted: None,
+            secrets,
         }
     }
 
@@ -247,7 +252,7 @@ impl<'a> Walk<'a> {
         match &self.spec.transport {
             Transport::Implicit { tls } => self.tls_upgrade(tls, stream).await,
             _ => {
-                self.session = Some(Session::recorded(stream, self.recorder.clone()));
+                self.session = Some(Session::recorded(stream, self.recorder.clone(), self.secrets.clone()));
                 Ok(())
             }
         }
@@ -268,7 +273,7 @@ impl<'a> Walk<'a> {
                 tls::handshake(&tls.settings, tls.name.clone(), self.spec.tlsa.as_deref(), stream),
             )
             .await?;
-        self.session = Some(Session::recorded(Box::new(stream), self.recorder.clone()));
+        self.session = Some(Session::recorded(Box::new(stream), self.recorder.clone(), self.secrets.clone()));
         self.note(|| describe_tls(&info));
         let cert_failure = match (info.cert_error, tls.settings.fail_on_invalid_cert) {
             (Some(error), true) => Some(Failure {
@@ -427,8 +432,14 @@ impl<'a> Walk<'a> {
             .time(&mut self.report.phases, Phase::ImapConnect, delivery::imap::connect(self.spec, imap))
             .await?;
         self.note(|| format!("IMAP connected to {}; {}", connected.peer, connected.tls));
-        let mailbox =
-            self.clock.time(&mut self.report.phases, Phase::ImapLogin, connected.login(imap)).await?;
+        let mailbox = self
+            .clock
+            .time(
+                &mut self.report.phases,
+                Phase::ImapLogin,
+                connected.login(imap, self.spec.module.phase_timeout),
+            )
+            .await?;
         self.note(|| mailbox.describe());
         self.mailbox = Some(Box::new(mailbox));
         let now = std::time::SystemTime::now();
@@ -459,23 +470,27 @@ impl<'a> Walk<'a> {
         let wait =
             tokio::time::timeout_at(self.clock.probe, mailbox.wait_for(&token, delivery.poll_interval)).await;
         self.report.phases.push((Phase::Deliver, submitted.elapsed()));
-        let found = match wait {
+        let skipped = mailbox.skipped();
+        if !skipped.is_empty() {
+            self.note(|| format!("folders not searched: {}", skipped.join("; ")));
+        }
+        let outcome = self.report.delivery.get_or_insert_with(Default::default);
+        outcome.skipped_folders = Some(skipped.clone());
+        let unanswered = mailbox.waiting_for().map(str::to_owned);
+        self.mailbox = Some(mailbox);
+        let mut found = match wait {
             Ok(Ok(found)) => found,
             Ok(Err(e)) => return Err(e.at(Phase::Deliver)),
             Err(_) => {
-                let queue_id =
-                    self.report.delivery.as_ref().and_then(|d| d.queue_id.as_deref()).unwrap_or("none");
-                let detail = format!(
-                    "the message (queue id {queue_id}, token {token}) was not in the mailbox {:.1} s after it was accepted",
-                    submitted.elapsed().as_secs_f64()
-                );
-                return Err(StepError::new(Reason::NotDelivered, detail).at(Phase::Deliver));
+                return Err(self.undelivered(&token, unanswered, &skipped, submitted).at(Phase::Deliver))
             }
         };
-        self.note(|| format!("found in {} ({}), uid {}", found.name, found.folder.as_str(), found.uid));
-        let outcome = self.report.delivery.get_or_insert_with(Default::default);
-        outcome.folder = Some(found.folder);
-        let header = self.clock.time(&mut self.report.phases, Phase::Fetch, mailbox.header(&found)).await;
+        let mut mailbox = self.mailbox.take().expect("put back above");
+        self.note(|| {
+            format!("search named UID {:?} in {} ({})", found.uids, found.name, found.folder.as_str())
+        });
+        let header =
+            self.clock.time(&mut self.report.phases, Phase::Fetch, mailbox.header(&mut found, &token)).await;
         let header = match header {
             Ok(header) => header,
             Err(failure) => {
@@ -483,6 +498,8 @@ impl<'a> Walk<'a> {
                 return Err(failure);
             }
         };
+        let outcome = self.report.delivery.get_or_insert_with(Default::default);
+        outcome.folder = Some(found.folder);
         let path = delivery::headers::path_info(&header);
         let swept = self
             .clock
@@ -497,6 +514,33 @@ impl<'a> Walk<'a> {
             return Err(StepError::new(Reason::DeliveredToJunk, detail).at(Phase::Deliver));
         }
         Ok(())
+    }
+
+    /// Why a delivery probe's wait ended at the deadline: the IMAP server left a command
+    /// unanswered (`imap_protocol`: whether the message came is unknown), or it answered
+    /// every search and the message never showed (`not_delivered`).
+    fn undelivered(
+        &self,
+        token: &str,
+        unanswered: Option<String>,
+        skipped: &[String],
+        submitted: Instant,
+    ) -> StepError {
+        let after = submitted.elapsed().as_secs_f64();
+        if let Some(what) = unanswered {
+            return StepError::new(
+                Reason::ImapProtocol,
+                format!("{what}: the IMAP server had not answered when the probe's deadline came, {after:.1} s after the message was accepted; whether it arrived is unknown"),
+            );
+        }
+        let queue_id = self.report.delivery.as_ref().and_then(|d| d.queue_id.as_deref()).unwrap_or("none");
+        let mut detail = format!(
+            "the message (queue id {queue_id}, token {token}) was not in the mailbox {after:.1} s after it was accepted"
+        );
+        if !skipped.is_empty() {
+            detail.push_str(&format!("; {} folders could not be searched", skipped.len()));
+        }
+        StepError::new(Reason::NotDelivered, detail)
     }
 
     /// QUIT up to its 221, then the session is closed.
@@ -518,7 +562,8 @@ impl<'a> Walk<'a> {
         self.report.duration = self.start.elapsed();
         self.report.expectations =
             expect::evaluate(&self.spec.expect, self.spec.transport.mode(), &self.report);
-        if let Err(failure) = outcome {
+        if let Err(mut failure) = outcome {
+            failure.detail = secrets::bound(&self.secrets, &failure.detail);
             // A delivery probe's mailbox is opened with the SMTP session idle after AUTH:
             // whatever failed there, the session can still say QUIT.
             let imap_side = matches!(failure.phase, Phase::ImapConnect | Phase::ImapLogin);
@@ -542,6 +587,13 @@ impl<'a> Walk<'a> {
         if let Some(mailbox) = self.mailbox.take() {
             let _ = tokio::time::timeout(COURTESY_QUIT_TIMEOUT, mailbox.logout()).await;
         }
+        if let Some(delivery) = self.report.delivery.as_mut() {
+            // Server text that came after the passwords were sent.
+            let texts = delivery.queue_id.iter_mut().chain(delivery.skipped_folders.iter_mut().flatten());
+            for text in texts {
+                *text = self.secrets.redact(text).into_owned();
+            }
+        }
         if let Some(recorder) = self.recorder.take() {
             self.session = None;
             let transcript = match Arc::try_unwrap(recorder) {
@@ -552,6 +604,21 @@ impl<'a> Walk<'a> {
         }
         self.report
     }
+}
+
+/// The secrets a probe of `spec` holds from its start: the SMTP password and the
+/// mailbox's. A token is read, and added, by the AUTH step.
+fn secrets_of(spec: &ProbeSpec) -> secrets::Secrets {
+    let secrets = secrets::Secrets::default();
+    if let Some(crate::config::CredentialSource::Password(password)) =
+        spec.module.auth.as_ref().map(|a| &a.credentials.secret)
+    {
+        secrets.add(password.expose());
+    }
+    if let Some(delivery) = &spec.module.delivery {
+        secrets.add(delivery.imap.password.expose());
+    }
+    secrets
 }
 
 /// A TLS handshake in one line: version, cipher, the certificate and its verdict.

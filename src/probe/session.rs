@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::{truncate, Reason, StepError};
 use super::reply::{parse_reply, Reply, ReplyError, MAX_REPLY_BYTES};
+use super::secrets::Secrets;
 use super::transcript::{self, Dir, Recorder};
 
 /// How much to ask the socket for at once.
@@ -26,6 +27,8 @@ pub struct Session<S> {
     pub bare_lf_lines: u32,
     /// Where every line goes, when the probe keeps a transcript.
     recorder: Option<Recorder>,
+    /// The probe's secrets, to which AUTH adds what it derives.
+    secrets: Secrets,
 }
 
 /// Why a reply could not be read.
@@ -58,20 +61,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Starts a session on a connected stream, without a transcript.
     #[cfg(test)]
     pub fn new(stream: S) -> Session<S> {
-        Session::recorded(stream, None)
+        Session::recorded(stream, None, Secrets::default())
     }
 
-    /// Starts a session whose lines go to `recorder`.
-    pub fn recorded(stream: S, recorder: Option<Recorder>) -> Session<S> {
-        Session { stream, buf: Vec::with_capacity(512), bare_lf_lines: 0, recorder }
+    /// Starts a session whose lines go to `recorder`, which hides `secrets`.
+    pub fn recorded(stream: S, recorder: Option<Recorder>, secrets: Secrets) -> Session<S> {
+        Session { stream, buf: Vec::with_capacity(512), bare_lf_lines: 0, recorder, secrets }
     }
 
-    /// Registers strings the transcript must never show (credentials and their encodings).
+    /// Registers strings no output of the probe may show (credentials, what AUTH derives
+    /// from them), with their encodings.
     pub fn secrets(&self, secrets: &[&str]) {
-        if let Some(recorder) = &self.recorder {
-            let mut t = recorder.lock().unwrap_or_else(|e| e.into_inner());
-            secrets.iter().for_each(|s| t.secret(s));
-        }
+        secrets.iter().for_each(|s| self.secrets.add(s));
     }
 
     /// Reads one complete reply, multi-line replies included.

@@ -6,14 +6,16 @@
 //! and the store keeps the last failing one of every scheduled spec for the status page's
 //! link. It is bounded in lines and bytes (a hostile server cannot grow it), control bytes
 //! are shown escaped, and credentials never enter it: AUTH lines are written as the
-//! session's `shown` form, and every secret the AUTH step registers (the password, its
-//! base64 forms, a token) is replaced wherever it appears, a server's echo included.
+//! session's `shown` form, and every secret of the probe's [`Secrets`] (the passwords, a
+//! token, in every encoding a server could echo) is replaced wherever it appears.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use super::secrets::Secrets;
 
 /// The most lines a transcript keeps; later ones are counted, not kept.
 pub const MAX_LINES: usize = 120;
@@ -60,29 +62,22 @@ pub struct Transcript {
     bytes: usize,
     /// Lines not kept because a bound was reached.
     dropped: usize,
-    /// Strings never to show, longest first.
-    secrets: Vec<String>,
+    /// Strings never to show: the probe's, shared with its walk.
+    secrets: Secrets,
 }
 
 /// A transcript shared by the walk and its sessions.
 pub type Recorder = Arc<Mutex<Transcript>>;
 
 impl Transcript {
-    pub fn new(start: Instant) -> Transcript {
-        Transcript { start, lines: Vec::new(), bytes: 0, dropped: 0, secrets: Vec::new() }
+    /// A transcript that never shows what `secrets` holds, now or once added.
+    pub fn new(start: Instant, secrets: Secrets) -> Transcript {
+        Transcript { start, lines: Vec::new(), bytes: 0, dropped: 0, secrets }
     }
 
     /// A recorder for a probe that starts at `start`.
-    pub fn recorder(start: Instant) -> Recorder {
-        Arc::new(Mutex::new(Transcript::new(start)))
-    }
-
-    /// Registers a string that must never appear (empty ones are ignored).
-    pub fn secret(&mut self, secret: &str) {
-        if !secret.is_empty() && !self.secrets.iter().any(|s| s == secret) {
-            self.secrets.push(secret.to_owned());
-            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
+    pub fn recorder(start: Instant, secrets: Secrets) -> Recorder {
+        Arc::new(Mutex::new(Transcript::new(start, secrets)))
     }
 
     /// Adds a line, now: redacted, escaped and cut to length, unless a bound is reached.
@@ -91,12 +86,7 @@ impl Transcript {
             self.dropped += 1;
             return;
         }
-        let mut clean = text.to_owned();
-        for secret in &self.secrets {
-            if clean.contains(secret.as_str()) {
-                clean = clean.replace(secret.as_str(), "<redacted>");
-            }
-        }
+        let clean = self.secrets.redact(text);
         let mut shown = String::with_capacity(clean.len().min(MAX_LINE_CHARS + 8));
         for (i, c) in clean.chars().enumerate() {
             if i == MAX_LINE_CHARS {
@@ -156,13 +146,16 @@ mod tests {
 
     #[test]
     fn secrets_are_replaced_wherever_they_appear_and_bounds_hold() {
-        let mut t = Transcript::new(Instant::now());
-        t.secret("AHVzZXIAcGFzcw==");
-        t.secret("pass");
-        t.push(Dir::Sent, "AUTH PLAIN AHVzZXIAcGFzcw==");
-        t.push(Dir::Received, "535 5.7.8 no: AHVzZXIAcGFzcw== pass\r");
+        let secrets = Secrets::default();
+        let mut t = Transcript::new(Instant::now(), secrets.clone());
+        secrets.add("passw");
+        t.push(Dir::Sent, "AUTH PLAIN AHVzZXIAcGFzc3c=");
+        t.push(Dir::Received, "535 5.7.8 no: AHVzZXIAcGFzc3c passw\r");
         let text: Vec<&str> = t.lines().iter().map(|l| l.text.as_str()).collect();
-        assert_eq!(text, ["AUTH PLAIN <redacted>", "535 5.7.8 no: <redacted> <redacted>\\x0d"]);
+        assert_eq!(
+            text,
+            ["AUTH PLAIN AHVzZXIA<redacted>=", "535 5.7.8 no: AHVzZXIA<redacted> <redacted>\\x0d"]
+        );
 
         let long = "x".repeat(1000);
         t.push(Dir::Received, &long);
@@ -179,12 +172,12 @@ mod tests {
             "({} more lines not kept: a transcript keeps 120 lines and 12288 bytes)\n",
             1003 - MAX_LINES
         )));
-        assert!(out.contains("C: AUTH PLAIN <redacted>"), "{out}");
+        assert!(out.contains("C: AUTH PLAIN AHVzZXIA<redacted>="), "{out}");
     }
 
     #[test]
     fn the_byte_bound_holds_with_long_lines() {
-        let mut t = Transcript::new(Instant::now());
+        let mut t = Transcript::new(Instant::now(), Secrets::default());
         for _ in 0..100 {
             t.push(Dir::Received, &"y".repeat(400));
         }
@@ -197,7 +190,7 @@ mod tests {
     /// A line that fills the transcript to exactly its byte bound is kept; the next is not.
     #[test]
     fn the_byte_bound_is_inclusive() {
-        let mut t = Transcript::new(Instant::now());
+        let mut t = Transcript::new(Instant::now(), Secrets::default());
         for _ in 0..40 {
             t.push(Dir::Received, &"a".repeat(300));
         }
@@ -207,19 +200,20 @@ mod tests {
         assert_eq!((t.lines().len(), t.dropped()), (41, 1));
     }
 
-    /// An empty secret (an empty password) is not one: nothing is replaced.
+    /// A secret added after the transcript began is hidden in the lines that follow.
     #[test]
-    fn an_empty_secret_changes_nothing() {
-        let mut t = Transcript::new(Instant::now());
-        t.secret("");
-        t.secret("pw");
-        t.secret("pw");
+    fn a_secret_added_later_is_hidden_from_then_on() {
+        let secrets = Secrets::default();
+        let mut t = Transcript::new(Instant::now(), secrets.clone());
+        secrets.add("");
         t.push(Dir::Sent, "EHLO pw");
-        assert_eq!(t.lines()[0].text, "EHLO <redacted>");
-        assert_eq!(t.secrets.len(), 1);
+        secrets.add("pw");
+        t.push(Dir::Sent, "EHLO pw");
+        assert_eq!(t.lines()[0].text, "EHLO pw");
+        assert_eq!(t.lines()[1].text, "EHLO <redacted>");
         // Nothing was dropped: the rendering says nothing of it.
         let mut out = String::new();
         t.render(&mut out);
-        assert_eq!(out.lines().count(), 1, "{out}");
+        assert_eq!(out.lines().count(), 2, "{out}");
     }
 }

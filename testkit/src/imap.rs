@@ -8,7 +8,10 @@
 //! `.PEEK` forms), STORE, EXPUNGE and UID EXPUNGE, IDLE/DONE, NOOP and LOGOUT, each with
 //! its `UID` form where IMAP has one. Literals from the client are not supported. A test
 //! can have any command answered with a status of its choosing instead
-//! ([`Behaviour::replies`]: a LOGIN refused with `[LIMIT]`, a STORE with `[NOPERM]`).
+//! ([`Behaviour::replies`]: a LOGIN refused with `[LIMIT]`, a STORE with `[NOPERM]`), with
+//! bytes of its choosing ([`Behaviour::raw`]: a lying search, a huge literal, garbage, an
+//! echo of the command, or silence), and folders that refuse to open
+//! ([`Behaviour::refused_folders`]).
 //!
 //! The messages live in a [`Mailstore`] (folders of messages, each a UID, flags and the raw
 //! bytes) that the test shares: it deposits messages (the fake SMTP server's
@@ -74,6 +77,15 @@ pub struct Behaviour {
     /// and text after the tag (`"NO [NOPERM] Permission denied"`) instead of serving them;
     /// [`CLOSE`] closes the connection instead of answering.
     pub replies: Vec<(String, String)>,
+    /// Bytes written instead of serving a command, by name as in `replies`, with `{tag}`
+    /// replaced by the command's tag and `{line}` by the whole command line as received
+    /// (a server that echoes what it was sent, a password included). The hostile modes:
+    /// a search that names another message, a literal announced far larger than what
+    /// follows, garbage, a folder list with names that are not UTF-8. Empty bytes: the
+    /// command is never answered (a server that stopped), and the session goes on reading.
+    pub raw: Vec<(String, Vec<u8>)>,
+    /// Folders whose SELECT and EXAMINE are refused with `NO [NOPERM]`.
+    pub refused_folders: Vec<String>,
     /// The greeting line, CRLF added (`* OK ...` by default).
     pub greeting: String,
 }
@@ -97,6 +109,8 @@ impl Default for Behaviour {
             max_commands: 10_000,
             session_time_limit: Some(Duration::from_secs(60)),
             replies: Vec::new(),
+            raw: Vec::new(),
+            refused_folders: Vec::new(),
             greeting: "* OK fake.example.test IMAP4rev1 ready".into(),
         }
     }
@@ -227,6 +241,19 @@ impl Mailstore {
     pub fn folders(&self) -> Vec<String> {
         self.folders.lock().unwrap().iter().map(|f| f.name.clone()).collect()
     }
+}
+
+/// `bytes` with every `from` replaced by `to`.
+fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// The folder named `name`; INBOX in any case.
@@ -530,6 +557,13 @@ impl Session<'_> {
             conn.write(format!("{tag} {reply}\r\n").as_bytes()).await?;
             return Ok(Flow::Go);
         }
+        if let Some((_, bytes)) = self.b.raw.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            let bytes = replace(&replace(bytes, b"{tag}", tag.as_bytes()), b"{line}", line.as_bytes());
+            if !bytes.is_empty() {
+                conn.write(&bytes).await?;
+            }
+            return Ok(Flow::Go);
+        }
         let result = match verb.as_str() {
             "CAPABILITY" => {
                 out.extend(format!("* CAPABILITY {}\r\n", self.capabilities()).bytes());
@@ -607,6 +641,9 @@ impl Session<'_> {
     fn select(&mut self, args: &[Tok], read_only: bool, out: &mut Vec<u8>) -> Result<String, String> {
         self.selected = None;
         let [name] = args else { return Err("BAD SELECT wants a mailbox name".into()) };
+        if self.b.refused_folders.iter().any(|f| f == name.text()) {
+            return Err("NO [NOPERM] Permission denied".into());
+        }
         let mut folders = self.store.folders.lock().unwrap();
         let Some(folder) = find(&mut folders, name.text()) else {
             return Err("NO [NONEXISTENT] Mailbox doesn't exist".into());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use testkit::exposition::{find, parse_exposition, value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_smtp_exporter");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_smtp_exporter");
 
 /// A file in a directory of this test's own.
 fn temp_file(name: &str, contents: &str) -> PathBuf {

@@ -15,6 +15,9 @@ use testkit::imap::{self, FakeImap, Mailstore};
 use testkit::pki::TestPki;
 use testkit::smtp::{self, FakeSmtp, MessageHook};
 
+/// The probe against hostile and broken IMAP servers (issue 24).
+mod hostile;
+
 const SMTP_AUTH: &str = "auth: { username: probe@example.test, password: correct horse }";
 const IMAP_PASSWORD: &str = "imap secret";
 const TOKEN_HEADER: &str = "X-Smtp-Exporter-Probe";
@@ -605,6 +608,7 @@ async fn the_exporter_exposes_delivery_and_envelope_results() {
     }
     assert_eq!(value("smtp_delivery_received_hops", &[("module", "d")]), 2.0);
     assert_eq!(value("smtp_delivery_swept_messages", &[("module", "d")]), 0.0);
+    assert_eq!(value("smtp_delivery_skipped_folders", &[("module", "d")]), 0.0);
     for phase in ["imap_connect", "imap_login", "submit", "deliver", "fetch", "cleanup"] {
         assert!(
             value("smtp_probe_phase_duration_seconds", &[("module", "d"), ("phase", phase)]) > 0.0,
@@ -625,8 +629,8 @@ async fn the_exporter_exposes_delivery_and_envelope_results() {
 }
 
 /// Each way an IMAP server can fail is named for what it is, with the server's words: a
-/// greeting that is not `* OK`, a BAD to SELECT, a connection closed in the middle, and an
-/// answer past the 1 MiB read bound.
+/// greeting that is not `* OK`, a BAD to SELECT, a connection closed in the middle, a line
+/// past the 64 KiB line bound, and answers past the 1 MiB read bound.
 #[tokio::test]
 async fn imap_failures_are_classified_with_the_servers_words() {
     let cases: Vec<(imap::Behaviour, Phase, Reason, &str)> = vec![
@@ -670,7 +674,20 @@ async fn imap_failures_are_classified_with_the_servers_words() {
             },
             Phase::ImapLogin,
             Reason::ImapProtocol,
-            "SELECT INBOX: the IMAP server sent more than 1 MiB",
+            "SELECT INBOX: the IMAP server sent a line longer than 64 KiB",
+        ),
+        (
+            imap::Behaviour {
+                raw: vec![("SELECT".into(), {
+                    let mut lines = b"* OK a short line that comes again and again\r\n".repeat(50_000);
+                    lines.extend(b"{tag} OK done\r\n");
+                    lines
+                })],
+                ..imap::Behaviour::default()
+            },
+            Phase::ImapLogin,
+            Reason::ImapProtocol,
+            "SELECT INBOX: the IMAP server sent more than 1 MiB in one probe",
         ),
     ];
     for (behaviour, phase, reason, detail) in cases {
@@ -719,7 +736,8 @@ async fn the_transcript_describes_the_mailbox_and_inbox_is_not_an_other_folder()
     report.transcript.as_ref().expect("a transcript").render(&mut transcript);
     for wanted in [
         "IMAP logged in; IDLE offered; junk folder Junk; 1 other folders",
-        "found in INBOX (inbox), uid ",
+        "search named UID [",
+        "] in INBOX (inbox)",
         "(the message, ",
     ] {
         assert!(transcript.contains(wanted), "{wanted:?} missing from:\n{transcript}");

@@ -420,3 +420,148 @@ pub(super) fn check_deliver_on_postfix_and_dovecot(mta: &Mta) -> Check {
     }
     Ok(())
 }
+
+/// Issue 24: a message that is not the probe's, with a subject like a probe's and a header
+/// of the same name with another token, put in the inbox by hand, is neither deleted nor
+/// flagged by 20 probes that each deliver, find and delete their own message.
+pub(super) fn a_foreign_message_survives_twenty_probes(mta: &Mta) -> Check {
+    let inbox = mta.get("INBOX_USER");
+    let new = PathBuf::from(mta.get("INBOX_MAILDIR")).join("new");
+    std::fs::create_dir_all(&new).map_err(|e| format!("{}: {e}", new.display()))?;
+    let marker = format!("foreign-{}", std::process::id());
+    let foreign = format!(
+        "From: someone@example.test\r\nTo: {inbox}\r\nSubject: smtp_exporter delivery probe 1700000000-0123456789abcdef\r\n\
+         X-Smtp-Exporter-Probe: not-ours-{marker}\r\nMessage-ID: <{marker}@example.test>\r\n\r\nnot the probe's\r\n"
+    );
+    let file = new.join(format!("1700000000.{marker}.localhost"));
+    std::fs::write(&file, foreign).map_err(|e| format!("{}: {e}", file.display()))?;
+    let bin = env!("CARGO_BIN_EXE_smtp_exporter");
+    for round in 0..20 {
+        let out = Command::new(bin)
+            .args([
+                "check",
+                "localhost",
+                "--port",
+                &format!("{}:starttls_required", mta.get("SUBMISSION_PORT")),
+            ])
+            .args(["--user", mta.get("AUTH_USER"), "--password-file", mta.get("AUTH_PASSWORD_FILE")])
+            .args([
+                "--ca-file",
+                mta.get("CA_FILE"),
+                "--deliver",
+                inbox,
+                "--mail-from",
+                "monitor@example.test",
+            ])
+            .args(["--imap-port", mta.get("IMAPS_PORT"), "--imap-user", inbox])
+            .args(["--imap-password-file", mta.get("INBOX_PASSWORD_FILE"), "--timeout", "5s"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "probe {round}: exit {:?}: {}{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    // Dovecot moves it from new/ to cur/ and writes its flags after ":2,"; T is \Deleted.
+    let mut found = Vec::new();
+    for dir in ["new", "cur"] {
+        let dir = PathBuf::from(mta.get("INBOX_MAILDIR")).join(dir);
+        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if std::fs::read_to_string(&path).is_ok_and(|t| t.contains(&marker)) {
+                found.push(path);
+            }
+        }
+    }
+    let [path] = &found[..] else { return Err(format!("the foreign message: {found:?}")) };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let flags = name.split_once(":2,").map_or("", |(_, f)| f);
+    if flags.contains('T') {
+        return Err(format!("the foreign message was flagged \\Deleted: {name}"));
+    }
+    std::fs::remove_file(path).map_err(|e| e.to_string())?;
+    let left = probe_messages(mta)?;
+    if !left.is_empty() {
+        return Err(format!("probe messages left in the mailbox: {left:?}"));
+    }
+    Ok(())
+}
+
+/// Issue 24: the release build's `check --deliver` against an IMAP server that announces a
+/// 512 MiB literal (in its greeting, and in its answer to LOGIN) peaks under 20 MB of RSS,
+/// and fails as `imap_protocol` naming the size. The IMAP server is testkit's fake (its
+/// hostile modes); the SMTP side is the real Postfix, which is never reached with a message.
+pub(super) fn check_deliver_against_a_huge_literal_stays_small(mta: &Mta) -> Check {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let pki = testkit::pki::TestPki::new();
+    let inbox = mta.get("INBOX_USER");
+    let password = std::fs::read_to_string(mta.get("INBOX_PASSWORD_FILE")).map_err(|e| e.to_string())?;
+    let base = testkit::imap::Behaviour {
+        username: inbox.to_owned(),
+        password: password.trim().to_owned(),
+        ..testkit::imap::Behaviour::default()
+    };
+    let cases = [
+        testkit::imap::Behaviour { greeting: "* OK {536870000}".into(), ..base.clone() },
+        testkit::imap::Behaviour {
+            raw: vec![("LOGIN".into(), b"* CAPABILITY {536870000}\r\n".to_vec())],
+            ..base.clone()
+        },
+    ];
+    // One CA file for both sides: Postfix's CA and the fake IMAP server's.
+    let bundle = mta.state_dir.join("ca-bundle-huge-literal.pem");
+    let cas = [mta.get("CA_FILE").into(), pki.ca_file.clone()]
+        .iter()
+        .map(|p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display())))
+        .collect::<Result<Vec<String>, String>>()?;
+    std::fs::write(&bundle, cas.concat()).map_err(|e| e.to_string())?;
+    for behaviour in cases {
+        let imap = runtime.block_on(testkit::imap::FakeImap::start(behaviour, &pki));
+        let child = Command::new(env!("CARGO_BIN_EXE_smtp_exporter"))
+            .args([
+                "check",
+                "localhost",
+                "--port",
+                &format!("{}:starttls_required", mta.get("SUBMISSION_PORT")),
+            ])
+            .args(["--user", mta.get("AUTH_USER"), "--password-file", mta.get("AUTH_PASSWORD_FILE")])
+            .args(["--ca-file", &bundle.display().to_string(), "--deliver", inbox])
+            .args(["--mail-from", "monitor@example.test"])
+            .args(["--imap-host", "127.0.0.1", "--imap-port", &imap.port().to_string(), "--imap-user", inbox])
+            .args(["--imap-password-file", mta.get("INBOX_PASSWORD_FILE"), "--timeout", "5s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let (code, max_rss_kib, text) = wait_with_max_rss(child)?;
+        if code != 1 || !text.contains("imap_protocol") || !text.contains("literal of 536870000 bytes") {
+            return Err(format!("check --deliver: exit {code}, output:\n{text}"));
+        }
+        if max_rss_kib >= 20 * 1000 {
+            return Err(format!("check --deliver peaked at {max_rss_kib} KiB (bound 20 MB):\n{text}"));
+        }
+        println!("    check --deliver against a 512 MiB literal: peak RSS {max_rss_kib} KiB");
+    }
+    Ok(())
+}
+
+/// Waits for `child`: its exit code, its peak RSS in KiB (the kernel's, from `wait4`) and
+/// what it printed.
+fn wait_with_max_rss(mut child: Child) -> Result<(i32, i64, String), String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    child.stdout.take().ok_or("no stdout")?.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    child.stderr.take().ok_or("no stderr")?.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let pid = i32::try_from(child.id()).map_err(|e| e.to_string())?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data, filled by wait4 for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
+        return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+    }
+    Ok((libc::WEXITSTATUS(status), usage.ru_maxrss, text))
+}

@@ -1505,7 +1505,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 34] = [
+    let checks: [NamedCheck; 36] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1557,6 +1557,14 @@ fn main() {
             delivery::a_hundred_probes_leave_the_mailbox_empty,
         ),
         ("delivery_check_deliver_on_postfix_and_dovecot", delivery::check_deliver_on_postfix_and_dovecot),
+        (
+            "delivery_a_foreign_message_survives_twenty_probes",
+            delivery::a_foreign_message_survives_twenty_probes,
+        ),
+        (
+            "delivery_check_deliver_against_a_huge_literal_stays_small",
+            delivery::check_deliver_against_a_huge_literal_stays_small,
+        ),
         // Last: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
     ];
