@@ -506,7 +506,7 @@ pub(super) fn check_deliver_against_a_huge_literal_stays_small(mta: &Mta) -> Che
         ..testkit::imap::Behaviour::default()
     };
     let cases = [
-        testkit::imap::Behaviour { greeting: "* OK {536870000}".into(), ..base.clone() },
+        testkit::imap::Behaviour { greeting: "* 1 FETCH (BODY[] {536870000}".into(), ..base.clone() },
         testkit::imap::Behaviour {
             raw: vec![("LOGIN".into(), b"* CAPABILITY {536870000}\r\n".to_vec())],
             ..base.clone()

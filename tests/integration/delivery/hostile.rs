@@ -91,14 +91,15 @@ async fn a_loose_search_deletes_only_the_message_that_carries_the_token() {
     assert!(rig.store.messages("INBOX").iter().all(|m| m.flags.is_empty()));
 }
 
-/// Finding 2: a literal announced far beyond the read bound, in the greeting, in the answer
+/// Finding 2: a literal announced far beyond the read bound, in the greeting (a FETCH
+/// response sent unasked: any response may come first), in the answer
 /// to LOGIN and in a FETCH, is refused from its announcement: `imap_protocol`, the size in
 /// the detail, within the deadline.
 #[tokio::test]
 async fn huge_literals_are_refused_from_their_announcement() {
     let cases = [
         (
-            imap::Behaviour { greeting: "* OK {536870000}".into(), ..imap::Behaviour::default() },
+            imap::Behaviour { greeting: "* 1 FETCH (BODY[] {536870000}".into(), ..imap::Behaviour::default() },
             Phase::ImapConnect,
         ),
         (raw("LOGIN", b"* CAPABILITY {67108864}\r\n"), Phase::ImapLogin),
@@ -124,7 +125,7 @@ async fn check_deliver_stays_small_against_a_512_mib_literal() {
     std::fs::create_dir_all(&dir).unwrap();
     let cases = [
         (
-            imap::Behaviour { greeting: "* OK {536870000}".into(), ..imap::Behaviour::default() },
+            imap::Behaviour { greeting: "* 1 FETCH (BODY[] {536870000}".into(), ..imap::Behaviour::default() },
             imap::Behaviour { greeting: "* BYE not today".into(), ..imap::Behaviour::default() },
         ),
         (
