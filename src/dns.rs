@@ -28,6 +28,8 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use tokio::time::Instant;
 
+pub use crate::dnssec::{Capability, DnssecMode};
+
 /// The most addresses of one family kept for one host: a name with more gets its first
 /// ones (in the order the server gave) probed, and a warning logged. It bounds the series
 /// a host can add.
@@ -63,6 +65,8 @@ pub struct DnsSettings {
     /// The DNSKEY records the validating resolver trusts (a file of zone-file lines);
     /// `None` means IANA's root keys.
     pub trust_anchors: Option<std::path::PathBuf>,
+    /// How DNSSEC verdicts are reached (`dns.dnssec`).
+    pub dnssec: DnssecMode,
 }
 
 impl Default for DnsSettings {
@@ -76,6 +80,7 @@ impl Default for DnsSettings {
             hosts_file: true,
             cache_size: 8192,
             trust_anchors: None,
+            dnssec: DnssecMode::Validate,
         }
     }
 }
@@ -101,6 +106,9 @@ pub enum DnsFailure {
     Truncated,
     /// DNSSEC validation failed.
     Bogus,
+    /// An MX record names an address, not a host (`MX 10 192.0.2.1.`): senders skip it
+    /// (Postfix) or refuse it (Exim, unless `allow_mx_to_ip`).
+    MxIpLiteral,
     /// Anything else: a malformed answer, another response code, no name server to ask.
     Other,
 }
@@ -157,7 +165,8 @@ pub enum Dnssec {
     Secure,
     /// Provably unsigned (no DS on the way down): DANE does not apply.
     Insecure,
-    /// The validator could not decide (no anchor above the name).
+    /// The validator could not decide (no anchor above the name), or the exporter's own
+    /// name servers cannot give what a verdict needs (see `TlsaSet::why`).
     Indeterminate,
 }
 
@@ -167,6 +176,45 @@ pub struct TlsaSet {
     pub dnssec: Dnssec,
     /// Sorted, without duplicates (at most [`MAX_TLSA_RECORDS`]).
     pub records: Vec<crate::dane::Tlsa>,
+    /// Why the status is indeterminate, in words (the resolver's own state, with a fix).
+    pub why: Option<String>,
+}
+
+/// What DNSSEC says of a domain's own records (its MX, or its addresses with an implicit
+/// MX), from a fixed set: the `status` label of `smtp_domain_dnssec_status_info`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum DnssecStatus {
+    /// Signed, with a chain of trust from the root.
+    Secure,
+    /// Provably unsigned.
+    Insecure,
+    /// The chain does not validate: validating resolvers answer SERVFAIL, so their
+    /// senders cannot find where the domain's mail goes.
+    Bogus,
+    /// No verdict: the exporter's name servers cannot give one, or the lookup failed.
+    Indeterminate,
+    /// `dns.dnssec: off`.
+    NotChecked,
+}
+
+impl DnssecStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A DNSSEC status and the words for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnssecVerdict {
+    pub status: DnssecStatus,
+    pub detail: String,
+}
+
+impl DnssecVerdict {
+    fn new(status: DnssecStatus, detail: impl Into<String>) -> DnssecVerdict {
+        DnssecVerdict { status, detail: detail.into() }
+    }
 }
 
 /// An address family.
@@ -205,11 +253,27 @@ impl Family {
 /// long as it does.
 pub struct Resolver {
     inner: TokioResolver,
-    /// Validates DNSSEC: asked for TLSA records only.
+    /// Validates DNSSEC: asked for TLSA records and for a domain's DNSSEC status.
     validating: TokioResolver,
+    /// The same name servers over TCP only: asked again when a UDP answer did not fit and
+    /// did not say so (no TC bit), which hickory does not retry over TCP by itself.
+    tcp: TokioResolver,
+    /// The name servers, for the raw queries of `dnssec` (capability, AD, CD).
+    servers: Vec<SocketAddr>,
+    mode: DnssecMode,
+    /// What the name servers last showed of DNSSEC, and when.
+    capability: tokio::sync::Mutex<Option<(Instant, Arc<Capability>)>>,
+    /// How long one query may take (the raw ones too).
+    timeout: Duration,
     /// Why there is no name server to ask (an unreadable resolv.conf), said by every lookup.
     unusable: Option<String>,
 }
+
+/// How long a DNSSEC capability check is trusted before the next lookup that needs it
+/// asks again.
+const CAPABILITY_TTL: Duration = Duration::from_secs(300);
+/// How recent a check must be for a reload or a bogus verdict.
+const FRESH: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -290,46 +354,187 @@ impl Resolver {
         // A fleet of domains resolves hundreds of names at once, each within its own probe
         // deadline: queue them rather than fail them.
         options.max_active_requests = 256;
-        let mut builder = TokioResolver::builder_with_config(config.clone(), TokioRuntimeProvider::default());
-        *builder.options_mut() = options.clone();
-        let inner = builder.build().map_err(|e| format!("cannot build the resolver: {e}"))?;
+        let servers: Vec<SocketAddr> = config
+            .name_servers()
+            .iter()
+            .map(|server| {
+                let port = server.connections.first().map_or(53, |c| c.port);
+                SocketAddr::new(server.ip, port)
+            })
+            .collect();
+        let tcp_config = ResolverConfig::from_parts(
+            None,
+            vec![],
+            servers
+                .iter()
+                .map(|addr| {
+                    let mut server = NameServerConfig::tcp(addr.ip());
+                    for connection in &mut server.connections {
+                        connection.port = addr.port();
+                    }
+                    server
+                })
+                .collect::<Vec<_>>(),
+        );
+        let build = |config: ResolverConfig, what: &str| {
+            let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+            *builder.options_mut() = options.clone();
+            builder.build().map_err(|e| format!("cannot build the {what}: {e}"))
+        };
+        let inner = build(config.clone(), "resolver")?;
+        let tcp = build(tcp_config, "TCP resolver")?;
         let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_trust_anchor(Arc::new(anchors));
         *builder.options_mut() = options;
         builder.options_mut().validate = true;
         let validating = builder.build().map_err(|e| format!("cannot build the validating resolver: {e}"))?;
-        Ok(Arc::new(Resolver { inner, validating, unusable }))
+        Ok(Arc::new(Resolver {
+            inner,
+            validating,
+            tcp,
+            servers,
+            mode: settings.dnssec,
+            capability: tokio::sync::Mutex::new(None),
+            timeout: settings.timeout,
+            unusable,
+        }))
+    }
+
+    /// How DNSSEC verdicts are reached.
+    pub fn dnssec_mode(&self) -> DnssecMode {
+        self.mode
+    }
+
+    /// What the name servers show of DNSSEC: asked again when the last check is older
+    /// than [`CAPABILITY_TTL`], or than [`FRESH`] with `fresh` (a reload, a bogus verdict
+    /// about to be given). One check runs at a time; those who wait take its result. A
+    /// change is logged once, in words.
+    pub async fn dnssec_capability(&self, fresh: bool) -> Arc<Capability> {
+        let max_age = if fresh { FRESH } else { CAPABILITY_TTL };
+        let mut held = self.capability.lock().await;
+        if let Some((_, capability)) = held.as_ref().filter(|(at, _)| at.elapsed() < max_age) {
+            return capability.clone();
+        }
+        let mut servers = Vec::new();
+        if self.mode != DnssecMode::Off {
+            for &server in &self.servers {
+                servers.push(crate::dnssec::check_server(server, self.mode, self.timeout).await);
+            }
+        }
+        let capability = Arc::new(Capability { mode: self.mode, servers });
+        let previous = held.replace((Instant::now(), capability.clone())).map(|(_, c)| c);
+        if previous.as_deref() != Some(&capability) && self.mode != DnssecMode::Off {
+            match capability.explain() {
+                Some(why) => tracing::warn!(mode = self.mode.as_str(), "{why}"),
+                None => tracing::info!(
+                    mode = self.mode.as_str(),
+                    "the name servers give DNSSEC answers: DANE and the domains' DNSSEC are judged"
+                ),
+            }
+        }
+        capability
+    }
+
+    /// The DNSSEC status of `name`'s records of `record_type` (a domain's MX, or its
+    /// addresses with an implicit MX), as a validating sender's resolver would find it.
+    pub async fn dnssec_of(&self, name: &str, record_type: RecordType) -> DnssecVerdict {
+        let what = format!("{record_type} {name}");
+        if self.mode == DnssecMode::Off {
+            return DnssecVerdict::new(DnssecStatus::NotChecked, "dns.dnssec is off");
+        }
+        let capability = self.dnssec_capability(false).await;
+        if let Some(why) = capability.explain() {
+            return DnssecVerdict::new(DnssecStatus::Indeterminate, why);
+        }
+        let proven = match self.mode {
+            DnssecMode::TrustAd => self.trusting_ad(name, record_type).await,
+            _ => self.validated(name, record_type).await,
+        };
+        match proven {
+            Ok(DnssecStatus::Bogus) => self.confirm_bogus(&what).await,
+            Ok(status) => DnssecVerdict::new(status, format!("{what}: {}", status.as_str())),
+            Err(words) => DnssecVerdict::new(DnssecStatus::Indeterminate, format!("{what}: {words}")),
+        }
+    }
+
+    /// A bogus verdict, once the name servers are asked again and still give DNSSEC
+    /// answers (a validator that could not fetch the keys says bogus too).
+    async fn confirm_bogus(&self, what: &str) -> DnssecVerdict {
+        match self.dnssec_capability(true).await.explain() {
+            Some(why) => DnssecVerdict::new(DnssecStatus::Indeterminate, why),
+            None => DnssecVerdict::new(
+                DnssecStatus::Bogus,
+                format!("{what}: DNSSEC validation fails; validating resolvers answer SERVFAIL"),
+            ),
+        }
+    }
+
+    /// The status the validating resolver finds: the weakest proof among the records.
+    async fn validated(&self, name: &str, record_type: RecordType) -> Result<DnssecStatus, String> {
+        match self.validating.lookup(fully_qualified(name).as_str(), record_type).await {
+            Ok(lookup) => {
+                let proofs: Vec<_> = lookup
+                    .answers()
+                    .iter()
+                    .filter(|r| r.record_type() == record_type)
+                    .map(|r| r.proof)
+                    .collect();
+                Ok(weakest(&proofs))
+            }
+            Err(e) => match classify(&e) {
+                (DnsFailure::Bogus, _) => Ok(DnssecStatus::Bogus),
+                (_, words) => Err(words),
+            },
+        }
+    }
+
+    /// The status a validating resolver says by its AD bit: set is secure, clear is
+    /// insecure; a SERVFAIL that the same question with checking disabled does not get is
+    /// bogus.
+    async fn trusting_ad(&self, name: &str, record_type: RecordType) -> Result<DnssecStatus, String> {
+        let fqdn = hickory_resolver::proto::rr::Name::from_str(&fully_qualified(name))
+            .map_err(|e| format!("not a domain name: {e}"))?;
+        let server = *self.servers.first().ok_or("no name server")?;
+        let ask = |cd| crate::dnssec::ask(server, &fqdn, record_type, cd, self.timeout);
+        let answer = ask(false).await.map_err(|e| crate::dnssec::words(&e))?;
+        match answer.metadata.response_code {
+            ResponseCode::NoError if answer.metadata.authentic_data => Ok(DnssecStatus::Secure),
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(DnssecStatus::Insecure),
+            ResponseCode::ServFail => {
+                let unchecked = ask(true).await.map_err(|e| crate::dnssec::words(&e))?;
+                match unchecked.metadata.response_code {
+                    ResponseCode::NoError | ResponseCode::NXDomain => Ok(DnssecStatus::Bogus),
+                    code => Err(format!(
+                        "the name server answers {}, with checking disabled too",
+                        crate::dnssec::rcode(code)
+                    )),
+                }
+            }
+            code => Err(format!("the name server answers {}", crate::dnssec::rcode(code))),
+        }
+    }
+
+    /// The MX set of `domain` asked with checking disabled (CD): what a validating name
+    /// server that refused it as bogus (SERVFAIL) holds, so that the MX hosts of a bogus
+    /// domain are still probed. `None` when it fails that way too.
+    pub async fn mx_unchecked(&self, domain: &str) -> Option<Answer<MxSet>> {
+        let started = Instant::now();
+        let fqdn = hickory_resolver::proto::rr::Name::from_str(&fully_qualified(domain)).ok()?;
+        let server = *self.servers.first()?;
+        let answer = crate::dnssec::ask(server, &fqdn, RecordType::MX, true, self.timeout).await.ok()?;
+        if answer.metadata.response_code != ResponseCode::NoError {
+            return None;
+        }
+        let ttl = answer.answers.iter().map(|r| Duration::from_secs(u64::from(r.ttl))).min()?;
+        let records = answer.answers.iter().map(|r| r.data.clone()).collect();
+        Some(Answer { value: mx_set(records), elapsed: started.elapsed(), ttl })
     }
 
     /// The MX set of `domain`.
     pub async fn mx(&self, domain: &str) -> Result<Answer<MxSet>, LookupError> {
         let started = Instant::now();
         match self.query(domain, RecordType::MX).await {
-            Ok((records, ttl)) => {
-                let mut hosts: Vec<Mx> = records
-                    .into_iter()
-                    .filter_map(|r| match r {
-                        RData::MX(mx) => Some(Mx {
-                            preference: mx.preference,
-                            host: mx.exchange.to_ascii().trim_end_matches('.').to_ascii_lowercase(),
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                hosts.sort();
-                hosts.dedup();
-                // RFC 7505: a single MX with an empty exchange ("." ) at preference 0.
-                let value = if hosts.len() == 1 && hosts[0].host.is_empty() {
-                    MxSet::Null
-                } else if hosts.is_empty() {
-                    MxSet::Implicit
-                } else {
-                    hosts.retain(|mx| !mx.host.is_empty());
-                    hosts.truncate(MAX_MX_HOSTS);
-                    MxSet::Hosts(hosts)
-                };
-                Ok(Answer { value, elapsed: started.elapsed(), ttl })
-            }
+            Ok((records, ttl)) => Ok(Answer { value: mx_set(records), elapsed: started.elapsed(), ttl }),
             Err(e) if e.failure == DnsFailure::NoRecords => {
                 Ok(Answer { value: MxSet::Implicit, elapsed: started.elapsed(), ttl: e.ttl })
             }
@@ -416,8 +621,9 @@ impl Resolver {
     }
 
     /// The TLSA records of `name` (`_25._tcp.mx.example.com`), with their DNSSEC status.
-    /// A bogus answer is the failure `bogus`; no record is `no_records` (DANE does not
-    /// apply, whether the zone is signed or not).
+    /// A bogus answer is the failure `bogus`, given only when the name servers give DNSSEC
+    /// answers; behind ones that do not, records are `indeterminate` with the reason. No
+    /// record is `no_records` (DANE does not apply, whether the zone is signed or not).
     pub async fn tlsa(&self, name: &str) -> Result<Answer<TlsaSet>, LookupError> {
         let started = Instant::now();
         let fail = |failure, detail: String| LookupError {
@@ -429,10 +635,38 @@ impl Resolver {
         if let Some(why) = &self.unusable {
             return Err(fail(DnsFailure::Other, format!("{name}: {why}")));
         }
+        let capability = self.dnssec_capability(false).await;
+        if let Some(why) = capability.explain() {
+            // The records as they are, unproven: what a verdict would be about.
+            let (records, ttl) = self.query(name, RecordType::TLSA).await.map_err(|mut e| {
+                e.elapsed = started.elapsed();
+                e
+            })?;
+            let records = tlsa_records(records.iter());
+            if records.is_empty() {
+                return Err(fail(
+                    DnsFailure::NoRecords,
+                    format!("TLSA {name}: no record of this type (NODATA)"),
+                ));
+            }
+            let value = TlsaSet { dnssec: Dnssec::Indeterminate, records, why: Some(why) };
+            return Ok(Answer { value, elapsed: started.elapsed(), ttl });
+        }
+        if self.mode == DnssecMode::TrustAd {
+            return self.tlsa_trusting_ad(name, started).await;
+        }
         let lookup = match self.validating.lookup(fully_qualified(name).as_str(), RecordType::TLSA).await {
             Ok(lookup) => lookup,
             Err(e) => {
                 let (failure, words) = classify(&e);
+                if failure == DnsFailure::Bogus {
+                    let verdict = self.confirm_bogus(&format!("TLSA {name}")).await;
+                    if verdict.status != DnssecStatus::Bogus {
+                        let why = Some(verdict.detail);
+                        let value = TlsaSet { dnssec: Dnssec::Indeterminate, records: Vec::new(), why };
+                        return Ok(Answer { value, elapsed: started.elapsed(), ttl: Duration::ZERO });
+                    }
+                }
                 return Err(LookupError {
                     ttl: negative_ttl(&e),
                     ..fail(failure, format!("TLSA {name}: {words}"))
@@ -440,36 +674,55 @@ impl Resolver {
             }
         };
         let ttl = lookup.valid_until().saturating_duration_since(std::time::Instant::now());
-        let mut proofs = Vec::new();
-        let mut records = Vec::new();
-        for record in lookup.answers().iter().filter(|r| r.record_type() == RecordType::TLSA) {
-            proofs.push(record.proof);
-            if let RData::TLSA(tlsa) = &record.data {
-                records.push(crate::dane::Tlsa {
-                    usage: tlsa.cert_usage.into(),
-                    selector: tlsa.selector.into(),
-                    matching: tlsa.matching.into(),
-                    data: tlsa.cert_data.clone(),
-                });
-            }
-        }
+        let answers: Vec<_> =
+            lookup.answers().iter().filter(|r| r.record_type() == RecordType::TLSA).collect();
+        let proofs: Vec<_> = answers.iter().map(|r| r.proof).collect();
+        let records = tlsa_records(answers.iter().map(|r| &r.data));
         if records.is_empty() {
             return Err(fail(DnsFailure::NoRecords, format!("TLSA {name}: no record of this type (NODATA)")));
         }
         // The weakest proof among the records stands for the set.
-        let dnssec = if proofs.iter().any(|p| p.is_bogus()) {
-            return Err(fail(DnsFailure::Bogus, format!("TLSA {name}: DNSSEC validation failed")));
-        } else if proofs.iter().all(|p| p.is_secure()) {
-            Dnssec::Secure
-        } else if proofs.iter().all(|p| p.is_secure() || p.is_insecure()) {
-            Dnssec::Insecure
-        } else {
-            Dnssec::Indeterminate
+        let dnssec = match weakest(&proofs) {
+            DnssecStatus::Secure => Dnssec::Secure,
+            DnssecStatus::Insecure => Dnssec::Insecure,
+            DnssecStatus::Bogus => {
+                return Err(fail(DnsFailure::Bogus, format!("TLSA {name}: DNSSEC validation failed")))
+            }
+            _ => Dnssec::Indeterminate,
         };
-        records.sort();
-        records.dedup();
-        records.truncate(MAX_TLSA_RECORDS);
-        Ok(Answer { value: TlsaSet { dnssec, records }, elapsed: started.elapsed(), ttl })
+        let why = (dnssec == Dnssec::Indeterminate)
+            .then(|| format!("TLSA {name}: the validator found no trust anchor above it"));
+        Ok(Answer { value: TlsaSet { dnssec, records, why }, elapsed: started.elapsed(), ttl })
+    }
+
+    /// The TLSA records of `name` from a validating name server, judged by its AD bit.
+    async fn tlsa_trusting_ad(&self, name: &str, started: Instant) -> Result<Answer<TlsaSet>, LookupError> {
+        let fail = |failure, detail: String| LookupError {
+            failure,
+            detail,
+            elapsed: started.elapsed(),
+            ttl: Duration::ZERO,
+        };
+        let status = self
+            .trusting_ad(name, RecordType::TLSA)
+            .await
+            .map_err(|words| fail(DnsFailure::Other, format!("TLSA {name}: {words}")))?;
+        if status == DnssecStatus::Bogus {
+            return Err(fail(
+                DnsFailure::Bogus,
+                format!("TLSA {name}: the validating name server finds it bogus"),
+            ));
+        }
+        let (records, ttl) = self.query(name, RecordType::TLSA).await.map_err(|mut e| {
+            e.elapsed = started.elapsed();
+            e
+        })?;
+        let records = tlsa_records(records.iter());
+        if records.is_empty() {
+            return Err(fail(DnsFailure::NoRecords, format!("TLSA {name}: no record of this type (NODATA)")));
+        }
+        let dnssec = if status == DnssecStatus::Secure { Dnssec::Secure } else { Dnssec::Insecure };
+        Ok(Answer { value: TlsaSet { dnssec, records, why: None }, elapsed: started.elapsed(), ttl })
     }
 
     /// The first address of `host` for a probe: IPv4 first, else IPv6 (`auto`), or only
@@ -517,7 +770,14 @@ impl Resolver {
                 format!("{name}: {}", self.unusable.as_deref().unwrap_or("")),
             ));
         }
-        match self.inner.lookup(fqdn.as_str(), record_type).await {
+        let mut looked = self.inner.lookup(fqdn.as_str(), record_type).await;
+        // An answer that did not fit a UDP datagram, with the TC bit set or not (RFC 7766):
+        // asked again over TCP.
+        if matches!(&looked, Err(e) if classify(e).0 == DnsFailure::Truncated || matches!(e, NetError::Proto(_)))
+        {
+            looked = self.tcp.lookup(fqdn.as_str(), record_type).await;
+        }
+        match looked {
             Ok(lookup) => {
                 let ttl = lookup.valid_until().saturating_duration_since(std::time::Instant::now());
                 let records = lookup
@@ -537,6 +797,68 @@ impl Resolver {
                 Err(LookupError { ttl: negative_ttl(&e), ..fail(failure, detail) })
             }
         }
+    }
+}
+
+/// The MX set an answer's records make (at most [`MAX_MX_HOSTS`] hosts, sorted).
+fn mx_set(records: Vec<RData>) -> MxSet {
+    let mut hosts: Vec<Mx> = records
+        .into_iter()
+        .filter_map(|r| match r {
+            RData::MX(mx) => Some(Mx {
+                preference: mx.preference,
+                host: mx.exchange.to_ascii().trim_end_matches('.').to_ascii_lowercase(),
+            }),
+            _ => None,
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    // RFC 7505: a single MX with an empty exchange ("." ) at preference 0.
+    if hosts.len() == 1 && hosts[0].host.is_empty() {
+        MxSet::Null
+    } else if hosts.is_empty() {
+        MxSet::Implicit
+    } else {
+        hosts.retain(|mx| !mx.host.is_empty());
+        hosts.truncate(MAX_MX_HOSTS);
+        MxSet::Hosts(hosts)
+    }
+}
+
+/// The TLSA records among `data`, sorted, without duplicates, at most
+/// [`MAX_TLSA_RECORDS`].
+fn tlsa_records<'a>(data: impl Iterator<Item = &'a RData>) -> Vec<crate::dane::Tlsa> {
+    let mut records: Vec<crate::dane::Tlsa> = data
+        .filter_map(|d| match d {
+            RData::TLSA(tlsa) => Some(crate::dane::Tlsa {
+                usage: tlsa.cert_usage.into(),
+                selector: tlsa.selector.into(),
+                matching: tlsa.matching.into(),
+                data: tlsa.cert_data.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    records.sort();
+    records.dedup();
+    records.truncate(MAX_TLSA_RECORDS);
+    records
+}
+
+/// The status the weakest of `proofs` gives a set of records: bogus if one is, secure if
+/// all are, insecure if all are secure or insecure, else indeterminate (and for no proof).
+fn weakest(proofs: &[hickory_resolver::proto::dnssec::Proof]) -> DnssecStatus {
+    if proofs.is_empty() {
+        DnssecStatus::Indeterminate
+    } else if proofs.iter().any(|p| p.is_bogus()) {
+        DnssecStatus::Bogus
+    } else if proofs.iter().all(|p| p.is_secure()) {
+        DnssecStatus::Secure
+    } else if proofs.iter().all(|p| p.is_secure() || p.is_insecure()) {
+        DnssecStatus::Insecure
+    } else {
+        DnssecStatus::Indeterminate
     }
 }
 

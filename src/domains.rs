@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Expansion, ExpansionKind, ProbeSpec, Scheduled, Via};
-use crate::dns::{DnsFailure, DnsSettings, Dnssec, Family, MxSet, Resolver, TlsaSet};
+use crate::dns::{
+    DnsFailure, DnsSettings, Dnssec, DnssecStatus, DnssecVerdict, Family, MxSet, Resolver, TlsaSet,
+};
 
 /// How many walks run at once: a fleet of domains starting together queues here rather
 /// than in the resolver.
@@ -51,6 +53,8 @@ pub struct MxFound {
     /// The TLSA lookup at `_<port>._tcp.<host>` for the delivery port, when the domain
     /// checks DANE: the records, or why there are none.
     pub tlsa: Option<Result<Arc<TlsaSet>, (DnsFailure, String)>>,
+    /// Why senders do not use this MX at all (it names an address, not a host).
+    pub skipped: Option<String>,
 }
 
 impl MxFound {
@@ -164,9 +168,17 @@ pub struct Resolution {
     pub delivery_module: String,
     /// The last MTA-STS and TLS-RPT check, for a domain that has them on.
     pub policy: Option<Arc<crate::policy::PolicyReport>>,
+    /// What DNSSEC says of the domain's own MX (or its addresses, with an implicit MX);
+    /// `None` for a host expansion, or a domain whose MX lookup failed outright.
+    pub dnssec: Option<DnssecVerdict>,
 }
 
 impl Resolution {
+    /// Whether validating resolvers fail the domain's own records.
+    pub fn bogus(&self) -> bool {
+        self.dnssec.as_ref().is_some_and(|d| d.status == DnssecStatus::Bogus)
+    }
+
     /// The lowest preference among the MX hosts, if any.
     pub fn primary_preference(&self) -> Option<u16> {
         self.mx.iter().map(|m| m.preference).min()
@@ -218,9 +230,10 @@ impl<'a> Accepted<'a> {
         let status = TlsaStatus::of(mx.tlsa.as_ref()?);
         let usable = match status {
             TlsaStatus::Bogus => return Some(Err(DaneFailure::Bogus)),
-            TlsaStatus::Failed | TlsaStatus::Indeterminate => return Some(Err(DaneFailure::LookupFailed)),
+            TlsaStatus::Failed => return Some(Err(DaneFailure::LookupFailed)),
             TlsaStatus::Secure => mx.usable_tlsa(),
-            TlsaStatus::Insecure | TlsaStatus::None => return None,
+            // Not judged: the exporter's resolver cannot prove what senders would see.
+            TlsaStatus::Insecure | TlsaStatus::None | TlsaStatus::Indeterminate => return None,
         };
         if usable == 0 {
             return Some(Err(DaneFailure::NoUsableRecords));
@@ -249,16 +262,21 @@ impl<'a> Accepted<'a> {
         self.cert_valid.get(&(walk.name.as_str(), mx)).copied().unwrap_or(false)
     }
 
-    /// Whether some MX accepted, and the walk found where mail goes.
+    /// Whether some MX accepted, and the walk found where mail goes, as validating senders
+    /// can find it too (a bogus domain's MX is a SERVFAIL to them).
     pub fn deliverable(&self, walk: &Resolution) -> bool {
-        walk.failure.is_none() && !walk.null_mx && walk.mx.iter().any(|m| self.mx(walk, &m.host))
+        walk.failure.is_none()
+            && !walk.null_mx
+            && !walk.bogus()
+            && walk.mx.iter().any(|m| self.mx(walk, &m.host))
     }
 
-    /// Whether an MX of the lowest preference accepted.
+    /// Whether an MX of the lowest preference accepted (and the domain is not bogus).
     pub fn primary(&self, walk: &Resolution) -> bool {
         let primary = walk.primary_preference();
         walk.failure.is_none()
             && !walk.null_mx
+            && !walk.bogus()
             && walk.mx.iter().filter(|m| Some(m.preference) == primary).any(|m| self.mx(walk, &m.host))
     }
 }
@@ -290,13 +308,14 @@ pub async fn walk(
         delivery_port: expansion.ports[0].port,
         delivery_module: expansion.ports[0].module_name.clone(),
         policy: None,
+        dnssec: None,
     };
     let mut ttl = dns.max_ttl;
     let mut specs = Vec::new();
     // The hosts to resolve: (preference, host name, MX label).
     let hosts: Vec<(u16, String, String)> = match &expansion.kind {
         ExpansionKind::Host(host) => vec![(0, host.clone(), String::new())],
-        ExpansionKind::Domain => match resolver.mx(&expansion.name).await {
+        ExpansionKind::Domain => match mx_of(expansion, resolver, &mut resolution).await {
             Ok(answer) => {
                 resolution.lookups.push(Lookup {
                     name: expansion.name.clone(),
@@ -338,9 +357,24 @@ pub async fn walk(
         },
     };
     let mut failures = Vec::new();
-    let dane = expansion.kind == ExpansionKind::Domain && expansion.policy.as_ref().is_some_and(|p| p.dane);
+    let dane = expansion.kind == ExpansionKind::Domain
+        && expansion.policy.as_ref().is_some_and(|p| p.dane)
+        && resolver.dnssec_mode() != crate::dns::DnssecMode::Off;
     for (preference, host, mx_label) in hosts {
-        let mut found = MxFound { preference, host: host.clone(), addresses: Vec::new(), tlsa: None };
+        let mut found =
+            MxFound { preference, host: host.clone(), addresses: Vec::new(), tlsa: None, skipped: None };
+        // RFC 5321 §5.1 wants a host name: Postfix skips an MX that names an address, Exim
+        // refuses it (unless allow_mx_to_ip). The implicit MX is the domain itself.
+        if !resolution.implicit_mx
+            && expansion.kind == ExpansionKind::Domain
+            && host.parse::<IpAddr>().is_ok()
+        {
+            let why = format!("MX {preference} {host} names an address, not a host: senders do not use it");
+            failures.push((DnsFailure::MxIpLiteral, why.clone()));
+            found.skipped = Some(why);
+            resolution.mx.push(found);
+            continue;
+        }
         // The records the delivery port's specs match, from a secure answer; after a
         // transient failure, those the last walk found.
         let mut secure_tlsa = None;
@@ -436,6 +470,45 @@ pub async fn walk(
     Walked { specs, resolution, next: ttl.clamp(dns.min_ttl, dns.max_ttl) }
 }
 
+/// The MX lookup of a domain walk, with what DNSSEC says of it in `resolution`. A SERVFAIL
+/// that the same question with checking disabled does not get is a validating name server
+/// refusing a bogus domain: the MX hosts it holds are still walked (and probed), and the
+/// domain is bogus.
+async fn mx_of(
+    expansion: &Expansion,
+    resolver: &Resolver,
+    resolution: &mut Resolution,
+) -> Result<crate::dns::Answer<MxSet>, crate::dns::LookupError> {
+    let answer = match resolver.mx(&expansion.name).await {
+        Err(e)
+            if e.failure == DnsFailure::Servfail && resolver.dnssec_mode() != crate::dns::DnssecMode::Off =>
+        {
+            match resolver.mx_unchecked(&expansion.name).await {
+                Some(answer) => {
+                    resolution.dnssec = Some(DnssecVerdict {
+                        status: DnssecStatus::Bogus,
+                        detail: format!(
+                            "MX {}: the name server answers SERVFAIL, and with checking disabled it answers: it validates, and the domain fails validation",
+                            expansion.name
+                        ),
+                    });
+                    return Ok(answer);
+                }
+                None => return Err(e),
+            }
+        }
+        other => other?,
+    };
+    // The records validating senders need: the MX, or the domain's addresses for an
+    // implicit MX. A null MX is judged by its MX record.
+    let record_type = match answer.value {
+        MxSet::Implicit => hickory_resolver::proto::rr::RecordType::A,
+        _ => hickory_resolver::proto::rr::RecordType::MX,
+    };
+    resolution.dnssec = Some(resolver.dnssec_of(&expansion.name, record_type).await);
+    Ok(answer)
+}
+
 /// The specs of one address: one per port of the expansion, checked against `host`'s name.
 /// The delivery port's (the first) carry `tlsa`.
 fn specs_for(
@@ -480,9 +553,20 @@ fn specs_for(
 #[derive(Default)]
 pub struct Resolutions {
     walks: RwLock<BTreeMap<String, Arc<Resolution>>>,
+    /// What the name servers showed of DNSSEC, when domains are walked and DNSSEC judged.
+    capability: RwLock<Option<Arc<crate::dns::Capability>>>,
 }
 
 impl Resolutions {
+    /// What the name servers last showed of DNSSEC, if it matters.
+    pub fn capability(&self) -> Option<Arc<crate::dns::Capability>> {
+        self.capability.read().expect("capability lock").clone()
+    }
+
+    fn set_capability(&self, capability: Option<Arc<crate::dns::Capability>>) {
+        *self.capability.write().expect("capability lock") = capability;
+    }
+
     pub fn snapshot(&self) -> Vec<Arc<Resolution>> {
         self.walks.read().expect("resolutions lock").values().cloned().collect()
     }
@@ -568,6 +652,22 @@ impl Walkers {
                 }
             });
         }
+        // Whether DNSSEC can be judged through this configuration's name servers: asked
+        // now, at every start and reload, for the self-metric and the log.
+        if config.expansions.iter().any(|e| e.kind == ExpansionKind::Domain)
+            && config.resolver.dnssec_mode() != crate::dns::DnssecMode::Off
+        {
+            let (resolver, resolutions, stop) =
+                (config.resolver.clone(), self.resolutions.clone(), token.clone());
+            self.tracker.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    capability = resolver.dnssec_capability(true) => resolutions.set_capability(Some(capability)),
+                }
+            });
+        } else {
+            self.resolutions.set_capability(None);
+        }
         self.current = Some(token);
     }
 
@@ -622,6 +722,11 @@ impl WalkTask {
                     self.policy_due = tokio::time::Instant::now() + policy.interval;
                 }
                 walked.resolution.policy = self.policy.clone();
+            }
+            if walked.resolution.dnssec.is_some()
+                && self.resolver.dnssec_mode() != crate::dns::DnssecMode::Off
+            {
+                self.resolutions.set_capability(Some(self.resolver.dnssec_capability(false).await));
             }
             self.resolutions.set(walked.resolution);
             // A spec changes with its TLSA records too (a certificate rollover).
@@ -686,8 +791,14 @@ mod tests {
     #[test]
     fn dane_is_judged_per_mx_from_the_lookup_and_the_probes() {
         let record = Tlsa { usage: 3, selector: 1, matching: 1, data: vec![1; 32] };
-        let set = |dnssec, records: Vec<Tlsa>| Some(Ok(Arc::new(TlsaSet { dnssec, records })));
-        let mx = |host: &str, tlsa| MxFound { preference: 10, host: host.into(), addresses: vec![], tlsa };
+        let set = |dnssec, records: Vec<Tlsa>| Some(Ok(Arc::new(TlsaSet { dnssec, records, why: None })));
+        let mx = |host: &str, tlsa| MxFound {
+            preference: 10,
+            host: host.into(),
+            addresses: vec![],
+            tlsa,
+            skipped: None,
+        };
         let pkix = Tlsa { usage: 1, ..record.clone() };
         let walk = walk_of(vec![
             mx("ok", set(Dnssec::Secure, vec![record.clone(), pkix.clone()])),
@@ -738,8 +849,13 @@ mod tests {
     /// lowest preference only.
     #[test]
     fn deliverable_and_primary_need_a_good_walk() {
-        let mx =
-            |host: &str, preference| MxFound { preference, host: host.into(), addresses: vec![], tlsa: None };
+        let mx = |host: &str, preference| MxFound {
+            preference,
+            host: host.into(),
+            addresses: vec![],
+            tlsa: None,
+            skipped: None,
+        };
         let walk = |failure: Option<(DnsFailure, String)>, null_mx: bool| Resolution {
             failure,
             null_mx,

@@ -27,6 +27,7 @@ pub mod config;
 pub mod dane;
 pub mod delivery;
 pub mod dns;
+pub mod dnssec;
 pub mod domains;
 mod http;
 pub mod logging;
@@ -58,6 +59,7 @@ mod test_support {
             delivery_port: 25,
             delivery_module: "relay".into(),
             policy: None,
+            dnssec: None,
         }
     }
 

@@ -48,13 +48,28 @@ impl LogLevel {
 /// written (standard error closed, its pipe's reader gone) is dropped: tracing-subscriber
 /// would otherwise report it with `eprintln!`, which panics when standard error is gone,
 /// killing whichever task logged (the HTTP server, a spec's probes).
+///
+/// Only the exporter's own events are written: its libraries (hickory's resolver, rustls,
+/// hyper) log in their own terms, some with `Debug` dumps of their structs, at levels that
+/// are not an operator's. What of theirs matters reaches the log through our own lines,
+/// once per cause and in words (a name server without DNSSEC, a failed handshake).
 pub fn init(level: LogLevel, format: LogFormat) {
-    tracing_subscriber::fmt()
-        .with_max_level(level.to_tracing())
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .log_internal_errors(false)
         .event_format(Lines(format))
-        .init();
+        .with_filter(own_events(level));
+    tracing_subscriber::registry().with(layer).init();
+}
+
+/// The filter of [`init`]: the exporter's events at `level` and above, nothing else.
+fn own_events(level: LogLevel) -> tracing_subscriber::filter::Targets {
+    tracing_subscriber::filter::Targets::new()
+        .with_target(env!("CARGO_CRATE_NAME"), level.to_tracing())
+        .with_default(tracing_subscriber::filter::LevelFilter::OFF)
 }
 
 /// Formats each event as one line, in logfmt (`ts=<RFC 3339> level=<level> msg=<message>
@@ -256,6 +271,21 @@ mod tests {
             tracing::info!(ok = true, count = 3u64, delta = -2i64, ts = "x", msg = "y", "probe {} done", 7);
         });
         captured.text()
+    }
+
+    /// Issue 25: a library's events (hickory's Debug dumps among them) never reach the log,
+    /// at any level; the exporter's own do, from the level asked.
+    #[test]
+    fn only_the_exporters_own_events_are_written() {
+        use tracing::Level;
+        let filter = own_events(LogLevel::Debug);
+        for library in ["hickory_net::dnssec", "hickory_resolver", "rustls::conn", "hyper::proto", "log"] {
+            assert!(!filter.would_enable(library, &Level::ERROR), "{library}");
+        }
+        assert!(filter.would_enable("smtp_exporter::dns", &Level::DEBUG));
+        let warn = own_events(LogLevel::Warn);
+        assert!(warn.would_enable("smtp_exporter", &Level::WARN));
+        assert!(!warn.would_enable("smtp_exporter::scheduler", &Level::INFO));
     }
 
     /// Issue 17: the message, booleans, numbers and fields that would repeat `ts` or `msg`

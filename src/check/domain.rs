@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::{known_mode, push_table, CheckArgs, CheckError, CheckOutput, Plan};
 use crate::config::{ExpandedPort, Expansion, ExpansionKind, Expectations, PolicyCheck, TlsMode};
-use crate::dns::{DnsSettings, Family, MxSet, Resolver};
+use crate::dns::{DnsFailure, DnsSettings, DnssecStatus, Family, MxSet, Resolver};
 use crate::domains::{self, DaneFailure, Resolution, TlsaStatus};
 use crate::policy::{self, Mode, PolicyReport, PolicySettings, RptFailure, StsFailure};
 use crate::probe::{self, PortState, ProbeReport};
@@ -30,7 +30,12 @@ pub(super) async fn mx_walk_wanted(args: &CheckArgs, resolver: &Resolver) -> boo
     {
         return false;
     }
-    matches!(resolver.mx(&args.host).await, Ok(answer) if matches!(answer.value, MxSet::Hosts(_) | MxSet::Null))
+    // A name with MX records, or whose MX lookup fails for another reason than its
+    // absence (SERVFAIL, a timeout, a bogus domain): walked, so that the verdict says why.
+    match resolver.mx(&args.host).await {
+        Ok(answer) => matches!(answer.value, MxSet::Hosts(_) | MxSet::Null),
+        Err(e) => !matches!(e.failure, DnsFailure::Nxdomain | DnsFailure::NoRecords),
+    }
 }
 
 /// One probed (MX, address, port).
@@ -112,10 +117,13 @@ pub(super) async fn run(args: &CheckArgs, plan: &Plan) -> Result<CheckOutput, Ch
     });
     let delivery_port = ports[0].0;
     let verdict = verdict(&walked.resolution, &probed, delivery_port);
-    let any_success = probed.iter().any(|p| p.port == delivery_port && p.report.success());
+    // A bogus domain is not delivered to by validating senders, whatever its MX say here.
+    let any_success =
+        !walked.resolution.bogus() && probed.iter().any(|p| p.port == delivery_port && p.report.success());
     let settings = PolicySettings { tls: plan.strict.clone(), port: 443, timeout: args.timeout };
     let checked = policy::check(&domain, &plan.resolver, &settings, None).await;
     let mut policy = Policy::of(&checked, &walked.resolution, &probed, delivery_port);
+    policy.dnssec(&walked.resolution);
     let resolution = Arc::new(walked.resolution);
     policy.dane(&resolution, &probed);
     let walked_resolution = &*resolution;
@@ -156,10 +164,27 @@ fn verdict(resolution: &Resolution, probed: &[Probed], port: u16) -> String {
             failure.as_str()
         );
     }
+    let from_here = deliverable_from_here(resolution, probed, port);
+    match &resolution.dnssec {
+        Some(dnssec) if dnssec.status == DnssecStatus::Bogus => format!(
+            "validating resolvers cannot resolve the MX of {domain}: most senders cannot deliver ({}). Without DNSSEC, {from_here}",
+            dnssec.detail
+        ),
+        _ => from_here,
+    }
+}
+
+/// Where mail goes from here, as a sender that does not validate DNSSEC finds it.
+fn deliverable_from_here(resolution: &Resolution, probed: &[Probed], port: u16) -> String {
+    let domain = &resolution.name;
     let on_port: Vec<&Probed> = probed.iter().filter(|p| p.port == port).collect();
     let mut problems = Vec::new();
     let mut delivering: Option<(String, Vec<Family>)> = None;
     for mx in &resolution.mx {
+        if mx.skipped.is_some() {
+            problems.push(format!("{} names an address, not a host, and is skipped by senders", mx.host));
+            continue;
+        }
         let mine: Vec<&&Probed> =
             on_port.iter().filter(|p| p.mx == mx.host || resolution.implicit_mx).collect();
         if mine.is_empty() {
@@ -207,11 +232,20 @@ fn verdict(resolution: &Resolution, probed: &[Probed], port: u16) -> String {
 /// The domain's MTA-STS and TLS-RPT, judged against what the probes saw of each MX.
 #[derive(Serialize)]
 struct Policy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dnssec: Option<JsonDnssec>,
     mta_sts: JsonSts,
     tls_rpt: JsonRpt,
     dane: Vec<JsonDane>,
     /// In words, one line each.
     lines: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct JsonDnssec {
+    /// secure, insecure, bogus, indeterminate, not_checked.
+    status: &'static str,
+    detail: String,
 }
 
 #[derive(Serialize)]
@@ -305,6 +339,7 @@ impl Policy {
             Some((failure, detail)) => format!("TLS-RPT: {} ({detail})", failure.as_str()),
         });
         Policy {
+            dnssec: None,
             mta_sts: JsonSts {
                 mode: sts.policy.as_ref().map(|p| p.mode.as_str()),
                 id: sts.id.clone(),
@@ -316,6 +351,23 @@ impl Policy {
             dane: Vec::new(),
             lines,
         }
+    }
+
+    /// The DNSSEC line: what validating senders find of the domain's own records.
+    fn dnssec(&mut self, resolution: &Resolution) {
+        let Some(dnssec) = &resolution.dnssec else { return };
+        let words = match dnssec.status {
+            DnssecStatus::Secure => "secure: the MX answer validates from the root".to_owned(),
+            DnssecStatus::Insecure => "insecure: the zone is not signed (or provably unsigned)".to_owned(),
+            DnssecStatus::Bogus => format!(
+                "BOGUS — validating resolvers answer SERVFAIL, so their senders cannot find where the mail goes ({})",
+                dnssec.detail
+            ),
+            DnssecStatus::Indeterminate => format!("not judged ({})", dnssec.detail),
+            DnssecStatus::NotChecked => "not checked (--dnssec off)".to_owned(),
+        };
+        self.lines.insert(0, format!("DNSSEC: {words}"));
+        self.dnssec = Some(JsonDnssec { status: dnssec.status.as_str(), detail: dnssec.detail.clone() });
     }
 
     /// The DANE line: for each MX, whether the chains its addresses presented on the
@@ -350,11 +402,15 @@ impl Policy {
                     }
                     _ => format!("{host}: {}", failure.explain()),
                 },
-                _ => match status {
-                    TlsaStatus::Insecure => {
+                _ => match (status, lookup) {
+                    (TlsaStatus::Insecure, _) => {
                         format!("{host} has TLSA records in an unsigned zone (DANE does not apply)")
                     }
-                    TlsaStatus::None => format!("{host} has no TLSA record"),
+                    (TlsaStatus::None, _) => format!("{host} has no TLSA record"),
+                    (TlsaStatus::Indeterminate, Ok(set)) => format!(
+                        "{host}: not judged ({})",
+                        set.why.as_deref().unwrap_or("the validator could not decide")
+                    ),
                     _ => format!("{host}: {}", status.as_str()),
                 },
             });
@@ -402,14 +458,18 @@ fn render_table(resolution: &Resolution, probed: &[Probed], verdict: &str, polic
         ]);
     }
     for mx in resolution.mx.iter().filter(|m| m.addresses.is_empty()) {
+        let (state, result) = match mx.skipped {
+            Some(_) => ("skipped", "an address, not a host"),
+            None => ("unresolved", "no address"),
+        };
         rows.push(vec![
             mx.preference.to_string(),
             mx.host.clone(),
             "-".into(),
             "-".into(),
             "-".into(),
-            "unresolved".into(),
-            "no address".into(),
+            state.into(),
+            result.into(),
             "-".into(),
         ]);
     }
@@ -525,6 +585,7 @@ mod tests {
             host: host.into(),
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
             tlsa: None,
+            skipped: None,
         }
     }
 
@@ -855,7 +916,7 @@ mod tests {
         let ee = Tlsa { usage: 3, selector: 1, matching: 1, data: vec![1; 32] };
         let ta = Tlsa { usage: 2, selector: 0, matching: 1, data: vec![2; 32] };
         let pkix = Tlsa { usage: 1, ..ee.clone() };
-        let set = |dnssec, records: Vec<Tlsa>| Some(Ok(Arc::new(TlsaSet { dnssec, records })));
+        let set = |dnssec, records: Vec<Tlsa>| Some(Ok(Arc::new(TlsaSet { dnssec, records, why: None })));
         let lookup_failed = |failure, detail: &str| Some(Err((failure, detail.to_owned())));
         let with = |host: &str, tlsa| MxFound { tlsa, ..mx(10, host, &["127.0.0.1"]) };
         let resolution = Arc::new(walk(vec![
@@ -887,7 +948,7 @@ mod tests {
         policy.dane(&resolution, &probes);
         assert_eq!(
             policy.lines[2],
-            "DANE: ee.example.test matches 3 1 1; ta.example.test matches 2 0 1; stale.example.test does NOT match — DANE-validating senders will not deliver to stale.example.test; notls.example.test: no address completed a TLS handshake; DANE-validating senders will not deliver to it; pkix.example.test: its TLSA records are all unusable for SMTP (only DANE-TA(2) and DANE-EE(3) count); DANE-validating senders only insist on TLS; unsigned.example.test has TLSA records in an unsigned zone (DANE does not apply); undecided.example.test: its TLSA records cannot be looked up; DANE-validating senders defer mail to it; none.example.test has no TLSA record; bogus.example.test: the TLSA answer fails DNSSEC validation; DANE-validating senders defer all mail to it (the resolver said: TLSA bogus: bad signature); failed.example.test: its TLSA records cannot be looked up; DANE-validating senders defer mail to it"
+            "DANE: ee.example.test matches 3 1 1; ta.example.test matches 2 0 1; stale.example.test does NOT match — DANE-validating senders will not deliver to stale.example.test; notls.example.test: no address completed a TLS handshake; DANE-validating senders will not deliver to it; pkix.example.test: its TLSA records are all unusable for SMTP (only DANE-TA(2) and DANE-EE(3) count); DANE-validating senders only insist on TLS; unsigned.example.test has TLSA records in an unsigned zone (DANE does not apply); undecided.example.test: not judged (the validator could not decide); none.example.test has no TLSA record; bogus.example.test: the TLSA answer fails DNSSEC validation; DANE-validating senders defer all mail to it (the resolver said: TLSA bogus: bad signature); failed.example.test: its TLSA records cannot be looked up; DANE-validating senders defer mail to it"
         );
         assert_eq!(policy.lines.len(), 3);
         let dane = |mx: &str, status: &str, usable: usize, matched: Option<&str>, failure: Option<&str>| json!({ "mx": mx, "status": status, "usable_records": usable, "matched": matched, "failure": failure });
@@ -900,7 +961,7 @@ mod tests {
                 dane("notls.example.test", "secure", 1, None, Some("no_tls")),
                 dane("pkix.example.test", "secure", 0, None, Some("no_usable_records")),
                 dane("unsigned.example.test", "insecure", 0, None, None),
-                dane("undecided.example.test", "indeterminate", 0, None, Some("lookup_failed")),
+                dane("undecided.example.test", "indeterminate", 0, None, None),
                 dane("none.example.test", "none", 0, None, None),
                 dane("bogus.example.test", "bogus", 0, None, Some("bogus")),
                 dane("failed.example.test", "failed", 0, None, Some("lookup_failed")),

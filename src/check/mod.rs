@@ -80,6 +80,12 @@ pub struct CheckArgs {
     #[arg(long = "dns-trust-anchors", value_name = "FILE")]
     pub dns_trust_anchors: Option<std::path::PathBuf>,
 
+    /// How DNSSEC verdicts are reached: validate (from the trust anchors, through any name
+    /// server that passes DNSSEC records), trust_ad (the AD bit of a validating name server
+    /// on a trusted link), off (no DANE, no DNSSEC verdict).
+    #[arg(long = "dnssec", value_name = "MODE", value_parser = crate::dnssec::DnssecMode::parse, default_value = "validate")]
+    pub dnssec: crate::dnssec::DnssecMode,
+
     /// Send a message to ADDRESS through one port (the first --port, else 587) and read it
     /// back over IMAP (--imap-user, --imap-password-file); it is deleted once seen.
     #[arg(long, value_name = "ADDRESS", requires_all = ["imap_user", "imap_password_file"])]
@@ -239,6 +245,7 @@ impl Plan {
         let dns = DnsSettings {
             nameservers: args.dns_server.into_iter().collect(),
             trust_anchors: args.dns_trust_anchors.clone(),
+            dnssec: args.dnssec,
             ..DnsSettings::default()
         };
         Ok(Plan {

@@ -51,6 +51,7 @@ pub(super) struct RawDns {
     pub(super) hosts_file: Option<bool>,
     pub(super) cache_size: Option<u64>,
     pub(super) trust_anchors: Option<std::path::PathBuf>,
+    pub(super) dnssec: Option<String>,
 }
 
 #[derive(Deserialize)]

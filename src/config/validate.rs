@@ -189,6 +189,10 @@ fn validate_dns(raw: RawDns, base_dir: &Path) -> Result<DnsSettings, String> {
             None => defaults.cache_size,
         },
         trust_anchors: raw.trust_anchors.map(|p| resolve(base_dir, p)),
+        dnssec: match raw.dnssec.as_deref() {
+            Some(text) => crate::dns::DnssecMode::parse(text).map_err(|e| format!("dnssec: {e}"))?,
+            None => defaults.dnssec,
+        },
     })
 }
 

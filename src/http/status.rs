@@ -623,6 +623,7 @@ mod tests {
             host: host.into(),
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
             tlsa: None,
+            skipped: None,
         };
         let lookup = |name: &str, kind, us| Lookup {
             name: name.into(),
@@ -643,6 +644,7 @@ mod tests {
             delivery_port: 25,
             delivery_module: "relay".into(),
             policy: None,
+            dnssec: None,
         };
         let walks: Vec<Arc<Resolution>> = [
             walk("a.test", vec![mx(10, "mx.a.test", &["192.0.2.1"])]),
@@ -724,6 +726,7 @@ mod tests {
             delivery_port: 25,
             delivery_module: "relay".into(),
             policy: None,
+            dnssec: None,
         };
         let mut html = String::new();
         domains(&mut html, &[Arc::new(host)], &[]);

@@ -34,7 +34,7 @@ const DNS_SUCCESS: DomainFamily = family(
 );
 const DNS_FAILURE: DomainFamily = family(
     "smtp_domain_dns_failure_info",
-    "1 with why the domain's last DNS walk failed (nxdomain, servfail, refused, timeout, no_records, truncated, bogus, other); present only while it fails.",
+    "1 with why the domain's last DNS walk failed (nxdomain, servfail, refused, timeout, no_records, truncated, bogus, mx_ip_literal, other); present only while it fails.",
     &["reason"],
 );
 const DNS_LOOKUP: DomainFamily = family(
@@ -83,6 +83,11 @@ const LAST_WALK: DomainFamily = family(
     "smtp_domain_last_walk_timestamp_seconds",
     "Unix time at which the domain's last DNS walk ended.",
     &[],
+);
+const DNSSEC_STATUS: DomainFamily = family(
+    "smtp_domain_dnssec_status_info",
+    "1 with what DNSSEC says of the domain's own MX records (its addresses with an implicit MX) at the last walk: secure, insecure, bogus (validating resolvers answer SERVFAIL, so most senders cannot deliver), indeterminate (the exporter's name servers cannot tell), not_checked (dns.dnssec: off).",
+    &["status"],
 );
 const STS_SUCCESS: DomainFamily = family(
     "smtp_domain_mta_sts_success",
@@ -228,6 +233,11 @@ pub(super) fn write(out: &mut Vec<u8>, walks: &[std::sync::Arc<Resolution>], row
     f.each(&LAST_WALK, &domains, |w, s| {
         s(&[], w.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as f64).unwrap_or(0.0));
     });
+    f.each(&DNSSEC_STATUS, &domains, |w, s| {
+        if let Some(dnssec) = &w.dnssec {
+            s(&[dnssec.status.as_str()], 1.0);
+        }
+    });
 
     write_policy(&mut f, &domains, &accepted);
 
@@ -244,6 +254,20 @@ pub(super) fn write(out: &mut Vec<u8>, walks: &[std::sync::Arc<Resolution>], row
             s(&[family.as_str()], n as f64);
         }
     });
+}
+
+/// `smtp_exporter_dns_dnssec_capable`: whether each name server gives what DNSSEC
+/// verdicts need, when domains are walked and DNSSEC is judged.
+pub(super) fn write_resolver(out: &mut Vec<u8>, capability: Option<&crate::dns::Capability>) {
+    let Some(capability) = capability.filter(|c| !c.servers.is_empty()) else { return };
+    let name = "smtp_exporter_dns_dnssec_capable";
+    let _ = write!(
+        out,
+        "# HELP {name} 1 if the name server gives what DNSSEC verdicts need (signatures with dns.dnssec: validate, the AD bit with trust_ad), checked at start, at every reload and every 5 minutes; at 0, DANE and the domains' DNSSEC are indeterminate, never bogus.\n# TYPE {name} gauge\n"
+    );
+    for server in &capability.servers {
+        let _ = writeln!(out, "{name}{{server=\"{}\"}} {}", server.server, u8::from(server.capable));
+    }
 }
 
 /// The MTA-STS and TLS-RPT families of the domains that have a policy check.
@@ -419,7 +443,9 @@ mod tests {
     #[test]
     fn families_are_counted_apart_and_dane_matches_are_written() {
         let record = Tlsa { usage: 3, selector: 1, matching: 1, data: vec![7; 32] };
-        let secure = || Some(Ok(Arc::new(TlsaSet { dnssec: Dnssec::Secure, records: vec![record.clone()] })));
+        let secure = || {
+            Some(Ok(Arc::new(TlsaSet { dnssec: Dnssec::Secure, records: vec![record.clone()], why: None })))
+        };
         let addresses: Vec<std::net::IpAddr> =
             ["192.0.2.1", "192.0.2.2", "2001:db8::1"].iter().map(|a| a.parse().unwrap()).collect();
         let mx = |host: &str, tlsa| MxFound {
@@ -427,6 +453,7 @@ mod tests {
             host: host.into(),
             addresses: addresses.clone(),
             tlsa,
+            skipped: None,
         };
         let domain = walk(
             "d.test",

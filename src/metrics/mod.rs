@@ -226,6 +226,7 @@ impl Exporter {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
         if families::write(&mut out, &rows, Source::Scheduled, chunk, flush) {
+            domains::write_resolver(&mut out, self.resolutions.capability().as_deref());
             domains::write(&mut out, &self.resolutions.snapshot(), &rows);
             if !out.is_empty() {
                 flush(&mut out);

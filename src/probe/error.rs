@@ -183,7 +183,8 @@ impl Reason {
             F::Timeout => Reason::DnsTimeout,
             F::Truncated => Reason::DnsTruncated,
             F::Bogus => Reason::DnsBogus,
-            F::Other => Reason::Dns,
+            // Only a domain walk meets an MX that names an address; a probe never does.
+            F::MxIpLiteral | F::Other => Reason::Dns,
         }
     }
 

@@ -161,6 +161,7 @@ fn check_args(domain: &str, dns: &FakeDns, port: u16, json: bool) -> smtp_export
         mx: false,
         dns_server: Some(dns.addr),
         dns_trust_anchors: None,
+        dnssec: smtp_exporter::dnssec::DnssecMode::Validate,
         deliver: None,
         mail_from: None,
         imap_host: None,
@@ -195,10 +196,17 @@ async fn check_walks_a_domain_and_gives_a_verdict() {
         output.text
     );
     assert!(output.text.contains("MX: 10 mx1.example.test, 20 mx2.example.test"), "{}", output.text);
-    // The walk looked each MX's TLSA records up and the policy section says so per MX (the
-    // fake server signs nothing, so under IANA's root its answers cannot validate).
-    let dane = "DANE: mx1.example.test: the TLSA answer fails DNSSEC validation; DANE-validating senders defer all mail to it (the resolver said: ";
+    // The walk looked each MX's TLSA records up and the policy section says so per MX. The
+    // fake server gives no DNSSEC answer (NXDOMAIN for the root's keys): the DNSSEC line
+    // says no verdict can be had through it, and why, instead of calling anything bogus.
+    let dane = "DANE: mx1.example.test has no TLSA record; mx2.example.test has no TLSA record";
     assert!(output.text.contains(dane), "{}", output.text);
+    let dnssec = format!(
+        "DNSSEC: not judged (DNSSEC cannot be judged from here: the name server {} answers NXDOMAIN for the root's DNSKEY; point dns.nameservers at",
+        dns.addr
+    );
+    assert!(output.text.contains(&dnssec), "{}", output.text);
+    assert!(!output.text.to_lowercase().contains("bogus"), "{}", output.text);
 
     let output =
         smtp_exporter::check::run(&check_args("null.example.test", &dns, server.port(), true)).await.unwrap();
@@ -480,9 +488,10 @@ async fn literals_answer_themselves_and_long_answers_keep_the_first_addresses() 
 }
 
 /// Issue 14: a domain checks DANE by default: the walk looks the TLSA records of each MX
-/// up at `_PORT._tcp.MX` with DNSSEC validation. From a server that does not sign (this fake
-/// one), records are not secure: the status says so, and no spec carries them, so no
-/// match is judged. `policy: { dane: false }` makes no TLSA query at all.
+/// up at `_PORT._tcp.MX` with DNSSEC validation. From a server that gives no DNSSEC answer
+/// (this fake one, unsigned), records are not secure: the status says indeterminate, and no
+/// spec carries them, so no match is judged. `policy: { dane: false }` makes no TLSA query
+/// at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tlsa_records_of_an_unsigned_zone_are_reported_and_not_used() {
     let pki = TestPki::new();
@@ -509,18 +518,32 @@ async fn tlsa_records_of_an_unsigned_zone_are_reported_and_not_used() {
     let status = find(&samples, "smtp_domain_dane_status_info", &mx);
     assert_eq!(status.len(), 1, "{status:?}");
     let said = status[0].labels["status"].clone();
-    // The fake server signs nothing, so under IANA's root keys its answer cannot be
-    // validated: bogus, and said so as the failure reason.
-    assert_eq!(said, "bogus");
-    assert_eq!(value(&samples, "smtp_domain_dane_failure_info", &[mx[0], mx[1], ("reason", "bogus")]), 1.0);
+    // Issue 25: the fake server gives no DNSSEC answer (its root has no signed DNSKEY), so
+    // no verdict can be had through it: indeterminate, never bogus, and DANE not judged;
+    // the name server's state is its own series.
+    assert_eq!(said, "indeterminate");
+    assert!(find(&samples, "smtp_domain_dane_failure_info", &[]).is_empty());
+    assert_eq!(
+        value(&samples, "smtp_exporter_dns_dnssec_capable", &[("server", &dns.addr.to_string())]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "smtp_domain_dnssec_status_info",
+            &[("domain", "dane.example.test"), ("status", "indeterminate")]
+        ),
+        1.0
+    );
+    assert_eq!(value(&samples, "smtp_domain_deliverable", &[("domain", "dane.example.test")]), 1.0);
     assert_eq!(value(&samples, "smtp_domain_dane_usable_records", &mx), 0.0);
     assert!(find(&samples, "smtp_domain_dane_match", &[]).is_empty());
     let lookups = find(&samples, "smtp_domain_dns_lookup_seconds", &[("type", "tlsa")]);
     assert_eq!(lookups.len(), 1, "one TLSA lookup, for dane.example.test only: {lookups:?}");
     assert_eq!(lookups[0].labels["name"], tlsa_name);
     assert!(find(&samples, "smtp_domain_dane_status_info", &[("domain", "off.example.test")]).is_empty());
-    // A bogus answer carries no TTL of its own: the walk keeps the other records' 60 s
-    // instead of walking again after min_ttl (1 s here).
+    // The unproven TLSA answer keeps its own TTL: the walk keeps the records' 60 s instead
+    // of walking again after min_ttl (1 s here).
     let walked = |s: &[testkit::exposition::Sample]| {
         value(s, "smtp_domain_last_walk_timestamp_seconds", &[("domain", "dane.example.test")])
     };
@@ -528,4 +551,70 @@ async fn tlsa_records_of_an_unsigned_zone_are_reported_and_not_used() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(walked(&exporter.scrape().await), first, "walked again within 1.5 s");
     exporter.stop().await;
+}
+
+/// Issue 25: an MX that names an address (`MX 10 127.0.0.1.`) is not a host name: senders
+/// skip it (Postfix) or refuse it (Exim), so the walk does not probe it. Beside a real MX,
+/// mail goes through the other; alone, the domain's DNS fails as `mx_ip_literal`, and
+/// `check` gives a verdict that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mx_that_names_an_address_is_not_used() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let port = server.port();
+    let dns = FakeDns::start(60).await;
+    dns.add("mixed.example.test", Rr::Mx(10, "127.0.0.1".into()))
+        .add("mixed.example.test", Rr::Mx(20, "mx2.example.test".into()))
+        .add("mx2.example.test", Rr::Addr(ip("127.0.0.1")))
+        .add("literal.example.test", Rr::Mx(10, "127.0.0.1".into()));
+    let yaml = format!(
+        "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\ndomains:\n  - name: mixed.example.test\n    ports: [{{ port: {port}, module: relay }}]\n  - name: literal.example.test\n    ports: [{{ port: {port}, module: relay }}]\n",
+        dns.addr
+    );
+    let exporter = InProcess::start(yaml, "literal.yml").await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(10), "both domains walked, mixed probed", |s| {
+            find(s, "smtp_domain_deliverable", &[]).len() == 2
+                && !find(s, "smtp_probe_success", &[("target", "mixed.example.test")]).is_empty()
+        })
+        .await;
+    let domain = |name: &str, family: &str| value(&samples, family, &[("domain", name)]);
+    assert_eq!(domain("mixed.example.test", "smtp_domain_deliverable"), 1.0);
+    assert_eq!(domain("literal.example.test", "smtp_domain_deliverable"), 0.0);
+    assert_eq!(
+        value(
+            &samples,
+            "smtp_domain_dns_failure_info",
+            &[("domain", "literal.example.test"), ("reason", "mx_ip_literal")]
+        ),
+        1.0
+    );
+    // Only mx2 is probed: one spec, whose mx label is mx2.
+    let probes = find(&samples, "smtp_probe_success", &[]);
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert_eq!(probes[0].labels["mx"], "mx2.example.test");
+    exporter.stop().await;
+
+    let mut args = check_args("literal.example.test", &dns, port, false);
+    args.mx = true;
+    let output = smtp_exporter::check::run(&args).await.unwrap();
+    assert!(!output.any_success, "{}", output.text);
+    assert!(
+        output.text.contains(
+            "mail to literal.example.test cannot be delivered: its DNS fails (mx_ip_literal: MX 10 127.0.0.1 names an address, not a host: senders do not use it)."
+        ),
+        "{}",
+        output.text
+    );
+    assert!(output.text.contains("skipped  an address, not a host"), "{}", output.text);
+    let output =
+        smtp_exporter::check::run(&check_args("mixed.example.test", &dns, port, false)).await.unwrap();
+    assert!(output.any_success, "{}", output.text);
+    assert!(
+        output.text.contains(
+            "mail to mixed.example.test is delivered via mx2.example.test (IPv4 only): 127.0.0.1 names an address, not a host, and is skipped by senders."
+        ),
+        "{}",
+        output.text
+    );
 }

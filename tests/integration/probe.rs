@@ -704,7 +704,7 @@ fn tlsa_of(
     };
     let data = ring::digest::digest(&ring::digest::SHA256, &selected).as_ref().to_vec();
     let record = smtp_exporter::dane::Tlsa { usage, selector, matching: 1, data };
-    std::sync::Arc::new(smtp_exporter::dns::TlsaSet { dnssec, records: vec![record] })
+    std::sync::Arc::new(smtp_exporter::dns::TlsaSet { dnssec, records: vec![record], why: None })
 }
 
 async fn probe_with_tlsa(

@@ -99,7 +99,10 @@ async fn a_loose_search_deletes_only_the_message_that_carries_the_token() {
 async fn huge_literals_are_refused_from_their_announcement() {
     let cases = [
         (
-            imap::Behaviour { greeting: "* 1 FETCH (BODY[] {536870000}".into(), ..imap::Behaviour::default() },
+            imap::Behaviour {
+                greeting: "* 1 FETCH (BODY[] {536870000}".into(),
+                ..imap::Behaviour::default()
+            },
             Phase::ImapConnect,
         ),
         (raw("LOGIN", b"* CAPABILITY {67108864}\r\n"), Phase::ImapLogin),
@@ -125,7 +128,10 @@ async fn check_deliver_stays_small_against_a_512_mib_literal() {
     std::fs::create_dir_all(&dir).unwrap();
     let cases = [
         (
-            imap::Behaviour { greeting: "* 1 FETCH (BODY[] {536870000}".into(), ..imap::Behaviour::default() },
+            imap::Behaviour {
+                greeting: "* 1 FETCH (BODY[] {536870000}".into(),
+                ..imap::Behaviour::default()
+            },
             imap::Behaviour { greeting: "* BYE not today".into(), ..imap::Behaviour::default() },
         ),
         (
