@@ -10,8 +10,11 @@
 //! - [`exposition`]: the Prometheus text format parsed into samples, with lookups;
 //! - [`http`]: the one HTTP/1.1 client;
 //! - [`https`]: an HTTPS server with one canned answer per Host (MTA-STS policies);
-//! - [`dns`]: a fake authoritative name server on 127.0.0.1:0, with a zone the test can
-//!   change and answers it can break (SERVFAIL, silence).
+//! - [`dns`]: a fake name server on 127.0.0.1:0 (UDP and TCP), with a zone the test can
+//!   change and answers it can break (SERVFAIL, silence, oversized without TC); signed
+//!   at test time on request (secure, insecure, bogus and expired zones under a root of
+//!   its own), and standing in for the resolvers in front of it (one that strips DNSSEC
+//!   records, one that validates and sets AD).
 //!
 //! It does not depend on the exporter, so that the exporter's tests can depend on it (and
 //! its parsers, such as the IMAP fake's header reader, stay independent of the code they
