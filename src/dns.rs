@@ -483,6 +483,9 @@ impl Resolver {
             }
             Err(e) => match classify(&e) {
                 (DnsFailure::Bogus, _) => Ok(DnssecStatus::Bogus),
+                (DnsFailure::Servfail, _) if self.refused_as_bogus(name, record_type).await => {
+                    Ok(DnssecStatus::Bogus)
+                }
                 (_, words) => Err(words),
             },
         }
@@ -512,6 +515,19 @@ impl Resolver {
             }
             code => Err(format!("the name server answers {}", crate::dnssec::rcode(code))),
         }
+    }
+
+    /// Whether `name`'s records of `record_type`, refused with SERVFAIL, come when asked
+    /// with checking disabled: a validating name server finding them bogus.
+    async fn refused_as_bogus(&self, name: &str, record_type: RecordType) -> bool {
+        let (Some(&server), Ok(fqdn)) =
+            (self.servers.first(), hickory_resolver::proto::rr::Name::from_str(&fully_qualified(name)))
+        else {
+            return false;
+        };
+        let answer = crate::dnssec::ask(server, &fqdn, record_type, true, self.timeout).await;
+        answer
+            .is_ok_and(|a| matches!(a.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain))
     }
 
     /// The MX set of `domain` asked with checking disabled (CD): what a validating name
@@ -658,7 +674,16 @@ impl Resolver {
         let lookup = match self.validating.lookup(fully_qualified(name).as_str(), RecordType::TLSA).await {
             Ok(lookup) => lookup,
             Err(e) => {
-                let (failure, words) = classify(&e);
+                let (mut failure, mut words) = classify(&e);
+                // A validating name server in front refuses a bogus answer as SERVFAIL; it
+                // gives the answer when asked with checking disabled.
+                if failure == DnsFailure::Servfail && self.refused_as_bogus(name, RecordType::TLSA).await {
+                    (failure, words) = (
+                        DnsFailure::Bogus,
+                        "the validating name server answers SERVFAIL, and with checking disabled it answers"
+                            .to_owned(),
+                    );
+                }
                 if failure == DnsFailure::Bogus {
                     let verdict = self.confirm_bogus(&format!("TLSA {name}")).await;
                     if verdict.status != DnssecStatus::Bogus {
@@ -863,10 +888,13 @@ fn weakest(proofs: &[hickory_resolver::proto::dnssec::Proof]) -> DnssecStatus {
 }
 
 /// How long a negative answer holds, from its SOA; zero for any other error.
+/// The validating resolver leaves `negative_ttl` out; the SOA it keeps says the same
+/// (RFC 2308 §5: the lower of the SOA's TTL and its minimum).
 fn negative_ttl(error: &NetError) -> Duration {
     match error {
         NetError::Dns(DnsError::NoRecordsFound(none)) => {
-            Duration::from_secs(none.negative_ttl.map_or(0, u64::from))
+            let from_soa = none.soa.as_ref().map(|soa| soa.ttl.min(soa.data.minimum));
+            Duration::from_secs(none.negative_ttl.or(from_soa).map_or(0, u64::from))
         }
         _ => Duration::ZERO,
     }

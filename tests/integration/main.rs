@@ -13,6 +13,9 @@ mod exporter;
 /// Mail domains and every-address hosts against the fake name server.
 mod domains;
 
+/// DNSSEC verdicts behind each kind of name server, against the signed fake one.
+mod dnssec;
+
 /// MTA-STS and TLS-RPT against the fake name server and an HTTPS server.
 mod policy;
 
