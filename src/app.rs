@@ -141,6 +141,10 @@ pub async fn run(
 /// Runs the exporter on a prepared configuration until `shutdown` resolves.
 pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let Prepared { source, config, web, enable_lifecycle, paths } = prepared;
+    let open_files = open_file_limit();
+    check_open_files(open_files, &config);
+    // Kept for the reload that would fix a configuration whose probes use up the rest.
+    let mut reserve = FdReserve::take();
     // Before the first probes, so that a failure to listen for SIGHUP is logged at start.
     let mut hangups = hangup_signals();
     let store = Arc::new(Store::new());
@@ -174,6 +178,7 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
         enable_lifecycle,
         renders: Arc::default(),
         paths,
+        probe_limit: fleet.scheduler.limit(),
     });
     let server = tokio::spawn(http::serve(listener, shared.clone(), async {
         let _ = http_stopped.await;
@@ -184,10 +189,10 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
         tokio::select! {
             _ = &mut shutdown => break,
             Some(answer) = reload_rx.recv() => {
-                let _ = answer.send(reload(&source, &mut fleet, &shared));
+                let _ = answer.send(reserve.around(|| reload(&source, &mut fleet, &shared, open_files)));
             }
             Some(()) = hangups.recv() => {
-                let _ = reload(&source, &mut fleet, &shared);
+                let _ = reserve.around(|| reload(&source, &mut fleet, &shared, open_files));
             }
             Some(first) = derived_rx.recv() => {
                 // A burst of walks (a fleet of domains starting) is applied once.
@@ -280,10 +285,16 @@ impl Fleet {
 }
 
 /// Loads the configuration again and applies it, or keeps the old one.
-fn reload(source: &Sharded, fleet: &mut Fleet, shared: &http::Shared) -> Result<(), ConfigError> {
+fn reload(
+    source: &Sharded,
+    fleet: &mut Fleet,
+    shared: &http::Shared,
+    open_files: Option<u64>,
+) -> Result<(), ConfigError> {
     let exporter = &shared.exporter;
     match source.load() {
         Ok(config) => {
+            check_open_files(open_files, &config);
             fleet.configure(&config);
             exporter.config_loaded(true);
             log_warnings(&config);
@@ -297,6 +308,69 @@ fn reload(source: &Sharded, fleet: &mut Fleet, shared: &http::Shared) -> Result<
             tracing::error!(error = %e, "reload failed; keeping the previous configuration");
             Err(e)
         }
+    }
+}
+
+/// File descriptors held back at start and let go for the length of a reload: when
+/// probes have taken every other descriptor, the reload that lowers `max_concurrency`
+/// can still read its files.
+struct FdReserve(Vec<std::fs::File>);
+
+/// How many descriptors the reserve holds: the configuration, its password and token
+/// files, the trust anchors, a resolv.conf.
+const FD_RESERVE: usize = 16;
+
+impl FdReserve {
+    fn take() -> FdReserve {
+        FdReserve((0..FD_RESERVE).map_while(|_| std::fs::File::open(RESERVE_FILE).ok()).collect())
+    }
+
+    /// Runs `f` with the reserve's descriptors free, then takes them back (as many as
+    /// can be had).
+    fn around<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        self.0.clear();
+        let result = f();
+        *self = FdReserve::take();
+        result
+    }
+}
+
+/// What the reserve's descriptors are opened on.
+#[cfg(unix)]
+const RESERVE_FILE: &str = "/dev/null";
+#[cfg(not(unix))]
+const RESERVE_FILE: &str = "NUL";
+
+/// The open-file limit, raised to the hard limit first and logged.
+fn open_file_limit() -> Option<u64> {
+    let (before, after) = crate::sys::raise_open_file_limit()?;
+    if after > before {
+        tracing::info!(from = before, to = after, "open-file limit raised to the hard limit");
+    } else {
+        tracing::info!(limit = after, "open-file limit");
+    }
+    Some(after)
+}
+
+/// The file descriptors a configuration may hold at once: two per probe (a delivery
+/// probe holds SMTP and IMAP), the HTTP connections, the reserve, and some for the
+/// resolver, the listener and the log.
+fn descriptors_needed(config: &Config) -> u64 {
+    let probes = u64::try_from(config.max_concurrency).unwrap_or(u64::MAX).saturating_mul(2);
+    probes.saturating_add((http::MAX_CONNECTIONS + FD_RESERVE + 64) as u64)
+}
+
+/// Warns when `config` can hold more descriptors than the limit allows: probes would then
+/// fail as `local_resources` and connections be refused.
+fn check_open_files(limit: Option<u64>, config: &Config) {
+    let needed = descriptors_needed(config);
+    if let Some(limit) = limit.filter(|&limit| limit < needed) {
+        tracing::warn!(
+            limit,
+            needed,
+            max_concurrency = config.max_concurrency,
+            "max_concurrency and the HTTP connections can hold more file descriptors than the open-file limit allows: raise the limit (LimitNOFILE, ulimit -n) or lower max_concurrency"
+        );
     }
 }
 

@@ -67,6 +67,66 @@ pub struct DnsSettings {
     pub trust_anchors: Option<std::path::PathBuf>,
     /// How DNSSEC verdicts are reached (`dns.dnssec`).
     pub dnssec: DnssecMode,
+    /// The kinds of address a name may resolve to that are never probed
+    /// (`dns.refuse_addresses`): whoever controls a watched domain's DNS must not make the
+    /// exporter connect to the cloud metadata service or its own host.
+    pub refuse_addresses: Vec<AddressClass>,
+}
+
+/// A kind of address, for `dns.refuse_addresses`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum AddressClass {
+    /// 127.0.0.0/8, ::1.
+    Loopback,
+    /// 10/8, 172.16/12, 192.168/16, fc00::/7.
+    Private,
+    /// 169.254/16 (cloud metadata services live there), fe80::/10.
+    LinkLocal,
+    /// 0.0.0.0 and :: (which reach this host itself).
+    Unspecified,
+    /// 224/4, ff00::/8.
+    Multicast,
+    /// 255.255.255.255.
+    Broadcast,
+}
+
+impl AddressClass {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// The classes refused unless the configuration says otherwise.
+    pub const REFUSED_BY_DEFAULT: [AddressClass; 4] = [
+        AddressClass::LinkLocal,
+        AddressClass::Unspecified,
+        AddressClass::Multicast,
+        AddressClass::Broadcast,
+    ];
+
+    /// The class named `text`, as the configuration writes it.
+    pub fn parse(text: &str) -> Result<AddressClass, String> {
+        use strum::VariantArray as _;
+        AddressClass::VARIANTS.iter().copied().find(|c| c.as_str() == text).ok_or_else(|| {
+            let names: Vec<&str> = AddressClass::VARIANTS.iter().map(|c| c.as_str()).collect();
+            format!("{text:?} is not one of {}", names.join(", "))
+        })
+    }
+
+    /// Whether `address` is of this class (an IPv4-mapped IPv6 address as its IPv4).
+    pub fn holds(self, address: IpAddr) -> bool {
+        match (self, address.to_canonical()) {
+            (AddressClass::Loopback, ip) => ip.is_loopback(),
+            (AddressClass::Private, IpAddr::V4(v4)) => v4.is_private(),
+            (AddressClass::Private, IpAddr::V6(v6)) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+            (AddressClass::LinkLocal, IpAddr::V4(v4)) => v4.is_link_local(),
+            (AddressClass::LinkLocal, IpAddr::V6(v6)) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+            (AddressClass::Unspecified, ip) => ip.is_unspecified(),
+            (AddressClass::Multicast, ip) => ip.is_multicast(),
+            (AddressClass::Broadcast, IpAddr::V4(v4)) => v4.is_broadcast(),
+            (AddressClass::Broadcast, IpAddr::V6(_)) => false,
+        }
+    }
 }
 
 impl Default for DnsSettings {
@@ -81,6 +141,7 @@ impl Default for DnsSettings {
             cache_size: 8192,
             trust_anchors: None,
             dnssec: DnssecMode::Validate,
+            refuse_addresses: AddressClass::REFUSED_BY_DEFAULT.to_vec(),
         }
     }
 }
@@ -109,6 +170,9 @@ pub enum DnsFailure {
     /// An MX record names an address, not a host (`MX 10 192.0.2.1.`): senders skip it
     /// (Postfix) or refuse it (Exim, unless `allow_mx_to_ip`).
     MxIpLiteral,
+    /// The name resolves only to addresses `dns.refuse_addresses` refuses (link-local,
+    /// unspecified, multicast, broadcast by default): nothing is connected to.
+    AddressRefused,
     /// Anything else: a malformed answer, another response code, no name server to ask.
     Other,
 }
@@ -261,6 +325,8 @@ pub struct Resolver {
     /// The name servers, for the raw queries of `dnssec` (capability, AD, CD).
     servers: Vec<SocketAddr>,
     mode: DnssecMode,
+    /// The kinds of address never returned for a name.
+    refuse: Vec<AddressClass>,
     /// What the name servers last showed of DNSSEC, and when.
     capability: tokio::sync::Mutex<Option<(Instant, Arc<Capability>)>>,
     /// How long one query may take (the raw ones too).
@@ -394,6 +460,7 @@ impl Resolver {
             tcp,
             servers,
             mode: settings.dnssec,
+            refuse: settings.refuse_addresses.clone(),
             capability: tokio::sync::Mutex::new(None),
             timeout: settings.timeout,
             unusable,
@@ -600,6 +667,28 @@ impl Resolver {
                 elapsed: started.elapsed(),
                 ttl,
             });
+        }
+        // Addresses a name must not lead the exporter to: dropped, and when none is left,
+        // the lookup fails as refused (nothing is connected to).
+        let refused: Vec<(IpAddr, AddressClass)> = value
+            .iter()
+            .filter_map(|&ip| self.refuse.iter().find(|c| c.holds(ip)).map(|&c| (ip, c)))
+            .collect();
+        if !refused.is_empty() {
+            value.retain(|ip| !refused.iter().any(|(r, _)| r == ip));
+            if value.is_empty() {
+                let listed: Vec<String> =
+                    refused.iter().map(|(ip, c)| format!("{ip} ({})", c.as_str())).collect();
+                return Err(LookupError {
+                    failure: DnsFailure::AddressRefused,
+                    detail: format!(
+                        "{host} resolves only to {}, which dns.refuse_addresses refuses: not probed",
+                        listed.join(", ")
+                    ),
+                    elapsed: started.elapsed(),
+                    ttl,
+                });
+            }
         }
         if value.len() > MAX_ADDRESSES_PER_FAMILY {
             tracing::warn!(
@@ -953,5 +1042,55 @@ fn classify(error: &NetError) -> (DnsFailure, String) {
             };
             (failure, words)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 26: each class holds its addresses of both families (an IPv4-mapped IPv6
+    /// address as its IPv4), and no other.
+    #[test]
+    fn address_classes_hold_their_addresses() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let cases = [
+            (
+                AddressClass::Loopback,
+                &["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"][..],
+                &["128.0.0.1", "::2"][..],
+            ),
+            (
+                AddressClass::Private,
+                &["10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "fc00::1", "fdff::1"],
+                &["172.32.0.1", "fe00::1", "11.0.0.1"],
+            ),
+            (
+                AddressClass::LinkLocal,
+                &["169.254.169.254", "fe80::1", "febf::1", "::ffff:169.254.0.1"],
+                &["169.255.0.1", "fec0::1"],
+            ),
+            (AddressClass::Unspecified, &["0.0.0.0", "::"], &["0.0.0.1", "::1"]),
+            (
+                AddressClass::Multicast,
+                &["224.0.0.1", "239.255.255.255", "ff02::1"],
+                &["223.255.255.255", "fe02::1"],
+            ),
+            (AddressClass::Broadcast, &["255.255.255.255"], &["255.255.255.254", "ffff::ffff"]),
+        ];
+        for (class, inside, outside) in cases {
+            for text in inside {
+                assert!(class.holds(ip(text)), "{class:?} {text}");
+            }
+            for text in outside {
+                assert!(!class.holds(ip(text)), "{class:?} {text}");
+            }
+        }
+        assert_eq!(AddressClass::parse("link_local"), Ok(AddressClass::LinkLocal));
+        assert_eq!(
+            AddressClass::parse("local"),
+            Err("\"local\" is not one of loopback, private, link_local, unspecified, multicast, broadcast"
+                .to_owned())
+        );
     }
 }

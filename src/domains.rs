@@ -435,7 +435,10 @@ pub async fn walk(
                         elapsed: e.elapsed,
                         failure: Some(e.failure),
                     });
-                    if e.failure == DnsFailure::NoRecords || e.failure == DnsFailure::Nxdomain {
+                    if matches!(
+                        e.failure,
+                        DnsFailure::NoRecords | DnsFailure::Nxdomain | DnsFailure::AddressRefused
+                    ) {
                         if e.ttl > Duration::ZERO {
                             ttl = ttl.min(e.ttl);
                         }

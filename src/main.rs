@@ -67,6 +67,12 @@ struct Cli {
     #[arg(long = "web.external-url", value_name = "URL")]
     external_url: Option<String>,
 
+    /// A host name clients use to reach the exporter, besides its address, localhost and
+    /// the host of --web.external-url: /-/reload, /config, /transcript and
+    /// /probe?debug=true answer only to those (a guard against DNS rebinding). Repeatable.
+    #[arg(long = "web.allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+
     /// Probe only the specs of shard INDEX out of COUNT replicas (stable hash of the spec's
     /// labels). INDEX may be a StatefulSet pod name like smtp-exporter-2.
     #[arg(long = "shard", value_name = "INDEX/COUNT", value_parser = Shard::parse)]
@@ -100,7 +106,10 @@ fn main() -> ExitCode {
         &cli.telemetry_path,
         cli.external_url.as_deref(),
     ) {
-        Ok(paths) => paths,
+        Ok(mut paths) => {
+            paths.allowed_hosts.extend(cli.allowed_hosts.iter().cloned());
+            paths
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);

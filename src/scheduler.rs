@@ -44,6 +44,8 @@ const CALM_AFTER: Duration = Duration::from_secs(60);
 /// How long shutdown waits for the tasks to end (they stop at once when cancelled; this
 /// only bounds a task stuck in a blocking call).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a delivery probe in flight at shutdown may go on to clean up its message.
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs, updates and stops the per-spec tasks.
 pub struct Scheduler {
@@ -95,6 +97,11 @@ impl Scheduler {
         }
     }
 
+    /// The `max_concurrency` permits, which on-demand probes take too.
+    pub fn limit(&self) -> Arc<Semaphore> {
+        self.limit.semaphore.clone()
+    }
+
     /// Makes the running tasks match `schedule` (the configured specs and those the
     /// domain walks made): removed specs stop (a probe in flight with them), new specs
     /// start with an immediate probe, and kept specs take the new settings on their
@@ -136,7 +143,7 @@ impl Scheduler {
         self.shutdown.cancel();
         self.tasks.clear();
         self.tracker.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT + DELIVERY_GRACE, self.tracker.wait()).await.is_err() {
             tracing::warn!(tasks = self.tracker.len(), "probe tasks still running at shutdown");
         }
     }
@@ -274,9 +281,18 @@ impl SpecTask {
         metrics.in_flight.inc();
         // Boxed: the probe future is several KiB, and an idle task should not carry room
         // for it between probes (10,000 idle specs would hold ~46 MiB for nothing).
+        let mut probe = Box::pin(probe::run_recorded(&scheduled.spec));
         let report = tokio::select! {
-            report = Box::pin(probe::run_recorded(&scheduled.spec)) => Some(report),
-            _ = Self::stopped(&self.shutdown, &mut self.reloaded, &self.settings) => None,
+            report = &mut probe => Some(report),
+            _ = Self::stopped(&self.shutdown, &mut self.reloaded, &self.settings) => {
+                // At shutdown, a delivery probe may have a message in the mailbox: it gets
+                // a bounded grace to find and delete it (else the next sweep does).
+                if self.shutdown.is_cancelled() && scheduled.spec.module.delivery.is_some() {
+                    tokio::time::timeout(DELIVERY_GRACE, probe).await.ok()
+                } else {
+                    None
+                }
+            }
         };
         metrics.in_flight.dec();
         let Some(report) = report else { return false };

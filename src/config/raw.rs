@@ -52,6 +52,7 @@ pub(super) struct RawDns {
     pub(super) cache_size: Option<u64>,
     pub(super) trust_anchors: Option<std::path::PathBuf>,
     pub(super) dnssec: Option<String>,
+    pub(super) refuse_addresses: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]

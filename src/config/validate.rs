@@ -193,6 +193,14 @@ fn validate_dns(raw: RawDns, base_dir: &Path) -> Result<DnsSettings, String> {
             Some(text) => crate::dns::DnssecMode::parse(text).map_err(|e| format!("dnssec: {e}"))?,
             None => defaults.dnssec,
         },
+        refuse_addresses: match raw.refuse_addresses {
+            Some(names) => names
+                .iter()
+                .map(|n| crate::dns::AddressClass::parse(n))
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("refuse_addresses: {e}"))?,
+            None => defaults.refuse_addresses,
+        },
     })
 }
 

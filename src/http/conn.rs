@@ -1,21 +1,31 @@
 //! Connections: how many are served, which one gives way when all slots are taken, and how
 //! long a response may wait for a client that does not read.
 //!
-//! Part of `http`, the last stop of the data flow, below the routes. Two kinds of client
-//! can hold every slot while doing nothing useful: one that sends its request a byte at a
-//! time (or nothing after connecting), and one that sends requests and never reads the
-//! answers. So when all [`MAX_CONNECTIONS`] slots are taken, a new connection takes the
-//! slot of the connection that has waited longest for a request, or else of the one whose
-//! writes have been stalled longest; a connection in the middle of a request that is being
-//! answered at the pace it is read is never the one to go. On its own, a write that makes
-//! no progress for [`WRITE_STALL_TIMEOUT`] ends its connection. A scrape therefore gets a
-//! slot at once whatever holds the others.
+//! Part of `http`, the last stop of the data flow, below the routes. Clients can hold slots
+//! while doing nothing useful: sending a request a byte at a time, sending requests and
+//! never reading the answers, queueing wrong passwords for the bcrypt check, or asking
+//! `/probe` for a server that never answers. So:
+//! - one source address holds at most [`MAX_PER_SOURCE`] of the [`MAX_CONNECTIONS`] slots:
+//!   an attacker elsewhere than the scraper competes only with itself;
+//! - when the slots (of all, or of the source) are taken, a new connection takes the slot
+//!   of one that does least for anybody: waiting for a request (oldest first; one that has
+//!   not sent its first byte yet only after [`GRACE`], so that a client a round trip away
+//!   is not pushed out by a flood of new connections), then one whose writes are stalled,
+//!   then one waiting for its password check, then one running an on-demand probe. A
+//!   connection answering a page (`/metrics`, health, status) is never the one to go;
+//! - on its own, a write that makes no progress for [`WRITE_STALL_TIMEOUT`] ends its
+//!   connection.
+//!
+//! A scrape therefore gets a slot at once whatever holds the others, unless the others come
+//! from the scraper's own address and none of them can give way (a flood of silent new
+//! connections from it).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,8 +36,25 @@ use tokio_util::sync::CancellationToken;
 
 /// Open connections served at once.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Open connections one source address may hold.
+pub const MAX_PER_SOURCE: usize = MAX_CONNECTIONS / 4;
+/// How long a new connection that has sent nothing yet is kept from giving way.
+pub const GRACE: Duration = Duration::from_millis(500);
 /// How long a write may make no progress before its connection is closed.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a connection is doing, as far as admission is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// Waiting for a request, or reading one that is still arriving.
+    Waiting,
+    /// Its request waits for the password check.
+    Authenticating,
+    /// Its request runs an on-demand probe.
+    Probing,
+    /// Answering a page at its client's pace: never made to give way.
+    Answering,
+}
 
 /// Every open connection, by id.
 pub struct Connections {
@@ -43,11 +70,37 @@ struct Slots {
 
 /// What admission needs to know of a connection.
 struct Entry {
-    /// Waiting for a request since then, in ms after `base`; `None` while one is answered.
-    waiting_since: Option<u64>,
+    peer: IpAddr,
+    /// When it was admitted, in ms after `base`.
+    admitted: u64,
+    activity: Activity,
+    /// Since when it does what it does, in ms after `base`.
+    since: u64,
+    /// Some byte of a request has come on it.
+    heard: Arc<AtomicBool>,
     /// Writes stalled since then, in ms after `base` (0: not stalled).
     stalled_since: Arc<AtomicU64>,
     cancel: CancellationToken,
+}
+
+impl Entry {
+    /// Its rank among those that may give way (lower goes first), and the time that
+    /// orders its rank; `None` when it may not.
+    fn yields(&self, now: u64) -> Option<(u8, u64)> {
+        let stalled = self.stalled_since.load(Ordering::Relaxed);
+        let in_grace = !self.heard.load(Ordering::Relaxed) && now.saturating_sub(self.admitted) < ms(GRACE);
+        match self.activity {
+            Activity::Waiting if !in_grace => Some((0, self.since)),
+            _ if stalled != 0 => Some((1, stalled)),
+            Activity::Authenticating => Some((2, self.since)),
+            Activity::Probing => Some((3, self.since)),
+            Activity::Waiting | Activity::Answering => None,
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Default for Connections {
@@ -59,45 +112,58 @@ impl Default for Connections {
 impl Connections {
     fn now_ms(&self) -> u64 {
         // At least 1, so that 0 can mean "not stalled".
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+        ms(self.base.elapsed()).max(1)
     }
 
-    /// Gives a new connection a slot. When all are taken, the connection that has waited
-    /// longest for a request gives way, else the one stalled longest on a write; `None`
-    /// when every slot is answering a request at its client's pace.
-    pub fn admit(self: &Arc<Self>) -> Option<Arc<Slot>> {
+    /// Gives a new connection from `peer` a slot. When the source holds its share, one of
+    /// its own connections gives way; when all slots are taken, one of anybody's does (see
+    /// the module's doc for which); `None` when none can.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Arc<Slot>> {
+        let peer = peer.to_canonical();
         let now = self.now_ms();
         let mut slots = self.open.lock().expect("connections lock");
-        if slots.by_id.len() >= MAX_CONNECTIONS {
-            let waiting = slots.by_id.iter().filter_map(|(id, e)| e.waiting_since.map(|t| (t, *id))).min();
-            let stalled = || {
-                slots
-                    .by_id
-                    .iter()
-                    .map(|(id, e)| (e.stalled_since.load(Ordering::Relaxed), *id))
-                    .filter(|(t, _)| *t != 0)
-                    .min()
-            };
-            let (_, victim) = waiting.or_else(stalled)?;
-            if let Some(entry) = slots.by_id.remove(&victim) {
-                entry.cancel.cancel();
-            }
+        let victim = |slots: &Slots, same_source: bool| {
+            slots
+                .by_id
+                .iter()
+                .filter(|(_, e)| !same_source || e.peer == peer)
+                .filter_map(|(id, e)| e.yields(now).map(|rank| (rank, *id)))
+                .min()
+                .map(|(_, id)| id)
+        };
+        if slots.by_id.values().filter(|e| e.peer == peer).count() >= MAX_PER_SOURCE {
+            let id = victim(&slots, true)?;
+            slots.evict(id);
+        } else if slots.by_id.len() >= MAX_CONNECTIONS {
+            let id = victim(&slots, false)?;
+            slots.evict(id);
         }
         let id = slots.next_id;
         slots.next_id += 1;
-        let stalled_since = Arc::new(AtomicU64::new(0));
-        let cancel = CancellationToken::new();
+        let (stalled_since, heard, cancel) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)), CancellationToken::new());
         slots.by_id.insert(
             id,
-            Entry { waiting_since: Some(now), stalled_since: stalled_since.clone(), cancel: cancel.clone() },
+            Entry {
+                peer,
+                admitted: now,
+                activity: Activity::Waiting,
+                since: now,
+                heard: heard.clone(),
+                stalled_since: stalled_since.clone(),
+                cancel: cancel.clone(),
+            },
         );
-        Some(Arc::new(Slot { id, connections: self.clone(), stalled_since, cancel }))
+        Some(Arc::new(Slot { id, connections: self.clone(), stalled_since, heard, cancel }))
     }
 
-    fn set_waiting(&self, id: u64, waiting: bool) {
+    fn set_activity(&self, id: u64, activity: Activity) {
         let now = self.now_ms();
         if let Some(entry) = self.open.lock().expect("connections lock").by_id.get_mut(&id) {
-            entry.waiting_since = waiting.then_some(now);
+            if entry.activity != activity {
+                entry.activity = activity;
+                entry.since = now;
+            }
         }
     }
 
@@ -108,33 +174,49 @@ impl Connections {
     }
 }
 
-/// One connection's slot: it tells whether a request is being answered, and is given up
-/// when dropped.
+impl Slots {
+    fn evict(&mut self, id: u64) {
+        if let Some(entry) = self.by_id.remove(&id) {
+            entry.cancel.cancel();
+        }
+    }
+}
+
+/// One connection's slot: it tells what the connection is doing, and is given up when
+/// dropped.
 pub struct Slot {
     id: u64,
     connections: Arc<Connections>,
     stalled_since: Arc<AtomicU64>,
+    heard: Arc<AtomicBool>,
     /// Cancelled when another connection takes this slot.
     pub cancel: CancellationToken,
 }
 
 impl Slot {
-    /// A request has come: this connection is not to give way now.
+    /// The connection now does `activity`.
+    pub fn doing(&self, activity: Activity) {
+        self.connections.set_activity(self.id, activity);
+    }
+
+    /// A request has come and is being answered.
     pub fn busy(&self) {
-        self.connections.set_waiting(self.id, false);
+        self.doing(Activity::Answering);
     }
 
     /// The answer is out: the connection waits for its next request.
     pub fn waiting(&self) {
-        self.connections.set_waiting(self.id, true);
+        self.doing(Activity::Waiting);
     }
 
-    /// Wraps the connection's stream so that a stalled write ends it and is seen here.
+    /// Wraps the connection's stream so that a stalled write ends it and is seen here, and
+    /// so that the first byte read is seen too.
     pub fn guard<S>(&self, stream: S) -> StallGuard<S> {
         StallGuard {
             stream,
             deadline: None,
             stalled_since: self.stalled_since.clone(),
+            heard: self.heard.clone(),
             base: self.connections.base,
         }
     }
@@ -152,6 +234,7 @@ pub struct StallGuard<S> {
     stream: S,
     deadline: Option<Pin<Box<Sleep>>>,
     stalled_since: Arc<AtomicU64>,
+    heard: Arc<AtomicBool>,
     base: Instant,
 }
 
@@ -185,7 +268,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for StallGuard<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.store(true, Ordering::Relaxed);
+        }
+        poll
     }
 }
 
@@ -237,26 +325,98 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_full_house_gives_way_longest_waiting_first_and_never_a_busy_one() {
+    /// The `n`th address of a block of distinct sources.
+    fn source(n: usize) -> IpAddr {
+        IpAddr::from([10, 0, (n >> 8) as u8, n as u8])
+    }
+
+    /// `MAX_CONNECTIONS` slots, each from its own address, that have each sent a byte.
+    fn full_house(connections: &Arc<Connections>) -> Vec<Arc<Slot>> {
+        (0..MAX_CONNECTIONS)
+            .map(|n| {
+                let slot = connections.admit(source(n)).unwrap();
+                slot.heard.store(true, Ordering::Relaxed);
+                slot
+            })
+            .collect()
+    }
+
+    /// Issue 26: when every slot is taken, the one that gives way is, in turn: a waiting
+    /// connection, a stalled writer, one waiting for its password check, one running an
+    /// on-demand probe; never one answering a page.
+    #[tokio::test(start_paused = true)]
+    async fn a_full_house_gives_way_in_order_and_never_an_answering_one() {
         let connections = Arc::new(Connections::default());
-        let mut slots: Vec<Arc<Slot>> = (0..MAX_CONNECTIONS).map(|_| connections.admit().unwrap()).collect();
-        for slot in &slots[1..] {
+        let slots = full_house(&connections);
+        for slot in &slots[4..] {
             slot.busy();
         }
-        // Only the first waits for a request: it gives way.
-        let newcomer = connections.admit().unwrap();
-        assert!(slots[0].cancel.is_cancelled());
-        assert!(slots[1..].iter().all(|s| !s.cancel.is_cancelled()));
+        slots[1].doing(Activity::Probing);
+        slots[2].doing(Activity::Authenticating);
+        slots[3].busy();
+        slots[3].stalled_since.store(42, Ordering::Relaxed);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let mut newcomers = Vec::new();
+        for (n, gives_way) in [0, 3, 2, 1].into_iter().enumerate() {
+            let newcomer = connections.admit(source(1000 + n)).expect("a slot gives way");
+            newcomer.busy();
+            newcomers.push(newcomer);
+            assert!(slots[gives_way].cancel.is_cancelled(), "slot {gives_way} should have given way");
+            assert_eq!(slots.iter().filter(|s| s.cancel.is_cancelled()).count(), n + 1);
+        }
+        assert!(connections.admit(source(2000)).is_none(), "every slot answers a page");
         assert_eq!(connections.len(), MAX_CONNECTIONS);
-        newcomer.busy();
-        // Everyone busy and nobody stalled: no slot for another.
-        slots.remove(0);
-        assert!(connections.admit().is_none());
-        // A stalled writer gives way next.
-        slots[5].stalled_since.store(42, Ordering::Relaxed);
-        assert!(connections.admit().is_some());
-        assert!(slots[5].cancel.is_cancelled());
+    }
+
+    /// Issue 26: a new connection that has not sent its first byte keeps its slot for
+    /// [`GRACE`], so that a flood of new connections cannot push out a client a round trip
+    /// away; the flood's own newcomers are refused meanwhile. Past the grace, the oldest
+    /// gives way first.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_new_connection_has_its_grace() {
+        let connections = Arc::new(Connections::default());
+        let slots: Vec<Arc<Slot>> =
+            (0..MAX_CONNECTIONS).map(|n| connections.admit(source(n)).unwrap()).collect();
+        tokio::time::advance(GRACE - Duration::from_millis(1)).await;
+        assert!(connections.admit(source(1000)).is_none(), "all in their grace");
+        // One has spoken: it may go at once.
+        slots[7].heard.store(true, Ordering::Relaxed);
+        let first = connections.admit(source(1000));
+        assert!(first.is_some());
+        assert!(slots[7].cancel.is_cancelled());
+        // (Times are counted from 1 ms after the start.)
+        tokio::time::advance(Duration::from_millis(2)).await;
+        let second = connections.admit(source(1001));
+        assert!(second.is_some());
+        assert!(slots[0].cancel.is_cancelled(), "the oldest goes first past the grace");
+    }
+
+    /// Issue 26: one address holds at most [`MAX_PER_SOURCE`] slots: beyond, its own
+    /// connections give way (or its newcomer is refused), never another source's.
+    #[tokio::test(start_paused = true)]
+    async fn one_source_holds_at_most_its_share() {
+        let connections = Arc::new(Connections::default());
+        let scraper = connections.admit(IpAddr::from([127, 0, 0, 1])).unwrap();
+        scraper.heard.store(true, Ordering::Relaxed);
+        let attacker = IpAddr::from([127, 0, 0, 2]);
+        let held: Vec<Arc<Slot>> =
+            (0..MAX_PER_SOURCE).map(|_| connections.admit(attacker).unwrap()).collect();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // Past its grace, its own oldest gives way; the scraper's idle slot is not touched.
+        let replacement = connections.admit(attacker).expect("its own oldest gives way");
+        assert!(held[0].cancel.is_cancelled() && !scraper.cancel.is_cancelled());
+        replacement.busy();
+        for slot in &held[1..] {
+            slot.busy();
+        }
+        // Its share is all answering: its newcomer is refused, while others come in.
+        let (from_v6_mapped, newcomer) = (
+            IpAddr::from(std::net::Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped()),
+            connections.admit(IpAddr::from([127, 0, 0, 3])),
+        );
+        assert!(connections.admit(from_v6_mapped).is_none(), "the same source written as IPv6");
+        assert!(newcomer.is_some());
+        assert_eq!(connections.len(), MAX_PER_SOURCE + 2);
     }
 
     /// Issue 17: among waiting connections, the one that has waited longest gives way,
@@ -265,7 +425,7 @@ mod tests {
     #[tokio::test]
     async fn the_longest_waiting_gives_way_and_a_sent_body_makes_its_slot_wait() {
         let connections = Arc::new(Connections::default());
-        let slots: Vec<Arc<Slot>> = (0..MAX_CONNECTIONS).map(|_| connections.admit().unwrap()).collect();
+        let slots = full_house(&connections);
         for slot in &slots {
             slot.busy();
         }
@@ -273,7 +433,7 @@ mod tests {
         drop(super::super::body::Body::whole("answer").for_slot(slots[1].clone()));
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(super::super::body::Body::whole("answer").for_slot(slots[0].clone()));
-        assert!(connections.admit().is_some());
+        assert!(connections.admit(source(1000)).is_some());
         assert!(slots[1].cancel.is_cancelled(), "the longest waiting gives way");
         assert!(!slots[0].cancel.is_cancelled());
     }
@@ -285,7 +445,7 @@ mod tests {
     async fn a_stalled_write_fails_after_its_deadline_and_progress_clears_it() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let connections = Arc::new(Connections::default());
-        let slot = connections.admit().unwrap();
+        let slot = connections.admit(source(0)).unwrap();
         assert_eq!(connections.len(), 1);
         let (client, mut peer) = tokio::io::duplex(8);
         let mut guard = slot.guard(client);

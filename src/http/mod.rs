@@ -10,6 +10,7 @@
 
 mod body;
 mod conn;
+mod hosts;
 pub mod paths;
 mod render;
 pub mod status;
@@ -33,6 +34,7 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::{self, Exporter};
 use crate::probe;
 use body::Body;
+pub use conn::MAX_CONNECTIONS;
 use conn::{Connections, Slot};
 
 /// How long a client may take to send its request headers.
@@ -40,6 +42,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A reload request: the answer comes back on the oneshot.
 pub type ReloadRequest = oneshot::Sender<Result<(), ConfigError>>;
+
+/// How long an on-demand probe waits for a free `max_concurrency` permit.
+const PROBE_PERMIT_WAIT: Duration = Duration::from_secs(1);
 
 /// Time kept back from Prometheus' scrape timeout for encoding and transfer.
 const SCRAPE_TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
@@ -59,6 +64,9 @@ pub struct Shared {
     pub renders: Arc<render::Renders>,
     /// Where the pages are, and how links to them are written.
     pub paths: paths::Paths,
+    /// The probes running at once, on-demand and scheduled: the scheduler's
+    /// `max_concurrency` permits.
+    pub probe_limit: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves until `shutdown` resolves. Connections in progress are not waited for.
@@ -66,7 +74,7 @@ pub async fn serve(listener: TcpListener, state: Arc<Shared>, shutdown: impl Fut
     let connections = Arc::new(Connections::default());
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -83,8 +91,8 @@ pub async fn serve(listener: TcpListener, state: Arc<Shared>, shutdown: impl Fut
         let _ = stream.set_nodelay(true);
         // Every slot answering a request at its client's pace: this one waits its turn
         // by going away (its client retries), rather than queueing unseen.
-        let Some(slot) = connections.admit() else {
-            tracing::debug!("all connections busy answering; closing a new one");
+        let Some(slot) = connections.admit(peer.ip()) else {
+            tracing::debug!(peer = %peer.ip(), "no connection can give way; closing a new one");
             continue;
         };
         tokio::spawn(serve_connection(stream, slot, state.clone()));
@@ -124,7 +132,7 @@ where
         let (state, slot) = (state.clone(), service_slot.clone());
         async move {
             slot.busy();
-            Ok::<_, Infallible>(handle(&state, req).await.map(|body| body.for_slot(slot)))
+            Ok::<_, Infallible>(handle(&state, &slot, req).await.map(|body| body.for_slot(slot)))
         }
     });
     let conn = http1::Builder::new()
@@ -144,17 +152,31 @@ where
 
 /// Authenticates the request (when the web configuration has users), routes it, and adds
 /// the configured headers.
-async fn handle(state: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn handle(state: &Shared, slot: &Slot, req: Request<Incoming>) -> Response<Body> {
     let config = state.web.current();
+    let on_wait = || slot.doing(conn::Activity::Authenticating);
     let mut response =
-        match state.web.authorize(&config, req.headers().get(hyper::header::AUTHORIZATION)).await {
-            web::Access::Granted => route(state, req).await,
+        match state.web.authorize(&config, req.headers().get(hyper::header::AUTHORIZATION), on_wait).await {
+            web::Access::Granted => {
+                slot.busy();
+                route(state, slot, req).await
+            }
+            web::Access::Busy => {
+                let mut resp =
+                    text(StatusCode::TOO_MANY_REQUESTS, "Too many password checks are waiting; try again.\n");
+                resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                resp.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                resp
+            }
             web::Access::Denied => {
                 let mut resp = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
                 resp.headers_mut().insert(
                     hyper::header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"smtp_exporter\""),
                 );
+                // Requests pipelined behind a wrong password wait for nothing: the
+                // connection ends with this answer, and its slot is free.
+                resp.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
                 resp
             }
         };
@@ -164,7 +186,7 @@ async fn handle(state: &Shared, req: Request<Incoming>) -> Response<Body> {
     response
 }
 
-async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn route(state: &Shared, slot: &Slot, req: Request<Incoming>) -> Response<Body> {
     use paths::Page;
     let Some(page) = state.paths.page(req.uri().path()) else {
         let home = state.paths.link(Page::Status);
@@ -172,9 +194,23 @@ async fn route(state: &Shared, req: Request<Incoming>) -> Response<Body> {
     };
     let method = req.method();
     let read_only = method == Method::GET || method == Method::HEAD;
+    let debug_probe = page == Page::Probe
+        && query_params(req.uri().query().unwrap_or(""))
+            .iter()
+            .any(|(k, v)| k == "debug" && (v == "true" || v == "1"));
+    let guarded = matches!(page, Page::Reload | Page::Config | Page::Transcript) || debug_probe;
+    if guarded && !hosts::allowed(req.headers().get(hyper::header::HOST), &state.paths.allowed_hosts) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "This page answers only to the exporter's address, localhost, the host of --web.external-url, or a name given with --web.allowed-host (a guard against DNS rebinding).\n",
+        );
+    }
     match page {
         Page::Metrics if read_only => metrics_response(state, &req),
-        Page::Probe if read_only => on_demand_probe(state, &req).await,
+        Page::Probe if read_only => {
+            slot.doing(conn::Activity::Probing);
+            on_demand_probe(state, &req).await
+        }
         Page::Status if read_only => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -284,8 +320,21 @@ async fn on_demand_probe(state: &Shared, req: &Request<Incoming>) -> Response<Bo
         }
         Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
     };
+    // Outbound connections obey max_concurrency like scheduled probes: a probe waits a
+    // moment for a permit, then is answered 503.
+    let permit =
+        match tokio::time::timeout(PROBE_PERMIT_WAIT, state.probe_limit.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Every probe slot (max_concurrency) is busy; try again.\n",
+                )
+            }
+        };
     let debug = matches!(param("debug"), Some("true" | "1"));
     let report = if debug { probe::run_recorded(&spec).await } else { probe::run(&spec).await };
+    drop(permit);
     if let Some(f) = report.failure.as_ref().filter(|f| f.reason == probe::Reason::LocalResources) {
         tracing::warn!(detail = %f.detail, "on-demand probe could not run: the exporter is out of resources");
         return text(

@@ -33,11 +33,19 @@ pub struct Paths {
     telemetry: String,
     /// What links start with: the external URL's path, or the prefix; no final slash.
     link_base: String,
+    /// The names besides addresses and `localhost` that the guarded routes answer to: the
+    /// external URL's host, and `--web.allowed-host` (see `hosts`).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Paths {
     fn default() -> Paths {
-        Paths { prefix: String::new(), telemetry: "/metrics".into(), link_base: String::new() }
+        Paths {
+            prefix: String::new(),
+            telemetry: "/metrics".into(),
+            link_base: String::new(),
+            allowed_hosts: Vec::new(),
+        }
     }
 }
 
@@ -82,7 +90,12 @@ impl Paths {
             ));
         }
         let link_base = external_path.unwrap_or_else(|| prefix.clone());
-        Ok(Paths { prefix, telemetry: telemetry.to_owned(), link_base })
+        let allowed_hosts = external_url
+            .and_then(|url| url.parse::<hyper::Uri>().ok())
+            .and_then(|uri| uri.host().map(str::to_owned))
+            .into_iter()
+            .collect();
+        Ok(Paths { prefix, telemetry: telemetry.to_owned(), link_base, allowed_hosts })
     }
 
     /// The page that a request path names, or `None` (not found).

@@ -85,6 +85,8 @@ pub struct WebConfig {
     /// The certificate, key and client CA files it was built from, watched for changes
     /// like the file itself (a renewed certificate is taken up without a restart).
     files: Vec<PathBuf>,
+    /// Every client must present a certificate.
+    client_certs: bool,
 }
 
 impl WebConfig {
@@ -96,6 +98,7 @@ impl WebConfig {
             users: BTreeMap::new(),
             headers: Vec::new(),
             files: Vec::new(),
+            client_certs: false,
         }
     }
 
@@ -142,25 +145,57 @@ impl WebConfig {
                 Ok((name, value))
             })
             .collect::<Result<_, String>>()?;
-        let (tls, client_allowed_sans, files) = match raw.tls_server_config {
-            None => (None, Vec::new(), Vec::new()),
+        let (tls, client_allowed_sans, files, client_certs) = match raw.tls_server_config {
+            None => (None, Vec::new(), Vec::new(), false),
             Some(tls) => {
                 let sans = tls.client_allowed_sans.clone();
+                let client_certs = matches!(
+                    tls.client_auth_type.as_deref(),
+                    Some("RequireAndVerifyClientCert" | "RequireAnyClientCert" | "RequireClientCert")
+                );
                 let files = [&tls.cert_file, &tls.key_file, &tls.client_ca_file]
                     .into_iter()
                     .flatten()
                     .map(|path| resolve(base, path))
                     .collect();
                 let server = tls_server(tls, base).map_err(|e| format!("tls_server_config: {e}"))?;
-                (Some(Arc::new(server)), sans, files)
+                (Some(Arc::new(server)), sans, files, client_certs)
             }
         };
-        Ok(WebConfig { tls, client_allowed_sans, users: raw.basic_auth_users, headers, files })
+        Ok(WebConfig { tls, client_allowed_sans, users: raw.basic_auth_users, headers, files, client_certs })
     }
 
     /// Whether requests must authenticate.
     pub fn wants_auth(&self) -> bool {
         !self.users.is_empty()
+    }
+
+    /// What `next` would turn off of this configuration's guard (TLS, basic
+    /// authentication, required client certificates), in words; `None` when it keeps or
+    /// raises every one. A reload never lowers the guard: a truncated or emptied file
+    /// would otherwise open the exporter at run time.
+    pub fn lowered_by(&self, next: &WebConfig) -> Option<String> {
+        let lost: Vec<&str> = [
+            (self.tls.is_some() && next.tls.is_none(), "TLS"),
+            (self.wants_auth() && !next.wants_auth(), "basic authentication"),
+            (self.client_certs && !next.client_certs, "required client certificates"),
+        ]
+        .into_iter()
+        .filter_map(|(lost, what)| lost.then_some(what))
+        .collect();
+        (!lost.is_empty()).then(|| {
+            format!(
+                "the new version would turn off {} at run time; restart the exporter to serve with less",
+                lost.join(" and ")
+            )
+        })
+    }
+
+    /// The hash an unknown user is checked against: the most expensive one configured,
+    /// so that no user name answers faster than the slowest real one.
+    fn decoy_hash(&self) -> String {
+        let cost = |hash: &String| hash.get(4..6).and_then(|c| c.parse::<u32>().ok()).unwrap_or(0);
+        self.users.values().max_by_key(|h| cost(h)).cloned().unwrap_or_default()
     }
 }
 
@@ -215,6 +250,14 @@ fn tls_server(raw: RawTlsServer, base: &Path) -> Result<ServerConfig, String> {
         client_verifier(raw.client_auth_type.as_deref(), raw.client_ca_file.as_deref(), base, &provider)?;
     if !raw.client_allowed_sans.is_empty() && !verifier.offer_client_auth() {
         return Err("client_allowed_sans needs a client_auth_type that asks for a certificate".into());
+    }
+    // An unverified certificate can name any SAN: a self-signed one passes the check.
+    if let (false, Some(kind @ ("RequestClientCert" | "RequireAnyClientCert" | "RequireClientCert"))) =
+        (raw.client_allowed_sans.is_empty(), raw.client_auth_type.as_deref())
+    {
+        return Err(format!(
+            "client_allowed_sans needs verified certificates (client_auth_type RequireAndVerifyClientCert or VerifyClientCertIfGiven, with client_ca_file): under {kind} any self-signed certificate can name an allowed SAN"
+        ));
     }
     ServerConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&versions)
@@ -403,7 +446,9 @@ pub struct WebSettings {
     /// Password checks that passed: (user, password, hash) digests, bounded.
     passed: Mutex<HashSet<[u8; 32]>>,
     /// bcrypt checks running at once.
-    hashing: Semaphore,
+    hashing: Arc<Semaphore>,
+    /// Checks waiting for a bcrypt slot now.
+    waiting: std::sync::atomic::AtomicUsize,
     /// `smtp_exporter_web_config_last_reload_successful`.
     pub reload_successful: prometheus::IntGauge,
 }
@@ -416,7 +461,13 @@ const PASSED_MAX: usize = 1024;
 pub enum Access {
     Granted,
     Denied,
+    /// Too many checks are waiting: answered at once rather than queued, so that wrong
+    /// passwords cost the one who sends them, not the next scrape.
+    Busy,
 }
+
+/// Password checks that may wait for a bcrypt slot; more are answered `Busy`.
+const MAX_WAITING_CHECKS: usize = 8;
 
 impl WebSettings {
     /// Loads `file` (none: no TLS, no authentication).
@@ -435,7 +486,8 @@ impl WebSettings {
             current: RwLock::new(Arc::new(config)),
             seen: Mutex::new((std::time::Instant::now(), stamps)),
             passed: Mutex::default(),
-            hashing: Semaphore::new(2),
+            hashing: Arc::new(Semaphore::new(2)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             reload_successful,
         })
     }
@@ -451,7 +503,12 @@ impl WebSettings {
                 let now = stamps(path, &in_force);
                 if now != seen.1 {
                     seen.1 = now;
-                    match WebConfig::load(path) {
+                    let loaded =
+                        WebConfig::load(path).and_then(|config| match in_force.lowered_by(&config) {
+                            Some(why) => Err(format!("{}: {why}", path.display())),
+                            None => Ok(config),
+                        });
+                    match loaded {
                         Ok(config) => {
                             // Watch what the new version names from now on.
                             seen.1 = stamps(path, &config);
@@ -472,7 +529,12 @@ impl WebSettings {
     }
 
     /// Checks a request's `Authorization` header against `config`'s users.
-    pub async fn authorize(&self, config: &WebConfig, header: Option<&HeaderValue>) -> Access {
+    pub async fn authorize(
+        &self,
+        config: &WebConfig,
+        header: Option<&HeaderValue>,
+        on_wait: impl FnOnce(),
+    ) -> Access {
         if !config.wants_auth() {
             return Access::Granted;
         }
@@ -481,7 +543,7 @@ impl WebSettings {
         // answer takes does not tell which user names exist.
         let (known, hash) = match config.users.get(&user) {
             Some(hash) => (true, hash.clone()),
-            None => (false, config.users.values().next().cloned().unwrap_or_default()),
+            None => (false, config.decoy_hash()),
         };
         let digest =
             ring::digest::digest(&ring::digest::SHA256, format!("{user}\0{password}\0{hash}").as_bytes());
@@ -489,10 +551,24 @@ impl WebSettings {
         if known && self.passed.lock().expect("passed lock").contains(&key) {
             return Access::Granted;
         }
-        let Ok(_permit) = self.hashing.acquire().await else { return Access::Denied };
-        let matches = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
+        // Waiting for the check, the connection may give way to another.
+        on_wait();
+        let permit = {
+            let waiting = Waiting::count(&self.waiting);
+            if waiting.0 > MAX_WAITING_CHECKS {
+                return Access::Busy;
+            }
+            self.hashing.clone().acquire_owned().await
+        };
+        let Ok(permit) = permit else { return Access::Denied };
+        // The permit goes with the check: a connection that gives way while its hash is
+        // computed does not let another start before this one ends.
+        let matches = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            bcrypt::verify(password, &hash).unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false);
         if known && matches {
             let mut passed = self.passed.lock().expect("passed lock");
             if passed.len() >= PASSED_MAX {
@@ -503,6 +579,22 @@ impl WebSettings {
         } else {
             Access::Denied
         }
+    }
+}
+
+/// One check counted among those waiting for a bcrypt slot while it lives (a request
+/// dropped while it waits is uncounted too); `.0` is how many wait with it.
+struct Waiting<'a>(usize, &'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(counter: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        Waiting(counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.1.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -577,6 +669,62 @@ mod tests {
         assert_eq!(versions(Some("TLS13"), None).unwrap().len(), 1);
     }
 
+    /// Issue 26: an unknown user is checked against the most expensive hash, whatever the
+    /// order of the users.
+    #[test]
+    fn the_decoy_is_the_most_expensive_hash() {
+        let hash = |cost: &str| format!("$2y${cost}$Kj2NOcqXgqK0Nq7sM8Bx0e6GEq4K7yUVMvB6u7S2uT7d9Lx6C.0aO");
+        let users = [("a", "10"), ("b", "12"), ("c", "04")].map(|(u, c)| (u.to_owned(), hash(c))).into();
+        let config = WebConfig::build(
+            RawWebConfig { basic_auth_users: users, ..RawWebConfig::default() },
+            Path::new(""),
+        )
+        .unwrap();
+        assert_eq!(config.decoy_hash(), hash("12"));
+        assert_eq!(WebConfig::open().decoy_hash(), "");
+    }
+
+    /// Issue 26: what a reload may not turn off, named; raising or keeping the guard is
+    /// fine.
+    #[test]
+    fn a_reload_may_not_lower_the_guard() {
+        let hash = "$2y$10$Kj2NOcqXgqK0Nq7sM8Bx0e6GEq4K7yUVMvB6u7S2uT7d9Lx6C.0aO".to_owned();
+        let with_users = || {
+            let raw = RawWebConfig {
+                basic_auth_users: [("u".to_owned(), hash.clone())].into(),
+                ..RawWebConfig::default()
+            };
+            WebConfig::build(raw, Path::new("")).unwrap()
+        };
+        let open = WebConfig::open();
+        assert_eq!(
+            with_users().lowered_by(&open).as_deref(),
+            Some("the new version would turn off basic authentication at run time; restart the exporter to serve with less")
+        );
+        assert_eq!(open.lowered_by(&with_users()), None);
+        assert_eq!(with_users().lowered_by(&with_users()), None);
+        let mut tls = WebConfig::open();
+        tls.tls = with_users().tls.clone().or_else(|| {
+            let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            let chain = vec![made.cert.der().clone()];
+            let key = rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der()).unwrap();
+            Some(Arc::new(
+                ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_no_client_auth()
+                    .with_single_cert(chain, key)
+                    .unwrap(),
+            ))
+        });
+        tls.client_certs = true;
+        tls.users = with_users().users;
+        assert_eq!(
+            tls.lowered_by(&open).as_deref(),
+            Some("the new version would turn off TLS and basic authentication and required client certificates at run time; restart the exporter to serve with less")
+        );
+    }
+
     #[test]
     fn basic_credentials_are_read() {
         let header = HeaderValue::from_static("Basic dXNlcjpwYTpzcw==");
@@ -598,11 +746,20 @@ mod tests {
             ))
             .unwrap()
         };
-        assert_eq!(settings.authorize(&config, Some(&header("alice", "right"))).await, Access::Granted);
-        assert_eq!(settings.authorize(&config, Some(&header("alice", "right"))).await, Access::Granted);
-        assert_eq!(settings.authorize(&config, Some(&header("alice", "wrong"))).await, Access::Denied);
-        assert_eq!(settings.authorize(&config, Some(&header("mallory", "right"))).await, Access::Denied);
-        assert_eq!(settings.authorize(&config, None).await, Access::Denied);
+        assert_eq!(
+            settings.authorize(&config, Some(&header("alice", "right")), || {}).await,
+            Access::Granted
+        );
+        assert_eq!(
+            settings.authorize(&config, Some(&header("alice", "right")), || {}).await,
+            Access::Granted
+        );
+        assert_eq!(settings.authorize(&config, Some(&header("alice", "wrong")), || {}).await, Access::Denied);
+        assert_eq!(
+            settings.authorize(&config, Some(&header("mallory", "right")), || {}).await,
+            Access::Denied
+        );
+        assert_eq!(settings.authorize(&config, None, || {}).await, Access::Denied);
     }
 
     #[test]
@@ -635,7 +792,7 @@ mod tests {
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:right"));
             let header = HeaderValue::try_from(format!("Basic {basic}")).unwrap();
             let (settings, config) = (&settings, &config);
-            async move { settings.authorize(config, Some(&header)).await }
+            async move { settings.authorize(config, Some(&header), || {}).await }
         };
         let remembered = || settings.passed.lock().unwrap().len();
         assert_eq!(check("alice").await, Access::Granted);

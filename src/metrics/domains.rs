@@ -34,7 +34,7 @@ const DNS_SUCCESS: DomainFamily = family(
 );
 const DNS_FAILURE: DomainFamily = family(
     "smtp_domain_dns_failure_info",
-    "1 with why the domain's last DNS walk failed (nxdomain, servfail, refused, timeout, no_records, truncated, bogus, mx_ip_literal, other); present only while it fails.",
+    "1 with why the domain's last DNS walk failed (nxdomain, servfail, refused, timeout, no_records, truncated, bogus, mx_ip_literal, address_refused, other); present only while it fails.",
     &["reason"],
 );
 const DNS_LOOKUP: DomainFamily = family(

@@ -96,6 +96,9 @@ pub enum Reason {
     DnsTruncated,
     /// DNSSEC validation failed.
     DnsBogus,
+    /// The name resolves only to addresses the exporter refuses to connect to
+    /// (`dns.refuse_addresses`: link-local, unspecified, multicast, broadcast by default).
+    DnsAddressRefused,
     /// Any other resolver failure (a malformed answer, no name server configured).
     Dns,
     /// Any other socket error.
@@ -183,6 +186,7 @@ impl Reason {
             F::Timeout => Reason::DnsTimeout,
             F::Truncated => Reason::DnsTruncated,
             F::Bogus => Reason::DnsBogus,
+            F::AddressRefused => Reason::DnsAddressRefused,
             // Only a domain walk meets an MX that names an address; a probe never does.
             F::MxIpLiteral | F::Other => Reason::Dns,
         }

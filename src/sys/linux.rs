@@ -33,6 +33,25 @@ pub(super) fn cpu_seconds() -> Option<f64> {
     Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
+/// Raises the soft open-file limit to the hard one; (before, after).
+pub(super) fn raise_open_file_limit() -> Option<(u64, u64)> {
+    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        let before = limit.rlim_cur;
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Some((before, before));
+            }
+        }
+        Some((before, limit.rlim_cur))
+    }
+}
+
 /// The reason for an errno that the standard library's error kinds do not tell apart.
 pub(super) fn reason_of_code(code: i32) -> Option<Reason> {
     Some(match code {

@@ -32,6 +32,12 @@ pub fn cpu_seconds() -> Option<f64> {
     platform::cpu_seconds()
 }
 
+/// Raises the soft limit of open files to the hard one, as Prometheus does: returns the
+/// soft limit before and after; `None` where unknown.
+pub fn raise_open_file_limit() -> Option<(u64, u64)> {
+    platform::raise_open_file_limit()
+}
+
 /// Classifies a socket error: by its OS error code on Linux, by the kind the standard
 /// library derives from that code elsewhere (never by the error's text).
 pub fn reason_of(err: &io::Error) -> Reason {

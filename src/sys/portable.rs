@@ -18,3 +18,7 @@ pub(super) fn reason_of_code(_code: i32) -> Option<Reason> {
 pub(super) fn family_unsupported(err: &io::Error) -> bool {
     err.kind() == io::ErrorKind::Unsupported
 }
+
+pub(super) fn raise_open_file_limit() -> Option<(u64, u64)> {
+    None
+}

@@ -104,8 +104,12 @@ impl Client {
             self.conn = Some(BufReader::with_capacity(64 * 1024, s));
         }
         let conn = self.conn.as_mut().expect("connected above");
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {}\r\n", self.addr, self.user_agent);
+        // A Host among `headers` stands for the client's own (a browser sent to another name).
+        let mut request = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            request.push_str(&format!("Host: {}\r\n", self.addr));
+        }
+        request.push_str(&format!("User-Agent: {}\r\n", self.user_agent));
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }

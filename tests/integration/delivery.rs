@@ -802,3 +802,29 @@ async fn refusals_of_idle_and_fetch_are_imap_protocol_with_the_servers_words() {
         assert_eq!(report.failure.as_ref().unwrap().detail, detail);
     }
 }
+
+/// Issue 26: a delivery probe in flight when the exporter stops (SIGTERM) is given its
+/// grace to find and delete its message: the mailbox is empty after the stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_delivery_leaves_the_mailbox_empty() {
+    let delay = Duration::from_millis(1500);
+    let rig = Rig::start(imap::Behaviour::default(), delivering(move |s| s.deliver_to("INBOX", delay))).await;
+    let indent = |yaml: String| yaml.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let yaml = format!(
+        "modules:\n  d:\n{}targets:\n  - name: fake\n    host: 127.0.0.1\n    ports: [{{ port: {}, module: d }}]\n",
+        indent(rig.module_yaml("", "poll_interval: 500ms", &[])),
+        rig.smtp.port()
+    );
+    let exporter = crate::support::InProcess::start(yaml, "delivery-stop.yml").await;
+    // Stop once the message is submitted and the probe waits for it.
+    let submitted = std::time::Instant::now();
+    while rig.accepted().is_empty() && submitted.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rig.accepted().len(), 1, "the probe submitted its message");
+    assert!(rig.store.messages("INBOX").is_empty(), "not delivered yet when the stop comes");
+    exporter.stop().await;
+    assert!(rig.store.messages("INBOX").is_empty(), "the probe deleted its message before it stopped");
+    let lines = rig.imap.lines();
+    assert!(lines.iter().any(|l| l.contains("UID EXPUNGE")), "{lines:?}");
+}

@@ -26,6 +26,9 @@ mod delivery;
 /// mail domains walked against the fake name server.
 mod check;
 
+/// The web surface's guards against their attacks (issue 26), in-process.
+mod hardening;
+
 /// The binary as a user starts it: exit codes, `--config.check`, log lines.
 mod cli;
 

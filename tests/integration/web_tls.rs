@@ -404,13 +404,19 @@ async fn client_allowed_sans_admit_only_certificates_naming_one() {
 }
 
 /// Issue 17: `client_allowed_sans` without a `client_auth_type` that asks for a
-/// certificate is a configuration error, not a list silently ignored.
+/// certificate is a configuration error, not a list silently ignored. Issue 26: nor with
+/// one that asks without verifying: any self-signed certificate could name the SAN.
 #[test]
-fn client_allowed_sans_need_a_client_auth_type_that_asks() {
+fn client_allowed_sans_need_a_client_auth_type_that_asks_and_verifies() {
     let pki = Pki::new();
     let sans = "client_allowed_sans: [monitor.example.test]";
     let want = Err("client_allowed_sans needs a client_auth_type that asks for a certificate".to_owned());
     assert_eq!(pki.check(&["client_auth_type: NoClientCert", sans]), want);
     assert_eq!(pki.check(&[sans]), want, "unset means NoClientCert");
-    assert_eq!(pki.check(&["client_auth_type: RequireAnyClientCert", sans]), Ok(()));
+    for kind in ["RequestClientCert", "RequireAnyClientCert", "RequireClientCert"] {
+        let want = Err(format!(
+            "client_allowed_sans needs verified certificates (client_auth_type RequireAndVerifyClientCert or VerifyClientCertIfGiven, with client_ca_file): under {kind} any self-signed certificate can name an allowed SAN"
+        ));
+        assert_eq!(pki.check(&[&format!("client_auth_type: {kind}"), sans]), want, "{kind}");
+    }
 }
