@@ -19,7 +19,7 @@ started=$(date +%s)
 
 packages=(postfix dovecot-core libnet-ssleay-perl prometheus swaks openssl curl ca-certificates
     iptables iproute2 chromium python3-yaml podman runc binutils apache2-utils systemd knot knot-dnsutils ldnsutils
-    nginx-light)
+    nginx-light unbound dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
