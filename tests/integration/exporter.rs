@@ -36,8 +36,10 @@ async fn http_with(
     .unwrap()
 }
 
-struct Running {
-    addr: std::net::SocketAddr,
+/// The exporter run in-process on a loopback port until stopped (also used by
+/// `hardening`).
+pub(crate) struct Running {
+    pub(crate) addr: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -49,7 +51,7 @@ impl Running {
             .await
     }
 
-    async fn start_with(config_file: &Path, options: app::Options) -> Running {
+    pub(crate) async fn start_with(config_file: &Path, options: app::Options) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -80,9 +82,25 @@ impl Running {
         parse_exposition(&body)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         tokio::time::timeout(Duration::from_secs(5), self.task).await.expect("clean shutdown").unwrap();
+    }
+
+    /// One request with `headers` (a `Host` among them replaces the client's own).
+    pub(crate) async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        let (addr, method, path) = (self.addr, method.to_owned(), path.to_owned());
+        let headers: Vec<(String, String)> =
+            headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        tokio::task::spawn_blocking(move || {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let response = testkit::http::Client::new(addr, Duration::from_secs(10))
+                .request(&method, &path, &headers, b"")
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            (response.status, response.text().to_owned())
+        })
+        .await
+        .unwrap()
     }
 }
 

@@ -4,61 +4,15 @@
 //! suite (tests/real/attack.rs).
 
 use std::io::{Read as _, Write as _};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use smtp_exporter::app::{self, ConfigSource};
+use smtp_exporter::app;
 use testkit::exposition::{find, parse_exposition, value};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-/// The exporter on a loopback port, with `options`, until stopped.
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn start(config: &Path, options: app::Options) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let source = ConfigSource::File(config.to_owned());
-        let task = tokio::spawn(async move {
-            app::run(listener, source, options, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("exporter runs");
-        });
-        Running { addr, stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(15), self.task).await.expect("clean shutdown").unwrap();
-    }
-
-    /// One request with `headers`; (status, body).
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-        let (addr, method, path) = (self.addr, method.to_owned(), path.to_owned());
-        let headers: Vec<(String, String)> =
-            headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        tokio::task::spawn_blocking(move || {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let response = testkit::http::Client::new(addr, Duration::from_secs(10))
-                .request(&method, &path, &headers, b"")
-                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-            (response.status, response.text().to_owned())
-        })
-        .await
-        .unwrap()
-    }
-}
+use crate::exporter::Running;
 
 /// A directory of its own for one test's files.
 fn dir(name: &str) -> PathBuf {
@@ -91,7 +45,7 @@ async fn the_guarded_pages_answer_only_to_the_names_of_the_exporter() {
     let mut paths = app::Paths::new(None, "/metrics", Some("https://proxy.example.net/")).unwrap();
     paths.allowed_hosts.push("exporter.example".into());
     let options = app::Options { enable_lifecycle: true, paths, ..app::Options::default() };
-    let exporter = Running::start(&config, options).await;
+    let exporter = Running::start_with(&config, options).await;
     let port = exporter.addr.port();
     let probe_debug = format!("/probe?target=127.0.0.1:{port}&module=m&debug=true");
     for (method, path) in [
@@ -139,7 +93,7 @@ async fn a_web_config_that_would_turn_the_password_off_is_refused() {
     let hash = bcrypt::hash("right", 4).unwrap();
     std::fs::write(&web, format!("basic_auth_users:\n  prom: {hash}\n")).unwrap();
     let options = app::Options { web_config_file: Some(web.clone()), ..app::Options::default() };
-    let exporter = Running::start(&config, options).await;
+    let exporter = Running::start_with(&config, options).await;
     let auth = basic("prom", "right");
     assert_eq!(exporter.request("GET", "/metrics", &[]).await.0, 401);
     for lowered in ["", "# the file is being rewritten\n", "---\n"] {
@@ -170,7 +124,7 @@ async fn a_wrong_password_closes_its_connection() {
     std::fs::write(&web, format!("basic_auth_users:\n  prom: {}\n", bcrypt::hash("right", 4).unwrap()))
         .unwrap();
     let options = app::Options { web_config_file: Some(web), ..app::Options::default() };
-    let exporter = Running::start(&config, options).await;
+    let exporter = Running::start_with(&config, options).await;
     let addr = exporter.addr;
     let answers = tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -216,7 +170,7 @@ async fn on_demand_probes_obey_max_concurrency() {
         ),
     )
     .unwrap();
-    let exporter = Arc::new(Running::start(&path, app::Options::default()).await);
+    let exporter = Arc::new(Running::start_with(&path, app::Options::default()).await);
     // The scheduled probe of the spec holds one permit for its 3 s.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
@@ -277,7 +231,7 @@ async fn names_that_resolve_to_refused_addresses_are_not_probed() {
         .unwrap();
         path
     };
-    let exporter = Running::start(&write("", true), app::Options::default()).await;
+    let exporter = Running::start_with(&write("", true), app::Options::default()).await;
     let samples = loop {
         let (_, body) = exporter.request("GET", "/metrics", &[]).await;
         let samples = parse_exposition(&body);
@@ -298,7 +252,8 @@ async fn names_that_resolve_to_refused_addresses_are_not_probed() {
     exporter.stop().await;
     // Lifted: the name of this host's unspecified address is probed (and refused by the
     // closed port, not by the guard).
-    let exporter = Running::start(&write("  refuse_addresses: []\n", false), app::Options::default()).await;
+    let exporter =
+        Running::start_with(&write("  refuse_addresses: []\n", false), app::Options::default()).await;
     let samples = loop {
         let (_, body) = exporter.request("GET", "/metrics", &[]).await;
         let samples = parse_exposition(&body);

@@ -435,26 +435,9 @@ pub(super) fn a_foreign_message_survives_twenty_probes(mta: &Mta) -> Check {
     );
     let file = new.join(format!("1700000000.{marker}.localhost"));
     std::fs::write(&file, foreign).map_err(|e| format!("{}: {e}", file.display()))?;
-    let bin = env!("CARGO_BIN_EXE_smtp_exporter");
     for round in 0..20 {
-        let out = Command::new(bin)
-            .args([
-                "check",
-                "localhost",
-                "--port",
-                &format!("{}:starttls_required", mta.get("SUBMISSION_PORT")),
-            ])
-            .args(["--user", mta.get("AUTH_USER"), "--password-file", mta.get("AUTH_PASSWORD_FILE")])
-            .args([
-                "--ca-file",
-                mta.get("CA_FILE"),
-                "--deliver",
-                inbox,
-                "--mail-from",
-                "monitor@example.test",
-            ])
-            .args(["--imap-port", mta.get("IMAPS_PORT"), "--imap-user", inbox])
-            .args(["--imap-password-file", mta.get("INBOX_PASSWORD_FILE"), "--timeout", "5s"])
+        let out = check_deliver_to_inbox(mta, mta.get("CA_FILE"))
+            .args(["--imap-port", mta.get("IMAPS_PORT")])
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
@@ -521,18 +504,8 @@ pub(super) fn check_deliver_against_a_huge_literal_stays_small(mta: &Mta) -> Che
     std::fs::write(&bundle, cas.concat()).map_err(|e| e.to_string())?;
     for behaviour in cases {
         let imap = runtime.block_on(testkit::imap::FakeImap::start(behaviour, &pki));
-        let child = Command::new(env!("CARGO_BIN_EXE_smtp_exporter"))
-            .args([
-                "check",
-                "localhost",
-                "--port",
-                &format!("{}:starttls_required", mta.get("SUBMISSION_PORT")),
-            ])
-            .args(["--user", mta.get("AUTH_USER"), "--password-file", mta.get("AUTH_PASSWORD_FILE")])
-            .args(["--ca-file", &bundle.display().to_string(), "--deliver", inbox])
-            .args(["--mail-from", "monitor@example.test"])
-            .args(["--imap-host", "127.0.0.1", "--imap-port", &imap.port().to_string(), "--imap-user", inbox])
-            .args(["--imap-password-file", mta.get("INBOX_PASSWORD_FILE"), "--timeout", "5s"])
+        let child = check_deliver_to_inbox(mta, &bundle.display().to_string())
+            .args(["--imap-host", "127.0.0.1", "--imap-port", &imap.port().to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -547,6 +520,21 @@ pub(super) fn check_deliver_against_a_huge_literal_stays_small(mta: &Mta) -> Che
         println!("    check --deliver against a 512 MiB literal: peak RSS {max_rss_kib} KiB");
     }
     Ok(())
+}
+
+/// `check localhost --deliver INBOX_USER` through Postfix's submission port with AUTH,
+/// trusting `ca_file`, reading the inbox back as INBOX_USER (`--timeout 5s`); the caller
+/// adds where the IMAP server is.
+fn check_deliver_to_inbox(mta: &Mta, ca_file: &str) -> Command {
+    let inbox = mta.get("INBOX_USER");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_smtp_exporter"));
+    command
+        .args(["check", "localhost", "--port", &format!("{}:starttls_required", mta.get("SUBMISSION_PORT"))])
+        .args(["--user", mta.get("AUTH_USER"), "--password-file", mta.get("AUTH_PASSWORD_FILE")])
+        .args(["--ca-file", ca_file, "--deliver", inbox, "--mail-from", "monitor@example.test"])
+        .args(["--imap-user", inbox, "--imap-password-file", mta.get("INBOX_PASSWORD_FILE")])
+        .args(["--timeout", "5s"]);
+    command
 }
 
 /// Waits for `child`: its exit code, its peak RSS in KiB (the kernel's, from `wait4`) and
