@@ -668,28 +668,7 @@ impl Resolver {
                 ttl,
             });
         }
-        // Addresses a name must not lead the exporter to: dropped, and when none is left,
-        // the lookup fails as refused (nothing is connected to).
-        let refused: Vec<(IpAddr, AddressClass)> = value
-            .iter()
-            .filter_map(|&ip| self.refuse.iter().find(|c| c.holds(ip)).map(|&c| (ip, c)))
-            .collect();
-        if !refused.is_empty() {
-            value.retain(|ip| !refused.iter().any(|(r, _)| r == ip));
-            if value.is_empty() {
-                let listed: Vec<String> =
-                    refused.iter().map(|(ip, c)| format!("{ip} ({})", c.as_str())).collect();
-                return Err(LookupError {
-                    failure: DnsFailure::AddressRefused,
-                    detail: format!(
-                        "{host} resolves only to {}, which dns.refuse_addresses refuses: not probed",
-                        listed.join(", ")
-                    ),
-                    elapsed: started.elapsed(),
-                    ttl,
-                });
-            }
-        }
+        let mut value = self.allowed(host, value, started, ttl)?;
         if value.len() > MAX_ADDRESSES_PER_FAMILY {
             tracing::warn!(
                 host,
@@ -699,6 +678,84 @@ impl Resolver {
             );
             value.truncate(MAX_ADDRESSES_PER_FAMILY);
         }
+        Ok(Answer { value, elapsed: started.elapsed(), ttl })
+    }
+
+    /// `value` without the addresses a name must not lead the exporter to; when none is
+    /// left, the lookup fails as refused (nothing is connected to).
+    fn allowed(
+        &self,
+        host: &str,
+        mut value: Vec<IpAddr>,
+        started: Instant,
+        ttl: Duration,
+    ) -> Result<Vec<IpAddr>, LookupError> {
+        let refused: Vec<(IpAddr, AddressClass)> = value
+            .iter()
+            .filter_map(|&ip| self.refuse.iter().find(|c| c.holds(ip)).map(|&c| (ip, c)))
+            .collect();
+        if refused.is_empty() {
+            return Ok(value);
+        }
+        value.retain(|ip| !refused.iter().any(|(r, _)| r == ip));
+        if !value.is_empty() {
+            return Ok(value);
+        }
+        let listed: Vec<String> = refused.iter().map(|(ip, c)| format!("{ip} ({})", c.as_str())).collect();
+        Err(LookupError {
+            failure: DnsFailure::AddressRefused,
+            detail: format!(
+                "{host} resolves only to {}, which dns.refuse_addresses refuses: not probed",
+                listed.join(", ")
+            ),
+            elapsed: started.elapsed(),
+            ttl,
+        })
+    }
+
+    /// Every address of `host` in `family` asked with checking disabled (CD): what a
+    /// validating name server holds for a host of a bogus domain, which it refuses with
+    /// SERVFAIL. A failure is SERVFAIL, as the checked lookup was.
+    pub async fn addresses_unchecked(
+        &self,
+        host: &str,
+        family: Family,
+    ) -> Result<Answer<Vec<IpAddr>>, LookupError> {
+        let started = Instant::now();
+        let servfail = |detail: String| LookupError {
+            failure: DnsFailure::Servfail,
+            detail,
+            elapsed: started.elapsed(),
+            ttl: Duration::ZERO,
+        };
+        let what = format!("{} {host}", family.record_type());
+        let fqdn = hickory_resolver::proto::rr::Name::from_str(&fully_qualified(host))
+            .map_err(|e| servfail(format!("{what}: not a domain name: {e}")))?;
+        let server = *self.servers.first().ok_or_else(|| servfail(format!("{what}: no name server")))?;
+        let answer = crate::dnssec::ask(server, &fqdn, family.record_type(), true, self.timeout)
+            .await
+            .map_err(|e| servfail(format!("{what}: {}", crate::dnssec::words(&e))))?;
+        let mut value: Vec<IpAddr> = Vec::new();
+        for record in &answer.answers {
+            let ip = match &record.data {
+                RData::A(a) => IpAddr::V4(a.0),
+                RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+                _ => continue,
+            };
+            if !value.contains(&ip) {
+                value.push(ip);
+            }
+        }
+        if value.is_empty() {
+            return Err(servfail(format!(
+                "{what}: the name server answers SERVFAIL, and {} with checking disabled",
+                crate::dnssec::rcode(answer.metadata.response_code)
+            )));
+        }
+        let ttl =
+            answer.answers.iter().map(|r| Duration::from_secs(u64::from(r.ttl))).min().unwrap_or_default();
+        let mut value = self.allowed(host, value, started, ttl)?;
+        value.truncate(MAX_ADDRESSES_PER_FAMILY);
         Ok(Answer { value, elapsed: started.elapsed(), ttl })
     }
 

@@ -181,7 +181,8 @@ impl Resolution {
 
     /// The lowest preference among the MX hosts, if any.
     pub fn primary_preference(&self) -> Option<u16> {
-        self.mx.iter().map(|m| m.preference).min()
+        // An MX senders skip (it names an address) is nobody's primary.
+        self.mx.iter().filter(|m| m.skipped.is_none()).map(|m| m.preference).min()
     }
 }
 
@@ -413,7 +414,13 @@ pub async fn walk(
         }
         for &family in expansion.families {
             let kind = if family == Family::Ip4 { "a" } else { "aaaa" };
-            match resolver.addresses(&host, family).await {
+            let mut lookup = resolver.addresses(&host, family).await;
+            // A bogus domain's MX hosts are refused as SERVFAIL by a validating name
+            // server too: asked again with checking disabled, as its MX was.
+            if resolution.bogus() && matches!(&lookup, Err(e) if e.failure == DnsFailure::Servfail) {
+                lookup = resolver.addresses_unchecked(&host, family).await;
+            }
+            match lookup {
                 Ok(answer) => {
                     resolution.lookups.push(Lookup {
                         name: host.clone(),
@@ -482,24 +489,25 @@ async fn mx_of(
     resolver: &Resolver,
     resolution: &mut Resolution,
 ) -> Result<crate::dns::Answer<MxSet>, crate::dns::LookupError> {
+    if resolver.dnssec_mode() == crate::dns::DnssecMode::Off {
+        resolution.dnssec =
+            Some(DnssecVerdict { status: DnssecStatus::NotChecked, detail: "dns.dnssec is off".into() });
+        return resolver.mx(&expansion.name).await;
+    }
     let answer = match resolver.mx(&expansion.name).await {
-        Err(e)
-            if e.failure == DnsFailure::Servfail && resolver.dnssec_mode() != crate::dns::DnssecMode::Off =>
-        {
-            match resolver.mx_unchecked(&expansion.name).await {
-                Some(answer) => {
-                    resolution.dnssec = Some(DnssecVerdict {
+        Err(e) if e.failure == DnsFailure::Servfail => match resolver.mx_unchecked(&expansion.name).await {
+            Some(answer) => {
+                resolution.dnssec = Some(DnssecVerdict {
                         status: DnssecStatus::Bogus,
                         detail: format!(
                             "MX {}: the name server answers SERVFAIL, and with checking disabled it answers: it validates, and the domain fails validation",
                             expansion.name
                         ),
                     });
-                    return Ok(answer);
-                }
-                None => return Err(e),
+                return Ok(answer);
             }
-        }
+            None => return Err(e),
+        },
         other => other?,
     };
     // The records validating senders need: the MX, or the domain's addresses for an

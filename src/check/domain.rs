@@ -153,7 +153,21 @@ fn failing(report: &ProbeReport) -> String {
 }
 
 /// The verdict in plain words: where mail goes, as a sender would find, and what is broken.
+/// A bogus domain says so first: most senders validate, and for them nothing else counts.
 fn verdict(resolution: &Resolution, probed: &[Probed], port: u16) -> String {
+    let domain = &resolution.name;
+    let from_here = without_dnssec(resolution, probed, port);
+    match &resolution.dnssec {
+        Some(dnssec) if dnssec.status == DnssecStatus::Bogus => format!(
+            "validating resolvers cannot resolve the MX of {domain}: most senders cannot deliver ({}). Without DNSSEC, {from_here}",
+            dnssec.detail
+        ),
+        _ => from_here,
+    }
+}
+
+/// The verdict as a sender that does not validate DNSSEC would reach it.
+fn without_dnssec(resolution: &Resolution, probed: &[Probed], port: u16) -> String {
     let domain = &resolution.name;
     if resolution.null_mx {
         return format!("{domain} accepts no mail: it publishes a null MX (RFC 7505).");
@@ -164,14 +178,7 @@ fn verdict(resolution: &Resolution, probed: &[Probed], port: u16) -> String {
             failure.as_str()
         );
     }
-    let from_here = deliverable_from_here(resolution, probed, port);
-    match &resolution.dnssec {
-        Some(dnssec) if dnssec.status == DnssecStatus::Bogus => format!(
-            "validating resolvers cannot resolve the MX of {domain}: most senders cannot deliver ({}). Without DNSSEC, {from_here}",
-            dnssec.detail
-        ),
-        _ => from_here,
-    }
+    deliverable_from_here(resolution, probed, port)
 }
 
 /// Where mail goes from here, as a sender that does not validate DNSSEC finds it.
@@ -421,6 +428,20 @@ impl Policy {
                 matched,
                 failure: judged.and_then(|j| j.err()).map(DaneFailure::as_str),
             });
+        }
+        // The same reason for every MX (the exporter's name servers give no DNSSEC) is
+        // said once.
+        let whys: Vec<Option<&str>> = resolution
+            .mx
+            .iter()
+            .filter_map(|mx| match &mx.tlsa {
+                Some(Ok(set)) if set.dnssec == crate::dns::Dnssec::Indeterminate => Some(set.why.as_deref()),
+                Some(_) => Some(None),
+                None => None,
+            })
+            .collect();
+        if parts.len() > 1 && whys.len() == parts.len() && whys.iter().all(|w| w.is_some() && *w == whys[0]) {
+            parts = vec![format!("not judged for any MX ({})", whys[0].unwrap_or_default())];
         }
         if !parts.is_empty() {
             self.lines.push(format!("DANE: {}", parts.join("; ")));
@@ -911,6 +932,38 @@ mod tests {
     /// Issue 14: the DANE line says, per MX with a TLSA lookup, which record its own
     /// addresses' chains matched, that a chain matched none, why DANE fails, or why it does
     /// not apply; an MX without a lookup is left out, and so is the line when none has one.
+    /// Issue 25: behind name servers that give no DNSSEC, every MX is not judged for the
+    /// same reason: said once; MX not judged for different reasons each say theirs.
+    #[test]
+    fn one_reason_for_every_mx_is_said_once() {
+        let ee = Tlsa { usage: 3, selector: 1, matching: 1, data: vec![1; 32] };
+        let why = |w: &str| {
+            Some(Ok(Arc::new(TlsaSet {
+                dnssec: Dnssec::Indeterminate,
+                records: vec![ee.clone()],
+                why: Some(w.to_owned()),
+            })))
+        };
+        let with = |host: &str, tlsa| MxFound { tlsa, ..mx(10, host, &["127.0.0.1"]) };
+        let line = |mx: Vec<MxFound>| {
+            let mut policy = Policy::of(&PolicyReport::default(), &walk(vec![]), &[], 25);
+            policy.lines.clear();
+            policy.dane(&Arc::new(walk(mx)), &[]);
+            policy.lines.join("\n")
+        };
+        assert_eq!(
+            line(vec![
+                with("mx1.example.test", why("no DNSSEC here")),
+                with("mx2.example.test", why("no DNSSEC here"))
+            ]),
+            "DANE: not judged for any MX (no DNSSEC here)"
+        );
+        assert_eq!(
+            line(vec![with("mx1.example.test", why("one")), with("mx2.example.test", why("two"))]),
+            "DANE: mx1.example.test: not judged (one); mx2.example.test: not judged (two)"
+        );
+    }
+
     #[test]
     fn the_dane_line_judges_each_mx_from_its_tlsa_records_and_its_own_probes() {
         let ee = Tlsa { usage: 3, selector: 1, matching: 1, data: vec![1; 32] };

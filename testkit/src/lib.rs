@@ -1,5 +1,6 @@
 //! testkit: what the tests and the bench share, so that each exists once.
 //!
+//! - [`process`]: a child process run to its end with its own peak memory (from /proc);
 //! - [`pki`]: a private CA and server certificates made at test time (rcgen), and TLS
 //!   acceptors for certificates made elsewhere;
 //! - [`smtp`]: the scriptable fake SMTP server, on 127.0.0.1:0, on listeners the caller
@@ -26,6 +27,7 @@ pub mod http;
 pub mod https;
 pub mod imap;
 pub mod pki;
+pub mod process;
 pub mod smtp;
 
 /// Waits (bounded: 2 s) until `sessions` holds `n` finished connections of a fake server

@@ -321,3 +321,66 @@ async fn check_says_what_dnssec_allows_and_prints_no_library_dump() {
     assert!(text.contains(&line), "{text}");
     let _ = std::fs::remove_file(&anchor);
 }
+
+/// Behind a validating resolver, a bogus domain's MX and its hosts' addresses are all
+/// SERVFAIL: the walk asks again with checking disabled, so the MX is still probed, the
+/// domain is bogus and not deliverable, and `check` says the bogus verdict first. With
+/// `dns.dnssec: off` the same domain is a SERVFAIL, its status `not_checked`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bogus_domain_behind_a_validating_resolver_is_still_probed() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let port = server.port();
+    let (dns, anchor) = signed_zones(port, &spki_sha256(&pki)).await;
+    dns.set_mode(ServerMode::Validating);
+    let config = |mode: &str| {
+        format!(
+            "dns:\n  nameservers: [\"{}\"]\n  timeout: 500ms\n  attempts: 1\n  min_ttl: 1s\n  trust_anchors: \"{}\"\n  dnssec: {mode}\nmodules:\n  relay: {{ tls: starttls, timeout: 2s }}\ndomains:\n  - name: bogus.test\n    ports: [{{ port: {port}, module: relay }}]\n",
+            dns.addr,
+            anchor.display()
+        )
+    };
+    for mode in ["trust_ad", "validate"] {
+        let exporter = InProcess::start(config(mode), "dnssec-bogus.yml").await;
+        let samples = exporter
+            .scrape_until(Duration::from_secs(15), "bogus.test probed", |s| {
+                !find(s, "smtp_probe_success", &[("target", "bogus.test")]).is_empty()
+            })
+            .await;
+        let status = [("domain", "bogus.test"), ("status", "bogus")];
+        assert_eq!(value(&samples, "smtp_domain_dnssec_status_info", &status), 1.0, "{mode}");
+        assert_eq!(value(&samples, "smtp_probe_success", &[("target", "bogus.test")]), 1.0, "{mode}");
+        assert_eq!(value(&samples, "smtp_domain_deliverable", &[("domain", "bogus.test")]), 0.0, "{mode}");
+        assert!(find(&samples, "smtp_domain_dns_failure_info", &[]).is_empty(), "{mode}");
+        exporter.stop().await;
+    }
+    let exporter = InProcess::start(config("off"), "dnssec-bogus-off.yml").await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(15), "bogus.test walked", |s| {
+            !find(s, "smtp_domain_dnssec_status_info", &[("domain", "bogus.test")]).is_empty()
+        })
+        .await;
+    let status = [("domain", "bogus.test"), ("status", "not_checked")];
+    assert_eq!(value(&samples, "smtp_domain_dnssec_status_info", &status), 1.0);
+    let servfail = [("domain", "bogus.test"), ("reason", "servfail")];
+    assert_eq!(value(&samples, "smtp_domain_dns_failure_info", &servfail), 1.0);
+    exporter.stop().await;
+
+    let args: Vec<String> =
+        ["check", "bogus.test", "--dns-server", &dns.addr.to_string(), "--dnssec", "trust_ad"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(["--dns-trust-anchors".to_owned(), anchor.display().to_string()])
+            .chain(["--port".to_owned(), format!("{port}:starttls"), "--timeout".to_owned(), "2s".to_owned()])
+            .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::cli::BIN).args(&args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("Verdict:\n  validating resolvers cannot resolve the MX of bogus.test"), "{text}");
+    assert!(text.contains("Without DNSSEC, mail to bogus.test is delivered via mx.bogus.test"), "{text}");
+    let _ = std::fs::remove_file(&anchor);
+}

@@ -580,6 +580,8 @@ async fn an_mx_that_names_an_address_is_not_used() {
         .await;
     let domain = |name: &str, family: &str| value(&samples, family, &[("domain", name)]);
     assert_eq!(domain("mixed.example.test", "smtp_domain_deliverable"), 1.0);
+    // The skipped MX of preference 10 is nobody's primary: mx2 at 20 is.
+    assert_eq!(domain("mixed.example.test", "smtp_domain_primary_deliverable"), 1.0);
     assert_eq!(domain("literal.example.test", "smtp_domain_deliverable"), 0.0);
     assert_eq!(
         value(

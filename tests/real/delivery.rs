@@ -504,16 +504,14 @@ pub(super) fn check_deliver_against_a_huge_literal_stays_small(mta: &Mta) -> Che
     std::fs::write(&bundle, cas.concat()).map_err(|e| e.to_string())?;
     for behaviour in cases {
         let imap = runtime.block_on(testkit::imap::FakeImap::start(behaviour, &pki));
-        let child = check_deliver_to_inbox(mta, &bundle.display().to_string())
-            .args(["--imap-host", "127.0.0.1", "--imap-port", &imap.port().to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let (code, max_rss_kib, text) = wait_with_max_rss(child)?;
+        let mut command = check_deliver_to_inbox(mta, &bundle.display().to_string());
+        command.args(["--imap-host", "127.0.0.1", "--imap-port", &imap.port().to_string()]);
+        let run = testkit::process::run_measured(command).map_err(|e| e.to_string())?;
+        let (code, text) = (run.code.unwrap_or(-1), run.output);
         if code != 1 || !text.contains("imap_protocol") || !text.contains("literal of 536870000 bytes") {
             return Err(format!("check --deliver: exit {code}, output:\n{text}"));
         }
+        let max_rss_kib = run.peak_kib.ok_or("/proc gave no peak")?;
         if max_rss_kib >= 20 * 1000 {
             return Err(format!("check --deliver peaked at {max_rss_kib} KiB (bound 20 MB):\n{text}"));
         }
@@ -535,21 +533,4 @@ fn check_deliver_to_inbox(mta: &Mta, ca_file: &str) -> Command {
         .args(["--imap-user", inbox, "--imap-password-file", mta.get("INBOX_PASSWORD_FILE")])
         .args(["--timeout", "5s"]);
     command
-}
-
-/// Waits for `child`: its exit code, its peak RSS in KiB (the kernel's, from `wait4`) and
-/// what it printed.
-fn wait_with_max_rss(mut child: Child) -> Result<(i32, i64, String), String> {
-    use std::io::Read as _;
-    let mut text = String::new();
-    child.stdout.take().ok_or("no stdout")?.read_to_string(&mut text).map_err(|e| e.to_string())?;
-    child.stderr.take().ok_or("no stderr")?.read_to_string(&mut text).map_err(|e| e.to_string())?;
-    let pid = i32::try_from(child.id()).map_err(|e| e.to_string())?;
-    let mut status = 0;
-    // SAFETY: rusage is plain data, filled by wait4 for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
-        return Err(format!("wait4: {}", std::io::Error::last_os_error()));
-    }
-    Ok((libc::WEXITSTATUS(status), usage.ru_maxrss, text))
 }

@@ -122,6 +122,7 @@ async fn huge_literals_are_refused_from_their_announcement() {
 /// literal (in its greeting, and in the FETCH of the header) peaks within 8 MiB of the
 /// same check against a server that fails at the same step in a few bytes (the debug build
 /// alone takes more than the 20 MB the release build is held to in the real suite).
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_deliver_stays_small_against_a_512_mib_literal() {
     let dir = std::env::temp_dir().join(format!("smtp-exporter-huge-literal-{}", std::process::id()));
@@ -152,44 +153,25 @@ async fn check_deliver_stays_small_against_a_512_mib_literal() {
 }
 
 /// Runs the binary's `check --deliver` against a rig whose IMAP server has `behaviour`,
-/// expecting a failed delivery; returns what it printed and its peak RSS in KiB.
-async fn check_deliver(dir: &std::path::Path, behaviour: imap::Behaviour) -> (String, i64) {
+/// expecting a failed delivery; returns what it printed and its own peak RSS in KiB.
+async fn check_deliver(dir: &std::path::Path, behaviour: imap::Behaviour) -> (String, u64) {
     let (smtp_pw, imap_pw) = (dir.join("smtp"), dir.join("imap"));
     std::fs::write(&smtp_pw, "correct horse\n").unwrap();
     std::fs::write(&imap_pw, format!("{IMAP_PASSWORD}\n")).unwrap();
     let rig = Rig::start(behaviour, delivering(|s| s.deliver_to("INBOX", Duration::ZERO))).await;
-    let child = std::process::Command::new(crate::cli::BIN)
+    let mut command = std::process::Command::new(crate::cli::BIN);
+    command
         .args(["check", "127.0.0.1", "--port", &format!("{}:starttls_required", rig.smtp.port())])
         .args(["--user", "probe@example.test", "--password-file", &smtp_pw.display().to_string()])
         .args(["--ca-file", &rig.pki.ca_file.display().to_string()])
         .args(["--deliver", "inbox@example.test", "--mail-from", "monitor@example.test"])
         .args(["--imap-port", &rig.imap.port().to_string(), "--imap-user", "inbox@example.test"])
-        .args(["--imap-password-file", &imap_pw.display().to_string(), "--timeout", "5s"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (status, max_rss_kib, output) =
-        tokio::task::spawn_blocking(move || wait_with_max_rss(child)).await.unwrap();
-    assert_eq!(status, 1, "a failed delivery exits 1:\n{output}");
-    assert!(!output.contains(IMAP_PASSWORD), "{output}");
-    (output, max_rss_kib)
-}
-
-/// Waits for `child` and returns its exit code, its peak resident set in KiB (from the
-/// kernel's accounting, `wait4`), and what it printed.
-fn wait_with_max_rss(mut child: std::process::Child) -> (i32, i64, String) {
-    use std::io::Read as _;
-    let mut output = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut output).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut output).unwrap();
-    let pid = i32::try_from(child.id()).unwrap();
-    let mut status = 0;
-    // SAFETY: rusage is plain data, and wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
-    (libc::WEXITSTATUS(status), usage.ru_maxrss, output)
+        .args(["--imap-password-file", &imap_pw.display().to_string(), "--timeout", "5s"]);
+    let run =
+        tokio::task::spawn_blocking(move || testkit::process::run_measured(command)).await.unwrap().unwrap();
+    assert_eq!(run.code, Some(1), "a failed delivery exits 1:\n{}", run.output);
+    assert!(!run.output.contains(IMAP_PASSWORD), "{}", run.output);
+    (run.output, run.peak_kib.expect("/proc says the peak"))
 }
 
 /// Findings 3 and 4: a NO that echoes the LOGIN line, an unparseable answer that echoes it,
