@@ -31,12 +31,20 @@
 # and, DNSSEC-signed, a root of our own, test., dane.test and bogus.test on
 # 127.0.0.1:$DNS_PORT (UDP and TCP), run as `knotd -c $STATE/knot/knot.conf` with its own
 # rundir and key store; the root's key is the trust anchor in $DNS_TRUST_ANCHORS. See
-# write_zone and write_signed_zones for the names.
+# write_zone and write_signed_zones for the names. In front of knot, three resolvers of the
+# kinds the exporter meets (see start_resolvers): unbound validating ($UNBOUND_PORT),
+# unbound with validation off, passing DNSSEC records on ($UNBOUND_PLAIN_PORT), and
+# dnsmasq without DNSSEC, serving a copy of the test names ($DNSMASQ_PORT); each logs the
+# queries it gets.
 #
 # Tunables (environment variables, all optional):
 #   REAL_STATE_DIR     state directory              (default /tmp/smtp-exporter-real)
 #   RELAY_PORT         plain SMTP, STARTTLS offered (default 10025; also on ::1)
 #   DNS_PORT           knot, zone mail.test         (default 10053)
+#   UNBOUND_PORT       unbound, validating from the root's key, recursing to knot
+#                                                   (default 10054)
+#   UNBOUND_PLAIN_PORT unbound without validation (module-config "iterator") (default 10055)
+#   DNSMASQ_PORT       dnsmasq without DNSSEC, its own copy of the names (default 10056)
 #   MTA_STS_PORT       nginx, the zone's MTA-STS policies (default 443, as RFC 8461 says)
 #   NOTLS_PORT         plain SMTP, no STARTTLS      (default 10026)
 #   IMAP_PORT          Dovecot IMAP, STARTTLS       (default 10143)
@@ -86,6 +94,9 @@ SELFSIGNED_LEAF_PORT=${SELFSIGNED_LEAF_PORT:-10469}
 POSTSCREEN_PORT=${POSTSCREEN_PORT:-10024}
 POSTSCREEN_GREET_WAIT=${POSTSCREEN_GREET_WAIT:-6s}
 DNS_PORT=${DNS_PORT:-10053}
+UNBOUND_PORT=${UNBOUND_PORT:-10054}
+UNBOUND_PLAIN_PORT=${UNBOUND_PLAIN_PORT:-10055}
+DNSMASQ_PORT=${DNSMASQ_PORT:-10056}
 MTA_STS_PORT=${MTA_STS_PORT:-443}
 AUTH_USER=${AUTH_USER:-probe@example.test}
 AUTH_PASSWORD=${AUTH_PASSWORD:-probe-secret}
@@ -118,6 +129,12 @@ KNOT_SOCKET=$KNOT_DIR/knot.sock
 KNOT_PID=$KNOT_DIR/knot.pid
 KNOT_LOG=$LOG_DIR/knot.log
 KNOT_ANCHOR=$KNOT_DIR/root.anchor
+# The resolvers in front of knot (start_resolvers).
+UNBOUND_DIR=$STATE_DIR/unbound
+UNBOUND_LOG=$LOG_DIR/unbound-validating.log
+UNBOUND_PLAIN_LOG=$LOG_DIR/unbound-plain.log
+DNSMASQ_DIR=$STATE_DIR/dnsmasq
+DNSMASQ_LOG=$LOG_DIR/dnsmasq.log
 # nginx: the MTA-STS policies of the test zone, on 127.0.0.1:$MTA_STS_PORT.
 NGINX_DIR=$STATE_DIR/nginx
 NGINX_CONF=$NGINX_DIR/nginx.conf
@@ -132,7 +149,7 @@ INBOX_HELD=$INBOX_LOCAL+held@$INBOX_DOMAIN
 INBOX_VOID=$INBOX_LOCAL+void@$INBOX_DOMAIN
 
 # libnet-ssleay-perl: only a Recommends of swaks, but needed for its TLS options.
-PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve swaks libnet-ssleay-perl openssl knot knot-dnsutils ldnsutils nginx-light)
+PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve swaks libnet-ssleay-perl openssl knot knot-dnsutils ldnsutils nginx-light unbound dnsmasq-base)
 
 log() { printf 'mta.sh: %s\n' "$*" >&2; }
 die() { printf 'mta.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -630,6 +647,12 @@ write_env_file() {
             DNS_ZONE_FILE "$KNOT_ZONE" \
             KNOT_CONF "$KNOT_CONF" \
             DNS_TRUST_ANCHORS "$KNOT_ANCHOR" \
+            UNBOUND_PORT "$UNBOUND_PORT" \
+            UNBOUND_LOG "$UNBOUND_LOG" \
+            UNBOUND_PLAIN_PORT "$UNBOUND_PLAIN_PORT" \
+            UNBOUND_PLAIN_LOG "$UNBOUND_PLAIN_LOG" \
+            DNSMASQ_PORT "$DNSMASQ_PORT" \
+            DNSMASQ_LOG "$DNSMASQ_LOG" \
             MTA_STS_PORT "$MTA_STS_PORT"
     } >"$ENV_FILE.tmp"
     mv "$ENV_FILE.tmp" "$ENV_FILE"
@@ -708,6 +731,7 @@ stop_postfix() {
 #   implicit  no MX: its own address is its implicit MX
 #   null      a null MX (RFC 7505)
 #   noaddr    an MX host with no address
+#   unsigned  one MX, mx1: the unsigned domain of the resolver matrix (resolvers.rs)
 #   two also has an MTA-STS policy (enforce: mx1, mx2) and a TLS-RPT record; sts-missing
 #   (enforce, mx1 missing), sts-testing (testing; a TLS-RPT record with an ftp: rua),
 #   sts-404, sts-redirect, sts-big (70 KB), sts-ctype (text/html) are the broken cases,
@@ -729,6 +753,7 @@ mx2-real  A    127.0.0.2
 implicit  A    127.0.0.1
 null      MX   0 .
 envelope  MX   10 mx1
+unsigned  MX   10 mx1
 noaddr    MX   10 empty
 empty     TXT  "no address here"
 _mta-sts.two     TXT "v=STSv1; id=1"
@@ -759,6 +784,8 @@ EOF
 #               they are (knot does not sign it): bogus as well
 #   mail.test   (write_zone) delegated from test. without a DS: insecure, DANE does not
 #               apply (its mx1 has a TLSA record all the same)
+#   edge.test   (write_edge_zone) delegated from test. without a DS: MX sets as senders
+#               must read them (an IP literal, 500 records, a set that fits TCP only)
 spki_sha256() { openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1; }
 cert_sha256() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
 ds_of() { keymgr -c "$KNOT_CONF" "$1" ds | awk '$5 == 2'; }
@@ -788,7 +815,9 @@ bogus      NS   ns
 bogus      DS   4242 13 2 $(printf '%064d' 0)
 expired    NS   ns
 $(sed 's/^expired\.test\.[[:space:]]*IN/expired.test. 60 IN/' "$KNOT_DIR/ldns/"*.ds)
+edge       NS   ns
 EOF
+    write_edge_zone
     cat >"$KNOT_DIR/dane.test.zone" <<EOF
 \$ORIGIN dane.test.
 \$TTL 60
@@ -839,6 +868,41 @@ EOF
         fail_start "ldns-signzone failed"
 }
 
+# edge.test, unsigned, for the MX answers that senders read in their own way:
+#   literal   one MX, an IP literal (MX 10 127.0.0.1.): Postfix skips it, Exim refuses it,
+#             so there is no usable MX at all
+#   mixed     an IP literal at preference 10 and a host name (mx1, 127.0.0.1) at 20
+#   big       500 MX records (mx001..mx500.big, each 127.0.0.1 through a wildcard): about
+#             11 KB, only over TCP; the exporter keeps the first 16
+#   tcp       8 MX with names of some 200 bytes (each 127.0.0.1 through a wildcard): about
+#             1.7 KB, more than a 1232-byte UDP answer holds, so knot sets TC and the whole
+#             set comes over TCP
+write_edge_zone() {
+    local i long
+    long=$(printf 'x%.0s' $(seq 61))
+    {
+        cat <<EOF
+\$ORIGIN edge.test.
+\$TTL 60
+@          SOA  ns.test. hostmaster.test. 1 60 60 600 1
+@          NS   ns.test.
+literal    MX   10 127.0.0.1.
+mixed      MX   10 127.0.0.1.
+mixed      MX   20 mx1
+mx1        A    127.0.0.1
+*.big      A    127.0.0.1
+*.tcp      A    127.0.0.1
+EOF
+        for i in $(seq 500); do
+            printf 'big        MX   %d mx%03d.big\n' "$i" "$i"
+        done
+        for i in $(seq 8); do
+            # Each label its own, so that name compression cannot shrink the answer.
+            printf 'tcp        MX   %d mx.a%d%s.b%d%s.c%d%s.tcp\n' "$((i * 10))" "$i" "$long" "$i" "$long" "$i" "$long"
+        done
+    } >"$KNOT_DIR/edge.test.zone"
+}
+
 # The signed zones' names, as knot spells them.
 SIGNED_ZONES=(. test. dane.test. bogus.test.)
 
@@ -862,6 +926,14 @@ database:
     storage: "$KNOT_DIR"
 control:
     listen: "$KNOT_SOCKET"
+# Counters per query type (knotc stats mod-stats.query-type): the tests count the TLSA
+# queries knot got.
+mod-stats:
+  - id: counters
+    query-type: on
+template:
+  - id: default
+    global-module: mod-stats/counters
 policy:
   - id: test
     algorithm: ecdsap256sha256
@@ -875,6 +947,11 @@ zone:
     zonefile-sync: -1
 EOF
         cat <<EOF
+  - domain: edge.test
+    file: "$KNOT_DIR/edge.test.zone"
+    zonefile-load: whole
+    journal-content: none
+    zonefile-sync: -1
   - domain: expired.test
     file: "$KNOT_DIR/ldns/expired.test.zone.signed"
     journal-content: none
@@ -918,6 +995,154 @@ start_knot() {
         sleep 0.2
     done
     fail_start "knotd does not answer on 127.0.0.1:$DNS_PORT"
+}
+
+# ---------------------------------------------------------------------------------------
+# Resolvers in front of knot, as the exporter meets them (issue 25)
+# ---------------------------------------------------------------------------------------
+
+# The zones knot serves, each a stub zone of the unbound instances: their delegations name
+# ns.test (127.0.0.1, port 53), so every zone is pointed at knot's port directly.
+KNOT_ZONES=(. test. mail.test. dane.test. bogus.test. expired.test. edge.test.)
+
+# An unbound config: $1 = name, $2 = port, $3 = module-config. Every query it gets and
+# every reply's code are logged (log-queries, log-replies), for the tests that prove which
+# queries the exporter makes (no TLSA with dns.dnssec: off; the CD query after a SERVFAIL).
+write_unbound_config() {
+    local name=$1 port=$2 modules=$3 zone
+    {
+        cat <<EOF
+server:
+    interface: 127.0.0.1
+    port: $port
+    do-ip4: yes
+    do-ip6: no
+    do-udp: yes
+    do-tcp: yes
+    do-daemonize: yes
+    username: ""
+    chroot: ""
+    directory: "$UNBOUND_DIR"
+    pidfile: "$UNBOUND_DIR/$name.pid"
+    logfile: "$LOG_DIR/unbound-$name.log"
+    use-syslog: no
+    log-time-ascii: yes
+    verbosity: 1
+    log-queries: yes
+    log-replies: yes
+    log-servfail: yes
+    val-log-level: 2
+    num-threads: 1
+    so-reuseport: no
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    local-zone: "test." nodefault
+    module-config: "$modules"
+    trust-anchor-signaling: no
+    root-key-sentinel: no
+    qname-minimisation: no
+    cache-max-ttl: 5
+    cache-max-negative-ttl: 5
+    val-bogus-ttl: 5
+    edns-buffer-size: 1232
+EOF
+        [[ $modules == *validator* ]] && printf '    trust-anchor-file: "%s"\n' "$KNOT_ANCHOR"
+        printf 'remote-control:\n    control-enable: no\n'
+        for zone in "${KNOT_ZONES[@]}"; do
+            printf 'stub-zone:\n    name: "%s"\n    stub-addr: 127.0.0.1@%s\n' "$zone" "$DNS_PORT"
+        done
+    } >"$UNBOUND_DIR/$name.conf"
+    unbound-checkconf "$UNBOUND_DIR/$name.conf" >/dev/null || fail_start "unbound-checkconf $UNBOUND_DIR/$name.conf failed"
+}
+
+stop_resolvers() {
+    local name pid
+    for name in validating plain; do
+        pid=$(live_pid "$UNBOUND_DIR/$name.pid" unbound) || continue
+        stop_session "unbound ($name)" "$pid" kill -TERM "$pid"
+    done
+    pid=$(live_pid "$DNSMASQ_DIR/dnsmasq.pid" dnsmasq) || return 0
+    stop_session dnsmasq "$pid" kill -TERM "$pid"
+}
+
+# True once the resolver on 127.0.0.1:$1 answers $2 of type $3 with a line matching $4.
+resolver_answers() {
+    kdig -p "$1" @127.0.0.1 +timeout=1 +retry=0 +dnssec "$2" "$3" 2>/dev/null | grep -q "$4"
+}
+
+# Three resolvers in front of knot, on loopback:
+#   unbound, validating ($UNBOUND_PORT): recursion through stub zones to knot, the root's
+#     key as trust anchor. Sets AD on secure answers, answers SERVFAIL for bogus.test and
+#     expired.test, and gives their data to a query with CD set.
+#   unbound, validation off ($UNBOUND_PLAIN_PORT): module-config "iterator"; passes the
+#     RRSIGs, DNSKEYs and NSECs on untouched when asked with DO, never sets AD.
+#   dnsmasq ($DNSMASQ_PORT): a resolver without DNSSEC, as home routers and many
+#     forwarders are: it serves a copy of the names the tests ask (dnsmasq_data) from its
+#     own data, without a single RRSIG, NSEC or AD bit, and the root's DNSKEY (a copy of
+#     knot's) unsigned, as a forwarder that strips signatures gives it. Local data rather
+#     than forwarding to knot: dnsmasq 2.90 without --dnssec forwards a query with the DO
+#     bit as it is and passes knot's RRSIGs on (seen with kdig +dnssec), which would make
+#     it one more DNSSEC-transparent resolver like the plain unbound above.
+start_resolvers() {
+    rm -rf "$UNBOUND_DIR" "$DNSMASQ_DIR"
+    mkdir -p "$UNBOUND_DIR" "$DNSMASQ_DIR"
+    : >"$UNBOUND_LOG"
+    : >"$UNBOUND_PLAIN_LOG"
+    : >"$DNSMASQ_LOG"
+    write_unbound_config validating "$UNBOUND_PORT" "validator iterator"
+    write_unbound_config plain "$UNBOUND_PLAIN_PORT" "iterator"
+    local name
+    for name in validating plain; do
+        unbound -c "$UNBOUND_DIR/$name.conf" </dev/null >>"$LOG_DIR/unbound-$name.log" 2>&1 9>&- ||
+            fail_start "unbound ($name) failed to start (see $LOG_DIR/unbound-$name.log)"
+    done
+    local data
+    mapfile -t data < <(dnsmasq_data)
+    dnsmasq --conf-file=/dev/null --port="$DNSMASQ_PORT" --listen-address=127.0.0.1 --bind-interfaces \
+        --no-resolv --no-hosts --no-poll --user=root --group=root --pid-file="$DNSMASQ_DIR/dnsmasq.pid" \
+        --local=/test/ --local-ttl=2 "${data[@]}" --log-queries --log-facility="$DNSMASQ_LOG" \
+        </dev/null >>"$DNSMASQ_LOG" 2>&1 9>&- || fail_start "dnsmasq failed to start (see $DNSMASQ_LOG)"
+    local i ready=0
+    for i in $(seq 50); do
+        if resolver_answers "$UNBOUND_PORT" mx1.dane.test A 'Flags:[^;]* ad[ ;]' &&
+            resolver_answers "$UNBOUND_PLAIN_PORT" mx1.dane.test A 'RRSIG' &&
+            resolver_answers "$DNSMASQ_PORT" mx1.dane.test A '127\.0\.0\.1'; then
+            ready=1
+            break
+        fi
+        sleep 0.2
+    done
+    ((ready)) || fail_start "the resolvers in front of knot do not answer (logs: $UNBOUND_LOG, $UNBOUND_PLAIN_LOG, $DNSMASQ_LOG)"
+    # What the tests stand on: the validating unbound refuses bogus.test, and dnsmasq
+    # strips DNSSEC records.
+    resolver_answers "$UNBOUND_PORT" bogus.test MX 'status: SERVFAIL' ||
+        fail_start "the validating unbound does not answer SERVFAIL for bogus.test"
+    resolver_answers "$DNSMASQ_PORT" . DNSKEY 'DNSKEY[[:space:]]*257' ||
+        fail_start "dnsmasq does not serve the root's DNSKEY"
+    if resolver_answers "$DNSMASQ_PORT" dane.test MX RRSIG; then
+        fail_start "dnsmasq gives RRSIGs; it no longer stands for a resolver without DNSSEC"
+    fi
+}
+
+# dnsmasq's options for its copy of the test names (one a line), with the same addresses
+# and TLSA records as knot's zones: dane.test (mx1..mx4, mx4's record stale), bogus.test,
+# unsigned.mail.test; every other name under test. does not exist (--local=/test/).
+dnsmasq_data() {
+    local tlsa=_$RELAY_PORT._tcp flags proto alg key
+    tlsa_rr() { printf -- '--dns-rr=%s,52,%02x%02x%02x%s\n' "$1" "$2" "$3" "$4" "$5"; }
+    # The root's key, as knot's anchor file has it: flags, protocol, algorithm, key.
+    read -r _ _ _ _ flags proto alg key <"$KNOT_ANCHOR"
+    printf -- '--dns-rr=.,48,%04x%02x%02x%s\n' "$flags" "$proto" "$alg" "$(printf '%s' "$key" | base64 -d | od -An -v -tx1 | tr -d ' \n')"
+    printf -- '--mx-host=dane.test,mx%d.dane.test,%d\n' 1 10 2 20 3 30 4 40
+    printf -- '--host-record=%s\n' mx1.dane.test,127.0.0.1 mx2.dane.test,127.0.0.3 mx3.dane.test,127.0.0.4 mx4.dane.test,127.0.0.1
+    tlsa_rr "$tlsa.mx1.dane.test" 3 1 1 "$(spki_sha256 "$PKI_DIR/server.pem")"
+    tlsa_rr "$tlsa.mx2.dane.test" 2 0 1 "$(cert_sha256 "$PKI_DIR/ca.pem")"
+    tlsa_rr "$tlsa.mx3.dane.test" 3 1 1 "$(spki_sha256 "$PKI_DIR/selfsigned-leaf.pem")"
+    tlsa_rr "$tlsa.mx4.dane.test" 3 1 1 "$(spki_sha256 "$PKI_DIR/wrong-ca.pem")"
+    printf -- '--mx-host=bogus.test,mx.bogus.test,10\n--host-record=mx.bogus.test,127.0.0.1\n'
+    tlsa_rr "$tlsa.mx.bogus.test" 3 1 1 "$(spki_sha256 "$PKI_DIR/server.pem")"
+    printf -- '--mx-host=unsigned.mail.test,mx1.mail.test,10\n--host-record=mx1.mail.test,127.0.0.1\n'
+    tlsa_rr "$tlsa.mx1.mail.test" 3 1 1 "$(spki_sha256 "$PKI_DIR/server.pem")"
 }
 
 # nginx serves the MTA-STS policies of the test zone on 127.0.0.1:$MTA_STS_PORT with the
@@ -1001,6 +1226,7 @@ fail_start() {
     show_logs
     stop_postfix
     stop_dovecot
+    stop_resolvers
     die "$@"
 }
 
@@ -1048,6 +1274,7 @@ cmd_stop() {
     require_root
     stop_postfix
     stop_dovecot
+    stop_resolvers
     stop_knot
     stop_nginx
     rm -f "$ENV_FILE"
@@ -1089,6 +1316,7 @@ cmd_start() {
 
     write_knot_config
     start_knot
+    start_resolvers
     write_nginx_config
     start_nginx
 
