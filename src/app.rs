@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -189,10 +190,10 @@ pub async fn serve(prepared: Prepared, listener: TcpListener, shutdown: impl Fut
         tokio::select! {
             _ = &mut shutdown => break,
             Some(answer) = reload_rx.recv() => {
-                let _ = answer.send(reserve.around(|| reload(&source, &mut fleet, &shared, open_files)));
+                let _ = answer.send(reload(&source, &mut fleet, &shared, open_files, &mut reserve).await);
             }
             Some(()) = hangups.recv() => {
-                let _ = reserve.around(|| reload(&source, &mut fleet, &shared, open_files));
+                let _ = reload(&source, &mut fleet, &shared, open_files, &mut reserve).await;
             }
             Some(first) = derived_rx.recv() => {
                 // A burst of walks (a fleet of domains starting) is applied once.
@@ -285,14 +286,15 @@ impl Fleet {
 }
 
 /// Loads the configuration again and applies it, or keeps the old one.
-fn reload(
+async fn reload(
     source: &Sharded,
     fleet: &mut Fleet,
     shared: &http::Shared,
     open_files: Option<u64>,
+    reserve: &mut FdReserve,
 ) -> Result<(), ConfigError> {
     let exporter = &shared.exporter;
-    match source.load() {
+    match reserve.load(|| source.load()).await {
         Ok(config) => {
             check_open_files(open_files, &config);
             fleet.configure(&config);
@@ -325,15 +327,26 @@ impl FdReserve {
         FdReserve((0..FD_RESERVE).map_while(|_| std::fs::File::open(RESERVE_FILE).ok()).collect())
     }
 
-    /// Runs `f` with the reserve's descriptors free, then takes them back (as many as
-    /// can be had).
-    fn around<T>(&mut self, f: impl FnOnce() -> T) -> T {
+    /// Runs `load` with the reserve's descriptors free, then takes them back. Probes on
+    /// other threads may take a freed descriptor first: a failed load is tried again, a
+    /// few times, after a moment (a configuration that is bad anyway is read thrice).
+    async fn load<T, E>(&mut self, load: impl Fn() -> Result<T, E>) -> Result<T, E> {
         self.0.clear();
-        let result = f();
+        let mut result = load();
+        for _ in 1..LOAD_ATTEMPTS {
+            if result.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            result = load();
+        }
         *self = FdReserve::take();
         result
     }
 }
+
+/// How many times a reload reads the configuration before it gives up.
+const LOAD_ATTEMPTS: usize = 3;
 
 /// What the reserve's descriptors are opened on.
 #[cfg(unix)]

@@ -260,13 +260,34 @@ async fn bind(address: &ListenAddress) -> std::io::Result<tokio::net::TcpListene
     match address {
         ListenAddress::AnyInterface(port) => {
             let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, *port));
-            match tokio::net::TcpListener::bind(any6).await {
-                Ok(l) => Ok(l),
-                Err(_) => tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], *port))).await,
-            }
+            listen(any6).or_else(|_| listen(SocketAddr::from(([0, 0, 0, 0], *port))))
         }
-        ListenAddress::Host(host, port) => tokio::net::TcpListener::bind((host.as_str(), *port)).await,
+        ListenAddress::Host(host, port) => {
+            let mut last = None;
+            for addr in tokio::net::lookup_host((host.as_str(), *port)).await? {
+                match listen(addr) {
+                    Ok(listener) => return Ok(listener),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| std::io::Error::other(format!("{host} has no address"))))
+        }
     }
+}
+
+/// The longest queue of connections not yet accepted: a flood of new connections should
+/// fill the exporter's slots (which choose who gives way), not a kernel queue of 128 that
+/// drops a scraper's SYN. The kernel caps it at `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `addr` with [`LISTEN_BACKLOG`], the address reusable at once after a restart.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A future that resolves on SIGINT or SIGTERM, registered now.

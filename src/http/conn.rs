@@ -25,7 +25,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -38,8 +38,12 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_CONNECTIONS: usize = 256;
 /// Open connections one source address may hold.
 pub const MAX_PER_SOURCE: usize = MAX_CONNECTIONS / 4;
-/// How long a new connection that has sent nothing yet is kept from giving way.
+/// How long a new connection that has sent nothing yet, or a request still arriving, is
+/// kept from giving way.
 pub const GRACE: Duration = Duration::from_millis(500);
+/// How long a write may have made no progress before its connection may give way (a
+/// scrape read at the network's pace is stalled for moments at a time).
+pub const STALL_GRACE: Duration = Duration::from_secs(2);
 /// How long a write may make no progress before its connection is closed.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,8 +80,11 @@ struct Entry {
     activity: Activity,
     /// Since when it does what it does, in ms after `base`.
     since: u64,
-    /// Some byte of a request has come on it.
-    heard: Arc<AtomicBool>,
+    /// It has answered a request: waiting now, it is an idle keep-alive connection.
+    answered: bool,
+    /// When the first byte of the request it is reading came, in ms after `base` (0: none
+    /// since its last answer).
+    arriving_since: Arc<AtomicU64>,
     /// Writes stalled since then, in ms after `base` (0: not stalled).
     stalled_since: Arc<AtomicU64>,
     cancel: CancellationToken,
@@ -85,17 +92,33 @@ struct Entry {
 
 impl Entry {
     /// Its rank among those that may give way (lower goes first), and the time that
-    /// orders its rank; `None` when it may not.
+    /// orders its rank; `None` when it may not. An idle keep-alive connection may go at
+    /// once; a request still arriving, and a new connection that has sent nothing yet,
+    /// after [`GRACE`] (a slowloris request is past it, a client a round trip away is
+    /// not); a writer whose client has read nothing for [`STALL_GRACE`]; then one waiting
+    /// for its password check; then one running an on-demand probe.
     fn yields(&self, now: u64) -> Option<(u8, u64)> {
+        let past = |since: u64, grace: Duration| now.saturating_sub(since) >= ms(grace);
+        let arriving = self.arriving_since.load(Ordering::Relaxed);
         let stalled = self.stalled_since.load(Ordering::Relaxed);
-        let in_grace = !self.heard.load(Ordering::Relaxed) && now.saturating_sub(self.admitted) < ms(GRACE);
+        let waiting_may_go = match (arriving, self.answered) {
+            (0, true) => true,
+            (0, false) => past(self.admitted, GRACE),
+            (first_byte, _) => past(first_byte, GRACE),
+        };
         match self.activity {
-            Activity::Waiting if !in_grace => Some((0, self.since)),
-            _ if stalled != 0 => Some((1, stalled)),
+            Activity::Waiting if waiting_may_go => Some((0, self.since)),
+            _ if stalled != 0 && past(stalled, STALL_GRACE) => Some((1, stalled)),
             Activity::Authenticating => Some((2, self.since)),
             Activity::Probing => Some((3, self.since)),
             Activity::Waiting | Activity::Answering => None,
         }
+    }
+
+    /// Whether it may give way to a newcomer from a source that holds fewer connections:
+    /// anything but answering a page, whatever its grace.
+    fn yields_to_fairness(&self) -> bool {
+        self.activity != Activity::Answering || self.stalled_since.load(Ordering::Relaxed) != 0
     }
 }
 
@@ -131,17 +154,18 @@ impl Connections {
                 .min()
                 .map(|(_, id)| id)
         };
-        if slots.by_id.values().filter(|e| e.peer == peer).count() >= MAX_PER_SOURCE {
+        let mine = slots.by_id.values().filter(|e| e.peer == peer).count();
+        if mine >= MAX_PER_SOURCE {
             let id = victim(&slots, true)?;
             slots.evict(id);
         } else if slots.by_id.len() >= MAX_CONNECTIONS {
-            let id = victim(&slots, false)?;
+            let id = victim(&slots, false).or_else(|| slots.fair_share(mine))?;
             slots.evict(id);
         }
         let id = slots.next_id;
         slots.next_id += 1;
-        let (stalled_since, heard, cancel) =
-            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)), CancellationToken::new());
+        let (stalled_since, arriving_since, cancel) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), CancellationToken::new());
         slots.by_id.insert(
             id,
             Entry {
@@ -149,18 +173,33 @@ impl Connections {
                 admitted: now,
                 activity: Activity::Waiting,
                 since: now,
-                heard: heard.clone(),
+                answered: false,
+                arriving_since: arriving_since.clone(),
                 stalled_since: stalled_since.clone(),
                 cancel: cancel.clone(),
             },
         );
-        Some(Arc::new(Slot { id, connections: self.clone(), stalled_since, heard, cancel }))
+        let base = self.base;
+        Some(Arc::new(Slot {
+            id,
+            peer,
+            connections: self.clone(),
+            stalled_since,
+            arriving_since,
+            base,
+            cancel,
+        }))
     }
 
     fn set_activity(&self, id: u64, activity: Activity) {
         let now = self.now_ms();
         if let Some(entry) = self.open.lock().expect("connections lock").by_id.get_mut(&id) {
             if entry.activity != activity {
+                if activity == Activity::Waiting {
+                    // Its answer is out: the next request starts from nothing.
+                    entry.answered = true;
+                    entry.arriving_since.store(0, Ordering::Relaxed);
+                }
                 entry.activity = activity;
                 entry.since = now;
             }
@@ -175,6 +214,25 @@ impl Connections {
 }
 
 impl Slots {
+    /// When nothing may give way by its rank: a connection of the source that holds the
+    /// most, if that is more than the newcomer's source holds (`mine`) plus one, so that
+    /// a few addresses cannot hold every slot with connections still in their grace.
+    fn fair_share(&self, mine: usize) -> Option<u64> {
+        let mut held: HashMap<IpAddr, usize> = HashMap::new();
+        for entry in self.by_id.values() {
+            *held.entry(entry.peer).or_default() += 1;
+        }
+        let (&greedy, &most) = held.iter().max_by_key(|(_, &n)| n)?;
+        if most <= mine + 1 {
+            return None;
+        }
+        self.by_id
+            .iter()
+            .filter(|(_, e)| e.peer == greedy && e.yields_to_fairness())
+            .min_by_key(|(_, e)| e.since)
+            .map(|(id, _)| *id)
+    }
+
     fn evict(&mut self, id: u64) {
         if let Some(entry) = self.by_id.remove(&id) {
             entry.cancel.cancel();
@@ -186,9 +244,12 @@ impl Slots {
 /// dropped.
 pub struct Slot {
     id: u64,
+    /// The client's address (an IPv4-mapped IPv6 address as its IPv4).
+    pub peer: IpAddr,
     connections: Arc<Connections>,
     stalled_since: Arc<AtomicU64>,
-    heard: Arc<AtomicBool>,
+    arriving_since: Arc<AtomicU64>,
+    base: Instant,
     /// Cancelled when another connection takes this slot.
     pub cancel: CancellationToken,
 }
@@ -216,8 +277,8 @@ impl Slot {
             stream,
             deadline: None,
             stalled_since: self.stalled_since.clone(),
-            heard: self.heard.clone(),
-            base: self.connections.base,
+            arriving_since: self.arriving_since.clone(),
+            base: self.base,
         }
     }
 }
@@ -234,7 +295,7 @@ pub struct StallGuard<S> {
     stream: S,
     deadline: Option<Pin<Box<Sleep>>>,
     stalled_since: Arc<AtomicU64>,
-    heard: Arc<AtomicBool>,
+    arriving_since: Arc<AtomicU64>,
     base: Instant,
 }
 
@@ -271,7 +332,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for StallGuard<S> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.heard.store(true, Ordering::Relaxed);
+            // The first byte of a request: its arrival is timed from here.
+            let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+            let _ = self.arriving_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         }
         poll
     }
@@ -330,20 +393,22 @@ mod tests {
         IpAddr::from([10, 0, (n >> 8) as u8, n as u8])
     }
 
-    /// `MAX_CONNECTIONS` slots, each from its own address, that have each sent a byte.
+    /// `MAX_CONNECTIONS` slots, each from its own address, that have each answered a
+    /// request and wait for the next (idle keep-alive connections).
     fn full_house(connections: &Arc<Connections>) -> Vec<Arc<Slot>> {
         (0..MAX_CONNECTIONS)
             .map(|n| {
                 let slot = connections.admit(source(n)).unwrap();
-                slot.heard.store(true, Ordering::Relaxed);
+                slot.busy();
+                slot.waiting();
                 slot
             })
             .collect()
     }
 
     /// Issue 26: when every slot is taken, the one that gives way is, in turn: a waiting
-    /// connection, a stalled writer, one waiting for its password check, one running an
-    /// on-demand probe; never one answering a page.
+    /// connection, a writer stalled past its grace, one waiting for its password check, one
+    /// running an on-demand probe; never one answering a page, even if its writes wait.
     #[tokio::test(start_paused = true)]
     async fn a_full_house_gives_way_in_order_and_never_an_answering_one() {
         let connections = Arc::new(Connections::default());
@@ -355,7 +420,9 @@ mod tests {
         slots[2].doing(Activity::Authenticating);
         slots[3].busy();
         slots[3].stalled_since.store(42, Ordering::Relaxed);
-        tokio::time::advance(Duration::from_secs(1)).await;
+        // A page whose client reads at its pace: stalled for a moment only.
+        slots[4].stalled_since.store(STALL_GRACE.as_millis() as u64 + 40, Ordering::Relaxed);
+        tokio::time::advance(STALL_GRACE + Duration::from_millis(100)).await;
         let mut newcomers = Vec::new();
         for (n, gives_way) in [0, 3, 2, 1].into_iter().enumerate() {
             let newcomer = connections.admit(source(1000 + n)).expect("a slot gives way");
@@ -365,22 +432,27 @@ mod tests {
             assert_eq!(slots.iter().filter(|s| s.cancel.is_cancelled()).count(), n + 1);
         }
         assert!(connections.admit(source(2000)).is_none(), "every slot answers a page");
+        assert!(!slots[4].cancel.is_cancelled());
         assert_eq!(connections.len(), MAX_CONNECTIONS);
     }
 
-    /// Issue 26: a new connection that has not sent its first byte keeps its slot for
-    /// [`GRACE`], so that a flood of new connections cannot push out a client a round trip
-    /// away; the flood's own newcomers are refused meanwhile. Past the grace, the oldest
-    /// gives way first.
+    /// Issue 26: a new connection that has not sent its first byte, and a request whose
+    /// bytes are still arriving, keep their slot for [`GRACE`], so that a flood of new
+    /// connections cannot push out a client a round trip away, nor a request that comes in
+    /// two segments; the flood's own newcomers are refused meanwhile. Past the grace, the
+    /// oldest gives way first.
     #[tokio::test(start_paused = true)]
-    async fn a_silent_new_connection_has_its_grace() {
+    async fn a_silent_new_connection_and_an_arriving_request_have_their_grace() {
         let connections = Arc::new(Connections::default());
         let slots: Vec<Arc<Slot>> =
             (0..MAX_CONNECTIONS).map(|n| connections.admit(source(n)).unwrap()).collect();
         tokio::time::advance(GRACE - Duration::from_millis(1)).await;
+        // Its request began to arrive just now: a grace of its own from there.
+        slots[0].arriving_since.store(connections.now_ms(), Ordering::Relaxed);
         assert!(connections.admit(source(1000)).is_none(), "all in their grace");
-        // One has spoken: it may go at once.
-        slots[7].heard.store(true, Ordering::Relaxed);
+        // One has answered and waits: it may go at once.
+        slots[7].busy();
+        slots[7].waiting();
         let first = connections.admit(source(1000));
         assert!(first.is_some());
         assert!(slots[7].cancel.is_cancelled());
@@ -388,7 +460,12 @@ mod tests {
         tokio::time::advance(Duration::from_millis(2)).await;
         let second = connections.admit(source(1001));
         assert!(second.is_some());
-        assert!(slots[0].cancel.is_cancelled(), "the oldest goes first past the grace");
+        assert!(slots[1].cancel.is_cancelled(), "the oldest silent one goes first past the grace");
+        assert!(!slots[0].cancel.is_cancelled(), "the arriving request keeps its grace");
+        tokio::time::advance(GRACE).await;
+        let third = connections.admit(source(1002));
+        assert!(third.is_some());
+        assert!(slots[0].cancel.is_cancelled(), "a request arriving for longer than the grace goes");
     }
 
     /// Issue 26: one address holds at most [`MAX_PER_SOURCE`] slots: beyond, its own
@@ -397,7 +474,8 @@ mod tests {
     async fn one_source_holds_at_most_its_share() {
         let connections = Arc::new(Connections::default());
         let scraper = connections.admit(IpAddr::from([127, 0, 0, 1])).unwrap();
-        scraper.heard.store(true, Ordering::Relaxed);
+        scraper.busy();
+        scraper.waiting();
         let attacker = IpAddr::from([127, 0, 0, 2]);
         let held: Vec<Arc<Slot>> =
             (0..MAX_PER_SOURCE).map(|_| connections.admit(attacker).unwrap()).collect();
@@ -417,6 +495,33 @@ mod tests {
         assert!(connections.admit(from_v6_mapped).is_none(), "the same source written as IPv6");
         assert!(newcomer.is_some());
         assert_eq!(connections.len(), MAX_PER_SOURCE + 2);
+    }
+
+    /// Issue 26: four addresses filling every slot with connections in their grace cannot
+    /// lock a fifth out: its newcomer takes a slot of the source that holds the most. A
+    /// source that holds as many as the most gets nothing that way.
+    #[tokio::test(start_paused = true)]
+    async fn a_few_sources_cannot_hold_every_slot() {
+        let connections = Arc::new(Connections::default());
+        let attackers: Vec<IpAddr> = (2..6).map(|n| IpAddr::from([127, 0, 0, n])).collect();
+        let held: Vec<Arc<Slot>> = attackers
+            .iter()
+            .flat_map(|&a| (0..MAX_PER_SOURCE).map(move |_| a))
+            .map(|a| connections.admit(a).unwrap())
+            .collect();
+        assert_eq!(connections.len(), MAX_CONNECTIONS);
+        let scraper = connections.admit(IpAddr::from([127, 0, 0, 1])).expect("a fair share");
+        assert_eq!(held.iter().filter(|s| s.cancel.is_cancelled()).count(), 1);
+        scraper.busy();
+        // A sixth source of equal weight takes another; the greedy ones get nothing back.
+        let other = connections.admit(IpAddr::from([127, 0, 0, 9]));
+        assert!(other.is_some());
+        assert!(connections.admit(attackers[0]).is_none(), "an attacker at its share");
+        // Every slot answering a page: no fairness takes one.
+        for slot in held.iter().filter(|s| !s.cancel.is_cancelled()) {
+            slot.busy();
+        }
+        assert!(connections.admit(IpAddr::from([127, 0, 0, 10])).is_none());
     }
 
     /// Issue 17: among waiting connections, the one that has waited longest gives way,

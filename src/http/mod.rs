@@ -155,31 +155,34 @@ where
 async fn handle(state: &Shared, slot: &Slot, req: Request<Incoming>) -> Response<Body> {
     let config = state.web.current();
     let on_wait = || slot.doing(conn::Activity::Authenticating);
-    let mut response =
-        match state.web.authorize(&config, req.headers().get(hyper::header::AUTHORIZATION), on_wait).await {
-            web::Access::Granted => {
-                slot.busy();
-                route(state, slot, req).await
-            }
-            web::Access::Busy => {
-                let mut resp =
-                    text(StatusCode::TOO_MANY_REQUESTS, "Too many password checks are waiting; try again.\n");
-                resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                resp.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-                resp
-            }
-            web::Access::Denied => {
-                let mut resp = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
-                resp.headers_mut().insert(
-                    hyper::header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"smtp_exporter\""),
-                );
-                // Requests pipelined behind a wrong password wait for nothing: the
-                // connection ends with this answer, and its slot is free.
-                resp.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-                resp
-            }
-        };
+    let mut response = match state
+        .web
+        .authorize(&config, req.headers().get(hyper::header::AUTHORIZATION), slot.peer, on_wait)
+        .await
+    {
+        web::Access::Granted => {
+            slot.busy();
+            route(state, slot, req).await
+        }
+        web::Access::Busy => {
+            let mut resp =
+                text(StatusCode::TOO_MANY_REQUESTS, "Too many password checks are waiting; try again.\n");
+            resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+        web::Access::Denied => {
+            let mut resp = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
+            resp.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"smtp_exporter\""),
+            );
+            // Requests pipelined behind a wrong password wait for nothing: the
+            // connection ends with this answer, and its slot is free.
+            resp.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    };
     for (name, value) in &config.headers {
         response.headers_mut().insert(name.clone(), value.clone());
     }

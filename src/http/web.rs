@@ -10,7 +10,7 @@
 //! unknown users; a pair that matched once is remembered, so a scrape every few seconds
 //! costs one hash check, not one each.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -447,8 +447,8 @@ pub struct WebSettings {
     passed: Mutex<HashSet<[u8; 32]>>,
     /// bcrypt checks running at once.
     hashing: Arc<Semaphore>,
-    /// Checks waiting for a bcrypt slot now.
-    waiting: std::sync::atomic::AtomicUsize,
+    /// Checks waiting for a bcrypt slot now, by source address.
+    waiting: Mutex<HashMap<std::net::IpAddr, usize>>,
     /// `smtp_exporter_web_config_last_reload_successful`.
     pub reload_successful: prometheus::IntGauge,
 }
@@ -466,8 +466,11 @@ pub enum Access {
     Busy,
 }
 
-/// Password checks that may wait for a bcrypt slot; more are answered `Busy`.
-const MAX_WAITING_CHECKS: usize = 8;
+/// Password checks from one address that may wait for a bcrypt slot; more are answered
+/// `Busy`, so that one address flooding wrong passwords delays others by a few checks.
+const MAX_WAITING_PER_SOURCE: usize = 4;
+/// Password checks that may wait in all.
+const MAX_WAITING_CHECKS: usize = 64;
 
 impl WebSettings {
     /// Loads `file` (none: no TLS, no authentication).
@@ -487,7 +490,7 @@ impl WebSettings {
             seen: Mutex::new((std::time::Instant::now(), stamps)),
             passed: Mutex::default(),
             hashing: Arc::new(Semaphore::new(2)),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
+            waiting: Mutex::default(),
             reload_successful,
         })
     }
@@ -533,6 +536,7 @@ impl WebSettings {
         &self,
         config: &WebConfig,
         header: Option<&HeaderValue>,
+        peer: std::net::IpAddr,
         on_wait: impl FnOnce(),
     ) -> Access {
         if !config.wants_auth() {
@@ -554,10 +558,7 @@ impl WebSettings {
         // Waiting for the check, the connection may give way to another.
         on_wait();
         let permit = {
-            let waiting = Waiting::count(&self.waiting);
-            if waiting.0 > MAX_WAITING_CHECKS {
-                return Access::Busy;
-            }
+            let Some(_waiting) = Waiting::count(&self.waiting, peer) else { return Access::Busy };
             self.hashing.clone().acquire_owned().await
         };
         let Ok(permit) = permit else { return Access::Denied };
@@ -583,18 +584,39 @@ impl WebSettings {
 }
 
 /// One check counted among those waiting for a bcrypt slot while it lives (a request
-/// dropped while it waits is uncounted too); `.0` is how many wait with it.
-struct Waiting<'a>(usize, &'a std::sync::atomic::AtomicUsize);
+/// dropped while it waits is uncounted too).
+struct Waiting<'a> {
+    peer: std::net::IpAddr,
+    counts: &'a Mutex<HashMap<std::net::IpAddr, usize>>,
+}
 
 impl<'a> Waiting<'a> {
-    fn count(counter: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
-        Waiting(counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, counter)
+    /// Counts a check from `peer`, unless its address, or everyone, has as many waiting as
+    /// allowed.
+    fn count(
+        counts: &'a Mutex<HashMap<std::net::IpAddr, usize>>,
+        peer: std::net::IpAddr,
+    ) -> Option<Waiting<'a>> {
+        let mut held = counts.lock().expect("waiting lock");
+        let total: usize = held.values().sum();
+        let mine = held.get(&peer).copied().unwrap_or(0);
+        if mine >= MAX_WAITING_PER_SOURCE || total >= MAX_WAITING_CHECKS {
+            return None;
+        }
+        *held.entry(peer).or_default() += 1;
+        Some(Waiting { peer, counts })
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.1.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let mut held = self.counts.lock().expect("waiting lock");
+        if let Some(n) = held.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -629,6 +651,9 @@ fn basic_credentials(header: &HeaderValue) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The client of the unit tests.
+    const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn build(yaml: &str) -> Result<WebConfig, String> {
         let raw: RawWebConfig = yaml_serde::from_str(yaml).map_err(|e| e.to_string())?;
@@ -667,6 +692,29 @@ mod tests {
             "min_version: TLS11 is not supported (TLS12 or TLS13)"
         );
         assert_eq!(versions(Some("TLS13"), None).unwrap().len(), 1);
+    }
+
+    /// Issue 26: one address may have a few checks waiting, another address its own; all
+    /// addresses together a bounded number; a check that ends (or is dropped) is uncounted.
+    #[test]
+    fn waiting_checks_are_bounded_per_address_and_in_all() {
+        let counts = Mutex::default();
+        let (a, b) = (LOCAL, std::net::IpAddr::from([127, 0, 0, 2]));
+        let mine: Vec<_> = (0..MAX_WAITING_PER_SOURCE).map(|_| Waiting::count(&counts, a).unwrap()).collect();
+        assert!(Waiting::count(&counts, a).is_none(), "its address has as many waiting as allowed");
+        let other = Waiting::count(&counts, b);
+        assert!(other.is_some(), "another address is not held up by it");
+        drop(mine);
+        assert!(Waiting::count(&counts, a).is_some(), "dropped checks are uncounted");
+        drop(other);
+        assert!(counts.lock().unwrap().is_empty());
+        let all: Vec<_> = (0..MAX_WAITING_CHECKS)
+            .map(|n| {
+                Waiting::count(&counts, std::net::IpAddr::from([10, 0, (n >> 8) as u8, n as u8])).unwrap()
+            })
+            .collect();
+        assert!(Waiting::count(&counts, b).is_none(), "everyone has as many waiting as allowed");
+        drop(all);
     }
 
     /// Issue 26: an unknown user is checked against the most expensive hash, whatever the
@@ -747,19 +795,22 @@ mod tests {
             .unwrap()
         };
         assert_eq!(
-            settings.authorize(&config, Some(&header("alice", "right")), || {}).await,
+            settings.authorize(&config, Some(&header("alice", "right")), LOCAL, || {}).await,
             Access::Granted
         );
         assert_eq!(
-            settings.authorize(&config, Some(&header("alice", "right")), || {}).await,
+            settings.authorize(&config, Some(&header("alice", "right")), LOCAL, || {}).await,
             Access::Granted
         );
-        assert_eq!(settings.authorize(&config, Some(&header("alice", "wrong")), || {}).await, Access::Denied);
         assert_eq!(
-            settings.authorize(&config, Some(&header("mallory", "right")), || {}).await,
+            settings.authorize(&config, Some(&header("alice", "wrong")), LOCAL, || {}).await,
             Access::Denied
         );
-        assert_eq!(settings.authorize(&config, None, || {}).await, Access::Denied);
+        assert_eq!(
+            settings.authorize(&config, Some(&header("mallory", "right")), LOCAL, || {}).await,
+            Access::Denied
+        );
+        assert_eq!(settings.authorize(&config, None, LOCAL, || {}).await, Access::Denied);
     }
 
     #[test]
@@ -792,7 +843,7 @@ mod tests {
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:right"));
             let header = HeaderValue::try_from(format!("Basic {basic}")).unwrap();
             let (settings, config) = (&settings, &config);
-            async move { settings.authorize(config, Some(&header), || {}).await }
+            async move { settings.authorize(config, Some(&header), LOCAL, || {}).await }
         };
         let remembered = || settings.passed.lock().unwrap().len();
         assert_eq!(check("alice").await, Access::Granted);

@@ -27,9 +27,14 @@ pub const REDACTED: &str = "<redacted>";
 pub const MAX_DETAIL_CHARS: usize = 400;
 
 /// The strings a probe must never show, shared by the walk, its sessions and its
-/// transcript. A clone is the same set.
+/// transcript, longest first; each with whether it is a base64 core, whose neighbours are
+/// hidden too. A clone is the same set.
 #[derive(Clone, Default)]
-pub struct Secrets(Arc<Mutex<Vec<String>>>);
+pub struct Secrets(Arc<Mutex<Vec<(String, bool)>>>);
+
+/// How far a base64 core's hiding reaches on each side: the group that holds a secret's
+/// first or last bytes mixed with its neighbours' (and padding).
+const REACH: usize = 4;
 
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -44,37 +49,71 @@ impl Secrets {
         if secret.is_empty() {
             return;
         }
-        let mut forms = vec![
+        let exact = [
             secret.to_owned(),
             imap_quoted(secret),
             form_urlencoded::byte_serialize(secret.as_bytes()).collect(),
         ];
-        forms.extend(base64_cores(secret.as_bytes()));
+        let forms = exact
+            .into_iter()
+            .map(|f| (f, false))
+            .chain(base64_cores(secret.as_bytes()).into_iter().map(|f| (f, true)));
         let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
         for form in forms {
-            if !form.is_empty() && !held.contains(&form) {
+            if !form.0.is_empty() && !held.iter().any(|(f, _)| *f == form.0) {
                 held.push(form);
             }
         }
         // Longest first, so that a form inside a longer one does not break the longer one.
-        held.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        held.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
     }
 
     fn forms(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(f, _)| f.clone()).collect()
     }
 
-    /// `text` with every registered form replaced by [`REDACTED`].
+    /// `text` with every registered form replaced by [`REDACTED`]; around a base64 core,
+    /// the base64 characters next to it too (up to [`REACH`] on each side), since they
+    /// carry the secret's first and last bits mixed with what surrounds it.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Cow::Borrowed(text);
-        for form in held.iter() {
-            if out.contains(form.as_str()) {
-                out = Cow::Owned(out.replace(form.as_str(), REDACTED));
+        for (form, core) in held.iter() {
+            if !out.contains(form.as_str()) {
+                continue;
             }
+            out =
+                Cow::Owned(if *core { hide_core(&out, form) } else { out.replace(form.as_str(), REDACTED) });
         }
         out
     }
+}
+
+/// `text` with each `core` hidden with up to [`REACH`] base64 characters before it and
+/// after it (padding included).
+fn hide_core(text: &str, core: &str) -> String {
+    let bytes = text.as_bytes();
+    let b64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_');
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(at) = text[from..].find(core).map(|i| i + from) {
+        let mut start = at;
+        while start > copied && at - start < REACH && b64(bytes[start - 1]) {
+            start -= 1;
+        }
+        let mut end = at + core.len();
+        while end < bytes.len() && end - (at + core.len()) < REACH && (b64(bytes[end]) || bytes[end] == b'=')
+        {
+            end += 1;
+        }
+        out.push_str(&text[copied..start]);
+        out.push_str(REDACTED);
+        copied = end;
+        from = end;
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// The password as an IMAP quoted string carries it (RFC 3501 §4.3): `\` and `"` escaped.
@@ -162,6 +201,32 @@ mod tests {
             // No run of the password's groups survives in any alphabet.
             for core in base64_cores(password.as_bytes()) {
                 assert!(!shown.contains(&core), "{said} -> {shown}");
+            }
+        }
+    }
+
+    /// Issue 26: no bit of the password stays in an echoed AUTH PLAIN payload, whatever the
+    /// user name's length puts it at: what is left before the hiding decodes to a part of
+    /// what came before the password.
+    #[test]
+    fn no_bit_of_the_password_is_left_at_the_edges_of_a_payload() {
+        let password = "Pa55word-xyz";
+        let secrets = with(&[password]);
+        for user in ["probe@example.test", "a", "ab", "abc", "user"] {
+            let plain = format!("\0{user}\0{password}");
+            for payload in [STANDARD.encode(&plain), STANDARD_NO_PAD.encode(&plain)] {
+                let shown = secrets.redact(&payload).into_owned();
+                let (kept, rest) = shown.split_once(REDACTED).expect("hidden");
+                assert_eq!(rest, "", "{user}: {shown}");
+                // Whole groups of what is left decode to bytes before the password.
+                let whole = &kept[..kept.len() / 4 * 4];
+                let decoded = STANDARD.decode(whole).unwrap();
+                assert!(
+                    plain.as_bytes().starts_with(&decoded) && decoded.len() <= plain.len() - password.len(),
+                    "{user}: {shown}"
+                );
+                // A partial group left over would carry bits of the next bytes: none is.
+                assert_eq!(kept.len() % 4, 0, "{user}: {shown}");
             }
         }
     }

@@ -152,10 +152,7 @@ mod tests {
         t.push(Dir::Sent, "AUTH PLAIN AHVzZXIAcGFzc3c=");
         t.push(Dir::Received, "535 5.7.8 no: AHVzZXIAcGFzc3c passw\r");
         let text: Vec<&str> = t.lines().iter().map(|l| l.text.as_str()).collect();
-        assert_eq!(
-            text,
-            ["AUTH PLAIN AHVzZXIA<redacted>=", "535 5.7.8 no: AHVzZXIA<redacted> <redacted>\\x0d"]
-        );
+        assert_eq!(text, ["AUTH PLAIN AHVz<redacted>", "535 5.7.8 no: AHVz<redacted> <redacted>\\x0d"]);
 
         let long = "x".repeat(1000);
         t.push(Dir::Received, &long);
@@ -172,7 +169,7 @@ mod tests {
             "({} more lines not kept: a transcript keeps 120 lines and 12288 bytes)\n",
             1003 - MAX_LINES
         )));
-        assert!(out.contains("C: AUTH PLAIN AHVzZXIA<redacted>="), "{out}");
+        assert!(out.contains("C: AUTH PLAIN AHVz<redacted>"), "{out}");
     }
 
     #[test]
