@@ -290,3 +290,88 @@ pub fn status_page_in_chromium_over_https_with_basic_auth(mta: &Mta) -> Check {
     }
     Ok(())
 }
+
+/// `curl` over HTTPS with the password: the body of `path`.
+fn curl_body(addr: SocketAddr, path: &str, pki: &Pki) -> Result<String, String> {
+    let url = format!("https://localhost:{}{path}", addr.port());
+    let credentials = format!("{USER}:{PASSWORD}");
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "5", "--cacert", &pki.ca, "-u", &credentials, &url])
+        .output()
+        .map_err(|e| format!("curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("curl {path}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Issue 26 finding "emptying the web config turns TLS and auth off": behind TLS and a
+/// password, the web configuration file is truncated to 0 bytes, then holds `---`, then
+/// comments only. Each time, a request without the password over TLS still gets 401, plain
+/// HTTP still gets no answer, `smtp_exporter_web_config_last_reload_successful` is 0 and
+/// the log says why; the first file written back is taken again (gauge 1).
+pub fn an_emptied_web_config_keeps_tls_and_the_password(mta: &Mta) -> Check {
+    let pki = Pki::of(mta);
+    let hash = htpasswd(USER, PASSWORD)?;
+    let web = mta.state_dir.join("web-emptied.yml");
+    let secured = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  {USER}: {hash}\n",
+        pki.cert, pki.key
+    );
+    std::fs::write(&web, &secured).map_err(|e| e.to_string())?;
+    let exporter = secured_exporter(mta, "web-emptied-exporter.yml", &web, &pki)?;
+    let gauge = || -> Result<f64, String> {
+        let body = curl_body(exporter.addr, "/metrics", &pki)?;
+        Ok(one(&parse_exposition(&body), "smtp_exporter_web_config_last_reload_successful", &[])?.value)
+    };
+    if gauge()? != 1.0 {
+        return Err("the web config's reload gauge is not 1 at start".into());
+    }
+    let mut seen = Vec::new();
+    for (what, text) in [
+        ("0 bytes", ""),
+        ("---", "---\n"),
+        ("comments only", "# being rewritten by the configuration tool\n# nothing yet\n"),
+    ] {
+        std::fs::write(&web, text).map_err(|e| e.to_string())?;
+        // The file is looked at again at most once a second, as connections come.
+        std::thread::sleep(Duration::from_millis(1100));
+        let _ = curl(exporter.addr, "/-/healthy", &pki, &[]);
+        std::thread::sleep(Duration::from_millis(1100));
+        let without = curl(exporter.addr, "/metrics", &pki, &[]);
+        let plain = http_get(exporter.addr, "/metrics");
+        let reloaded = gauge()?;
+        seen.push(format!(
+            "{what}: without a password {}, plain HTTP {}, gauge {reloaded}",
+            without.as_ref().map(|s| s.to_string()).unwrap_or_else(|e| e.clone()),
+            plain.as_ref().map(|(s, _)| s.to_string()).unwrap_or_else(|e| e.chars().take(40).collect())
+        ));
+        if without != Ok(401) {
+            return Err(format!("{what}: a request without the password over TLS: {without:?}"));
+        }
+        if plain.as_ref().is_ok_and(|(status, _)| *status < 400) {
+            return Err(format!("{what}: plain HTTP answered {:?}", plain.map(|(s, _)| s)));
+        }
+        if reloaded != 0.0 {
+            return Err(format!("{what}: smtp_exporter_web_config_last_reload_successful is {reloaded}"));
+        }
+    }
+    let log_path = mta.state_dir.join("web-emptied-exporter.log");
+    let log = std::fs::read_to_string(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    if !log.contains("would turn off TLS and basic authentication") {
+        return Err(format!(
+            "the log does not say why the emptied file was refused ({})",
+            log_path.display()
+        ));
+    }
+    std::fs::write(&web, &secured).map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(1100));
+    let _ = curl(exporter.addr, "/-/healthy", &pki, &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let back = gauge()?;
+    println!("    {}; the secured file written back: gauge {back}", seen.join("; "));
+    if back != 1.0 {
+        return Err(format!("the secured file written back: gauge {back}"));
+    }
+    Ok(())
+}

@@ -4,7 +4,8 @@
 //! `tests/run-all.sh` starts the MTA with `tests/real/mta.sh start` (which writes the ports
 //! and file paths to `$REAL_STATE_DIR/env`) and then runs this binary with
 //! `cargo test --release --features real-servers --test real`. The checks run in order,
-//! because the last one stops Postfix; each prints `ok` or `FAILED` with its reason, and
+//! because the last but one stops Postfix and the last reads every exporter log the suite
+//! wrote; each prints `ok` or `FAILED` with its reason, and
 //! the run ends with an `N passed, M failed` line and a non-zero exit on any failure.
 
 use std::collections::HashMap;
@@ -23,6 +24,8 @@ mod attack;
 mod delivery;
 /// Mail domains against knot and Postfix.
 mod domains;
+/// DNSSEC verdicts behind unbound, dnsmasq and knot; MX sets as senders read them (issue 25).
+mod resolvers;
 /// TLS, basic authentication and the lifecycle API with real clients (issue 12).
 mod security;
 
@@ -1505,7 +1508,7 @@ fn stopped_postfix_is_refused_quickly(mta: &Mta) -> Check {
 
 fn main() {
     let mta = Mta::load();
-    let checks: [NamedCheck; 36] = [
+    let checks: [NamedCheck; 54] = [
         ("every_port_and_mode_succeeds", every_port_and_mode_succeeds),
         ("self_signed_certificates_on_postfix", self_signed_certificates_on_postfix),
         ("postscreen_greeting_is_waited_for", postscreen_greeting_is_waited_for),
@@ -1533,9 +1536,61 @@ fn main() {
         ("attack_slowloris", attack::slowloris),
         ("attack_credentials_go_only_where_configured", attack::credentials_go_only_where_configured),
         ("attack_reload_endpoint_closed_by_default", attack::reload_endpoint_closed_by_default),
+        (
+            "attack_wrong_password_floods_leave_scrapes_answered",
+            attack::wrong_password_floods_leave_scrapes_answered,
+        ),
+        (
+            "attack_a_first_login_under_a_wrong_password_flood_is_answered",
+            attack::a_first_login_under_a_wrong_password_flood_is_answered,
+        ),
+        (
+            "attack_probe_floods_leave_scrapes_answered_within_max_concurrency",
+            attack::probe_floods_leave_scrapes_answered_within_max_concurrency,
+        ),
+        (
+            "attack_a_scrape_read_at_network_pace_is_not_evicted_by_a_probe_flood",
+            attack::a_scrape_read_at_network_pace_is_not_evicted_by_a_probe_flood,
+        ),
+        (
+            "attack_a_scrape_whose_request_comes_in_two_segments_survives_a_probe_flood",
+            attack::a_scrape_whose_request_comes_in_two_segments_survives_a_probe_flood,
+        ),
+        (
+            "attack_an_emptied_web_config_keeps_tls_and_the_password",
+            security::an_emptied_web_config_keeps_tls_and_the_password,
+        ),
+        (
+            "attack_connection_churn_leaves_a_late_client_answered",
+            attack::connection_churn_leaves_a_late_client_answered,
+        ),
+        (
+            "attack_connection_churn_from_four_addresses_leaves_a_late_client_answered",
+            attack::connection_churn_from_four_addresses_leaves_a_late_client_answered,
+        ),
+        (
+            "attack_out_of_descriptors_a_fixing_reload_succeeds",
+            attack::out_of_descriptors_a_fixing_reload_succeeds,
+        ),
+        (
+            "attack_echoed_credentials_are_redacted_in_every_encoding",
+            attack::echoed_credentials_are_redacted_in_every_encoding,
+        ),
+        (
+            "attack_unknown_users_take_as_long_as_the_costliest",
+            attack::unknown_users_take_as_long_as_the_costliest,
+        ),
+        ("attack_rebound_names_are_refused", attack::rebound_names_are_refused),
+        (
+            "attack_a_walk_to_the_metadata_address_connects_nowhere",
+            attack::a_walk_to_the_metadata_address_connects_nowhere,
+        ),
         ("domains_with_a_real_name_server", domains::domains_with_a_real_name_server),
         ("mta_sts_with_nginx_and_knot", domains::mta_sts_with_nginx_and_knot),
         ("dane_with_a_signed_zone", domains::dane_with_a_signed_zone),
+        ("resolvers_dnssec_matrix_through_the_exporter", resolvers::dnssec_matrix_through_the_exporter),
+        ("resolvers_check_behind_each_resolver", resolvers::check_behind_each_resolver),
+        ("resolvers_mx_sets_as_senders_read_them", resolvers::mx_sets_as_senders_read_them),
         (
             "prometheus_scrapes_through_a_proxy_path_with_gzip",
             prometheus_scrapes_through_a_proxy_path_with_gzip,
@@ -1565,8 +1620,15 @@ fn main() {
             "delivery_check_deliver_against_a_huge_literal_stays_small",
             delivery::check_deliver_against_a_huge_literal_stays_small,
         ),
-        // Last: it stops Postfix.
+        // After envelope_checks_on_postfix, which finds no message in Postfix's log.
+        (
+            "attack_sigterm_during_a_delivery_leaves_the_mailbox_empty",
+            attack::sigterm_during_a_delivery_leaves_the_mailbox_empty,
+        ),
+        // Last but one: it stops Postfix.
         ("stopped_postfix_is_refused_quickly", stopped_postfix_is_refused_quickly),
+        // Last: it reads the logs of every exporter the suite started.
+        ("resolvers_no_library_dumps_in_any_log", resolvers::no_library_dumps_in_any_log),
     ];
     let (mut passed, mut failed) = (0, 0);
     // For a developer's quick loop: REAL_ONLY=name runs the checks whose name contains it.
