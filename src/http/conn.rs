@@ -6,7 +6,8 @@
 //! never reading the answers, queueing wrong passwords for the bcrypt check, or asking
 //! `/probe` for a server that never answers. So:
 //! - one source address holds at most [`MAX_PER_SOURCE`] of the [`MAX_CONNECTIONS`] slots:
-//!   an attacker elsewhere than the scraper competes only with itself;
+//!   an attacker elsewhere than the scraper competes only with itself, and among one
+//!   address's own connections the graces below do not hold;
 //! - when the slots (of all, or of the source) are taken, a new connection takes the slot
 //!   of one that does least for anybody: waiting for a request (oldest first; one that has
 //!   not sent its first byte yet only after [`GRACE`], so that a client a round trip away
@@ -97,8 +98,11 @@ impl Entry {
     /// after [`GRACE`] (a slowloris request is past it, a client a round trip away is
     /// not); a writer whose client has read nothing for [`STALL_GRACE`]; then one waiting
     /// for its password check; then one running an on-demand probe.
-    fn yields(&self, now: u64) -> Option<(u8, u64)> {
-        let past = |since: u64, grace: Duration| now.saturating_sub(since) >= ms(grace);
+    ///
+    /// Among one address's own connections (`strict` false) the graces do not hold: a
+    /// client that opens more than its share at once competes with itself.
+    fn yields(&self, now: u64, strict: bool) -> Option<(u8, u64)> {
+        let past = |since: u64, grace: Duration| !strict || now.saturating_sub(since) >= ms(grace);
         let arriving = self.arriving_since.load(Ordering::Relaxed);
         let stalled = self.stalled_since.load(Ordering::Relaxed);
         let waiting_may_go = match (arriving, self.answered) {
@@ -150,7 +154,7 @@ impl Connections {
                 .by_id
                 .iter()
                 .filter(|(_, e)| !same_source || e.peer == peer)
-                .filter_map(|(id, e)| e.yields(now).map(|rank| (rank, *id)))
+                .filter_map(|(id, e)| e.yields(now, !same_source).map(|rank| (rank, *id)))
                 .min()
                 .map(|(_, id)| id)
         };
@@ -479,14 +483,19 @@ mod tests {
         let attacker = IpAddr::from([127, 0, 0, 2]);
         let held: Vec<Arc<Slot>> =
             (0..MAX_PER_SOURCE).map(|_| connections.admit(attacker).unwrap()).collect();
-        tokio::time::advance(Duration::from_secs(1)).await;
-        // Past its grace, its own oldest gives way; the scraper's idle slot is not touched.
+        // Among its own, no grace holds: its oldest gives way at once; the scraper's idle
+        // slot is not touched.
         let replacement = connections.admit(attacker).expect("its own oldest gives way");
         assert!(held[0].cancel.is_cancelled() && !scraper.cancel.is_cancelled());
         replacement.busy();
         for slot in &held[1..] {
             slot.busy();
         }
+        // A writer of its own stalled a moment ago gives way to its newcomer too.
+        held[1].stalled_since.store(connections.now_ms(), Ordering::Relaxed);
+        let second = connections.admit(attacker).expect("its stalled writer gives way");
+        assert!(held[1].cancel.is_cancelled());
+        second.busy();
         // Its share is all answering: its newcomer is refused, while others come in.
         let (from_v6_mapped, newcomer) = (
             IpAddr::from(std::net::Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped()),
