@@ -338,8 +338,6 @@ pub struct Resolver {
 /// How long a DNSSEC capability check is trusted before the next lookup that needs it
 /// asks again.
 const CAPABILITY_TTL: Duration = Duration::from_secs(300);
-/// How recent a check must be for a reload or a bogus verdict.
-const FRESH: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -473,13 +471,14 @@ impl Resolver {
     }
 
     /// What the name servers show of DNSSEC: asked again when the last check is older
-    /// than [`CAPABILITY_TTL`], or than [`FRESH`] with `fresh` (a reload, a bogus verdict
-    /// about to be given). One check runs at a time; those who wait take its result. A
-    /// change is logged once, in words.
+    /// than [`CAPABILITY_TTL`], or with `fresh` (a reload, a bogus verdict about to be
+    /// given) unless a check ended since the call. One check runs at a time; those who
+    /// wait take its result. A change is logged once, in words.
     pub async fn dnssec_capability(&self, fresh: bool) -> Arc<Capability> {
-        let max_age = if fresh { FRESH } else { CAPABILITY_TTL };
+        let asked = Instant::now();
         let mut held = self.capability.lock().await;
-        if let Some((_, capability)) = held.as_ref().filter(|(at, _)| at.elapsed() < max_age) {
+        let current = |at: &Instant| if fresh { *at >= asked } else { at.elapsed() < CAPABILITY_TTL };
+        if let Some((_, capability)) = held.as_ref().filter(|(at, _)| current(at)) {
             return capability.clone();
         }
         let mut servers = Vec::new();

@@ -384,3 +384,24 @@ async fn a_bogus_domain_behind_a_validating_resolver_is_still_probed() {
     assert!(text.contains("Without DNSSEC, mail to bogus.test is delivered via mx.bogus.test"), "{text}");
     let _ = std::fs::remove_file(&anchor);
 }
+
+/// A bogus verdict is given only once the name servers are asked again: one that stopped
+/// passing DNSSEC records since its last check (5 minutes may pass between checks) makes
+/// the answer indeterminate, naming it, not bogus.
+#[tokio::test]
+async fn a_bogus_verdict_is_confirmed_by_asking_the_name_servers_again() {
+    let (dns, anchor) = signed_zones(25, &[7; 32]).await;
+    let resolver = Resolver::new(&settings(&dns, &anchor, DnssecMode::Validate)).unwrap();
+    assert!(resolver.dnssec_capability(false).await.capable());
+    dns.set_mode(ServerMode::Strip);
+    let set = resolver.tlsa(&tlsa_name(25, "mx.secure.test")).await.expect("not a failure").value;
+    assert_eq!((set.dnssec, set.records.len()), (Dnssec::Indeterminate, 0));
+    let why = set.why.unwrap_or_default();
+    assert!(why.contains(&format!("the name server {}", dns.addr)), "{why}");
+    // The new state holds for the next lookups, without asking again.
+    let before = dns.queries_of(RecordType::DNSKEY);
+    let next = resolver.tlsa(&tlsa_name(25, "mx.bogus.test")).await.unwrap().value;
+    assert_eq!((next.dnssec, next.records.len()), (Dnssec::Indeterminate, 1));
+    assert_eq!(dns.queries_of(RecordType::DNSKEY), before);
+    let _ = std::fs::remove_file(&anchor);
+}
