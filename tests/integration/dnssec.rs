@@ -405,3 +405,37 @@ async fn a_bogus_verdict_is_confirmed_by_asking_the_name_servers_again() {
     assert_eq!(dns.queries_of(RecordType::DNSKEY), before);
     let _ = std::fs::remove_file(&anchor);
 }
+
+/// Behind a validating resolver, an MX host in a bogus zone is a SERVFAIL for senders who
+/// validate: a domain that is itself secure does not get it asked again with checking
+/// disabled (only a bogus domain's own hosts are), so it is not probed, and the domain is
+/// not deliverable through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mx_host_in_a_bogus_zone_is_not_probed_for_a_secure_domain() {
+    let (dns, anchor) = signed_zones(25, &[7; 32]).await;
+    dns.add("other.test", Rr::Mx(10, "mx.bogus.test".into()));
+    dns.set_mode(ServerMode::Validating);
+    let yaml = format!(
+        "dns:\n  nameservers: [\"{}\"]\n  timeout: 500ms\n  attempts: 1\n  min_ttl: 1s\n  trust_anchors: \"{}\"\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\ndomains:\n  - name: other.test\n    ports: [{{ port: 25, module: relay }}]\n    policy: {{ enabled: false, dane: false }}\n",
+        dns.addr,
+        anchor.display()
+    );
+    let exporter = InProcess::start(yaml, "dnssec-bogus-host.yml").await;
+    let samples = exporter
+        .scrape_until(Duration::from_secs(15), "other.test walked", |s| {
+            !find(s, "smtp_domain_dns_failure_info", &[("domain", "other.test")]).is_empty()
+        })
+        .await;
+    assert_eq!(
+        value(&samples, "smtp_domain_dnssec_status_info", &[("domain", "other.test"), ("status", "secure")]),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "smtp_domain_dns_failure_info", &[("domain", "other.test"), ("reason", "servfail")]),
+        1.0
+    );
+    assert!(find(&samples, "smtp_probe_success", &[]).is_empty(), "nothing probed");
+    assert_eq!(value(&samples, "smtp_domain_deliverable", &[("domain", "other.test")]), 0.0);
+    exporter.stop().await;
+    let _ = std::fs::remove_file(&anchor);
+}

@@ -620,3 +620,38 @@ async fn an_mx_that_names_an_address_is_not_used() {
         output.text
     );
 }
+
+/// A TLSA answer's own negative TTL (NXDOMAIN, with an SOA minimum of 1 s) brings the next
+/// walk forward as an address answer's does, while every record holds for 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_negative_ttl_of_a_tlsa_answer_brings_the_next_walk_forward() {
+    let pki = TestPki::new();
+    let server = FakeSmtp::start(Behaviour::default(), &pki).await;
+    let dns = FakeDns::start(60).await;
+    dns.set_negative_ttl(1);
+    dns.add("tlsa.example.test", Rr::Mx(10, "mx5.example.test".into()))
+        .add("mx5.example.test", Rr::Addr(ip("127.0.0.1")));
+    let yaml = format!(
+        "dns:\n  nameservers: [\"{}\"]\n  timeout: 300ms\n  attempts: 1\n  min_ttl: 1s\nmodules:\n  relay: {{ tls: starttls, timeout: 1s }}\ndomains:\n  - name: tlsa.example.test\n    ip_protocol: ip4\n    ports: [{{ port: {port}, module: relay }}]\n",
+        dns.addr,
+        port = server.port()
+    );
+    let exporter = InProcess::start(yaml, "negative-tlsa.yml").await;
+    let walked = |s: &[testkit::exposition::Sample]| {
+        find(s, "smtp_domain_last_walk_timestamp_seconds", &[("domain", "tlsa.example.test")])
+            .first()
+            .map(|x| x.value)
+    };
+    let first =
+        exporter.scrape_until(Duration::from_secs(10), "the domain walked", |s| walked(s).is_some()).await;
+    let tlsa =
+        find(&first, "smtp_domain_dns_lookup_seconds", &[("domain", "tlsa.example.test"), ("type", "tlsa")]);
+    assert_eq!(tlsa.len(), 1, "the TLSA lookup was made");
+    let first_walk = walked(&first).unwrap();
+    exporter
+        .scrape_until(Duration::from_secs(10), "a second walk, well before the 60 s records expire", |s| {
+            walked(s).is_some_and(|t| t > first_walk)
+        })
+        .await;
+    exporter.stop().await;
+}
