@@ -648,17 +648,7 @@ impl Resolver {
             e.elapsed = started.elapsed();
             e
         })?;
-        let mut value: Vec<IpAddr> = Vec::new();
-        for record in records {
-            let ip = match record {
-                RData::A(a) => IpAddr::V4(a.0),
-                RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
-                _ => continue,
-            };
-            if !value.contains(&ip) {
-                value.push(ip);
-            }
-        }
+        let value = distinct_addresses(records.iter());
         if value.is_empty() {
             return Err(LookupError {
                 failure: DnsFailure::NoRecords,
@@ -734,17 +724,7 @@ impl Resolver {
         let answer = crate::dnssec::ask(server, &fqdn, family.record_type(), true, self.timeout)
             .await
             .map_err(|e| servfail(format!("{what}: {}", crate::dnssec::words(&e))))?;
-        let mut value: Vec<IpAddr> = Vec::new();
-        for record in &answer.answers {
-            let ip = match &record.data {
-                RData::A(a) => IpAddr::V4(a.0),
-                RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
-                _ => continue,
-            };
-            if !value.contains(&ip) {
-                value.push(ip);
-            }
-        }
+        let value = distinct_addresses(answer.answers.iter().map(|r| &r.data));
         if value.is_empty() {
             return Err(servfail(format!(
                 "{what}: the name server answers SERVFAIL, and {} with checking disabled",
@@ -1099,6 +1079,22 @@ fn classify(error: &NetError) -> (DnsFailure, String) {
             (failure, words)
         }
     }
+}
+
+/// The A and AAAA addresses among `records`, each once, in the answer's order.
+fn distinct_addresses<'a>(records: impl Iterator<Item = &'a RData>) -> Vec<IpAddr> {
+    let mut value: Vec<IpAddr> = Vec::new();
+    for record in records {
+        let ip = match record {
+            RData::A(a) => IpAddr::V4(a.0),
+            RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+            _ => continue,
+        };
+        if !value.contains(&ip) {
+            value.push(ip);
+        }
+    }
+    value
 }
 
 #[cfg(test)]

@@ -523,11 +523,18 @@ mod tests {
         assert_eq!(held.iter().filter(|s| s.cancel.is_cancelled()).count(), 1);
         scraper.busy();
         // A sixth source of equal weight takes another; the greedy ones get nothing back.
-        let other = connections.admit(IpAddr::from([127, 0, 0, 9]));
-        assert!(other.is_some());
-        assert!(connections.admit(attackers[0]).is_none(), "an attacker at its share");
+        let other = connections.admit(IpAddr::from([127, 0, 0, 9])).expect("a fair share");
+        // An attacker's newcomer takes one of its own slots (no grace among one address's
+        // connections) or none: never another source's.
+        let held_by =
+            |peer: IpAddr| connections.open.lock().unwrap().by_id.values().filter(|e| e.peer == peer).count();
+        let before = held_by(attackers[0]);
+        let again = connections.admit(attackers[0]);
+        assert!(!scraper.cancel.is_cancelled() && !other.cancel.is_cancelled());
+        assert_eq!(held_by(attackers[0]), before, "an attacker at its share: {}", again.is_some());
+        assert_eq!(connections.len(), MAX_CONNECTIONS);
         // Every slot answering a page: no fairness takes one.
-        for slot in held.iter().filter(|s| !s.cancel.is_cancelled()) {
+        for slot in held.iter().chain(&again).filter(|s| !s.cancel.is_cancelled()) {
             slot.busy();
         }
         assert!(connections.admit(IpAddr::from([127, 0, 0, 10])).is_none());

@@ -2011,16 +2011,7 @@ pub fn a_scrape_read_at_network_pace_is_not_evicted_by_a_probe_flood(mta: &Mta) 
     for _ in 0..2 {
         quiet.push(paced_scrape(exporter.addr, rate).map_err(|e| format!("without the flood: {e}"))?);
     }
-    let payload =
-        format!("GET /probe?target=127.0.0.1:{}&module=m HTTP/1.1\r\nHost: x\r\n\r\n", hold.port).repeat(2);
-    let flood = Flood::start(exporter.addr, attackers(10), 260, payload.into_bytes(), 2, 40);
-    std::thread::sleep(Duration::from_secs(1));
-    let mut results = Vec::new();
-    for _ in 0..5 {
-        results.push(paced_scrape(exporter.addr, rate));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let stats = flood.stop();
+    let (results, stats) = under_probe_flood(&exporter, &hold, 40, 5, || paced_scrape(exporter.addr, rate));
     let whole = results.iter().filter(|r| r.is_ok()).count();
     println!(
         "    paced scrapes ({} bytes at 2 MB/s): {} quiet; under a /probe flood from ten addresses ({} connections) {whole}/5 whole: {}",
@@ -2040,6 +2031,27 @@ pub fn a_scrape_read_at_network_pace_is_not_evicted_by_a_probe_flood(mta: &Mta) 
         ));
     }
     Ok(())
+}
+
+/// Runs `scrape` `rounds` times, 200 ms apart, while 260 connections from ten addresses
+/// (for at most `seconds`) each pipeline two /probe requests for `hold`'s silent port.
+fn under_probe_flood<T>(
+    exporter: &Exporter,
+    hold: &HoldingPort,
+    seconds: u64,
+    rounds: usize,
+    mut scrape: impl FnMut() -> Result<T, String>,
+) -> (Vec<Result<T, String>>, FloodStats) {
+    let payload =
+        format!("GET /probe?target=127.0.0.1:{}&module=m HTTP/1.1\r\nHost: x\r\n\r\n", hold.port).repeat(2);
+    let flood = Flood::start(exporter.addr, attackers(10), 260, payload.into_bytes(), 2, seconds);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut results = Vec::new();
+    for _ in 0..rounds {
+        results.push(scrape());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (results, flood.stop())
 }
 
 /// A scrape of /metrics on a new connection whose request comes in two segments `gap`
@@ -2078,16 +2090,8 @@ pub fn a_scrape_whose_request_comes_in_two_segments_survives_a_probe_flood(mta: 
     for _ in 0..3 {
         quiet.push(two_segment_scrape(exporter.addr, gap).map_err(|e| format!("without the flood: {e}"))?);
     }
-    let payload =
-        format!("GET /probe?target=127.0.0.1:{}&module=m HTTP/1.1\r\nHost: x\r\n\r\n", hold.port).repeat(2);
-    let flood = Flood::start(exporter.addr, attackers(10), 260, payload.into_bytes(), 2, 20);
-    std::thread::sleep(Duration::from_secs(1));
-    let mut results = Vec::new();
-    for _ in 0..10 {
-        results.push(two_segment_scrape(exporter.addr, gap));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let stats = flood.stop();
+    let (results, stats) =
+        under_probe_flood(&exporter, &hold, 20, 10, || two_segment_scrape(exporter.addr, gap));
     let whole = results.iter().filter(|r| r.is_ok()).count();
     println!(
         "    scrapes whose request comes in two segments 20 ms apart: {} quiet; under a /probe flood from ten addresses ({} connections) {whole}/10 whole: {}",
