@@ -29,6 +29,7 @@ use hickory_resolver::TokioResolver;
 use tokio::time::Instant;
 
 pub use crate::dnssec::{Capability, DnssecMode};
+use crate::outcome::Reason;
 
 /// The most addresses of one family kept for one host: a name with more gets its first
 /// ones (in the order the server gave) probed, and a warning logged. It bounds the series
@@ -181,6 +182,22 @@ impl DnsFailure {
     /// The label value.
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    /// The reason a probe fails with when its name lookup failed so.
+    pub fn reason(self) -> Reason {
+        match self {
+            DnsFailure::Nxdomain => Reason::DnsNxdomain,
+            DnsFailure::NoRecords => Reason::DnsNoRecords,
+            DnsFailure::Servfail => Reason::DnsServfail,
+            DnsFailure::Refused => Reason::DnsRefused,
+            DnsFailure::Timeout => Reason::DnsTimeout,
+            DnsFailure::Truncated => Reason::DnsTruncated,
+            DnsFailure::Bogus => Reason::DnsBogus,
+            DnsFailure::AddressRefused => Reason::DnsAddressRefused,
+            // Only a domain walk meets an MX that names an address; a probe never does.
+            DnsFailure::MxIpLiteral | DnsFailure::Other => Reason::Dns,
+        }
     }
 }
 
@@ -1028,7 +1045,7 @@ fn negative_ttl(error: &NetError) -> Duration {
 /// Reads a trust-anchor file: DNSKEY records in zone-file syntax, one per line
 /// (`. 3600 IN DNSKEY 257 3 13 …`, as `dig DNSKEY .` prints them).
 fn read_trust_anchors(path: &std::path::Path) -> Result<TrustAnchors, String> {
-    let text = crate::config::read_bounded(path, 1 << 20).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::files::read_bounded(path, 1 << 20).map_err(|e| format!("{}: {e}", path.display()))?;
     let text = String::from_utf8(text).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
     let anchors = TrustAnchors::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     if anchors.is_empty() {

@@ -207,7 +207,7 @@ pub fn words(error: &NetError) -> String {
             let text = error.to_string();
             // Keep the first sentence: some errors go on with a Debug dump of the message.
             let first = text.split(['{', '\n']).next().unwrap_or("").trim_end_matches([' ', ':', ',']);
-            crate::probe::truncate(first)
+            crate::outcome::truncate(first)
         }
     }
 }

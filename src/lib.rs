@@ -1,21 +1,37 @@
 //! smtp_exporter: a Prometheus exporter that probes SMTP servers on each port and times
 //! every phase of the session.
 //!
-//! The data flow, one module per stop:
+//! This is the one map of the code: every module of `src/` is named here, in the data flow
+//! it serves, from the top (what runs) to the leaves (what everything uses).
 //!
 //! ```text
-//! config        YAML → validated, immutable Config (Arc; a reload swaps it whole)
-//!   → scheduler each spec on its own stable, spread-out interval; one concurrency limit
-//!     → probe   one SMTP session, phase by phase → ProbeReport (plain data)
-//!       → store the latest report and the counters of each spec
+//! app              wires the stages together and applies reloads (main.rs: the command line)
+//! config           YAML → validated, immutable Config (Arc; a reload swaps it whole)
+//!   ├→ domains     mail domains and expanded hosts → specs, kept in step with DNS
+//!   │              (MX, addresses, TLSA through dns; MTA-STS and TLS-RPT through policy)
+//!   → scheduler    each spec (configured or found by a domain walk) on its own spread-out
+//!                  interval; one concurrency limit, shared with /probe
+//!     → probe      one SMTP session, phase by phase → ProbeReport (plain data);
+//!                  probe::delivery reads the submitted message back over IMAP
+//!       → store    the latest report, counters and recent history of each spec
 //!         → metrics  the exposition, written from the store on scrape
-//!           → http   /metrics, /probe, / (status page), /-/healthy, /-/ready, /-/reload
+//!           → http   /metrics, /probe, the status page, /-/reload, the web config (TLS,
+//!                    basic auth) and the connection limits
+//! check            `smtp_exporter check HOST|DOMAIN`: one probe per port, explained to a
+//!                  person; built from the same config, probe and domains parts
 //! ```
 //!
-//! `app` wires these together and handles reloads; `tls` (trust settings, handshake,
-//! certificate verdicts) serves `config` and `probe`; `sys` holds what differs between
-//! operating systems; `logging` sets up tracing; `check` is the one-shot
-//! `smtp_exporter check HOST` command; `main` is the thin command line on top.
+//! Below the stages, each importing only what is under it:
+//! - `policy` (MTA-STS, TLS-RPT) on `tls` (trust settings, handshake, certificate
+//!   verdicts) on `dns` (the resolver: addresses, MX, TLSA, DNSSEC verdicts), which asks
+//!   `dnssec` what its name servers can prove; `sys` (what differs between operating
+//!   systems, such as how a socket error is classified);
+//! - the leaves, which import nothing of the crate: `outcome` (phases, reasons, step
+//!   errors), `files` (bounded reading of the files a configuration names), `dane` (TLSA
+//!   matching, pure functions), `logging` (tracing set-up).
+//!
+//! `tests/integration/layout.rs` holds the code to this: no module reaches itself through
+//! the others, and every module is named above.
 //!
 //! What a user of the library needs is public: [`app::run`] (and [`app::prepare`] /
 //! [`app::serve`]), [`config::parse`] and [`config::load`], [`probe::run`] and the types
@@ -25,13 +41,14 @@ pub mod app;
 pub mod check;
 pub mod config;
 pub mod dane;
-pub mod delivery;
 pub mod dns;
 pub mod dnssec;
 pub mod domains;
+pub mod files;
 mod http;
 pub mod logging;
 mod metrics;
+pub mod outcome;
 pub mod policy;
 pub mod probe;
 mod scheduler;

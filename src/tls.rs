@@ -36,7 +36,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::logging::format_date;
-use crate::probe::{Reason, StepError};
+use crate::outcome::{Reason, StepError};
 
 /// Where trust anchors come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,7 +255,7 @@ fn load_roots(roots: &Roots) -> Result<(Arc<RootCertStore>, HashSet<Vec<u8>>), S
 fn load_ca_file(path: &Path) -> Result<(RootCertStore, HashSet<Vec<u8>>), SetupError> {
     use rustls::pki_types::pem::PemObject;
     let fail = |e: &dyn fmt::Display| SetupError(format!("{}: {e}", path.display()));
-    let pem = crate::config::read_bounded(path, MAX_CA_FILE_BYTES).map_err(|e| fail(&e))?;
+    let pem = crate::files::read_bounded(path, MAX_CA_FILE_BYTES).map_err(|e| fail(&e))?;
     let mut store = RootCertStore::empty();
     let mut anchors = HashSet::new();
     for cert in CertificateDer::pem_slice_iter(&pem) {
@@ -550,7 +550,7 @@ fn classify(err: std::io::Error) -> StepError {
         }
         Some(tls_err) => StepError::new(Reason::TlsHandshake, tls_err.to_string()),
         None => {
-            let reason = match Reason::from_io(&err) {
+            let reason = match crate::sys::reason_of(&err) {
                 Reason::Io => Reason::TlsHandshake,
                 other => other,
             };

@@ -65,9 +65,8 @@ fn delivery(args: &CheckArgs, plan: &Plan) -> Result<Delivery, CheckError> {
         _ => return Err(flag("--mail-from", "give the sender's address (--user is not one)".into())),
     };
     let path = args.imap_password_file.clone().unwrap_or_default();
-    let text = std::fs::read_to_string(&path)
+    let password = crate::files::read_secret(&path)
         .map_err(|e| flag("--imap-password-file", format!("{}: {e}", path.display())))?;
-    let password = text.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
         return Err(flag("--imap-password-file", format!("{}: the file is empty", path.display())));
     }
@@ -201,8 +200,8 @@ fn render_json(args: &CheckArgs, port: u16, report: &ProbeReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::headers::PathInfo;
-    use crate::delivery::{DeliveryOutcome, Folder};
+    use crate::probe::delivery::headers::PathInfo;
+    use crate::probe::delivery::{DeliveryOutcome, Folder};
     use crate::probe::{Failure, Reason};
     use crate::test_support::temp_file;
 

@@ -223,9 +223,8 @@ impl Plan {
         let auth = match (&args.user, &args.password_file) {
             (Some(user), Some(path)) => {
                 let flag = |message: String| CheckError::Flag { flag: "--password-file", message };
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| flag(format!("{}: {e}", path.display())))?;
-                let password = text.trim_end_matches(['\r', '\n']);
+                let password =
+                    crate::files::read_secret(path).map_err(|e| flag(format!("{}: {e}", path.display())))?;
                 if password.is_empty() {
                     return Err(flag(format!("{}: the file is empty", path.display())));
                 }

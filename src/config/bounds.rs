@@ -1,15 +1,12 @@
 //! Bounds on configuration input, checked before the YAML parser sees it.
 //!
-//! Part of `config`, ahead of `raw`: a file is read only if it is a regular file and at
-//! most [`MAX_CONFIG_BYTES`] long, and its text is scanned once for what would make the
+//! Part of `config`, ahead of `raw`: a file is read (by [`crate::files::read_bounded`]) only
+//! if it is a regular file and at most [`MAX_CONFIG_BYTES`] long, and its text is scanned once for what would make the
 //! parser slow or large: flow collections nested deeper than [`MAX_FLOW_DEPTH`] (the parser
 //! takes quadratic time on them) and aliases that would add more than
 //! [`MAX_ALIAS_GROWTH`] to the document (a "billion laughs"). The scan is approximate on the safe side:
 //! it reads YAML's quoting and comments, and counts an anchored node as the text from its
 //! anchor to the next line indented no deeper than the anchor's line.
-
-use std::io::Read;
-use std::path::Path;
 
 /// The largest configuration file read: about 200,000 specs written one a line, so that
 /// every replica of a sharded fleet can read the whole list.
@@ -18,28 +15,6 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 pub const MAX_FLOW_DEPTH: usize = 32;
 /// The most that expanding its aliases may add to a document.
 pub const MAX_ALIAS_GROWTH: usize = 4 << 20;
-
-/// Reads a file the configuration names, refusing what is not a regular file (a FIFO, a
-/// device such as /dev/zero) and anything longer than `limit` bytes.
-pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
-    if !metadata.is_file() {
-        return Err("not a regular file".into());
-    }
-    if metadata.len() > limit {
-        return Err(format!("{} bytes, more than the {limit} accepted", metadata.len()));
-    }
-    // One byte to spare, so that reading to the end finds it there without growing the
-    // buffer (a full buffer would be doubled just to learn that nothing follows).
-    let mut bytes = Vec::with_capacity(metadata.len() as usize + 1);
-    std::fs::File::open(path)
-        .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("more than the {limit} bytes accepted"));
-    }
-    Ok(bytes)
-}
 
 /// Checks configuration text for deep flow nesting and for aliases that would expand it
 /// beyond bounds.
@@ -227,33 +202,10 @@ mod tests {
         assert_eq!(scan.aliases.len(), 2);
     }
 
-    #[test]
-    fn only_regular_files_of_bounded_size_are_read() {
-        assert_eq!(read_bounded(Path::new("/dev/zero"), 1024).unwrap_err(), "not a regular file");
-        let file = crate::test_support::temp_file("bounded", &"y".repeat(2000));
-        assert_eq!(read_bounded(&file, 1000).unwrap_err(), "2000 bytes, more than the 1000 accepted");
-        assert_eq!(read_bounded(&file, 4000).unwrap().len(), 2000);
-    }
-
-    /// Issue 17: a file longer than its size said (one that grew after it was looked at,
-    /// or a /proc file, which says 0) is refused, not cut at the limit.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_file_longer_than_its_size_said_is_refused_not_cut() {
-        let status = Path::new("/proc/self/status");
-        assert_eq!(std::fs::metadata(status).unwrap().len(), 0);
-        assert_eq!(read_bounded(status, 100).unwrap_err(), "more than the 100 bytes accepted");
-    }
-
-    /// Issue 17: each bound is inclusive: a file of exactly the limit is read (an empty
-    /// one too), and text at exactly the deepest nesting or the largest alias growth passes.
+    /// Issue 17: each bound is inclusive: text at exactly the deepest nesting or the
+    /// largest alias growth passes.
     #[test]
     fn the_bounds_are_inclusive() {
-        let file = crate::test_support::temp_file("bounded-exact", &"y".repeat(2000));
-        assert_eq!(read_bounded(&file, 2000).unwrap().len(), 2000);
-        let empty = crate::test_support::temp_file("bounded-empty", "");
-        assert_eq!(read_bounded(&empty, 2000).unwrap(), Vec::<u8>::new());
-
         let nested = |depth: usize| format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
         assert!(check_text(&nested(MAX_FLOW_DEPTH)).is_ok());
         assert!(check_text(&nested(MAX_FLOW_DEPTH + 1)).is_err());

@@ -12,7 +12,7 @@ mod model;
 mod raw;
 mod validate;
 
-pub use bounds::{read_bounded, MAX_CONFIG_BYTES};
+pub use bounds::MAX_CONFIG_BYTES;
 pub use validate::check_address;
 
 use std::collections::BTreeMap;
@@ -23,8 +23,9 @@ use std::time::Duration;
 
 pub use model::{
     Auth, AuthMechanism, CredentialSource, Credentials, Delivery, EhloMetrics, Envelope, EnvelopeExpect,
-    EnvelopeRecipient, ExpandedPort, Expansion, ExpansionKind, Expectations, Imap, IpProtocol, Module,
-    NameError, PolicyCheck, ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport, Via,
+    EnvelopeRecipient, ExpandedPort, Expansion, ExpansionKind, Expectations, HistoryBounds, Imap, IpProtocol,
+    Module, NameError, PolicyCheck, ProbeSpec, Scheduled, Secret, Shard, SpecKey, Tls, TlsMode, Transport,
+    Via,
 };
 
 /// The configuration used when no `--config.file` is given: the local host on the four
@@ -76,7 +77,7 @@ pub struct Config {
     /// held about 2 KiB per spec of freed heap in the process (10,000 specs: +20 MiB RSS).
     pub text: Arc<str>,
     /// How many recent results each spec keeps (`history:`).
-    pub history: crate::store::HistoryBounds,
+    pub history: HistoryBounds,
 }
 
 /// Who `/probe` may probe. An open prober lets anyone who reaches the exporter make it
@@ -270,7 +271,7 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let origin = path.display().to_string();
     let err = |message: String| ConfigError { origin: origin.clone(), message };
-    let bytes = bounds::read_bounded(path, MAX_CONFIG_BYTES).map_err(err)?;
+    let bytes = crate::files::read_bounded(path, MAX_CONFIG_BYTES).map_err(|e| err(e.to_string()))?;
     let text = String::from_utf8(bytes).map_err(|_| err("not UTF-8 text".into()))?;
     let base_dir = path.parent().unwrap_or(Path::new(""));
     parse_in(&text, &origin, base_dir)

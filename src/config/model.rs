@@ -582,3 +582,18 @@ impl Shard {
         self.owns(&SpecKey { target: name.to_owned(), port: 0, module: String::new(), via: None })
     }
 }
+
+/// How much history each spec keeps (`history:` in the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryBounds {
+    /// The last probes kept whatever their result.
+    pub results: usize,
+    /// Failures kept beyond those.
+    pub failures: usize,
+}
+
+impl Default for HistoryBounds {
+    fn default() -> HistoryBounds {
+        HistoryBounds { results: 30, failures: 10 }
+    }
+}

@@ -459,9 +459,9 @@ fn history_bounds_default_and_are_checked() {
     let base =
         "modules:\n  m: { tls: none }\ntargets:\n  - { host: 127.0.0.1, ports: [{ port: 25, module: m }] }\n";
     let config = parse(base, "t").unwrap();
-    assert_eq!(config.history, crate::store::HistoryBounds { results: 30, failures: 10 });
+    assert_eq!(config.history, crate::config::HistoryBounds { results: 30, failures: 10 });
     let config = parse(&format!("history: {{ results: 0, failures: 1000 }}\n{base}"), "t").unwrap();
-    assert_eq!(config.history, crate::store::HistoryBounds { results: 0, failures: 1000 });
+    assert_eq!(config.history, crate::config::HistoryBounds { results: 0, failures: 1000 });
     let err = parse(&format!("history: {{ results: 1001 }}\n{base}"), "t.yml").unwrap_err().to_string();
     assert_eq!(err, "t.yml: history.results: 1001 is out of range (0 to 1000)");
     let err = parse(&format!("history: {{ failures: 5000 }}\n{base}"), "t.yml").unwrap_err().to_string();

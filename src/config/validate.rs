@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 
-use super::bounds::read_bounded;
 use super::model::{
     Auth, AuthMechanism, CredentialSource, Credentials, Delivery, Envelope, EnvelopeExpect,
     EnvelopeRecipient, ExpandedPort, Expansion, ExpansionKind, Expectations, Imap, IpProtocol, Module,
@@ -29,9 +28,6 @@ use super::{
 };
 use crate::dns::{DnsSettings, Resolver};
 use crate::tls::{Roots, TlsSettings};
-
-/// The largest password file read.
-const MAX_PASSWORD_FILE_BYTES: u64 = 64 << 10;
 
 /// Below this, a banner deadline on port 25 cuts off an MX behind Postfix's postscreen,
 /// which holds its greeting's last line for 6 s (`postscreen_greet_wait`).
@@ -128,8 +124,8 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
 const MAX_HISTORY: usize = 1000;
 
 /// `history: { results, failures }`: each within 0 to 1,000.
-fn validate_history(raw: super::raw::RawHistory) -> Result<crate::store::HistoryBounds, String> {
-    let defaults = crate::store::HistoryBounds::default();
+fn validate_history(raw: super::raw::RawHistory) -> Result<crate::config::HistoryBounds, String> {
+    let defaults = crate::config::HistoryBounds::default();
     let results = raw.results.unwrap_or(defaults.results);
     let failures = raw.failures.unwrap_or(defaults.failures);
     for (name, n) in [("results", results), ("failures", failures)] {
@@ -137,7 +133,7 @@ fn validate_history(raw: super::raw::RawHistory) -> Result<crate::store::History
             return Err(format!("{name}: {n} is out of range (0 to {MAX_HISTORY})"));
         }
     }
-    Ok(crate::store::HistoryBounds { results, failures })
+    Ok(crate::config::HistoryBounds { results, failures })
 }
 
 /// The range of `dns.timeout`.
@@ -756,21 +752,14 @@ fn read_password(
 ) -> Result<String, String> {
     match (inline, file, env) {
         (Some(p), _, _) => Ok(p),
-        (_, Some(path), _) => {
-            let bytes = read_bounded(&path, MAX_PASSWORD_FILE_BYTES).map_err(|e| {
-                let hint = if !path.exists() {
-                    "; write the account's password there (one line, mode 0600)"
-                } else if e.contains("ermission denied") {
-                    "; let the exporter's user read it"
-                } else {
-                    ""
-                };
-                format!("password_file: {}: {e}{hint}", path.display())
-            })?;
-            let text = String::from_utf8(bytes).map_err(|_| format!("password_file: {}: not UTF-8", path.display()))?;
-            // A trailing newline from `echo secret > file` is not part of the password.
-            Ok(text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text).to_owned())
-        }
+        (_, Some(path), _) => crate::files::read_secret(&path).map_err(|e| {
+            let hint = match e.io_kind() {
+                Some(std::io::ErrorKind::NotFound) => "; write the account's password there (one line, mode 0600)",
+                Some(std::io::ErrorKind::PermissionDenied) => "; let the exporter's user read it",
+                _ => "",
+            };
+            format!("password_file: {}: {e}{hint}", path.display())
+        }),
         (_, _, Some(var)) => std::env::var(&var).map_err(|e| match e {
             std::env::VarError::NotPresent => format!(
                 "password_env: environment variable {var} is not set; set it to the account's password in the exporter's environment, or use password_file"

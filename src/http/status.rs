@@ -767,7 +767,8 @@ mod tests {
     /// the share of successes; a spec without history has an empty strip.
     #[test]
     fn the_strip_marks_each_recent_result_and_says_what_failed_where() {
-        use crate::store::history::{Entry, HistoryBounds};
+        use crate::config::HistoryBounds;
+        use crate::store::history::Entry;
         let mut history = History::default();
         let entry = |at, duration_us, failure: Option<(Phase, crate::probe::Reason)>| Entry {
             at,

@@ -104,7 +104,7 @@ impl WebConfig {
 
     /// Reads and checks the file; relative paths in it are taken from its directory.
     pub fn load(path: &Path) -> Result<WebConfig, String> {
-        let bytes = crate::config::read_bounded(path, MAX_FILE_BYTES)
+        let bytes = crate::files::read_bounded(path, MAX_FILE_BYTES)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         let text = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
         let raw: RawWebConfig =
@@ -213,7 +213,7 @@ fn pem(file: &Option<PathBuf>, inline: &Option<String>, what: &str, base: &Path)
         (Some(_), Some(_)) => Err(format!("{what}_file and {what} are mutually exclusive")),
         (Some(path), None) => {
             let path = resolve(base, path);
-            crate::config::read_bounded(&path, MAX_FILE_BYTES)
+            crate::files::read_bounded(&path, MAX_FILE_BYTES)
                 .map_err(|e| format!("{what}_file {}: {e}", path.display()))
         }
         (None, Some(text)) => Ok(text.as_bytes().to_vec()),
@@ -330,7 +330,7 @@ fn client_verifier(
         let path = ca_file
             .map(|p| resolve(base, p))
             .ok_or(format!("client_auth_type {kind} needs a client_ca_file"))?;
-        let pem = crate::config::read_bounded(&path, MAX_FILE_BYTES)
+        let pem = crate::files::read_bounded(&path, MAX_FILE_BYTES)
             .map_err(|e| format!("client_ca_file {}: {e}", path.display()))?;
         let mut store = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&pem) {

@@ -10,10 +10,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::error::{Reason, StepError};
 use super::reply::Reply;
 use super::session::Session;
 use crate::config::{AuthMechanism, CredentialSource, Credentials};
+use crate::outcome::{Reason, StepError};
 
 /// The largest token file read: OAuth 2.0 access tokens are a few KiB.
 const MAX_TOKEN_BYTES: u64 = 64 << 10;
@@ -21,10 +21,9 @@ const MAX_TOKEN_BYTES: u64 = 64 << 10;
 /// Reads the token file (bounded, regular files only) off the runtime's workers.
 async fn read_token(path: &std::path::Path) -> Result<String, StepError> {
     let owned = path.to_owned();
-    let read =
-        tokio::task::spawn_blocking(move || crate::config::read_bounded(&owned, MAX_TOKEN_BYTES)).await;
+    let read = tokio::task::spawn_blocking(move || crate::files::read_bounded(&owned, MAX_TOKEN_BYTES)).await;
     let bytes = match read {
-        Ok(result) => result,
+        Ok(result) => result.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     }
     .map_err(|e| StepError::new(Reason::AuthCredentials, format!("token_file {}: {e}", path.display())))?;

@@ -8,10 +8,10 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::error::{truncate, Reason, StepError};
 use super::reply::Reply;
 use super::session::Session;
 use crate::config::{Envelope, EnvelopeExpect};
+use crate::outcome::{truncate, Reason, StepError};
 
 /// What each command of the envelope phase was answered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

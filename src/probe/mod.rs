@@ -8,9 +8,9 @@
 //! walk with a (phase, reason) pair, after a polite QUIT when the conversation allows it.
 
 mod auth;
+pub mod delivery;
 mod ehlo;
 mod envelope;
-mod error;
 pub mod expect;
 mod quickack;
 pub mod reply;
@@ -32,11 +32,11 @@ use tokio::time::Instant;
 use rustls::pki_types::ServerName;
 
 use crate::config::{ProbeSpec, Tls, Transport};
+pub use crate::outcome::{truncate, Failure, Phase, Reason, StepError};
+use crate::tls;
 pub use crate::tls::TlsInfo;
-use crate::{delivery, tls};
 pub use ehlo::Capabilities;
 pub use envelope::{EnvelopeOutcome, RecipientReply};
-pub use error::{truncate, Failure, Phase, Reason, StepError};
 use session::Session;
 pub use state::PortState;
 
@@ -84,7 +84,7 @@ pub struct ProbeReport {
     /// Boxed, like `delivery`: most specs have neither, and every report is kept.
     pub envelope: Option<Box<EnvelopeOutcome>>,
     /// What a delivery probe learned, once it submitted.
-    pub delivery: Option<Box<crate::delivery::DeliveryOutcome>>,
+    pub delivery: Option<Box<delivery::DeliveryOutcome>>,
     /// Every line sent and received, when the probe was recorded ([`run_recorded`]).
     pub transcript: Option<Arc<transcript::Transcript>>,
 }
@@ -186,7 +186,7 @@ struct Walk<'a> {
     /// The transcript, when the probe keeps one.
     recorder: Option<transcript::Recorder>,
     /// A delivery probe's mailbox, from `imap_login` until the walk ends.
-    mailbox: Option<Box<crate::delivery::imap::Mailbox>>,
+    mailbox: Option<Box<delivery::imap::Mailbox>>,
     /// When the submitted message was accepted (the 250 after DATA).
     submitted: Option<Instant>,
     /// What no output of the probe may show.
@@ -316,10 +316,9 @@ impl<'a> Walk<'a> {
         let banner =
             clock.time(&mut report.phases, Phase::Banner, async { Ok(session.read_reply().await?) }).await?;
         report.banner_code = Some(banner.code);
-        report.banner_hostname =
-            banner.lines.first().and_then(|l| l.split_whitespace().next()).map(error::truncate);
+        report.banner_hostname = banner.lines.first().and_then(|l| l.split_whitespace().next()).map(truncate);
         if banner.code != 220 {
-            return Err(StepError::unexpected_reply("greeting", &banner).at(Phase::Banner));
+            return Err(banner.unexpected("greeting").at(Phase::Banner));
         }
         Ok(())
     }
@@ -706,9 +705,9 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(
         if helo.code == 250 {
             return Ok((Capabilities::parse(&helo.lines[..1]), true));
         }
-        return Err(StepError::unexpected_reply("HELO", &helo));
+        return Err(helo.unexpected("HELO"));
     }
-    Err(StepError::unexpected_reply("EHLO", &reply))
+    Err(reply.unexpected("EHLO"))
 }
 
 /// `host` looked up with the configuration's resolver (an IP literal is its own answer).
@@ -716,7 +715,7 @@ async fn resolve(spec: &ProbeSpec) -> Result<SocketAddr, StepError> {
     let family = spec.module.ip_protocol.family();
     match spec.resolver.first_address(&spec.host, family).await {
         Ok(ip) => Ok(SocketAddr::new(ip, spec.port)),
-        Err(e) => Err(StepError::new(Reason::from_dns(e.failure), format!("resolving {}", e.detail))),
+        Err(e) => Err(StepError::new(e.failure.reason(), format!("resolving {}", e.detail))),
     }
 }
 
@@ -724,7 +723,7 @@ async fn resolve(spec: &ProbeSpec) -> Result<SocketAddr, StepError> {
 /// `no_route` (its own routing table, not the path to the server; `no_local_route` is
 /// asked only then), else what the error says.
 fn connect_reason(error: &std::io::Error, no_local_route: impl FnOnce() -> bool) -> Reason {
-    match Reason::from_io(error) {
+    match crate::sys::reason_of(error) {
         Reason::Unreachable if no_local_route() => Reason::NoRoute,
         other => other,
     }

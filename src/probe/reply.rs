@@ -156,6 +156,22 @@ fn parse_code(d: &[u8]) -> Result<u16, ReplyError> {
     Ok(d.iter().fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0')))
 }
 
+impl Reply {
+    /// The step error for this reply where another was expected: 4xx and 5xx map to their
+    /// class, anything else is a protocol error. `what` names the command, and the reply
+    /// text is kept for logs.
+    pub fn unexpected(&self, what: &str) -> crate::outcome::StepError {
+        use crate::outcome::{truncate, Reason, StepError};
+        let reason = match self.class() {
+            4 => Reason::Reply4xx,
+            5 => Reason::Reply5xx,
+            _ => Reason::Protocol,
+        };
+        let text = self.lines.first().map(String::as_str).unwrap_or("");
+        StepError::new(reason, format!("{what}: unexpected reply {} {}", self.code, truncate(text)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

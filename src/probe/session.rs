@@ -9,10 +9,10 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::error::{truncate, Reason, StepError};
 use super::reply::{parse_reply, Reply, ReplyError, MAX_REPLY_BYTES};
 use super::secrets::Secrets;
 use super::transcript::{self, Dir, Recorder};
+use crate::outcome::{truncate, Reason, StepError};
 
 /// How much to ask the socket for at once.
 const READ_CHUNK: usize = 4096;
@@ -45,7 +45,7 @@ pub enum SessionError {
 impl From<SessionError> for StepError {
     fn from(err: SessionError) -> StepError {
         match err {
-            SessionError::Io(e) => StepError::new(Reason::from_io(&e), e.to_string()),
+            SessionError::Io(e) => StepError::new(crate::sys::reason_of(&e), e.to_string()),
             SessionError::Closed { partial: true } => {
                 StepError::new(Reason::Closed, "connection closed in the middle of a reply")
             }
@@ -168,13 +168,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Sends a command and requires a reply with `expected` code; `what` names the command
-    /// in the error. Any other reply is classified by `StepError::unexpected_reply`.
+    /// in the error. Any other reply is classified by `Reply::unexpected`.
     pub async fn expect(&mut self, line: &str, what: &str, expected: u16) -> Result<Reply, StepError> {
         let reply = self.command(line).await?;
         if reply.code == expected {
             Ok(reply)
         } else {
-            Err(StepError::unexpected_reply(what, &reply))
+            Err(reply.unexpected(what))
         }
     }
 

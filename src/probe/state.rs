@@ -3,7 +3,7 @@
 //!
 //! Derived from a finished `ProbeReport` (no extra network work), and exported by `metrics`
 //! as `smtp_port_state{state=...}` with every state present and 1 on the current one. The
-//! connect error comes from the OS error code (see `Reason::from_io`), never from its text.
+//! connect error comes from the OS error code (see `sys::reason_of`), never from its text.
 
 use super::{Phase, ProbeReport, Reason};
 

@@ -6,10 +6,10 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::error::{truncate, Reason, StepError};
 use super::reply::Reply;
 use super::session::Session;
 use crate::config::Delivery;
+use crate::outcome::{truncate, Reason, StepError};
 
 /// Submits `message` from `delivery.mail_from` to `delivery.rcpt_to`. Returns the text of
 /// the final 250. A 5xx anywhere is `submit_rejected`, a 4xx `reply_4xx`.

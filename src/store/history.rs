@@ -9,22 +9,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::config::HistoryBounds;
 use crate::probe::{Phase, PortState, ProbeReport, Reason};
-
-/// How much history each spec keeps (`history:` in the configuration).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HistoryBounds {
-    /// The last probes kept whatever their result.
-    pub results: usize,
-    /// Failures kept beyond those.
-    pub failures: usize,
-}
-
-impl Default for HistoryBounds {
-    fn default() -> HistoryBounds {
-        HistoryBounds { results: 30, failures: 10 }
-    }
-}
 
 /// One probe, as the history keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

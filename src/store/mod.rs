@@ -13,7 +13,8 @@ pub mod history;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-pub use history::{Entry, History, HistoryBounds};
+use crate::config::HistoryBounds;
+pub use history::{Entry, History};
 
 use crate::config::{Scheduled, SpecKey};
 use crate::probe::{ProbeReport, Reason};

@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-use crate::probe::Reason;
+use crate::outcome::Reason;
 
 pub(super) fn quick_ack(socket: &tokio::net::TcpStream) {
     let on: libc::c_int = 1;

@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-use crate::probe::Reason;
+use crate::outcome::Reason;
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -83,6 +83,23 @@ mod tests {
 
     /// Issue 17: the loopback address always has a route. (An address without one needs a
     /// machine or a network namespace without a default route: the real suite's.)
+    #[test]
+    fn error_kinds_map_to_reasons() {
+        let cases = [
+            (io::ErrorKind::ConnectionRefused, Reason::Refused),
+            (io::ErrorKind::HostUnreachable, Reason::Unreachable),
+            (io::ErrorKind::AddrNotAvailable, Reason::NoRoute),
+            (io::ErrorKind::ConnectionReset, Reason::Reset),
+            (io::ErrorKind::UnexpectedEof, Reason::Closed),
+            (io::ErrorKind::TimedOut, Reason::Timeout),
+            (io::ErrorKind::OutOfMemory, Reason::LocalResources),
+            (io::ErrorKind::InvalidInput, Reason::Io),
+        ];
+        for (kind, reason) in cases {
+            assert_eq!(reason_of(&kind.into()), reason, "{kind:?}");
+        }
+    }
+
     #[test]
     fn loopback_has_a_local_route() {
         assert!(!no_local_route(([127, 0, 0, 1], 25).into()));

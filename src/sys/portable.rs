@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::probe::Reason;
+use crate::outcome::Reason;
 
 pub(super) fn quick_ack(_socket: &tokio::net::TcpStream) {}
 

@@ -334,3 +334,49 @@ async fn only_the_delivery_port_decides_whether_the_domain_gets_mail() {
         output.text
     );
 }
+
+/// Issue 27: `check` reads its password files the way the configuration reads
+/// `password_file`: a FIFO (which a plain read would block on) is refused by both, with the
+/// same words.
+#[tokio::test]
+async fn check_refuses_a_fifo_password_file_as_the_configuration_does() {
+    let dir = std::env::temp_dir().join(format!("smtp-exporter-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("pw");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let refused = format!("{}: not a regular file", fifo.display());
+    // A reader that opened the FIFO would get a password (and the test would fail rather
+    // than hang); a writer no reader ever meets stays blocked until the test ends.
+    let writer = fifo.clone();
+    std::thread::spawn(move || std::fs::write(writer, "pw\n"));
+
+    let yaml = format!(
+        "modules:\n  m:\n    tls: implicit\n    auth: {{ username: u, password_file: {} }}\ntargets:\n  - host: mx.example.test\n    ports: [{{ port: 465, module: m }}]\n",
+        fifo.display()
+    );
+    let config = smtp_exporter::config::parse(&yaml, "t.yml").expect_err("the configuration refuses it");
+    assert!(config.to_string().ends_with(&format!("password_file: {refused}")), "{config}");
+
+    for flags in [
+        vec!["--user", "u", "--password-file"],
+        vec![
+            "--deliver",
+            "inbox@example.test",
+            "--mail-from",
+            "m@example.test",
+            "--imap-user",
+            "u",
+            "--imap-password-file",
+        ],
+    ] {
+        let mut argv = vec!["check".to_owned(), "127.0.0.1".to_owned()];
+        argv.extend(flags.iter().map(|s| s.to_string()));
+        argv.push(fifo.display().to_string());
+        let command = <CheckCommand as clap::Parser>::try_parse_from(&argv).unwrap();
+        let run = tokio::time::timeout(Duration::from_secs(10), smtp_exporter::check::run(&command.args));
+        let Err(error) = run.await.expect("no read blocks on the FIFO") else { panic!("check refuses it") };
+        assert!(error.to_string().ends_with(&refused), "{argv:?}: {error}");
+    }
+}

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smtp_exporter::config::ProbeSpec;
-use smtp_exporter::delivery::headers::PathInfo;
-use smtp_exporter::delivery::Folder;
+use smtp_exporter::probe::delivery::headers::PathInfo;
+use smtp_exporter::probe::delivery::Folder;
 use smtp_exporter::probe::{self, Phase, ProbeReport, Reason};
 
 use crate::support::{assert_failed, phases, spec};

@@ -35,3 +35,6 @@ mod cli;
 /// The web configuration's TLS settings (versions, suites, groups, client certificates
 /// and their names) against the exporter in-process.
 mod web_tls;
+
+/// The shape of `src/`: no import circle between its modules, one map in `lib.rs`.
+mod layout;

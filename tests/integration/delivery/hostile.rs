@@ -226,7 +226,7 @@ async fn folders_that_cannot_be_opened_are_skipped_and_counted() {
     assert_eq!(
         (delivery.folder, delivery.skipped_folders.clone()),
         (
-            Some(smtp_exporter::delivery::Folder::Other),
+            Some(smtp_exporter::probe::delivery::Folder::Other),
             Some(vec!["\"Shared\" (EXAMINE Shared: NO [NOPERM] Permission denied)".to_owned()])
         )
     );

@@ -124,7 +124,7 @@ fn io_error(what: &str, e: &io::Error) -> StepError {
             (Reason::Closed, "the IMAP server closed the connection".to_owned())
         }
         K::Other if e.raw_os_error().is_none() => (Reason::ImapProtocol, unparsed(e)),
-        _ => (Reason::from_io(e), e.to_string()),
+        _ => (crate::sys::reason_of(e), e.to_string()),
     };
     StepError::new(reason, format!("{what}: {text}"))
 }
@@ -195,13 +195,15 @@ fn server_text(error: &str) -> String {
 /// `imap_tls`.
 pub async fn connect(spec: &ProbeSpec, imap: &Imap) -> Result<Connected, StepError> {
     let host = imap.host.as_deref().unwrap_or(&spec.host);
-    let ip = spec.resolver.first_address(host, spec.module.ip_protocol.family()).await.map_err(|e| {
-        StepError::new(Reason::from_dns(e.failure), format!("resolving IMAP host {}", e.detail))
-    })?;
+    let ip = spec
+        .resolver
+        .first_address(host, spec.module.ip_protocol.family())
+        .await
+        .map_err(|e| StepError::new(e.failure.reason(), format!("resolving IMAP host {}", e.detail)))?;
     let peer = SocketAddr::new(ip, imap.port);
     let tcp = TcpStream::connect(peer)
         .await
-        .map_err(|e| StepError::new(Reason::from_io(&e), format!("IMAP connect to {peer}: {e}")))?;
+        .map_err(|e| StepError::new(crate::sys::reason_of(&e), format!("IMAP connect to {peer}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let transport =
         imap.transport.for_host(host).map_err(|e| StepError::new(Reason::ImapTls, e.to_string()))?;
@@ -269,7 +271,7 @@ async fn starttls(tcp: TcpStream) -> Result<TcpStream, StepError> {
         .get_mut()
         .write_all(b"s0 STARTTLS\r\n")
         .await
-        .map_err(|e| StepError::new(Reason::from_io(&e), e.to_string()))?;
+        .map_err(|e| StepError::new(crate::sys::reason_of(&e), e.to_string()))?;
     loop {
         let line = read_line(&mut reader).await?;
         if let Some(status) = line.strip_prefix("s0 ") {
@@ -295,7 +297,7 @@ async fn read_line(reader: &mut BufReader<TcpStream>) -> Result<String, StepErro
         Ok(0) => Err(StepError::new(Reason::Closed, "the IMAP server closed the connection")),
         Ok(_) if !line.ends_with(b"\n") => Err(StepError::new(Reason::ImapProtocol, "an IMAP line too long")),
         Ok(_) => Ok(String::from_utf8_lossy(&line).trim_end().to_owned()),
-        Err(e) => Err(StepError::new(Reason::from_io(&e), e.to_string())),
+        Err(e) => Err(StepError::new(crate::sys::reason_of(&e), e.to_string())),
     }
 }
 

@@ -1,11 +1,12 @@
 //! The vocabulary of a probe's outcome: which `Phase` ran, and the bounded `Reason` it failed.
 //!
-//! Every failure the probe walk (`probe::mod`) can meet is mapped here onto one reason from a
-//! fixed set, so that metrics labels stay bounded and alerts can match exact values. The free
-//! text `detail` of a [`Failure`] is for logs only and never becomes a label.
+//! A leaf at the bottom of the crate: it imports nothing of it, and everything that can fail
+//! a probe (the walk in `probe`, `tls`, `dns`, `sys`, the IMAP side of `probe::delivery`)
+//! classifies its failures with these names. Every failure maps onto one reason from a
+//! fixed set, so that metrics labels stay bounded and alerts can match exact values. The
+//! free text `detail` of a [`Failure`] is for logs only and never becomes a label.
 
 use std::fmt;
-use std::io;
 
 /// One timed step of an SMTP session, in the order they can occur. `Phase::VARIANTS`
 /// lists them in that order; the label value is the snake_case name.
@@ -175,28 +176,6 @@ impl Reason {
         self.into()
     }
 
-    /// The reason of a failed name lookup.
-    pub fn from_dns(failure: crate::dns::DnsFailure) -> Reason {
-        use crate::dns::DnsFailure as F;
-        match failure {
-            F::Nxdomain => Reason::DnsNxdomain,
-            F::NoRecords => Reason::DnsNoRecords,
-            F::Servfail => Reason::DnsServfail,
-            F::Refused => Reason::DnsRefused,
-            F::Timeout => Reason::DnsTimeout,
-            F::Truncated => Reason::DnsTruncated,
-            F::Bogus => Reason::DnsBogus,
-            F::AddressRefused => Reason::DnsAddressRefused,
-            // Only a domain walk meets an MX that names an address; a probe never does.
-            F::MxIpLiteral | F::Other => Reason::Dns,
-        }
-    }
-
-    /// Classifies a socket error by its OS error code (not its text); see `sys::reason_of`.
-    pub fn from_io(err: &io::Error) -> Reason {
-        crate::sys::reason_of(err)
-    }
-
     /// True when the SMTP conversation is still intact after this failure, so a polite QUIT
     /// can be sent.
     pub fn session_still_usable(self) -> bool {
@@ -243,18 +222,6 @@ impl StepError {
     /// Places the error in the phase where it happened.
     pub fn at(self, phase: Phase) -> Failure {
         Failure { phase, reason: self.reason, detail: self.detail }
-    }
-
-    /// A reply with an unexpected code: 4xx and 5xx map to their class, anything else is a
-    /// protocol error. `what` names the command, and the reply text is kept for logs.
-    pub fn unexpected_reply(what: &str, reply: &super::reply::Reply) -> StepError {
-        let reason = match reply.class() {
-            4 => Reason::Reply4xx,
-            5 => Reason::Reply5xx,
-            _ => Reason::Protocol,
-        };
-        let text = reply.lines.first().map(String::as_str).unwrap_or("");
-        StepError::new(reason, format!("{what}: unexpected reply {} {}", reply.code, truncate(text)))
     }
 }
 
@@ -303,28 +270,11 @@ mod tests {
         assert_eq!(failure.to_string(), "phase connect failed (refused): Connection refused");
     }
 
-    #[test]
-    fn error_kinds_map_to_reasons() {
-        let cases = [
-            (io::ErrorKind::ConnectionRefused, Reason::Refused),
-            (io::ErrorKind::HostUnreachable, Reason::Unreachable),
-            (io::ErrorKind::AddrNotAvailable, Reason::NoRoute),
-            (io::ErrorKind::ConnectionReset, Reason::Reset),
-            (io::ErrorKind::UnexpectedEof, Reason::Closed),
-            (io::ErrorKind::TimedOut, Reason::Timeout),
-            (io::ErrorKind::OutOfMemory, Reason::LocalResources),
-            (io::ErrorKind::InvalidInput, Reason::Io),
-        ];
-        for (kind, reason) in cases {
-            assert_eq!(Reason::from_io(&kind.into()), reason, "{kind:?}");
-        }
-    }
-
     /// Issue 17: the reasons the code can give are exactly those the README documents, in
     /// its order (an independent list: a reason added or renamed on one side only fails).
     #[test]
     fn the_readme_documents_every_reason_and_no_other() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../README.md");
         let table =
             readme.split("\n### Failure reasons\n").nth(1).expect("the section").split("\n#").next().unwrap();
         // The first cell of each row: one reason, or two as `a` / `b`.

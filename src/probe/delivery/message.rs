@@ -57,7 +57,7 @@ fn unix(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::headers::{fields, token_of};
+    use crate::probe::delivery::headers::{fields, token_of};
     use std::time::Duration;
 
     #[test]
