@@ -6,13 +6,20 @@
 //! invariant with a one-line error naming the field path, reading the credentials and
 //! building each module's TLS settings once (`tls`), and `model` holds what comes out. The
 //! scheduler receives the result in an `Arc` and a reload swaps it whole.
+//!
+//! Beside them: `bounds` (what the YAML parser may be given), `durations` (`10s`,
+//! `1m30s`), `on_demand` (what `/probe` may probe, and its spec for a request).
 
 mod bounds;
+mod durations;
 mod model;
+mod on_demand;
 mod raw;
 mod validate;
 
 pub use bounds::MAX_CONFIG_BYTES;
+pub use durations::{format_duration, parse_duration, parse_timeout};
+pub use on_demand::{OnDemandError, Places, ProbeEndpoint};
 pub use validate::check_address;
 
 use std::collections::BTreeMap;
@@ -80,65 +87,6 @@ pub struct Config {
     pub history: HistoryBounds,
 }
 
-/// Who `/probe` may probe. An open prober lets anyone who reaches the exporter make it
-/// connect anywhere (a port scanner inside your network), so by default only hosts that
-/// the configuration already names are allowed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeEndpoint {
-    pub enabled: bool,
-    pub allow_any_target: bool,
-    /// Hosts allowed besides the configured targets' hosts; `*.example.com` allows every
-    /// name below example.com.
-    pub allowed_hosts: Vec<String>,
-    /// The configured targets' hosts, and where their modules carry credentials; kept
-    /// whole on every shard.
-    pub places: Places,
-}
-
-/// Where the configuration probes, for `/probe` to look up in constant time: every
-/// configured host (allowed on every shard), and every (host, port, module) whose module
-/// carries credentials, the only places `/probe` may use such a module, so that a
-/// listener on another port of an allowed host cannot collect them.
-///
-/// Held as 64-bit digests under a key drawn at random when the process starts, not as
-/// text: 10,000 specs take a few hundred KiB instead of several MiB, and a request
-/// matches a place it is not with a chance of one in 2^64 per configured place, which
-/// nobody can aim for without the key.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Places {
-    hosts: std::collections::HashSet<u64>,
-    credentialed: std::collections::HashSet<u64>,
-}
-
-impl Places {
-    fn digest(value: impl std::hash::Hash) -> u64 {
-        use std::hash::BuildHasher;
-        static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-        KEY.get_or_init(Default::default).hash_one(value)
-    }
-
-    /// The places of `schedule` (hosts compared without regard to case).
-    pub(crate) fn of(schedule: &[Arc<Scheduled>]) -> Places {
-        let mut places = Places::default();
-        for spec in schedule.iter().map(|s| &s.spec) {
-            let host = spec.host.to_ascii_lowercase();
-            if spec.module.auth.is_some() {
-                places.credentialed.insert(Places::digest((&host, spec.port, &spec.module_name)));
-            }
-            places.hosts.insert(Places::digest(host));
-        }
-        places
-    }
-
-    fn has_host(&self, host: &str) -> bool {
-        self.hosts.contains(&Places::digest(host.to_ascii_lowercase()))
-    }
-
-    fn credentialed(&self, host: &str, port: u16, module: &str) -> bool {
-        self.credentialed.contains(&Places::digest((&host.to_ascii_lowercase(), port, module)))
-    }
-}
-
 impl Config {
     /// Keeps only the specs this shard owns. `/probe` is not affected: the configured
     /// hosts stay allowed on every shard.
@@ -146,106 +94,6 @@ impl Config {
         self.schedule.retain(|s| shard.owns(&s.spec.key()));
         self.expansions.retain(|e| shard.owns_expansion(&e.name));
     }
-
-    /// Whether `/probe` may probe `host`.
-    pub fn probe_allowed(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        let endpoint = &self.probe_endpoint;
-        endpoint.allow_any_target
-            || endpoint.places.has_host(&host)
-            || endpoint.allowed_hosts.iter().any(|pattern| {
-                let pattern = pattern.to_ascii_lowercase();
-                match pattern.strip_prefix("*.") {
-                    Some(suffix) => host.ends_with(&format!(".{suffix}")),
-                    None => pattern == host,
-                }
-            })
-    }
-
-    /// A spec for one on-demand probe of `host:port` with module `module_name`, its
-    /// deadline shortened to `timeout` when that is sooner than the module's.
-    pub fn on_demand_spec(
-        &self,
-        host: &str,
-        port: u16,
-        module_name: &str,
-        timeout: Option<Duration>,
-    ) -> Result<ProbeSpec, OnDemandError> {
-        let module = self
-            .modules
-            .get(module_name)
-            .ok_or_else(|| OnDemandError::UnknownModule(unknown_module(module_name, &self.modules)))?;
-        if port == 0 {
-            return Err(OnDemandError::Port);
-        }
-        if module.auth.is_some() && !self.probe_endpoint.places.credentialed(host, port, module_name) {
-            return Err(OnDemandError::Credentials);
-        }
-        if module.envelope.as_ref().is_some_and(Envelope::uses_domain) {
-            return Err(OnDemandError::EnvelopeDomain);
-        }
-        if module.delivery.is_some() {
-            return Err(OnDemandError::Delivery);
-        }
-        let module = match timeout {
-            Some(t) if t < module.timeout => {
-                let mut shorter = Module::clone(module);
-                shorter.timeout = t;
-                shorter.phase_timeout = shorter.phase_timeout.min(t);
-                Arc::new(shorter)
-            }
-            _ => module.clone(),
-        };
-        module
-            .spec(host, host, port, module_name, Arc::new(Expectations::default()), &self.resolver)
-            .map_err(OnDemandError::Name)
-    }
-}
-
-/// Why an on-demand probe cannot be made as asked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OnDemandError {
-    /// The module is not defined; the message lists those that are.
-    UnknownModule(String),
-    Port,
-    Name(NameError),
-    /// The module carries credentials, and the configuration does not probe this host and
-    /// port with it.
-    Credentials,
-    /// The module's envelope names `{domain}`, which only a `domains:` entry gives.
-    EnvelopeDomain,
-    /// The module delivers a message: only the schedule runs it, at its own pace.
-    Delivery,
-}
-
-impl fmt::Display for OnDemandError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OnDemandError::UnknownModule(message) => f.write_str(message),
-            OnDemandError::Port => f.write_str("port must be between 1 and 65535"),
-            OnDemandError::Name(e) => e.fmt(f),
-            OnDemandError::Credentials => f.write_str(
-                "the module carries credentials: /probe uses it only for a host and port that the configuration probes with it",
-            ),
-            OnDemandError::EnvelopeDomain => write!(
-                f,
-                "the module's envelope names {}, which only a domains: entry gives; /probe cannot fill it in",
-                Envelope::DOMAIN
-            ),
-            OnDemandError::Delivery => f.write_str(
-                "the module delivers a message into a mailbox; only the schedule runs it, at its delivery.interval",
-            ),
-        }
-    }
-}
-
-impl std::error::Error for OnDemandError {}
-
-/// The error for a module name that is not defined, listing those that are.
-fn unknown_module(name: &str, modules: &BTreeMap<String, Arc<Module>>) -> String {
-    let known: Vec<&str> = modules.keys().map(String::as_str).collect();
-    let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
-    format!("unknown module {name:?} (defined: {known})")
 }
 
 /// A configuration error, with where it came from.
@@ -333,55 +181,6 @@ fn shown(text: &str) -> String {
     };
     redact(&mut value);
     yaml_serde::to_string(&value).unwrap_or_else(|_| "# the configuration cannot be shown\n".into())
-}
-
-/// Parses a Prometheus-style duration: one or more `<number><unit>` with units ms, s, m, h.
-/// Our own, because the crates that parse durations (humantime) take another grammar
-/// (`1.5s`, `2 days`, `1month`) than the one Prometheus users write.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?} (use e.g. 500ms, 10s, 1m30s)");
-    let mut total = Duration::ZERO;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
-            _ => return Err(bad()),
-        };
-        total = total.saturating_add(unit);
-        rest = &rest[unit_len..];
-    }
-    if total.is_zero() {
-        return Err(format!("invalid duration {text:?}: must be greater than zero"));
-    }
-    Ok(total)
-}
-
-/// Parses a probe timeout (as `check --timeout` takes it): a duration within the range a
-/// module's `timeout` accepts.
-pub fn parse_timeout(text: &str) -> Result<Duration, String> {
-    validate::duration_in(Some(text), Duration::ZERO, validate::TIMEOUT_RANGE)
-}
-
-/// Formats a duration the way the config writes it.
-pub fn format_duration(d: Duration) -> String {
-    if d.subsec_millis() != 0 || d.as_secs() == 0 {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}s", d.as_secs())
-    }
 }
 
 #[cfg(test)]

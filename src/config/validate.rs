@@ -23,7 +23,7 @@ use super::raw::{
     RawImap, RawModule, RawPolicy, RawPort, RawProbeEndpoint, RawTarget, RawTlsConfig,
 };
 use super::{
-    format_duration, parse_duration, unknown_module, Config, ProbeEndpoint, DEFAULT_EHLO_HOSTNAME,
+    format_duration, on_demand::unknown_module, parse_duration, Config, ProbeEndpoint, DEFAULT_EHLO_HOSTNAME,
     DEFAULT_INTERVAL, DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT,
 };
 use crate::dns::{DnsSettings, Resolver};
