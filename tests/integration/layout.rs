@@ -151,8 +151,7 @@ fn lib_rs_names_every_module() {
 }
 
 /// Issue 27: a folder's `mod.rs` says what the folder is and re-exports; the code lives in
-/// files named for what they hold. About 300 lines at most (the exposition's registry in
-/// `metrics/mod.rs` is the largest, at 326).
+/// files named for what they hold: 300 lines at most.
 #[test]
 fn index_files_stay_thin() {
     let mut files = Vec::new();
@@ -161,7 +160,7 @@ fn index_files_stay_thin() {
         .iter()
         .filter(|f| f.file_name().is_some_and(|n| n == "mod.rs"))
         .map(|f| (f, std::fs::read_to_string(f).unwrap().lines().count()))
-        .filter(|(_, lines)| *lines > 330)
+        .filter(|(_, lines)| *lines > 300)
         .map(|(f, lines)| format!("{}: {lines} lines", f.display()))
         .collect();
     assert!(heavy.is_empty(), "index files that hold code: {heavy:?}");
