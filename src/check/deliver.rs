@@ -84,14 +84,13 @@ fn delivery(args: &CheckArgs, plan: &Plan) -> Result<Delivery, CheckError> {
         interval: SWEEP_AFTER,
         poll_interval: Duration::from_millis(500),
         sweep_after: SWEEP_AFTER,
-        imap: Imap {
-            host: args.imap_host.clone(),
-            port: args.imap_port.unwrap_or(default_port),
+        imap: Imap::new(
+            args.imap_host.clone(),
+            args.imap_port.unwrap_or(default_port),
             transport,
-            username: args.imap_user.clone().unwrap_or_default(),
-            password: Secret::new(password),
-            junk_mailbox: None,
-        },
+            args.imap_user.clone().unwrap_or_default(),
+            Secret::new(password),
+        ),
     })
 }
 

@@ -6,10 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{CheckArgs, CheckError};
-use crate::config::{
-    self, Auth, CredentialSource, Credentials, Expectations, IpProtocol, Module, ProbeSpec, Secret, Tls,
-    TlsMode, Transport,
-};
+use crate::config::{Auth, Expectations, Module, ProbeSpec, Secret, Tls, TlsMode, Transport};
 use crate::dns::{DnsSettings, Resolver};
 use crate::probe::{ProbeReport, Reason};
 use crate::tls::{self, Roots, TlsSettings};
@@ -61,14 +58,9 @@ impl Plan {
                     return Err(flag(format!("{}: the file is empty", path.display())));
                 }
                 Some(Auth {
-                    credentials: Credentials {
-                        username: user.clone(),
-                        secret: CredentialSource::Password(Secret::new(password)),
-                    },
-                    mechanism: None,
-                    allow_plaintext: false,
                     // --insecure says to go on past a certificate that does not verify.
                     allow_unverified_tls: args.insecure,
+                    ..Auth::with_password(user.clone(), Secret::new(password))
                 })
             }
             _ => None,
@@ -115,16 +107,12 @@ impl Plan {
     /// The module that probes `port` in `mode`.
     pub(super) fn module(&self, args: &CheckArgs, port: u16, mode: TlsMode) -> Arc<Module> {
         let settings = if mode == TlsMode::Starttls { &self.lenient } else { &self.strict };
+        let transport = Transport::of_mode(mode, || Tls { settings: settings.clone(), name: None });
         Arc::new(Module {
-            transport: Transport::of_mode(mode, || Tls { settings: settings.clone(), name: None }),
-            timeout: args.timeout,
-            phase_timeout: args.timeout,
-            ehlo_hostname: config::DEFAULT_EHLO_HOSTNAME.to_owned(),
+            // A person reads every extension the server offers.
             ehlo_metrics: crate::config::EhloMetrics::All,
-            ip_protocol: IpProtocol::Auto,
             auth: self.auth.clone().filter(|_| authenticates(port, mode)),
-            envelope: None,
-            delivery: None,
+            ..Module::new(transport, args.timeout)
         })
     }
 }

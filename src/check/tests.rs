@@ -185,3 +185,34 @@ fn explains_tls_ports_and_skipped_auth() {
     assert!(advice.contains(&"Port 13466 sent no greeting but answered TLS: probed as implicit TLS (--port 13466:implicit says so up front).".to_owned()), "{advice:#?}");
     assert!(advice.contains(&"AUTH was not tried on 25: a relay port.".to_owned()), "{advice:#?}");
 }
+
+/// Issue 27: `check` builds its module with the configuration's constructors, so that
+/// both agree on every default: the module `check --user u --password-file F --timeout
+/// 5s` probes 587 with is the configuration's `{ tls: starttls_required, timeout: 5s,
+/// auth: { username: u, password_file: F } }` but for what `check` sets on purpose (every
+/// EHLO gauge, for a person to read).
+#[test]
+fn check_and_the_configuration_build_the_same_module() {
+    let pw = crate::test_support::temp_file("check-same-module-pw", "secret\r\n");
+    let pw = pw.display().to_string();
+    let args = parse(&["mx.example.test", "--timeout", "5s", "--user", "u", "--password-file", &pw]).unwrap();
+    let from_check = Plan::new(&args).unwrap().module(&args, 587, TlsMode::StarttlsRequired);
+    let yaml = format!(
+        "modules:\n  m:\n    tls: starttls_required\n    timeout: 5s\n    auth: {{ username: u, password_file: {pw} }}\ntargets:\n  - host: mx.example.test\n    ports: [{{ port: 587, module: m }}]\n"
+    );
+    let config = crate::config::parse(&yaml, "t.yml").unwrap();
+    let from_config = &config.modules["m"];
+    let shape = |m: &crate::config::Module| {
+        let auth = m.auth.as_ref().map(|a| {
+            let password = match &a.credentials.secret {
+                crate::config::CredentialSource::Password(p) => p.expose().to_owned(),
+                crate::config::CredentialSource::TokenFile(_) => String::new(),
+            };
+            (a.credentials.username.clone(), password, a.mechanism, a.allow_plaintext, a.allow_unverified_tls)
+        });
+        let delivery = m.delivery.is_some() || m.envelope.is_some();
+        (m.tls_mode(), m.timeout, m.phase_timeout, m.ehlo_hostname.clone(), m.ip_protocol, auth, delivery)
+    };
+    assert_eq!(shape(&from_check), shape(from_config));
+    assert_eq!(from_check.ehlo_metrics, crate::config::EhloMetrics::All);
+}

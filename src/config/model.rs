@@ -150,6 +150,20 @@ pub struct Auth {
     pub allow_unverified_tls: bool,
 }
 
+impl Auth {
+    /// A login with `password` as the configuration's defaults have it: the mechanism
+    /// picked from what the server offers, never over a session without TLS or with TLS
+    /// whose certificate did not verify.
+    pub fn with_password(username: String, password: Secret) -> Auth {
+        Auth {
+            credentials: Credentials { username, secret: CredentialSource::Password(password) },
+            mechanism: None,
+            allow_plaintext: false,
+            allow_unverified_tls: false,
+        }
+    }
+}
+
 /// How a module speaks TLS. The TLS variants carry the TLS settings, so a module without
 /// TLS has none and one with TLS cannot lack them. `Name` is what the certificate is
 /// checked against: a module holds the optional `server_name` override; a probe spec holds
@@ -287,6 +301,20 @@ pub struct Imap {
     pub junk_mailbox: Option<String>,
 }
 
+impl Imap {
+    /// The mailbox `username` at `host:port` (`None`: the target's host), with the
+    /// configuration's defaults: the junk folder found by its `\Junk` mark.
+    pub fn new(
+        host: Option<String>,
+        port: u16,
+        transport: Transport,
+        username: String,
+        password: Secret,
+    ) -> Imap {
+        Imap { host, port, transport, username, password, junk_mailbox: None }
+    }
+}
+
 /// What the envelope phase sends and what each recipient's reply must be. Never DATA: the
 /// transaction ends with RSET.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -351,6 +379,24 @@ pub enum EhloMetrics {
 }
 
 impl Module {
+    /// A module with the configuration's defaults for all but its transport and deadline:
+    /// that deadline for each phase too, the default EHLO name and EHLO gauges, both
+    /// address families, and no AUTH, envelope check or delivery. The configuration and
+    /// `check` both start from it, so that a new field gets its default in one place.
+    pub fn new(transport: Transport, timeout: Duration) -> Module {
+        Module {
+            transport,
+            timeout,
+            phase_timeout: timeout,
+            ehlo_hostname: super::DEFAULT_EHLO_HOSTNAME.to_owned(),
+            ehlo_metrics: EhloMetrics::default(),
+            ip_protocol: IpProtocol::Auto,
+            auth: None,
+            envelope: None,
+            delivery: None,
+        }
+    }
+
     /// The mode as the configuration names it.
     pub fn tls_mode(&self) -> TlsMode {
         self.transport.mode()

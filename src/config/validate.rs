@@ -517,8 +517,6 @@ fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
         Some(d) => Some(validate_delivery(d, timeout, base_dir).map_err(|e| format!("delivery.{e}"))?),
     };
     Ok(Module {
-        transport,
-        timeout,
         phase_timeout,
         ehlo_hostname,
         ehlo_metrics: raw.ehlo_metrics,
@@ -526,6 +524,7 @@ fn validate_module(raw: RawModule, base_dir: &Path) -> Result<Module, String> {
         auth,
         envelope,
         delivery,
+        ..Module::new(transport, timeout)
     })
 }
 
@@ -604,12 +603,14 @@ fn validate_imap(raw: RawImap, base_dir: &Path) -> Result<Imap, String> {
         return Err("junk_mailbox: must be a mailbox name".into());
     }
     Ok(Imap {
-        host: raw.host,
-        port: raw.port.unwrap_or(default_port),
-        transport,
-        username: raw.username,
-        password: Secret::new(password),
         junk_mailbox: raw.junk_mailbox,
+        ..Imap::new(
+            raw.host,
+            raw.port.unwrap_or(default_port),
+            transport,
+            raw.username,
+            Secret::new(password),
+        )
     })
 }
 
@@ -734,13 +735,10 @@ fn validate_auth(raw: RawAuth, base_dir: &Path) -> Result<Auth, String> {
         return Err("password: is empty".into());
     }
     Ok(Auth {
-        credentials: Credentials {
-            username: raw.username,
-            secret: CredentialSource::Password(Secret::new(password)),
-        },
         mechanism: raw.mechanism,
         allow_plaintext: raw.allow_plaintext,
         allow_unverified_tls: raw.allow_unverified_tls,
+        ..Auth::with_password(raw.username, Secret::new(password))
     })
 }
 
