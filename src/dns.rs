@@ -373,7 +373,7 @@ impl Resolver {
     ///
     /// Fails only when `settings.trust_anchors` cannot be read or holds no DNSKEY; the
     /// error names the file.
-    pub fn new(settings: &DnsSettings) -> Result<Arc<Resolver>, String> {
+    pub fn new(settings: &DnsSettings) -> Result<Arc<Resolver>, SetupError> {
         static LAST: std::sync::Mutex<Option<(DnsSettings, std::sync::Weak<Resolver>)>> =
             std::sync::Mutex::new(None);
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
@@ -385,7 +385,7 @@ impl Resolver {
         Ok(resolver)
     }
 
-    fn build(settings: &DnsSettings) -> Result<Arc<Resolver>, String> {
+    fn build(settings: &DnsSettings) -> Result<Arc<Resolver>, SetupError> {
         let anchors = match &settings.trust_anchors {
             None => TrustAnchors::default(),
             Some(path) => read_trust_anchors(path)?,
@@ -457,10 +457,10 @@ impl Resolver {
                 })
                 .collect::<Vec<_>>(),
         );
-        let build = |config: ResolverConfig, what: &str| {
+        let build = |config: ResolverConfig, what: &'static str| {
             let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
             *builder.options_mut() = options.clone();
-            builder.build().map_err(|e| format!("cannot build the {what}: {e}"))
+            builder.build().map_err(|e| SetupError::Build { what, words: e.to_string() })
         };
         let inner = build(config.clone(), "resolver")?;
         let tcp = build(tcp_config, "TCP resolver")?;
@@ -468,7 +468,9 @@ impl Resolver {
             .with_trust_anchor(Arc::new(anchors));
         *builder.options_mut() = options;
         builder.options_mut().validate = true;
-        let validating = builder.build().map_err(|e| format!("cannot build the validating resolver: {e}"))?;
+        let validating = builder
+            .build()
+            .map_err(|e| SetupError::Build { what: "validating resolver", words: e.to_string() })?;
         Ok(Arc::new(Resolver {
             inner,
             validating,
@@ -1042,14 +1044,42 @@ fn negative_ttl(error: &NetError) -> Duration {
     }
 }
 
+/// Why a resolver cannot be set up: its trust-anchor file (`dns.trust_anchors`, `check
+/// --dns-trust-anchors`) cannot be used, or the resolver library refused the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{}: {cause}", path.display())]
+    Read { path: std::path::PathBuf, cause: crate::files::ReadError },
+    #[error("{}: not UTF-8 text", path.display())]
+    NotUtf8 { path: std::path::PathBuf },
+    /// The resolver library's words for what it could not parse.
+    #[error("{}: {words}", path.display())]
+    Syntax { path: std::path::PathBuf, words: String },
+    #[error("{}: no DNSKEY record found", path.display())]
+    Empty { path: std::path::PathBuf },
+    /// Not expected: the settings are checked before.
+    #[error("cannot build the {what}: {words}")]
+    Build { what: &'static str, words: String },
+}
+
+impl SetupError {
+    /// Whether the trust-anchor file is at fault (the rest is the library's).
+    pub fn of_trust_anchors(&self) -> bool {
+        !matches!(self, SetupError::Build { .. })
+    }
+}
+
 /// Reads a trust-anchor file: DNSKEY records in zone-file syntax, one per line
 /// (`. 3600 IN DNSKEY 257 3 13 …`, as `dig DNSKEY .` prints them).
-fn read_trust_anchors(path: &std::path::Path) -> Result<TrustAnchors, String> {
-    let text = crate::files::read_bounded(path, 1 << 20).map_err(|e| format!("{}: {e}", path.display()))?;
-    let text = String::from_utf8(text).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
-    let anchors = TrustAnchors::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_trust_anchors(path: &std::path::Path) -> Result<TrustAnchors, SetupError> {
+    let owned = || path.to_owned();
+    let text = crate::files::read_bounded(path, 1 << 20)
+        .map_err(|cause| SetupError::Read { path: owned(), cause })?;
+    let text = String::from_utf8(text).map_err(|_| SetupError::NotUtf8 { path: owned() })?;
+    let anchors = TrustAnchors::from_str(&text)
+        .map_err(|e| SetupError::Syntax { path: owned(), words: e.to_string() })?;
     if anchors.is_empty() {
-        return Err(format!("{}: no DNSKEY record found", path.display()));
+        return Err(SetupError::Empty { path: owned() });
     }
     Ok(anchors)
 }
@@ -1117,6 +1147,22 @@ fn distinct_addresses<'a>(records: impl Iterator<Item = &'a RData>) -> Vec<IpAdd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 27: a trust-anchor file that cannot be used says why by its cause, and the
+    /// cause is the file's (validation names `dns.trust_anchors` for it).
+    #[test]
+    fn trust_anchor_files_are_refused_by_their_cause() {
+        let read = |path: &std::path::Path| read_trust_anchors(path).err().expect("refused");
+        let device = read(std::path::Path::new("/dev/zero"));
+        assert!(matches!(&device, SetupError::Read { cause: crate::files::ReadError::NotAFile, .. }));
+        assert_eq!(device.to_string(), "/dev/zero: not a regular file");
+        let empty = read(&crate::test_support::temp_file("anchors-empty", "; nothing here\n"));
+        assert!(matches!(empty, SetupError::Empty { .. }), "{empty}");
+        let garbage = read(&crate::test_support::temp_file("anchors-garbage", ". IN DNSKEY what\n"));
+        assert!(matches!(garbage, SetupError::Syntax { .. }), "{garbage}");
+        assert!([device, empty, garbage].iter().all(SetupError::of_trust_anchors));
+        assert!(!SetupError::Build { what: "resolver", words: String::new() }.of_trust_anchors());
+    }
 
     /// Issue 26: each class holds its addresses of both families (an IPv4-mapped IPv6
     /// address as its IPv4), and no other.

@@ -76,7 +76,7 @@ impl Plan {
             lenient: settings(false)?,
             auth,
             resolver: Resolver::new(&dns)
-                .map_err(|message| CheckError::Flag { flag: "--dns-trust-anchors", message })?,
+                .map_err(|e| CheckError::Flag { flag: "--dns-trust-anchors", message: e.to_string() })?,
         })
     }
 

@@ -79,7 +79,10 @@ pub(super) fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, String
         modules.insert(name, Arc::new(module));
     }
     let dns = validate_dns(raw.dns, base_dir).map_err(|e| format!("dns.{e}"))?;
-    let resolver = Resolver::new(&dns).map_err(|e| format!("dns.trust_anchors: {e}"))?;
+    let resolver = Resolver::new(&dns).map_err(|e| {
+        let field = if e.of_trust_anchors() { "dns.trust_anchors" } else { "dns" };
+        format!("{field}: {e}")
+    })?;
     let mut schedule = Vec::new();
     let mut expansions = Vec::new();
     let mut seen = HashSet::new();
