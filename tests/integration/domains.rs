@@ -387,11 +387,7 @@ async fn a_short_negative_ttl_brings_the_next_walk_forward() {
         port = server.port()
     );
     let exporter = InProcess::start(yaml, "negative.yml").await;
-    let walked = |s: &[testkit::exposition::Sample]| {
-        find(s, "smtp_domain_last_walk_timestamp_seconds", &[("domain", "neg.example.test")])
-            .first()
-            .map(|x| x.value)
-    };
+    let walked = |s: &[testkit::exposition::Sample]| last_walk(s, "neg.example.test");
     let first = exporter
         .scrape_until(Duration::from_secs(10), "both domains walked", |s| {
             walked(s).is_some()
@@ -405,12 +401,7 @@ async fn a_short_negative_ttl_brings_the_next_walk_forward() {
     let four = find(&first, "smtp_domain_dns_lookup_seconds", &[("domain", "four.example.test")]);
     let kinds: Vec<_> = four.iter().map(|x| (x.labels["name"].as_str(), x.labels["type"].as_str())).collect();
     assert_eq!(kinds, [("four.example.test", "mx"), ("mx4.example.test", "a")]);
-    let first_walk = walked(&first).unwrap();
-    exporter
-        .scrape_until(Duration::from_secs(10), "a second walk, well before the 60 s records expire", |s| {
-            walked(s).is_some_and(|t| t > first_walk)
-        })
-        .await;
+    second_walk(&exporter, walked, walked(&first).unwrap()).await;
     exporter.stop().await;
 }
 
@@ -637,21 +628,31 @@ async fn a_short_negative_ttl_of_a_tlsa_answer_brings_the_next_walk_forward() {
         port = server.port()
     );
     let exporter = InProcess::start(yaml, "negative-tlsa.yml").await;
-    let walked = |s: &[testkit::exposition::Sample]| {
-        find(s, "smtp_domain_last_walk_timestamp_seconds", &[("domain", "tlsa.example.test")])
-            .first()
-            .map(|x| x.value)
-    };
+    let walked = |s: &[testkit::exposition::Sample]| last_walk(s, "tlsa.example.test");
     let first =
         exporter.scrape_until(Duration::from_secs(10), "the domain walked", |s| walked(s).is_some()).await;
     let tlsa =
         find(&first, "smtp_domain_dns_lookup_seconds", &[("domain", "tlsa.example.test"), ("type", "tlsa")]);
     assert_eq!(tlsa.len(), 1, "the TLSA lookup was made");
-    let first_walk = walked(&first).unwrap();
+    second_walk(&exporter, walked, walked(&first).unwrap()).await;
+    exporter.stop().await;
+}
+
+/// When the exporter says `domain` was last walked.
+fn last_walk(samples: &[testkit::exposition::Sample], domain: &str) -> Option<f64> {
+    find(samples, "smtp_domain_last_walk_timestamp_seconds", &[("domain", domain)]).first().map(|x| x.value)
+}
+
+/// Waits for a walk after `first_walk` (as `walked` reads it): with `min_ttl: 1s` and a
+/// negative TTL of 1 s, it comes well before the 60 s records expire.
+async fn second_walk(
+    exporter: &InProcess,
+    walked: impl Fn(&[testkit::exposition::Sample]) -> Option<f64>,
+    first_walk: f64,
+) {
     exporter
         .scrape_until(Duration::from_secs(10), "a second walk, well before the 60 s records expire", |s| {
             walked(s).is_some_and(|t| t > first_walk)
         })
         .await;
-    exporter.stop().await;
 }
